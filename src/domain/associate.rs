@@ -1,0 +1,71 @@
+//! Associates (users) and the caller of a request.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sees and acts on its own tasks only.
+    User,
+    /// Claims, heartbeats and finishes any task, system tasks included.
+    Worker,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Worker => "worker",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "user" => Some(Role::User),
+            "worker" => Some(Role::Worker),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Associate {
+    pub id: i32,
+    pub name: String,
+    pub role: Role,
+    pub active: bool,
+}
+
+/// Who is asking. Built by the auth layer, consulted by the rights rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub associate_id: i32,
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+    /// Workers and admins see every task; users see their own.
+    pub fn sees_all(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Worker)
+    }
+    /// The owner filter a list query needs for this caller (`None` = no restriction).
+    pub fn owner_filter(&self) -> Option<i32> {
+        if self.sees_all() {
+            None
+        } else {
+            Some(self.associate_id)
+        }
+    }
+}
+
+/// Associate names: 1 to 100 characters, no control characters, no `:` (it would break Basic auth).
+pub fn valid_associate_name(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=100).contains(&n)
+        && !name.chars().any(|c| c.is_control() || c == ':')
+        && name.trim() == name
+}

@@ -1,0 +1,116 @@
+//! Typed errors of the domain rules. The HTTP layer maps them to statuses in one place.
+
+use super::task::BatchTaskState;
+
+/// A `BatchTaskInfo` property (or request parameter) an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Id,
+    Name,
+    AssociateId,
+    DetailsTable,
+    DetailsRecord,
+    IsSystemTask,
+    IsInternalTask,
+    ParameterObject,
+    LastStarted,
+    Created,
+    StartCount,
+    DatabaseSerialNumber,
+    Context,
+    Result,
+    State,
+    Description,
+    Response,
+    Request,
+    ProgressDescription,
+    ProgressPercent,
+    FileName,
+    CancellationBehaviour,
+    /// A request parameter that is not a task property (`$top`, `AssociateIds`, ...).
+    Param(&'static str),
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Id => "Id",
+            Field::Name => "Name",
+            Field::AssociateId => "AssociateId",
+            Field::DetailsTable => "DetailsTable",
+            Field::DetailsRecord => "DetailsRecord",
+            Field::IsSystemTask => "IsSystemTask",
+            Field::IsInternalTask => "IsInternalTask",
+            Field::ParameterObject => "ParameterObject",
+            Field::LastStarted => "LastStarted",
+            Field::Created => "Created",
+            Field::StartCount => "StartCount",
+            Field::DatabaseSerialNumber => "DatabaseSerialNumber",
+            Field::Context => "Context",
+            Field::Result => "Result",
+            Field::State => "State",
+            Field::Description => "Description",
+            Field::Response => "Response",
+            Field::Request => "Request",
+            Field::ProgressDescription => "ProgressDescription",
+            Field::ProgressPercent => "ProgressPercent",
+            Field::FileName => "FileName",
+            Field::CancellationBehaviour => "CancellationBehaviour",
+            Field::Param(p) => p,
+        }
+    }
+}
+
+/// The kind of value a field wants, for "wrong type" messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    Integer,
+    Boolean,
+    Text,
+    DateTime,
+    State,
+    Cancellation,
+    StringDictionary,
+    IntegerList,
+    Object,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{} is required", field.name())]
+    Required { field: Field },
+    #[error("{} must be {expected:?}", field.name())]
+    WrongType { field: Field, expected: Expected },
+    #[error("{} is too long ({actual} > {max})", field.name())]
+    TooLong {
+        field: Field,
+        max: usize,
+        actual: usize,
+    },
+    #[error("{} must be between {min} and {max}", field.name())]
+    OutOfRange { field: Field, min: i64, max: i64 },
+    #[error("{} has an unknown value {value:?}", field.name())]
+    UnknownValue { field: Field, value: String },
+    #[error("state {state:?} cannot be stored")]
+    StateNotAllowed { state: BatchTaskState },
+    #[error("a task cannot move from {from:?} to {to:?}")]
+    BadStateMove {
+        from: BatchTaskState,
+        to: BatchTaskState,
+    },
+    #[error("path id {path} and body id {body} differ")]
+    IdMismatch { path: i64, body: i64 },
+    #[error("task {id} not found")]
+    TaskNotFound { id: i64 },
+    #[error("task {id} is {state:?}; stop it first")]
+    TaskBusy { id: i64, state: BatchTaskState },
+    #[error("task {id} has changed since the version given")]
+    Stale { id: i64 },
+    #[error("not allowed: {reason}")]
+    Forbidden { reason: &'static str },
+    /// A stop that cannot take effect (finished or `CannotCancel` task): answered `false`.
+    #[error("the task cannot be stopped")]
+    StopRefused,
+    #[error("no task definition is named {name:?}")]
+    UnknownDefinition { name: String },
+}

@@ -1,0 +1,18 @@
+//! Domain types and rules. No I/O here: no database, no HTTP, no clock reads except where a
+//! caller passes `now` in.
+
+pub mod associate;
+pub mod error;
+pub mod filter;
+pub mod query;
+pub mod rights;
+pub mod state;
+pub mod task;
+pub mod time;
+pub mod zones;
+
+pub use associate::{Associate, Caller, Role};
+pub use error::{DomainError, Expected, Field};
+pub use task::{
+    BatchTaskState, CancellationBehaviour, NewTask, Parameters, Patch, Task, TaskUpdate,
+};

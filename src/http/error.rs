@@ -1,0 +1,245 @@
+//! The one error path. Domain and store errors convert into [`ApiError`]; its response carries
+//! the error in an extension, and [`render_errors`] writes the body in the format and language
+//! the request asked for. So every 4xx/5xx looks the same, whichever handler raised it.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::domain::{DomainError, Expected};
+use crate::i18n::{Key, Msg, TypeWord};
+use crate::store::StoreError;
+
+use super::context::Prefs;
+use super::format;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub msg: Msg,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, msg: Msg) -> ApiError {
+        ApiError { status, msg }
+    }
+    pub fn bad_request(msg: Msg) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, msg)
+    }
+    pub fn not_found(id: impl ToString) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            Msg::new(Key::TaskNotFound).arg("id", id),
+        )
+    }
+    pub fn unauthorized(key: Key) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, Msg::new(key))
+    }
+    pub fn internal() -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Msg::new(Key::Internal))
+    }
+
+    /// SuperOffice's exception name for each status (CONTRACT.md section 2, "Errors").
+    pub fn error_type(&self) -> &'static str {
+        error_type(self.status)
+    }
+}
+
+pub fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "ArgumentException",
+        401 => "SoAuthenticationException",
+        403 => "SoAccessDeniedException",
+        404 => "SoNotFoundException",
+        405 => "MethodNotAllowedException",
+        409 => "SoConflictException",
+        412 => "SoPreconditionFailedException",
+        413 => "PayloadTooLargeException",
+        415 => "UnsupportedMediaTypeException",
+        429 => "TooManyRequestsException",
+        _ => "InternalServerException",
+    }
+}
+
+fn type_word(e: Expected) -> TypeWord {
+    match e {
+        Expected::Integer => TypeWord::Integer,
+        Expected::Boolean => TypeWord::Boolean,
+        Expected::Text => TypeWord::Text,
+        Expected::DateTime => TypeWord::DateTime,
+        Expected::State => TypeWord::State,
+        Expected::Cancellation => TypeWord::Cancellation,
+        Expected::StringDictionary => TypeWord::StringDictionary,
+        Expected::IntegerList => TypeWord::IntegerList,
+        Expected::Object => TypeWord::Object,
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> ApiError {
+        use StatusCode as S;
+        let (status, msg) = match e {
+            DomainError::Required { field } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::FieldRequired).arg("field", field.name()),
+            ),
+            DomainError::WrongType { field, expected } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::FieldWrongType)
+                    .arg("field", field.name())
+                    .type_arg("expected", type_word(expected)),
+            ),
+            DomainError::TooLong { field, max, actual } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::FieldTooLong)
+                    .arg("field", field.name())
+                    .arg("max", max)
+                    .arg("actual", actual),
+            ),
+            DomainError::OutOfRange { field, min, max } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::FieldOutOfRange)
+                    .arg("field", field.name())
+                    .arg("min", min)
+                    .arg("max", max),
+            ),
+            DomainError::UnknownValue { field, value } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::FieldUnknownValue)
+                    .arg("field", field.name())
+                    .arg("value", truncate(&value, 80)),
+            ),
+            DomainError::StateNotAllowed { state } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::StateNotAllowed).arg("state", state.name()),
+            ),
+            DomainError::BadStateMove { from, to } => (
+                S::CONFLICT,
+                Msg::new(Key::BadStateMove)
+                    .arg("from", from.name())
+                    .arg("to", to.name()),
+            ),
+            DomainError::IdMismatch { path, body } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::IdMismatch)
+                    .arg("path", path)
+                    .arg("body", body),
+            ),
+            DomainError::TaskNotFound { id } => {
+                (S::NOT_FOUND, Msg::new(Key::TaskNotFound).arg("id", id))
+            }
+            DomainError::TaskBusy { id, state } => (
+                S::CONFLICT,
+                Msg::new(Key::TaskBusy)
+                    .arg("id", id)
+                    .arg("state", state.name()),
+            ),
+            DomainError::Stale { id } => {
+                (S::PRECONDITION_FAILED, Msg::new(Key::Stale).arg("id", id))
+            }
+            DomainError::Forbidden { reason } => {
+                (S::FORBIDDEN, Msg::new(Key::Forbidden).arg("reason", reason))
+            }
+            DomainError::StopRefused => (
+                S::CONFLICT,
+                Msg::new(Key::Forbidden).arg("reason", "the task cannot be stopped"),
+            ),
+            DomainError::UnknownDefinition { name } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::UnknownDefinition).arg("name", truncate(&name, 80)),
+            ),
+        };
+        ApiError { status, msg }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Rejected(d) => d.into(),
+            StoreError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                Msg::new(Key::TaskNotFound).arg("id", "?"),
+            ),
+            StoreError::Conflict { constraint } => ApiError::new(
+                StatusCode::CONFLICT,
+                Msg::new(Key::FieldUnknownValue)
+                    .arg("field", constraint)
+                    .arg("value", "duplicate"),
+            ),
+            StoreError::Backend(detail) => {
+                tracing::error!(%detail, "storage failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        s.chars().take(max).chain("…".chars()).collect()
+    }
+}
+
+/// Marks a response whose body [`render_errors`] must write.
+#[derive(Debug, Clone)]
+pub struct PendingError(pub ApiError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = self.status.into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"SuperOffice Username or Ticket\""),
+            );
+        }
+        res.extensions_mut().insert(PendingError(self));
+        res
+    }
+}
+
+/// Middleware: writes the body of every [`ApiError`] response, and turns axum's own plain-text
+/// rejections (404 route, 405 method) into the same error body.
+pub async fn render_errors(req: Request, next: Next) -> Response {
+    let prefs = Prefs::from_headers(req.headers());
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let mut res = next.run(req).await;
+    let err = match res.extensions_mut().remove::<PendingError>() {
+        Some(PendingError(e)) => e,
+        None if res.status() == StatusCode::NOT_FOUND
+            && res.headers().get(header::CONTENT_TYPE).is_none() =>
+        {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                Msg::new(Key::NotFoundRoute).arg("path", &path),
+            )
+        }
+        None if res.status() == StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Msg::new(Key::MethodNotAllowed)
+                .arg("path", &path)
+                .arg("method", method.as_str()),
+        ),
+        None => return res,
+    };
+    if err.status.is_server_error() {
+        tracing::error!(status = %err.status, %path, "request failed");
+    }
+    let text = err.msg.render(prefs.lang);
+    let body = format::error_body(prefs.format, err.error_type(), &text);
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, prefs.format.content_type());
+    parts.headers.insert(
+        header::CONTENT_LANGUAGE,
+        HeaderValue::from_static(prefs.lang.code()),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
+}

@@ -1,0 +1,360 @@
+//! The REST resource `/api/v1/BatchTask`.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::domain::query::{Column, ColumnType};
+use crate::domain::{BatchTaskState, Caller, DomainError, Field, time};
+use crate::http::AppState;
+use crate::http::body::Body;
+use crate::http::context::Prefs;
+use crate::http::error::ApiError;
+use crate::http::format::{self, Payload};
+use crate::http::wire::{self};
+use crate::i18n::{Key, Msg};
+use crate::service::StopOutcome;
+use crate::store::{ListQuery, TaskFilter};
+
+use super::discovery::base_url;
+use super::{Query, no_content, precondition, require_object, task_response, tasks_response};
+
+/// A path id: all digits. Larger than any task id → no such task.
+fn parse_id(raw: &str) -> Result<i32, ApiError> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DomainError::WrongType {
+            field: Field::Id,
+            expected: crate::domain::Expected::Integer,
+        }
+        .into());
+    }
+    raw.parse::<i32>().map_err(|_| ApiError::not_found(raw))
+}
+
+pub async fn create(
+    caller: Caller,
+    State(app): State<AppState>,
+    prefs: Prefs,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let obj = require_object(body.value, "BatchTaskInfo")?;
+    let req = wire::parse_create(&obj)?;
+    let task = app
+        .tasks
+        .create(&caller, req.task, req.associate_id, req.cancellation_given)
+        .await?;
+    let mut res = format::respond(prefs.format, &Payload::Int(task.id.into()));
+    let location = format!(
+        "{}/api/v1/BatchTask/{}",
+        app.config.path_prefix.trim_end_matches('/'),
+        task.id
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `GET /BatchTask/{id}` or `GET /BatchTask/{state}`: digits are an id, a state name a list.
+pub async fn get_one(
+    caller: Caller,
+    State(app): State<AppState>,
+    prefs: Prefs,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+        let id = parse_id(&key)?;
+        let task = app
+            .tasks
+            .get(&caller, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(id))?;
+        if let Some(since) = headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v.trim()).ok())
+        {
+            if task.updated.timestamp() <= since.timestamp() {
+                return Ok(StatusCode::NOT_MODIFIED.into_response());
+            }
+        }
+        if let Some(tags) = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+        {
+            if tags
+                .split(',')
+                .any(|t| t.trim() == task.etag() || t.trim() == "*")
+            {
+                return Ok(StatusCode::NOT_MODIFIED.into_response());
+            }
+        }
+        return Ok(task_response(&prefs, &caller, &task, None));
+    }
+    let state = BatchTaskState::ALL_NAMES
+        .into_iter()
+        .find(|s| s.name().eq_ignore_ascii_case(&key))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                Msg::new(Key::BadPathSegment)
+                    .arg("segment", key.chars().take(80).collect::<String>()),
+            )
+        })?;
+    let filter = TaskFilter {
+        states: if state == BatchTaskState::All {
+            None
+        } else {
+            Some(vec![state])
+        },
+        system: Some(false),
+        ..TaskFilter::default()
+    };
+    let tasks = app.tasks.find(&caller, filter).await?;
+    Ok(tasks_response(&prefs, &caller, &tasks, None))
+}
+
+pub async fn update(
+    caller: Caller,
+    State(app): State<AppState>,
+    prefs: Prefs,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&key)?;
+    let obj = require_object(body.value, "BatchTaskInfo")?;
+    let (body_id, update) = wire::parse_update(&obj)?;
+    if let Some(b) = body_id {
+        if b != i64::from(id) {
+            return Err(DomainError::IdMismatch {
+                path: id.into(),
+                body: b,
+            }
+            .into());
+        }
+    }
+    let task = app
+        .tasks
+        .update(&caller, id, update, precondition(&headers))
+        .await?;
+    Ok(task_response(&prefs, &caller, &task, None))
+}
+
+pub async fn stop(
+    caller: Caller,
+    State(app): State<AppState>,
+    prefs: Prefs,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&key)?;
+    Ok(
+        match app.tasks.stop(&caller, id, precondition(&headers)).await? {
+            StopOutcome::Stopped { task, warning } => {
+                let mut res = format::respond(prefs.format, &Payload::Bool(true));
+                if warning {
+                    let text = Msg::new(Key::CancelWarning)
+                        .arg("id", task.id)
+                        .render(prefs.lang);
+                    let value = format!("199 batchd \"{}\"", text.replace('"', "'"));
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        res.headers_mut().insert(header::WARNING, v);
+                    }
+                }
+                res
+            }
+            StopOutcome::Refused => format::respond(prefs.format, &Payload::Bool(false)),
+        },
+    )
+}
+
+pub async fn delete(
+    caller: Caller,
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&key)?;
+    app.tasks
+        .delete(&caller, id, precondition(&headers))
+        .await?;
+    Ok(no_content())
+}
+
+const DEFAULT_TOP: u32 = 100;
+const MAX_TOP: u32 = 1000;
+
+fn parse_count(q: &Query, name: &'static str, default: u32, max: u32) -> Result<u32, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n <= max => Ok(n),
+            Ok(_) => Err(DomainError::OutOfRange {
+                field: Field::Param(name),
+                min: 0,
+                max: max.into(),
+            }
+            .into()),
+            Err(_) => Err(DomainError::WrongType {
+                field: Field::Param(name),
+                expected: crate::domain::Expected::Integer,
+            }
+            .into()),
+        },
+    }
+}
+
+fn parse_columns(
+    raw: &str,
+    param: &'static str,
+    sortable: bool,
+) -> Result<Vec<(Column, bool)>, ApiError> {
+    let mut out = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let mut words = item.split_whitespace();
+        let name = words.next().unwrap_or("");
+        let desc = match words.next().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    Msg::new(Key::FieldUnknownValue)
+                        .arg("field", param)
+                        .arg("value", other),
+                ));
+            }
+        };
+        let column = Column::parse(name).ok_or_else(|| {
+            ApiError::bad_request(
+                Msg::new(Key::FieldUnknownValue)
+                    .arg("field", param)
+                    .arg("value", name.chars().take(80).collect::<String>()),
+            )
+        })?;
+        if sortable && !column.sortable() {
+            return Err(ApiError::bad_request(
+                Msg::new(Key::FieldUnknownValue)
+                    .arg("field", param)
+                    .arg("value", column.name()),
+            ));
+        }
+        out.push((column, desc));
+    }
+    Ok(out)
+}
+
+/// `GET /api/v1/BatchTask`: the OData list over the BatchTasks archive.
+pub async fn list(
+    caller: Caller,
+    State(app): State<AppState>,
+    prefs: Prefs,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let q = Query::parse(raw.as_deref());
+    let top = parse_count(&q, "$top", DEFAULT_TOP, MAX_TOP)?;
+    let skip = parse_count(&q, "$skip", 0, u32::MAX)?;
+    let select: Vec<Column> = match q.get("$select") {
+        Some(s) if !s.trim().is_empty() => parse_columns(s, "$select", false)?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect(),
+        _ => Column::DEFAULT_SELECT.to_vec(),
+    };
+    let order_by = match q.get("$orderBy") {
+        Some(s) => parse_columns(s, "$orderBy", true)?,
+        None => Vec::new(),
+    };
+    let filter = match q.get("$filter") {
+        Some(f) if !f.trim().is_empty() => {
+            Some(crate::domain::filter::parse(f, prefs.zone).map_err(|e| {
+                ApiError::bad_request(
+                    Msg::new(Key::FieldUnknownValue)
+                        .arg("field", "$filter")
+                        .arg("value", e.to_string()),
+                )
+            })?)
+        }
+        _ => None,
+    };
+    // One row more than asked tells whether there is a next page.
+    let query = ListQuery {
+        filter,
+        order_by,
+        top: top.saturating_add(1),
+        skip,
+        owner: caller.owner_filter(),
+    };
+    let mut rows = app.tasks.store().list_tasks(&query).await?;
+    let more = rows.len() > top as usize;
+    rows.truncate(top as usize);
+
+    let base = base_url(&headers, &app);
+    let values: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let mut obj = Map::new();
+            obj.insert("PrimaryKey".into(), json!(row.task.id));
+            obj.insert("EntityName".into(), json!("batchtask"));
+            for c in &select {
+                obj.insert(c.name().into(), archive_value(row, *c, &prefs));
+            }
+            Value::Object(obj)
+        })
+        .collect();
+    let next = if more {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &q.0 {
+            if !k.eq_ignore_ascii_case("$skip") {
+                s.append_pair(k, v);
+            }
+        }
+        s.append_pair("$skip", &(skip + top).to_string());
+        Value::from(format!("{base}/api/v1/BatchTask?{}", s.finish()))
+    } else {
+        Value::Null
+    };
+    let body = json!({
+        "odata.metadata": format!("{base}/api/v1/archive/$metadata"),
+        "odata.nextLink": next,
+        "value": values,
+    });
+    let _ = ColumnType::Int;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, format::Format::Json.content_type())],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response())
+}
+
+fn archive_value(row: &crate::store::ListRow, c: Column, prefs: &Prefs) -> Value {
+    let t = &row.task;
+    let date = |d: Option<chrono::DateTime<chrono::Utc>>| {
+        d.map_or(Value::Null, |d| Value::from(time::format(d, prefs.zone)))
+    };
+    match c {
+        Column::Id => json!(t.id),
+        Column::DefinitionId => json!(row.definition_id),
+        Column::DefinitionName => json!(t.name),
+        Column::DefinitionDescription => json!(row.definition_description),
+        Column::DefinitionTimeOut => json!(row.definition_timeout),
+        Column::Description => json!(t.description),
+        Column::DbTag => json!(t.database_serial_number),
+        Column::State => json!(t.state.number()),
+        Column::DetailsTable => json!(t.details_table),
+        Column::DetailsRecord => json!(t.details_record),
+        Column::Request => json!(t.request),
+        Column::Response => json!(t.response),
+        Column::StartCount => json!(t.start_count),
+        Column::LastStarted => date(t.last_started),
+        Column::ProgressPercent => json!(t.progress_percent),
+        Column::ProgressDescription => json!(t.progress_description),
+        Column::UpdatedBy => json!(row.updated_by),
+        Column::UpdatedDate => date(Some(t.updated)),
+        Column::RegisteredBy => json!(row.registered_by),
+        Column::RegisteredDate => date(Some(t.created)),
+    }
+}

@@ -1,0 +1,16 @@
+//! batchd: a batch-task server that speaks SuperOffice's Batch API.
+//!
+//! Layers, innermost first (dependencies point inward):
+//! - [`domain`]: task types, state moves, rights, dates, the filter language. No I/O.
+//! - [`store`]: the `Store` trait and its SQLite (and PostgreSQL) implementations.
+//! - [`service`]: the Batch operations for a caller, over a store.
+//! - [`http`]: routing, negotiation, auth, the error path.
+//! - [`server`]: wiring it together, start-up and shutdown. The binary adds the CLI.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod i18n;
+pub mod server;
+pub mod service;
+pub mod store;

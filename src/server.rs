@@ -1,0 +1,154 @@
+//! Start-up: open the store, make sure someone can log in, serve until told to stop.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use rand::Rng;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::domain::Role;
+use crate::http::auth::{Authenticator, hash_password};
+use crate::http::{AppState, app};
+use crate::service::TaskService;
+use crate::store::{self, NewAssociate, Store};
+
+/// Definitions that always exist.
+pub const BUILTIN_DEFINITIONS: [&str; 2] = ["Noop", "Sleep"];
+
+pub struct Server {
+    pub state: AppState,
+    pub listener: TcpListener,
+}
+
+/// Creates the first admin when there are no associates: from `BATCHD_ADMIN_USER` /
+/// `BATCHD_ADMIN_PASSWORD`, or `admin` with a random password printed once.
+pub async fn bootstrap_admin(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    if store.count_associates().await? > 0 {
+        return Ok(());
+    }
+    let name = std::env::var("BATCHD_ADMIN_USER")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "admin".into());
+    let (password, generated) = match std::env::var("BATCHD_ADMIN_PASSWORD")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        Some(p) => (p, false),
+        None => {
+            let p: String = rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(20)
+                .map(char::from)
+                .collect();
+            (p, true)
+        }
+    };
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password).map(|h| (h, password)))
+        .await??;
+    store
+        .create_associate(
+            NewAssociate {
+                name: name.clone(),
+                password_hash: hash.0,
+                role: Role::Admin,
+            },
+            Utc::now(),
+        )
+        .await?;
+    if generated {
+        // Printed once, on stderr with the logs: it is never stored in clear.
+        eprintln!(
+            "\n  batchd: created admin associate '{name}' with password: {}\n  (set BATCHD_ADMIN_PASSWORD to choose it; change it with `batchd associate passwd`)\n",
+            hash.1
+        );
+    } else {
+        tracing::info!(%name, "created the admin associate from BATCHD_ADMIN_USER/BATCHD_ADMIN_PASSWORD");
+    }
+    Ok(())
+}
+
+impl Server {
+    /// Opens the store, runs migrations, bootstraps the admin, binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Server> {
+        let store = store::open(&config.database)
+            .await
+            .with_context(|| format!("opening database {}", config.database))?;
+        bootstrap_admin(&store).await?;
+        for name in BUILTIN_DEFINITIONS {
+            store
+                .upsert_definition(
+                    &store::DefinitionRow {
+                        name: name.into(),
+                        description: Some(format!("built-in {name}")),
+                        runner: name.to_ascii_lowercase(),
+                        timeout_seconds: 0,
+                        restarts: 0,
+                        start_interval_seconds: 0,
+                        cancellation: Default::default(),
+                        concurrency: None,
+                    },
+                    Utc::now(),
+                )
+                .await?;
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let auth = Arc::new(Authenticator::new(store.clone(), config.credential_cache));
+        let definitions = BUILTIN_DEFINITIONS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let tasks = TaskService::new(store, config.strict_definitions, definitions);
+        Ok(Server {
+            state: AppState {
+                config: Arc::new(config),
+                tasks,
+                auth,
+            },
+            listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = app(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,189 @@
+//! Storage behind one trait. `sqlite` is the default engine; `postgres` shares the trait and the
+//! contract tests (`tests/api/store_contract.rs`).
+//!
+//! Every change to a task goes through [`Store::modify_task`]: the store reads the row inside its
+//! transaction, hands it to a pure domain function, and writes what comes back. The rules live in
+//! the domain; atomicity lives here.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Associate, BatchTaskState, DomainError, NewTask, Role, Task};
+
+pub mod sql;
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A rule refused the change; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    /// A uniqueness constraint was hit (`constraint` names it).
+    #[error("conflict on {constraint}")]
+    Conflict { constraint: &'static str },
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// A change to one task: gets the stored row, returns the row to store (or a refusal).
+pub type TaskChange = Box<dyn FnOnce(&Task) -> Result<Task, DomainError> + Send>;
+/// A check made on the stored row, inside the transaction, before it is deleted.
+pub type DeleteGuard = Box<dyn FnOnce(&Task) -> Result<(), DomainError> + Send>;
+
+/// Which tasks: the agents' query shapes in one struct.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFilter {
+    /// `None` = any state.
+    pub states: Option<Vec<BatchTaskState>>,
+    /// `None` = user and system tasks.
+    pub system: Option<bool>,
+    /// Definition name, exact.
+    pub name: Option<String>,
+    pub associates: Option<AssociateSelector>,
+    /// Visibility: only this associate's (non-system) tasks.
+    pub owner: Option<i32>,
+}
+
+/// SuperOffice's `AssociateIds` rule: empty = every task, `0` = system tasks, `-1` = every user
+/// task, other numbers = those associates' tasks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AssociateSelector {
+    pub system: bool,
+    pub all_users: bool,
+    pub ids: Vec<i32>,
+}
+
+impl AssociateSelector {
+    /// `None` when the list selects every task.
+    pub fn from_ids(ids: &[i32]) -> Option<Self> {
+        if ids.is_empty() {
+            return None;
+        }
+        Some(AssociateSelector {
+            system: ids.contains(&0),
+            all_users: ids.contains(&-1),
+            ids: ids.iter().copied().filter(|i| *i > 0).collect(),
+        })
+    }
+    pub fn matches(&self, task: &Task) -> bool {
+        (self.system && task.is_system)
+            || (self.all_users && !task.is_system)
+            || (!task.is_system && self.ids.contains(&task.associate_id))
+    }
+}
+
+impl TaskFilter {
+    /// The same rule as the SQL, for tests and in-memory checks.
+    pub fn matches(&self, task: &Task) -> bool {
+        self.states.as_ref().is_none_or(|s| s.contains(&task.state))
+            && self.system.is_none_or(|s| task.is_system == s)
+            && self.name.as_ref().is_none_or(|n| &task.name == n)
+            && self.associates.as_ref().is_none_or(|a| a.matches(task))
+            && self
+                .owner
+                .is_none_or(|o| !task.is_system && task.associate_id == o)
+    }
+}
+
+/// The OData list (`GET /api/v1/BatchTask`): a typed query the store turns into bound SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub filter: Option<crate::domain::query::Expr>,
+    pub order_by: Vec<(crate::domain::query::Column, bool /* descending */)>,
+    pub top: u32,
+    pub skip: u32,
+    pub owner: Option<i32>,
+}
+
+/// A row of the OData list: the task plus the archive columns that live elsewhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListRow {
+    pub task: Task,
+    pub definition_id: Option<i64>,
+    pub definition_description: Option<String>,
+    pub definition_timeout: Option<i64>,
+    pub registered_by: i32,
+    pub updated_by: i32,
+}
+
+/// An associate row with its password hash, for the authenticator only.
+#[derive(Debug, Clone)]
+pub struct AssociateCredentials {
+    pub associate: Associate,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAssociate {
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts the task (and its ParameterObject blob) and returns it as stored.
+    async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError>;
+    async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError>;
+    /// Tasks matching `filter`, oldest id first.
+    async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
+    /// Atomically reads, changes and writes one task. `version` and `updated` are set by the store.
+    async fn modify_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        change: TaskChange,
+    ) -> Result<Task, StoreError>;
+    /// Deletes the task with its blob and links, if `guard` agrees.
+    async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError>;
+    async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError>;
+
+    async fn create_associate(
+        &self,
+        new: NewAssociate,
+        now: DateTime<Utc>,
+    ) -> Result<Associate, StoreError>;
+    async fn associate_credentials(
+        &self,
+        name: &str,
+    ) -> Result<Option<AssociateCredentials>, StoreError>;
+    async fn list_associates(&self) -> Result<Vec<Associate>, StoreError>;
+    async fn count_associates(&self) -> Result<i64, StoreError>;
+    /// Registers (or refreshes) a task definition's row in `batchtaskdefinition`.
+    async fn upsert_definition(
+        &self,
+        def: &DefinitionRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The `batchtaskdefinition` mirror of a configured definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefinitionRow {
+    pub name: String,
+    pub description: Option<String>,
+    pub runner: String,
+    pub timeout_seconds: i64,
+    pub restarts: i32,
+    pub start_interval_seconds: i64,
+    pub cancellation: crate::domain::CancellationBehaviour,
+    pub concurrency: Option<i32>,
+}
+
+/// Opens the store a database URL names: `sqlite:PATH` (created if missing) or `postgres://...`.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        Ok(Arc::new(sqlite::SqliteStore::open(path)?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!("PostgreSQL support is not built yet (URL {url:?})")
+    } else {
+        anyhow::bail!("unsupported database URL {url:?}: use sqlite:PATH or postgres://...")
+    }
+}

@@ -1,0 +1,260 @@
+//! Turns an OData list query into SQL text plus bound values. Shared by both engines: only the
+//! placeholder style and the case-insensitive LIKE differ. Values are never pasted into the text.
+
+use crate::domain::BatchTaskState;
+use crate::domain::query::{Column, CompareOp, Expr, Literal, TextOp};
+
+use super::ListQuery;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value to bind. Times are microseconds on SQLite and `timestamptz` on Postgres; the engine
+/// binds them accordingly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Int(i64),
+    Text(String),
+    Time(chrono::DateTime<chrono::Utc>),
+    Bool(bool),
+    Null,
+}
+
+pub struct SqlQuery {
+    pub where_clause: String,
+    pub order_clause: String,
+    pub values: Vec<SqlValue>,
+}
+
+/// The SQL expression for a column, given the task table as `t` and the definition as `d`.
+pub fn column_sql(c: Column) -> &'static str {
+    match c {
+        Column::Id => "t.batchtask_id",
+        Column::DefinitionId => "t.batchtaskdefinition_id",
+        Column::DefinitionName => "t.name",
+        Column::DefinitionDescription => "d.description",
+        Column::DefinitionTimeOut => "d.timeout",
+        Column::Description => "t.description",
+        Column::DbTag => "t.dbtag",
+        Column::State => "t.state",
+        Column::DetailsTable => "t.detailstable",
+        Column::DetailsRecord => "t.detailsrecord",
+        Column::Request => "t.request",
+        Column::Response => "t.response",
+        Column::StartCount => "t.startcount",
+        Column::LastStarted => "t.laststarted",
+        Column::ProgressPercent => "t.progresspercent",
+        Column::ProgressDescription => "t.progressdescription",
+        Column::UpdatedBy => "t.updated_associate_id",
+        Column::UpdatedDate => "t.updated",
+        Column::RegisteredBy => "t.registered_associate_id",
+        Column::RegisteredDate => "t.registered",
+    }
+}
+
+struct Builder {
+    dialect: Dialect,
+    sql: String,
+    values: Vec<SqlValue>,
+}
+
+impl Builder {
+    fn bind(&mut self, v: SqlValue) {
+        self.values.push(v);
+        match self.dialect {
+            Dialect::Sqlite => self.sql.push('?'),
+            Dialect::Postgres => {
+                self.sql.push('$');
+                self.sql.push_str(&self.values.len().to_string());
+            }
+        }
+    }
+
+    fn literal(v: &Literal) -> SqlValue {
+        match v {
+            Literal::Int(i) => SqlValue::Int(*i),
+            Literal::Text(s) => SqlValue::Text(s.clone()),
+            Literal::Date(d) => SqlValue::Time(*d),
+            Literal::Null => SqlValue::Null,
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) {
+        match e {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                self.sql.push('(');
+                self.expr(a);
+                self.sql.push_str(if matches!(e, Expr::And(..)) {
+                    " AND "
+                } else {
+                    " OR "
+                });
+                self.expr(b);
+                self.sql.push(')');
+            }
+            Expr::Not(a) => {
+                self.sql.push_str("NOT (");
+                self.expr(a);
+                self.sql.push(')');
+            }
+            Expr::Compare { column, op, value } => {
+                let col = column_sql(*column);
+                if *value == Literal::Null {
+                    self.sql.push_str(col);
+                    self.sql.push_str(match op {
+                        CompareOp::Ne => " IS NOT NULL",
+                        _ => " IS NULL",
+                    });
+                    return;
+                }
+                self.sql.push_str(col);
+                self.sql.push_str(match op {
+                    CompareOp::Eq => " = ",
+                    CompareOp::Ne => " <> ",
+                    CompareOp::Lt => " < ",
+                    CompareOp::Le => " <= ",
+                    CompareOp::Gt => " > ",
+                    CompareOp::Ge => " >= ",
+                });
+                self.bind(Self::literal(value));
+            }
+            Expr::Text { column, op, value } => {
+                let escaped = value
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                let pattern = match op {
+                    TextOp::Contains | TextOp::NotContains => format!("%{escaped}%"),
+                    TextOp::Begins | TextOp::NotBegins => format!("{escaped}%"),
+                    TextOp::Ends => format!("%{escaped}"),
+                };
+                let negated = matches!(op, TextOp::NotContains | TextOp::NotBegins);
+                self.sql.push_str("COALESCE(");
+                self.sql.push_str(column_sql(*column));
+                self.sql.push_str(", '')");
+                if negated {
+                    self.sql.push_str(" NOT");
+                }
+                self.sql.push_str(match self.dialect {
+                    Dialect::Sqlite => " LIKE ",
+                    Dialect::Postgres => " ILIKE ",
+                });
+                self.bind(SqlValue::Text(pattern));
+                self.sql.push_str(" ESCAPE '\\'");
+            }
+            Expr::OneOf {
+                column,
+                values,
+                negated,
+            } => {
+                if values.is_empty() {
+                    self.sql.push_str(if *negated { "1=1" } else { "1=0" });
+                    return;
+                }
+                self.sql.push_str(column_sql(*column));
+                self.sql
+                    .push_str(if *negated { " NOT IN (" } else { " IN (" });
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        self.sql.push_str(", ");
+                    }
+                    self.bind(Self::literal(v));
+                }
+                self.sql.push(')');
+            }
+        }
+    }
+}
+
+/// WHERE and ORDER BY for a list query. The caller appends LIMIT/OFFSET (bound too).
+pub fn build_list(query: &ListQuery, dialect: Dialect) -> SqlQuery {
+    let mut b = Builder {
+        dialect,
+        sql: String::new(),
+        values: Vec::new(),
+    };
+    b.sql.push_str(" WHERE t.state <> ");
+    b.bind(SqlValue::Int(i64::from(BatchTaskState::All.number())));
+    if let Some(owner) = query.owner {
+        b.sql.push_str(" AND t.is_system = ");
+        b.bind(SqlValue::Bool(false));
+        b.sql.push_str(" AND t.associate_id = ");
+        b.bind(SqlValue::Int(i64::from(owner)));
+    }
+    if let Some(f) = &query.filter {
+        b.sql.push_str(" AND ");
+        b.expr(f);
+    }
+    let where_clause = std::mem::take(&mut b.sql);
+    let mut order = String::from(" ORDER BY ");
+    for (column, desc) in &query.order_by {
+        order.push_str(column_sql(*column));
+        order.push_str(if *desc { " DESC, " } else { " ASC, " });
+    }
+    order.push_str("t.batchtask_id ASC");
+    SqlQuery {
+        where_clause,
+        order_clause: order,
+        values: b.values,
+    }
+}
+
+/// WHERE clause for an agent-style [`super::TaskFilter`].
+pub fn build_filter(filter: &super::TaskFilter, dialect: Dialect) -> (String, Vec<SqlValue>) {
+    let mut b = Builder {
+        dialect,
+        sql: String::from(" WHERE 1=1"),
+        values: Vec::new(),
+    };
+    if let Some(states) = &filter.states {
+        if states.is_empty() {
+            b.sql.push_str(" AND 1=0");
+        } else {
+            b.sql.push_str(" AND t.state IN (");
+            for (i, s) in states.iter().enumerate() {
+                if i > 0 {
+                    b.sql.push_str(", ");
+                }
+                b.bind(SqlValue::Int(i64::from(s.number())));
+            }
+            b.sql.push(')');
+        }
+    }
+    if let Some(system) = filter.system {
+        b.sql.push_str(" AND t.is_system = ");
+        b.bind(SqlValue::Bool(system));
+    }
+    if let Some(name) = &filter.name {
+        b.sql.push_str(" AND t.name = ");
+        b.bind(SqlValue::Text(name.clone()));
+    }
+    if let Some(sel) = &filter.associates {
+        b.sql.push_str(" AND (1=0");
+        if sel.system {
+            b.sql.push_str(" OR t.is_system = ");
+            b.bind(SqlValue::Bool(true));
+        }
+        if sel.all_users {
+            b.sql.push_str(" OR t.is_system = ");
+            b.bind(SqlValue::Bool(false));
+        }
+        for id in &sel.ids {
+            b.sql.push_str(" OR (t.is_system = ");
+            b.bind(SqlValue::Bool(false));
+            b.sql.push_str(" AND t.associate_id = ");
+            b.bind(SqlValue::Int(i64::from(*id)));
+            b.sql.push(')');
+        }
+        b.sql.push(')');
+    }
+    if let Some(owner) = filter.owner {
+        b.sql.push_str(" AND t.is_system = ");
+        b.bind(SqlValue::Bool(false));
+        b.sql.push_str(" AND t.associate_id = ");
+        b.bind(SqlValue::Int(i64::from(owner)));
+    }
+    (b.sql, b.values)
+}

@@ -1,0 +1,453 @@
+//! SQLite store: one file, WAL, durable commits.
+//!
+//! Reads use a small pool of connections and run inline: a point read on a warm page cache
+//! takes microseconds, far less than a hop to a blocking thread. Writes go to one writer
+//! thread that batches them into group commits (see `writer.rs`).
+
+mod writer;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
+
+use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
+use crate::domain::{
+    Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task,
+};
+
+use super::sql::{self, Dialect, SqlValue};
+use super::{
+    AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store,
+    StoreError, TaskChange, TaskFilter,
+};
+use writer::Writer;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+
+/// Columns of a task row, in the order `task_from_row` reads them.
+const TASK_COLUMNS: &str = "t.batchtask_id, t.name, t.associate_id, t.detailstable, t.detailsrecord, t.is_system, \
+     t.is_internal, (SELECT b.binarydata FROM binaryobjectlink l JOIN binaryobject b ON b.binaryobject_id = l.binaryobject_id \
+     WHERE l.ownertable = 243 AND l.ownerrecord = t.batchtask_id AND l.linktype = 6 ORDER BY l.rank LIMIT 1), \
+     t.laststarted, t.registered, t.startcount, t.dbtag, t.context, t.result, t.state, t.description, t.response, \
+     t.request, t.progressdescription, t.progresspercent, t.filename, t.cancellation_behaviour, t.updatedcount, t.updated";
+const TASK_COLUMN_COUNT: usize = 24;
+
+pub struct SqliteStore {
+    path: String,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+}
+
+pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e {
+        if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("associate.name") {
+            return StoreError::Conflict {
+                constraint: "associate_name_key",
+            };
+        }
+    }
+    StoreError::Backend(e.to_string())
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or_default()
+}
+
+fn connect(path: &str, create: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    // FULL: a commit is on disk when it returns, so a killed server loses nothing it answered.
+    conn.execute_batch(
+        "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub fn open(path: &str) -> anyhow::Result<SqliteStore> {
+        if let Some(dir) = Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let conn = connect(path, true)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, "SQLite did not switch to WAL; concurrent readers will wait for writers");
+        }
+        migrate(&conn)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Writer::start(conn)?,
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` on a pooled read connection, on the calling thread.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.readers.lock().expect("reader pool").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => connect(&self.path, false).map_err(backend)?,
+        };
+        let out = f(&conn).map_err(backend);
+        let mut pool = self.readers.lock().expect("reader pool");
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+}
+
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS _batchd_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)")?;
+    for (version, sql) in MIGRATIONS {
+        let done: bool = conn.query_row(
+            "SELECT COUNT(*) FROM _batchd_migrations WHERE version = ?",
+            [version],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if done {
+            continue;
+        }
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO _batchd_migrations (version, applied) VALUES (?, ?)",
+            params![version, micros(Utc::now())],
+        )?;
+        tx.commit()?;
+        tracing::info!(version, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+    let blob: Option<Vec<u8>> = r.get(7)?;
+    Ok(Task {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        associate_id: r.get(2)?,
+        details_table: r.get(3)?,
+        details_record: r.get(4)?,
+        is_system: r.get(5)?,
+        is_internal: r.get(6)?,
+        parameters: blob.as_deref().and_then(Parameters::from_blob),
+        last_started: r.get::<_, Option<i64>>(8)?.map(from_micros),
+        created: from_micros(r.get(9)?),
+        start_count: r.get(10)?,
+        database_serial_number: r.get(11)?,
+        context: r.get(12)?,
+        result: r.get(13)?,
+        state: BatchTaskState::from_number(r.get(14)?).unwrap_or(BatchTaskState::Unknown),
+        description: r.get(15)?,
+        response: r.get(16)?,
+        request: r.get(17)?,
+        progress_description: r.get(18)?,
+        progress_percent: r.get(19)?,
+        file_name: r.get(20)?,
+        cancellation: CancellationBehaviour::from_number(r.get(21)?).unwrap_or_default(),
+        version: r.get(22)?,
+        updated: from_micros(r.get(23)?),
+    })
+}
+
+fn load_task(conn: &Connection, id: i32) -> rusqlite::Result<Option<Task>> {
+    conn.prepare_cached(&format!(
+        "SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ?"
+    ))?
+    .query_row([id], task_from_row)
+    .optional()
+}
+
+fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match v {
+        SqlValue::Int(i) => Value::Integer(*i),
+        SqlValue::Text(s) => Value::Text(s.clone()),
+        SqlValue::Time(t) => Value::Integer(micros(*t)),
+        SqlValue::Bool(b) => Value::Integer(i64::from(*b)),
+        SqlValue::Null => Value::Null,
+    }
+}
+
+fn associate_from_row(r: &Row<'_>) -> rusqlite::Result<Associate> {
+    let role: String = r.get(2)?;
+    Ok(Associate {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::User),
+        active: r.get(3)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let now_us = micros(now);
+                let definition: Option<i64> = conn
+                    .prepare_cached("SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = ?")
+                    .and_then(|mut s| s.query_row([&new.name], |r| r.get(0)).optional())
+                    .map_err(backend)?;
+                conn.prepare_cached(
+                    "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
+                     detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
+                     cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        definition,
+                        new.name,
+                        new.associate_id,
+                        new.description,
+                        new.database_serial_number,
+                        BatchTaskState::New.number(),
+                        new.details_table,
+                        new.details_record,
+                        new.request,
+                        new.context,
+                        new.file_name,
+                        new.is_system,
+                        new.is_internal,
+                        new.cancellation.number(),
+                        now_us,
+                        new.associate_id,
+                        now_us,
+                        new.associate_id,
+                    ])
+                })
+                .map_err(backend)?;
+                let id = i32::try_from(conn.last_insert_rowid())
+                    .map_err(|_| StoreError::Backend("task ids have run past the 32-bit range".into()))?;
+                if let Some(params) = &new.parameters {
+                    let data = params.to_blob();
+                    conn.prepare_cached(
+                        "INSERT INTO binaryobject (conceptualtype, mimetype, description, originalsize, blobsize, binarydata, registered, updated) \
+                         VALUES ('BatchTaskParameters', 'application/json', 'ParameterObject', ?, ?, ?, ?, ?)",
+                    )
+                    .and_then(|mut s| s.execute(params![data.len(), data.len(), data, now_us, now_us]))
+                    .map_err(backend)?;
+                    let blob = conn.last_insert_rowid();
+                    conn.prepare_cached(
+                        "INSERT INTO binaryobjectlink (binaryobject_id, ownertable, ownerrecord, linktype, rank, registered) VALUES (?, ?, ?, ?, 0, ?)",
+                    )
+                    .and_then(|mut s| s.execute(params![blob, TABLE_BATCHTASK, id, LINKTYPE_BATCHTASK, now_us]))
+                    .map_err(backend)?;
+                    conn.prepare_cached("UPDATE batchtask SET detailstable = ?, detailsrecord = ? WHERE batchtask_id = ?")
+                        .and_then(|mut s| s.execute(params![TABLE_BINARYOBJECT, blob, id]))
+                        .map_err(backend)?;
+                }
+                load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
+    async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError> {
+        self.read(|conn| load_task(conn, id))
+    }
+
+    async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let (where_clause, values) = sql::build_filter(filter, Dialect::Sqlite);
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM batchtask t{where_clause} ORDER BY t.batchtask_id");
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows =
+                stmt.query_map(params_from_iter(values.iter().map(to_sql)), task_from_row)?;
+            rows.collect()
+        })
+    }
+
+    async fn modify_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        change: TaskChange,
+    ) -> Result<Task, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
+                let next = change(&current)?;
+                conn.prepare_cached(
+                    "UPDATE batchtask SET state = ?, description = ?, response = ?, request = ?, result = ?, \
+                     startcount = ?, laststarted = ?, progresspercent = ?, progressdescription = ?, filename = ?, \
+                     updated = ?, updatedcount = updatedcount + 1 WHERE batchtask_id = ?",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        next.state.number(),
+                        next.description,
+                        next.response,
+                        next.request,
+                        next.result,
+                        next.start_count,
+                        next.last_started.map(micros),
+                        next.progress_percent,
+                        next.progress_description,
+                        next.file_name,
+                        micros(now),
+                        id
+                    ])
+                })
+                .map_err(backend)?;
+                Ok(Task { version: current.version + 1, updated: now, ..next })
+            })
+            .await
+    }
+
+    async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| {
+                let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
+                guard(&current)?;
+                // Blobs go with their links (ON DELETE CASCADE runs from blob to link, so delete blobs).
+                conn.prepare_cached(
+                    "DELETE FROM binaryobject WHERE binaryobject_id IN (SELECT binaryobject_id FROM binaryobjectlink \
+                     WHERE ownertable = ? AND ownerrecord = ? AND linktype = ?)",
+                )
+                .and_then(|mut s| s.execute(params![TABLE_BATCHTASK, id, LINKTYPE_BATCHTASK]))
+                .map_err(backend)?;
+                conn.prepare_cached("DELETE FROM binaryobjectlink WHERE ownertable = ? AND ownerrecord = ?")
+                    .and_then(|mut s| s.execute(params![TABLE_BATCHTASK, id]))
+                    .map_err(backend)?;
+                conn.prepare_cached("DELETE FROM batchtask WHERE batchtask_id = ?")
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
+        let q = sql::build_list(query, Dialect::Sqlite);
+        let mut values: Vec<_> = q.values.iter().map(to_sql).collect();
+        values.push(rusqlite::types::Value::Integer(i64::from(query.top)));
+        values.push(rusqlite::types::Value::Integer(i64::from(query.skip)));
+        let sql = format!(
+            "SELECT {TASK_COLUMNS}, t.batchtaskdefinition_id, d.description, d.timeout, t.registered_associate_id, \
+             t.updated_associate_id FROM batchtask t LEFT JOIN batchtaskdefinition d ON d.batchtaskdefinition_id = \
+             t.batchtaskdefinition_id{}{} LIMIT ? OFFSET ?",
+            q.where_clause, q.order_clause
+        );
+        let path = self.path.clone();
+        // A list may scan many rows: keep it off the async threads.
+        tokio::task::spawn_blocking(move || {
+            let conn = connect(&path, false).map_err(backend)?;
+            let mut stmt = conn.prepare(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(params_from_iter(values), |r| {
+                    Ok(ListRow {
+                        task: task_from_row(r)?,
+                        definition_id: r.get(TASK_COLUMN_COUNT)?,
+                        definition_description: r.get(TASK_COLUMN_COUNT + 1)?,
+                        definition_timeout: r.get(TASK_COLUMN_COUNT + 2)?,
+                        registered_by: r.get(TASK_COLUMN_COUNT + 3)?,
+                        updated_by: r.get(TASK_COLUMN_COUNT + 4)?,
+                    })
+                })
+                .map_err(backend)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+    }
+
+    async fn create_associate(
+        &self,
+        new: NewAssociate,
+        now: DateTime<Utc>,
+    ) -> Result<Associate, StoreError> {
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO associate (name, password_hash, role, active, registered, updated) VALUES (?, ?, ?, 1, ?, ?)",
+                    params![new.name, new.password_hash, new.role.as_str(), micros(now), micros(now)],
+                )
+                .map_err(backend)?;
+                let id = conn.last_insert_rowid() as i32;
+                Ok(Associate { id, name: new.name, role: new.role, active: true })
+            })
+            .await
+    }
+
+    async fn associate_credentials(
+        &self,
+        name: &str,
+    ) -> Result<Option<AssociateCredentials>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT associate_id, name, role, active, password_hash FROM associate WHERE name = ? COLLATE NOCASE")?
+                .query_row([name], |r| Ok(AssociateCredentials { associate: associate_from_row(r)?, password_hash: r.get(4)? }))
+                .optional()
+        })
+    }
+
+    async fn list_associates(&self) -> Result<Vec<Associate>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT associate_id, name, role, active FROM associate ORDER BY associate_id",
+            )?;
+            let rows = stmt.query_map([], associate_from_row)?;
+            rows.collect()
+        })
+    }
+
+    async fn count_associates(&self) -> Result<i64, StoreError> {
+        self.read(|conn| conn.query_row("SELECT COUNT(*) FROM associate", [], |r| r.get(0)))
+    }
+
+    async fn upsert_definition(
+        &self,
+        def: &DefinitionRow,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let def = def.clone();
+        self.writer
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO batchtaskdefinition (name, description, runner, timeout, autorestartcount, startinterval, \
+                     cancellation_behaviour, concurrency, registered, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET description = excluded.description, runner = excluded.runner, \
+                     timeout = excluded.timeout, autorestartcount = excluded.autorestartcount, \
+                     startinterval = excluded.startinterval, cancellation_behaviour = excluded.cancellation_behaviour, \
+                     concurrency = excluded.concurrency, updated = excluded.updated",
+                    params![
+                        def.name,
+                        def.description,
+                        def.runner,
+                        def.timeout_seconds,
+                        def.restarts,
+                        def.start_interval_seconds,
+                        def.cancellation.number(),
+                        def.concurrency,
+                        micros(now),
+                        micros(now)
+                    ],
+                )
+                .map_err(backend)?;
+                // Tasks created before their definition existed now point at it.
+                conn.execute(
+                    "UPDATE batchtask SET batchtaskdefinition_id = (SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = ?1) \
+                     WHERE name = ?1 AND batchtaskdefinition_id IS NULL",
+                    [&def.name],
+                )
+                .map_err(backend)?;
+                Ok(())
+            })
+            .await
+    }
+}
