@@ -21,6 +21,9 @@ pub struct Config {
     pub strict_definitions: bool,
     /// How long a verified credential is trusted without hashing again.
     pub credential_cache: Duration,
+    /// First admin, created when there are no associates (`BATCHD_ADMIN_USER`/`_PASSWORD`).
+    pub admin_user: Option<String>,
+    pub admin_password: Option<String>,
 }
 
 impl Default for Config {
@@ -32,6 +35,8 @@ impl Default for Config {
             base_zone: Tz::UTC,
             strict_definitions: false,
             credential_cache: Duration::from_secs(60),
+            admin_user: None,
+            admin_password: None,
         }
     }
 }
@@ -59,14 +64,11 @@ impl Config {
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let mut cfg = Config::default();
         let Some(path) = path else { return Ok(cfg) };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        let file: FileConfig = toml::from_str(&text)
-            .with_context(|| format!("parsing config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let file: FileConfig =
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
         if let Some(l) = file.listen {
-            cfg.listen = l
-                .parse()
-                .with_context(|| format!("listen = {l:?} is not an address like 127.0.0.1:8080"))?;
+            cfg.listen = l.parse().with_context(|| format!("listen = {l:?} is not an address like 127.0.0.1:8080"))?;
         }
         if let Some(d) = file.database {
             cfg.database = d;
@@ -91,9 +93,5 @@ impl Config {
 /// `Cust1/` → `/Cust1`; empty stays empty.
 pub fn normalize_prefix(p: &str) -> String {
     let t = p.trim().trim_matches('/');
-    if t.is_empty() {
-        String::new()
-    } else {
-        format!("/{t}")
-    }
+    if t.is_empty() { String::new() } else { format!("/{t}") }
 }

@@ -16,15 +16,7 @@ pub enum Lang {
 }
 
 impl Lang {
-    pub const ALL: [Lang; 7] = [
-        Lang::En,
-        Lang::Nb,
-        Lang::Sv,
-        Lang::Da,
-        Lang::De,
-        Lang::Fr,
-        Lang::Nl,
-    ];
+    pub const ALL: [Lang; 7] = [Lang::En, Lang::Nb, Lang::Sv, Lang::Da, Lang::De, Lang::Fr, Lang::Nl];
 
     pub fn code(self) -> &'static str {
         match self {
@@ -106,9 +98,7 @@ fn english(key: Key) -> &'static str {
     match key {
         Key::FieldRequired => "{field} is required.",
         Key::FieldWrongType => "{field} must be {expected}.",
-        Key::FieldTooLong => {
-            "{field} is too long: at most {max} characters are allowed, {actual} were given."
-        }
+        Key::FieldTooLong => "{field} is too long: at most {max} characters are allowed, {actual} were given.",
         Key::FieldOutOfRange => "{field} must be between {min} and {max}.",
         Key::FieldUnknownValue => "{field} has an unknown value '{value}'.",
         Key::StateNotAllowed => "State {state} cannot be stored on a task.",
@@ -116,9 +106,7 @@ fn english(key: Key) -> &'static str {
         Key::IdMismatch => "Id: the body says {body} but the path says {path}.",
         Key::TaskNotFound => "BatchTask id {id} not found.",
         Key::TaskBusy => "BatchTask id {id} is {state}; stop it before deleting it.",
-        Key::Stale => {
-            "BatchTask id {id} has changed since the version you have (If-Match/If-Unmodified-Since)."
-        }
+        Key::Stale => "BatchTask id {id} has changed since the version you have (If-Match/If-Unmodified-Since).",
         Key::Forbidden => "Access denied: {reason}.",
         Key::UnknownDefinition => "Name: no task definition is named '{name}'.",
         Key::BodyUnreadable => "The request body cannot be read: {detail}.",
@@ -174,10 +162,7 @@ pub enum Arg {
 
 impl Msg {
     pub fn new(key: Key) -> Msg {
-        Msg {
-            key,
-            args: Vec::new(),
-        }
+        Msg { key, args: Vec::new() }
     }
     pub fn arg(mut self, name: &'static str, value: impl ToString) -> Msg {
         self.args.push((name, Arg::Text(value.to_string())));
@@ -237,9 +222,7 @@ mod tests {
 
     #[test]
     fn renders_arguments_and_type_words() {
-        let m = Msg::new(Key::FieldWrongType)
-            .arg("field", "StartCount")
-            .type_arg("expected", TypeWord::Integer);
+        let m = Msg::new(Key::FieldWrongType).arg("field", "StartCount").type_arg("expected", TypeWord::Integer);
         assert_eq!(m.render(Lang::En), "StartCount must be a whole number.");
     }
 
@@ -247,18 +230,9 @@ mod tests {
     fn every_template_names_only_known_placeholders() {
         // A template with an unbalanced brace would render garbage; catch it here.
         for lang in Lang::ALL {
-            for key in [
-                Key::FieldRequired,
-                Key::FieldTooLong,
-                Key::BadStateMove,
-                Key::Cancelled,
-            ] {
+            for key in [Key::FieldRequired, Key::FieldTooLong, Key::BadStateMove, Key::Cancelled] {
                 let t = template(key, lang);
-                assert_eq!(
-                    t.matches('{').count(),
-                    t.matches('}').count(),
-                    "{key:?} {lang:?}"
-                );
+                assert_eq!(t.matches('{').count(), t.matches('}').count(), "{key:?} {lang:?}");
             }
         }
     }

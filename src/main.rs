@@ -14,11 +14,7 @@ use batchd::server::{Server, shutdown_signal};
 use batchd::store::{self, NewAssociate, StoreError};
 
 #[derive(Parser)]
-#[command(
-    name = "batchd",
-    version,
-    about = "A batch-task server that speaks SuperOffice's Batch API"
-)]
+#[command(name = "batchd", version, about = "A batch-task server that speaks SuperOffice's Batch API")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,6 +73,8 @@ fn load_config(db: &DbArgs) -> anyhow::Result<Config> {
     if let Some(d) = &db.database {
         cfg.database = d.clone();
     }
+    cfg.admin_user = std::env::var("BATCHD_ADMIN_USER").ok();
+    cfg.admin_password = std::env::var("BATCHD_ADMIN_PASSWORD").ok();
     Ok(cfg)
 }
 
@@ -86,10 +84,7 @@ fn read_password() -> anyhow::Result<String> {
         eprint!("Password: ");
     }
     let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("reading the password from stdin")?;
+    stdin.lock().read_line(&mut line).context("reading the password from stdin")?;
     let password = line.trim_end_matches(['\n', '\r']).to_owned();
     anyhow::ensure!(
         !password.is_empty(),
@@ -102,6 +97,7 @@ fn read_password() -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATCHD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -112,51 +108,34 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { listen, db } => {
             let mut cfg = load_config(&db)?;
             if let Some(l) = listen {
-                cfg.listen = l.parse().with_context(|| {
-                    format!("--listen {l:?} is not an address like 127.0.0.1:8080")
-                })?;
+                cfg.listen =
+                    l.parse().with_context(|| format!("--listen {l:?} is not an address like 127.0.0.1:8080"))?;
             }
             let server = Server::build(cfg).await?;
             tracing::info!(addr = %server.local_addr()?, "batchd is listening");
             server.run(shutdown_signal()).await?;
         }
         Command::Associate { command } => match command {
-            AssociateCommand::Add {
-                name,
-                admin,
-                role,
-                db,
-            } => {
+            AssociateCommand::Add { name, admin, role, db } => {
                 anyhow::ensure!(
                     valid_associate_name(&name),
                     "{name:?} is not a valid associate name (1-100 characters, no ':')"
                 );
                 let role = match (admin, role) {
                     (true, _) => Role::Admin,
-                    (false, Some(r)) => Role::parse(&r)
-                        .with_context(|| format!("--role {r:?}: use user, worker or admin"))?,
+                    (false, Some(r)) => {
+                        Role::parse(&r).with_context(|| format!("--role {r:?}: use user, worker or admin"))?
+                    }
                     (false, None) => Role::User,
                 };
                 let password = read_password()?;
                 let store = store::open(&load_config(&db)?.database).await?;
                 let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
                 match store
-                    .create_associate(
-                        NewAssociate {
-                            name: name.clone(),
-                            password_hash: hash,
-                            role,
-                        },
-                        Utc::now(),
-                    )
+                    .create_associate(NewAssociate { name: name.clone(), password_hash: hash, role }, Utc::now())
                     .await
                 {
-                    Ok(a) => println!(
-                        "added associate {} (id {}, role {})",
-                        a.name,
-                        a.id,
-                        a.role.as_str()
-                    ),
+                    Ok(a) => println!("added associate {} (id {}, role {})", a.name, a.id, a.role.as_str()),
                     Err(StoreError::Conflict { .. }) => {
                         anyhow::bail!("an associate named {name:?} already exists")
                     }

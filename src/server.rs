@@ -24,39 +24,22 @@ pub struct Server {
 
 /// Creates the first admin when there are no associates: from `BATCHD_ADMIN_USER` /
 /// `BATCHD_ADMIN_PASSWORD`, or `admin` with a random password printed once.
-pub async fn bootstrap_admin(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+pub async fn bootstrap_admin(store: &Arc<dyn Store>, config: &Config) -> anyhow::Result<()> {
     if store.count_associates().await? > 0 {
         return Ok(());
     }
-    let name = std::env::var("BATCHD_ADMIN_USER")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "admin".into());
-    let (password, generated) = match std::env::var("BATCHD_ADMIN_PASSWORD")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
+    let name = config.admin_user.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "admin".into());
+    let (password, generated) = match config.admin_password.clone().filter(|s| !s.is_empty()) {
         Some(p) => (p, false),
         None => {
-            let p: String = rand::thread_rng()
-                .sample_iter(&rand::distributions::Alphanumeric)
-                .take(20)
-                .map(char::from)
-                .collect();
+            let p: String =
+                rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(20).map(char::from).collect();
             (p, true)
         }
     };
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password).map(|h| (h, password)))
-        .await??;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password).map(|h| (h, password))).await??;
     store
-        .create_associate(
-            NewAssociate {
-                name: name.clone(),
-                password_hash: hash.0,
-                role: Role::Admin,
-            },
-            Utc::now(),
-        )
+        .create_associate(NewAssociate { name: name.clone(), password_hash: hash.0, role: Role::Admin }, Utc::now())
         .await?;
     if generated {
         // Printed once, on stderr with the logs: it is never stored in clear.
@@ -73,10 +56,9 @@ pub async fn bootstrap_admin(store: &Arc<dyn Store>) -> anyhow::Result<()> {
 impl Server {
     /// Opens the store, runs migrations, bootstraps the admin, binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Server> {
-        let store = store::open(&config.database)
-            .await
-            .with_context(|| format!("opening database {}", config.database))?;
-        bootstrap_admin(&store).await?;
+        let store =
+            store::open(&config.database).await.with_context(|| format!("opening database {}", config.database))?;
+        bootstrap_admin(&store, &config).await?;
         for name in BUILTIN_DEFINITIONS {
             store
                 .upsert_definition(
@@ -94,23 +76,11 @@ impl Server {
                 )
                 .await?;
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let auth = Arc::new(Authenticator::new(store.clone(), config.credential_cache));
-        let definitions = BUILTIN_DEFINITIONS
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let definitions = BUILTIN_DEFINITIONS.iter().map(|s| (*s).to_owned()).collect();
         let tasks = TaskService::new(store, config.strict_definitions, definitions);
-        Ok(Server {
-            state: AppState {
-                config: Arc::new(config),
-                tasks,
-                auth,
-            },
-            listener,
-        })
+        Ok(Server { state: AppState { config: Arc::new(config), tasks, auth }, listener })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -118,14 +88,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let app = app(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
         Ok(())
     }
 }

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::rights::{can_see, rights_for};
-use crate::domain::{
-    BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate,
-};
+use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::store::{Store, StoreError, TaskFilter};
 
 /// Conditions a write is made under (`If-Match`, `If-Unmodified-Since`).
@@ -56,24 +54,12 @@ pub struct TaskService {
 }
 
 fn visible(caller: &Caller, task: &Task) -> Result<(), DomainError> {
-    if can_see(caller, task) {
-        Ok(())
-    } else {
-        Err(DomainError::TaskNotFound { id: task.id.into() })
-    }
+    if can_see(caller, task) { Ok(()) } else { Err(DomainError::TaskNotFound { id: task.id.into() }) }
 }
 
 impl TaskService {
-    pub fn new(
-        store: Arc<dyn Store>,
-        strict_definitions: bool,
-        known_definitions: Vec<String>,
-    ) -> TaskService {
-        TaskService {
-            store,
-            strict_definitions,
-            known_definitions: Arc::new(known_definitions),
-        }
+    pub fn new(store: Arc<dyn Store>, strict_definitions: bool, known_definitions: Vec<String>) -> TaskService {
+        TaskService { store, strict_definitions, known_definitions: Arc::new(known_definitions) }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -93,10 +79,7 @@ impl TaskService {
         }
         if task.is_system {
             if !caller.sees_all() {
-                return Err(DomainError::Forbidden {
-                    reason: "only workers and admins may create system tasks",
-                }
-                .into());
+                return Err(DomainError::Forbidden { reason: "only workers and admins may create system tasks" }.into());
             }
             task.associate_id = 0;
         } else {
@@ -122,19 +105,11 @@ impl TaskService {
 
     /// The task, if it exists and the caller may see it.
     pub async fn get(&self, caller: &Caller, id: i32) -> Result<Option<Task>, StoreError> {
-        Ok(self
-            .store
-            .get_task(id)
-            .await?
-            .filter(|t| can_see(caller, t)))
+        Ok(self.store.get_task(id).await?.filter(|t| can_see(caller, t)))
     }
 
     /// Tasks matching `filter`, limited to what the caller may see.
-    pub async fn find(
-        &self,
-        caller: &Caller,
-        mut filter: TaskFilter,
-    ) -> Result<Vec<Task>, StoreError> {
+    pub async fn find(&self, caller: &Caller, mut filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
         filter.owner = caller.owner_filter();
         self.store.find_tasks(&filter).await
     }
@@ -156,9 +131,7 @@ impl TaskService {
                 Box::new(move |task| {
                     visible(&caller, task)?;
                     if !rights_for(&caller, task).update {
-                        return Err(DomainError::Forbidden {
-                            reason: "you may not update this task",
-                        });
+                        return Err(DomainError::Forbidden { reason: "you may not update this task" });
                     }
                     pre.check(task)?;
                     update.apply(task, now)
@@ -168,12 +141,7 @@ impl TaskService {
             .map_err(|e| not_found_as(e, id))
     }
 
-    pub async fn stop(
-        &self,
-        caller: &Caller,
-        id: i32,
-        pre: Precondition,
-    ) -> Result<StopOutcome, StoreError> {
+    pub async fn stop(&self, caller: &Caller, id: i32, pre: Precondition) -> Result<StopOutcome, StoreError> {
         let caller = caller.clone();
         let now = Utc::now();
         let by = caller.name.clone();
@@ -185,14 +153,10 @@ impl TaskService {
                 Box::new(move |task| {
                     visible(&caller, task)?;
                     if !rights_for(&caller, task).update {
-                        return Err(DomainError::Forbidden {
-                            reason: "you may not stop this task",
-                        });
+                        return Err(DomainError::Forbidden { reason: "you may not stop this task" });
                     }
                     pre.check(task)?;
-                    if task.state.is_finished()
-                        || task.cancellation == CancellationBehaviour::CannotCancel
-                    {
+                    if task.state.is_finished() || task.cancellation == CancellationBehaviour::CannotCancel {
                         return Err(DomainError::StopRefused);
                     }
                     let mut next = task.clone();
@@ -212,12 +176,7 @@ impl TaskService {
         }
     }
 
-    pub async fn delete(
-        &self,
-        caller: &Caller,
-        id: i32,
-        pre: Precondition,
-    ) -> Result<(), StoreError> {
+    pub async fn delete(&self, caller: &Caller, id: i32, pre: Precondition) -> Result<(), StoreError> {
         let caller = caller.clone();
         self.store
             .delete_task(
@@ -226,15 +185,10 @@ impl TaskService {
                     visible(&caller, task)?;
                     pre.check(task)?;
                     if task.state.is_active() {
-                        return Err(DomainError::TaskBusy {
-                            id: task.id.into(),
-                            state: task.state,
-                        });
+                        return Err(DomainError::TaskBusy { id: task.id.into(), state: task.state });
                     }
                     if !rights_for(&caller, task).delete {
-                        return Err(DomainError::Forbidden {
-                            reason: "you may not delete this task",
-                        });
+                        return Err(DomainError::Forbidden { reason: "you may not delete this task" });
                     }
                     Ok(())
                 }),

@@ -54,18 +54,12 @@ impl Caller {
     }
     /// The owner filter a list query needs for this caller (`None` = no restriction).
     pub fn owner_filter(&self) -> Option<i32> {
-        if self.sees_all() {
-            None
-        } else {
-            Some(self.associate_id)
-        }
+        if self.sees_all() { None } else { Some(self.associate_id) }
     }
 }
 
 /// Associate names: 1 to 100 characters, no control characters, no `:` (it would break Basic auth).
 pub fn valid_associate_name(name: &str) -> bool {
     let n = name.chars().count();
-    (1..=100).contains(&n)
-        && !name.chars().any(|c| c.is_control() || c == ':')
-        && name.trim() == name
+    (1..=100).contains(&n) && !name.chars().any(|c| c.is_control() || c == ':') && name.trim() == name
 }

@@ -82,11 +82,7 @@ pub enum DomainError {
     #[error("{} must be {expected:?}", field.name())]
     WrongType { field: Field, expected: Expected },
     #[error("{} is too long ({actual} > {max})", field.name())]
-    TooLong {
-        field: Field,
-        max: usize,
-        actual: usize,
-    },
+    TooLong { field: Field, max: usize, actual: usize },
     #[error("{} must be between {min} and {max}", field.name())]
     OutOfRange { field: Field, min: i64, max: i64 },
     #[error("{} has an unknown value {value:?}", field.name())]
@@ -94,10 +90,7 @@ pub enum DomainError {
     #[error("state {state:?} cannot be stored")]
     StateNotAllowed { state: BatchTaskState },
     #[error("a task cannot move from {from:?} to {to:?}")]
-    BadStateMove {
-        from: BatchTaskState,
-        to: BatchTaskState,
-    },
+    BadStateMove { from: BatchTaskState, to: BatchTaskState },
     #[error("path id {path} and body id {body} differ")]
     IdMismatch { path: i64, body: i64 },
     #[error("task {id} not found")]

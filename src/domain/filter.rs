@@ -55,22 +55,15 @@ impl Tok {
 }
 
 fn clip(s: &str) -> String {
-    if s.chars().count() > 40 {
-        s.chars().take(40).chain("…".chars()).collect()
-    } else {
-        s.to_owned()
-    }
+    if s.chars().count() > 40 { s.chars().take(40).chain("…".chars()).collect() } else { s.to_owned() }
 }
 
 fn lex(src: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
     let chars: Vec<(usize, char)> = src.char_indices().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |pos: usize, expected: &str, found: String| FilterError {
-        position: pos,
-        expected: expected.into(),
-        found,
-    };
+    let err =
+        |pos: usize, expected: &str, found: String| FilterError { position: pos, expected: expected.into(), found };
     while i < chars.len() {
         let (pos, c) = chars[i];
         if c.is_whitespace() {
@@ -141,26 +134,17 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().map(|(_, c)| c).collect();
-                Tok::Number(
-                    text.parse()
-                        .map_err(|_| err(pos, "a whole number", format!("'{}'", clip(&text))))?,
-                )
+                Tok::Number(text.parse().map_err(|_| err(pos, "a whole number", format!("'{}'", clip(&text))))?)
             }
             c if c.is_alphabetic() || c == '_' || c == '$' => {
                 let start = i;
-                while chars.get(i).is_some_and(|(_, c)| {
-                    c.is_alphanumeric() || *c == '_' || *c == '.' || *c == '$'
-                }) {
+                while chars.get(i).is_some_and(|(_, c)| c.is_alphanumeric() || *c == '_' || *c == '.' || *c == '$') {
                     i += 1;
                 }
                 Tok::Word(chars[start..i].iter().map(|(_, c)| c).collect())
             }
             other => {
-                return Err(err(
-                    pos,
-                    "a column, value or operator",
-                    format!("'{other}'"),
-                ));
+                return Err(err(pos, "a column, value or operator", format!("'{other}'")));
             }
         };
         out.push((pos, tok));
@@ -209,11 +193,7 @@ impl Parser {
         self.toks[self.i].0
     }
     fn fail<T>(&self, expected: &str) -> Result<T, FilterError> {
-        Err(FilterError {
-            position: self.pos(),
-            expected: expected.into(),
-            found: self.peek().describe(),
-        })
+        Err(FilterError { position: self.pos(), expected: expected.into(), found: self.peek().describe() })
     }
     fn keyword(&self, w: &str) -> bool {
         matches!(self.peek(), Tok::Word(x) if x.eq_ignore_ascii_case(w))
@@ -281,8 +261,7 @@ impl Parser {
             Tok::Word(w) => match op_word(w) {
                 Some(op) => op,
                 None => {
-                    return self
-                        .fail("an operator (eq, ne, lt, le, gt, ge, contains, begins, oneOf)");
+                    return self.fail("an operator (eq, ne, lt, le, gt, ge, contains, begins, oneOf)");
                 }
             },
             _ => return self.fail("an operator (eq, ne, lt, le, gt, ge, contains, begins, oneOf)"),
@@ -296,19 +275,12 @@ impl Parser {
             Op::Text(op) => {
                 if column.kind() != ColumnType::Text {
                     self.i -= 1;
-                    return self.fail(&format!(
-                        "a comparison operator ({} is not a text column)",
-                        column.name()
-                    ));
+                    return self.fail(&format!("a comparison operator ({} is not a text column)", column.name()));
                 }
                 match self.peek().clone() {
                     Tok::Text(t) => {
                         self.i += 1;
-                        Ok(Expr::Text {
-                            column,
-                            op,
-                            value: t,
-                        })
+                        Ok(Expr::Text { column, op, value: t })
                     }
                     _ => self.fail("a quoted text"),
                 }
@@ -329,11 +301,7 @@ impl Parser {
                     }
                     self.i += 1;
                 }
-                Ok(Expr::OneOf {
-                    column,
-                    values,
-                    negated,
-                })
+                Ok(Expr::OneOf { column, values, negated })
             }
         }
     }
@@ -373,12 +341,7 @@ impl Parser {
 /// Parses a `$filter` value. Dates without a zone are read in `zone`.
 pub fn parse(src: &str, zone: Tz) -> Result<Expr, FilterError> {
     let toks = lex(src)?;
-    let mut p = Parser {
-        toks,
-        i: 0,
-        zone,
-        depth: 0,
-    };
+    let mut p = Parser { toks, i: 0, zone, depth: 0 };
     let e = p.expr()?;
     if *p.peek() != Tok::End {
         return p.fail("'and', 'or' or the end of the filter");
@@ -398,35 +361,18 @@ mod tests {
     fn parses_the_documented_shapes() {
         assert_eq!(
             ok("State eq 1"),
-            Expr::Compare {
-                column: Column::State,
-                op: CompareOp::Eq,
-                value: Literal::Int(1)
-            }
+            Expr::Compare { column: Column::State, op: CompareOp::Eq, value: Literal::Int(1) }
         );
         assert_eq!(
             ok("state = 'Started'"),
-            Expr::Compare {
-                column: Column::State,
-                op: CompareOp::Eq,
-                value: Literal::Int(3)
-            }
+            Expr::Compare { column: Column::State, op: CompareOp::Eq, value: Literal::Int(3) }
         );
-        assert!(matches!(
-            ok("DefinitionName begins 'foo' and StartCount gt 1"),
-            Expr::And(..)
-        ));
+        assert!(matches!(ok("DefinitionName begins 'foo' and StartCount gt 1"), Expr::And(..)));
         assert!(matches!(
             ok("(Description contains 'a''b' or State oneOf(1,2)) and not StartCount ge 3"),
             Expr::And(..)
         ));
-        assert!(matches!(
-            ok("registeredDate lt '2024-05-01'"),
-            Expr::Compare {
-                value: Literal::Date(_),
-                ..
-            }
-        ));
+        assert!(matches!(ok("registeredDate lt '2024-05-01'"), Expr::Compare { value: Literal::Date(_), .. }));
         assert!(matches!(ok("State oneOf 1,2,3"), Expr::OneOf { .. }));
     }
 
@@ -434,10 +380,7 @@ mod tests {
     fn errors_say_where_and_what() {
         let e = parse("State eq", Tz::UTC).unwrap_err();
         assert_eq!(e.position, 8);
-        assert!(
-            e.expected.contains("number") || e.expected.contains("State"),
-            "{e}"
-        );
+        assert!(e.expected.contains("number") || e.expected.contains("State"), "{e}");
         let e = parse("Nope eq 1", Tz::UTC).unwrap_err();
         assert_eq!(e.position, 0);
         let e = parse("StartCount contains 'x'", Tz::UTC).unwrap_err();

@@ -13,6 +13,4 @@ pub mod zones;
 
 pub use associate::{Associate, Caller, Role};
 pub use error::{DomainError, Expected, Field};
-pub use task::{
-    BatchTaskState, CancellationBehaviour, NewTask, Parameters, Patch, Task, TaskUpdate,
-};
+pub use task::{BatchTaskState, CancellationBehaviour, NewTask, Parameters, Patch, Task, TaskUpdate};

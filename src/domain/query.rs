@@ -100,23 +100,17 @@ impl Column {
 
     pub fn parse(name: &str) -> Option<Column> {
         let n = name.trim();
-        Column::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(n))
+        Column::ALL.into_iter().find(|c| c.name().eq_ignore_ascii_case(n))
     }
 
     pub fn kind(self) -> ColumnType {
         use Column::*;
         match self {
-            Id | DefinitionId | DefinitionTimeOut | State | DetailsTable | DetailsRecord
-            | StartCount | ProgressPercent => ColumnType::Int,
-            DefinitionName
-            | DefinitionDescription
-            | Description
-            | DbTag
-            | Request
-            | Response
-            | ProgressDescription => ColumnType::Text,
+            Id | DefinitionId | DefinitionTimeOut | State | DetailsTable | DetailsRecord | StartCount
+            | ProgressPercent => ColumnType::Int,
+            DefinitionName | DefinitionDescription | Description | DbTag | Request | Response | ProgressDescription => {
+                ColumnType::Text
+            }
             LastStarted | UpdatedDate | RegisteredDate => ColumnType::Date,
             UpdatedBy | RegisteredBy => ColumnType::Associate,
         }
@@ -124,10 +118,7 @@ impl Column {
 
     /// The archive marks Request, Response and ProgressDescription as not sortable.
     pub fn sortable(self) -> bool {
-        !matches!(
-            self,
-            Column::Request | Column::Response | Column::ProgressDescription
-        )
+        !matches!(self, Column::Request | Column::Response | Column::ProgressDescription)
     }
 }
 
@@ -163,19 +154,7 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    Compare {
-        column: Column,
-        op: CompareOp,
-        value: Literal,
-    },
-    Text {
-        column: Column,
-        op: TextOp,
-        value: String,
-    },
-    OneOf {
-        column: Column,
-        values: Vec<Literal>,
-        negated: bool,
-    },
+    Compare { column: Column, op: CompareOp, value: Literal },
+    Text { column: Column, op: TextOp, value: String },
+    OneOf { column: Column, values: Vec<Literal>, negated: bool },
 }

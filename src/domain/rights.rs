@@ -12,11 +12,7 @@ pub struct TaskRights {
 }
 
 impl TaskRights {
-    pub const NONE: TaskRights = TaskRights {
-        select: false,
-        update: false,
-        delete: false,
-    };
+    pub const NONE: TaskRights = TaskRights { select: false, update: false, delete: false };
 
     /// ETableRight flag names, in SuperOffice's order.
     pub fn flag_names(self) -> Vec<&'static str> {
@@ -56,11 +52,7 @@ pub fn rights_for(caller: &Caller, task: &Task) -> TaskRights {
         Role::User | Role::Worker => owns,
     };
     // A task held by a worker must be stopped before it can be deleted.
-    TaskRights {
-        select: true,
-        update,
-        delete: may_delete && !task.state.is_active(),
-    }
+    TaskRights { select: true, update, delete: may_delete && !task.state.is_active() }
 }
 
 /// Properties PUT may change (when the caller may update the task at all).

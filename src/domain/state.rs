@@ -27,9 +27,5 @@ pub fn check_move(from: BatchTaskState, to: BatchTaskState) -> Result<(), Domain
     if matches!(to, All | Unknown) {
         return Err(DomainError::StateNotAllowed { state: to });
     }
-    if can_move(from, to) {
-        Ok(())
-    } else {
-        Err(DomainError::BadStateMove { from, to })
-    }
+    if can_move(from, to) { Ok(()) } else { Err(DomainError::BadStateMove { from, to }) }
 }

@@ -53,9 +53,7 @@ impl BatchTaskState {
     }
 
     pub fn from_number(n: i64) -> Option<Self> {
-        Self::ALL_NAMES
-            .into_iter()
-            .find(|s| i64::from(s.number()) == n)
+        Self::ALL_NAMES.into_iter().find(|s| i64::from(s.number()) == n)
     }
 
     pub fn name(self) -> &'static str {
@@ -77,16 +75,11 @@ impl BatchTaskState {
         if let Ok(n) = t.parse::<i64>() {
             return Self::from_number(n);
         }
-        Self::ALL_NAMES
-            .into_iter()
-            .find(|s| s.name().eq_ignore_ascii_case(t))
+        Self::ALL_NAMES.into_iter().find(|s| s.name().eq_ignore_ascii_case(t))
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::SucceededManualCleanup | Self::Failed
-        )
+        matches!(self, Self::Succeeded | Self::SucceededManualCleanup | Self::Failed)
     }
 
     /// Held by a worker: it may not be deleted, and its writes are fenced by a lease.
@@ -105,8 +98,7 @@ pub enum CancellationBehaviour {
 }
 
 impl CancellationBehaviour {
-    pub const ALL: [CancellationBehaviour; 3] =
-        [Self::CanCancel, Self::CancelWithWarning, Self::CannotCancel];
+    pub const ALL: [CancellationBehaviour; 3] = [Self::CanCancel, Self::CancelWithWarning, Self::CannotCancel];
 
     pub fn number(self) -> i32 {
         match self {
@@ -130,9 +122,7 @@ impl CancellationBehaviour {
         if let Ok(n) = t.parse::<i64>() {
             return Self::from_number(n);
         }
-        Self::ALL
-            .into_iter()
-            .find(|s| s.name().eq_ignore_ascii_case(t))
+        Self::ALL.into_iter().find(|s| s.name().eq_ignore_ascii_case(t))
     }
 }
 
@@ -142,33 +132,18 @@ pub struct Parameters(pub Vec<(String, String)>);
 
 impl Parameters {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     /// Serialised form kept in `binaryobject.binarydata`: a JSON object of strings.
     pub fn to_blob(&self) -> Vec<u8> {
-        let map: serde_json::Map<String, serde_json::Value> = self
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
+        let map: serde_json::Map<String, serde_json::Value> =
+            self.0.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         serde_json::to_vec(&map).expect("a map of strings always serialises")
     }
     pub fn from_blob(bytes: &[u8]) -> Option<Self> {
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes).ok()?;
         Some(Parameters(
-            map.into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        v.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string()),
-                    )
-                })
-                .collect(),
+            map.into_iter().map(|(k, v)| (k, v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect(),
         ))
     }
 }
@@ -265,11 +240,7 @@ pub mod limits {
 pub fn check_length(field: Field, value: &str, max: usize) -> Result<(), DomainError> {
     let len = value.chars().count();
     if len > max {
-        return Err(DomainError::TooLong {
-            field,
-            max,
-            actual: len,
-        });
+        return Err(DomainError::TooLong { field, max, actual: len });
     }
     Ok(())
 }
@@ -281,24 +252,14 @@ impl NewTask {
             return Err(DomainError::Required { field: Field::Name });
         }
         check_length(Field::Name, &self.name, limits::NAME)?;
-        let opt = |field, v: &Option<String>, max| {
-            v.as_deref().map_or(Ok(()), |s| check_length(field, s, max))
-        };
+        let opt = |field, v: &Option<String>, max| v.as_deref().map_or(Ok(()), |s| check_length(field, s, max));
         opt(Field::Description, &self.description, limits::DESCRIPTION)?;
         opt(Field::Context, &self.context, limits::LONG_TEXT)?;
         opt(Field::Request, &self.request, limits::LONG_TEXT)?;
-        opt(
-            Field::DatabaseSerialNumber,
-            &self.database_serial_number,
-            limits::DATABASE_SERIAL_NUMBER,
-        )?;
+        opt(Field::DatabaseSerialNumber, &self.database_serial_number, limits::DATABASE_SERIAL_NUMBER)?;
         opt(Field::FileName, &self.file_name, limits::FILE_NAME)?;
         if self.details_table < 0 {
-            return Err(DomainError::OutOfRange {
-                field: Field::DetailsTable,
-                min: 0,
-                max: i64::from(i16::MAX),
-            });
+            return Err(DomainError::OutOfRange { field: Field::DetailsTable, min: 0, max: i64::from(i16::MAX) });
         }
         if let Some(p) = &self.parameters {
             for (k, v) in &p.0 {

@@ -8,20 +8,19 @@
 //! the earlier of its two instants.
 
 use chrono::{
-    DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
-    TimeZone, Timelike, Utc,
+    DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike, Utc,
 };
 use chrono_tz::Tz;
 
 /// Formats `instant` in `zone` as `YYYY-MM-DDTHH:MM:SS.fffffff±HH:MM`.
 pub fn format(instant: DateTime<Utc>, zone: Tz) -> String {
-    let local = instant.with_timezone(&zone);
-    let offset = local.offset().fix().local_minus_utc();
-    let (sign, off) = if offset < 0 {
-        ('-', -offset)
-    } else {
-        ('+', offset)
-    };
+    // RFC 3339 offsets have no seconds, but historical local mean times do (Asia/Aden was
+    // +03:06:59). Round such an offset to the minute and show the wall time for that offset,
+    // so the text still names the exact instant.
+    let exact = instant.with_timezone(&zone).offset().fix().local_minus_utc();
+    let offset = (f64::from(exact) / 60.0).round() as i32 * 60;
+    let local = instant.with_timezone(&FixedOffset::east_opt(offset).expect("offsets are within a day"));
+    let (sign, off) = if offset < 0 { ('-', -offset) } else { ('+', offset) };
     let ticks = local.nanosecond() % 1_000_000_000 / 100; // 100 ns ticks, 7 digits
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:07}{}{:02}:{:02}",
@@ -53,9 +52,7 @@ pub fn parse(text: &str, zone: Tz) -> Result<DateTime<Utc>, BadDateTime> {
     let day = p.digits(2)?;
     let date = NaiveDate::from_ymd_opt(year, month, day).ok_or(BadDateTime)?;
     let (mut h, mut m, mut s, mut nanos) = (0, 0, 0, 0u32);
-    if p.peek()
-        .is_some_and(|c| c == b'T' || c == b't' || c == b' ')
-    {
+    if p.peek().is_some_and(|c| c == b'T' || c == b't' || c == b' ') {
         p.i += 1;
         h = p.digits(2)?;
         p.expect(b':')?;
@@ -113,11 +110,7 @@ pub fn parse(text: &str, zone: Tz) -> Result<DateTime<Utc>, BadDateTime> {
     match offset {
         Some(secs) => {
             let fixed = FixedOffset::east_opt(secs).ok_or(BadDateTime)?;
-            fixed
-                .from_local_datetime(&naive)
-                .single()
-                .map(|d| d.with_timezone(&Utc))
-                .ok_or(BadDateTime)
+            fixed.from_local_datetime(&naive).single().map(|d| d.with_timezone(&Utc)).ok_or(BadDateTime)
         }
         None => Ok(resolve_local(naive, zone)),
     }
@@ -136,11 +129,7 @@ pub fn resolve_local(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
                 LocalResult::Single(d) | LocalResult::Ambiguous(d, _) => d.offset().fix(),
                 LocalResult::None => FixedOffset::east_opt(0).expect("zero offset"),
             };
-            offset
-                .from_local_datetime(&naive)
-                .single()
-                .expect("fixed offsets are never ambiguous")
-                .with_timezone(&Utc)
+            offset.from_local_datetime(&naive).single().expect("fixed offsets are never ambiguous").with_timezone(&Utc)
         }
     }
 }
@@ -183,25 +172,15 @@ mod tests {
 
     #[test]
     fn formats_with_seven_digits_and_offset() {
-        let t = DateTime::parse_from_rfc3339("2018-06-22T14:32:48.290238Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2018-06-22T14:32:48.290238Z").unwrap().with_timezone(&Utc);
         assert_eq!(format(t, Tz::UTC), "2018-06-22T14:32:48.2902380+00:00");
-        assert_eq!(
-            format(t, Tz::Europe__Oslo),
-            "2018-06-22T16:32:48.2902380+02:00"
-        );
-        assert_eq!(
-            format(t, Tz::America__New_York),
-            "2018-06-22T10:32:48.2902380-04:00"
-        );
+        assert_eq!(format(t, Tz::Europe__Oslo), "2018-06-22T16:32:48.2902380+02:00");
+        assert_eq!(format(t, Tz::America__New_York), "2018-06-22T10:32:48.2902380-04:00");
     }
 
     #[test]
     fn parses_the_documented_shapes() {
-        let want = DateTime::parse_from_rfc3339("2018-06-22T14:32:48.290238Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let want = DateTime::parse_from_rfc3339("2018-06-22T14:32:48.290238Z").unwrap().with_timezone(&Utc);
         for s in [
             "2018-06-22T16:32:48.2902385+02:00",
             "2018-06-22T16:32:48.2902385+0200",
@@ -211,10 +190,7 @@ mod tests {
         ] {
             assert_eq!(parse(s, Tz::UTC), Ok(want), "{s}");
         }
-        assert_eq!(
-            parse("2018-06-22T16:32:48.290238", Tz::Europe__Oslo),
-            Ok(want)
-        );
+        assert_eq!(parse("2018-06-22T16:32:48.290238", Tz::Europe__Oslo), Ok(want));
         for bad in [
             "",
             "2018",
@@ -233,15 +209,9 @@ mod tests {
     fn dst_gap_moves_forward_and_overlap_takes_earlier() {
         // Oslo springs forward at 02:00 on 2024-03-31; 02:30 does not exist.
         let gap = parse("2024-03-31T02:30:00", Tz::Europe__Oslo).unwrap();
-        assert_eq!(
-            format(gap, Tz::Europe__Oslo),
-            "2024-03-31T03:30:00.0000000+02:00"
-        );
+        assert_eq!(format(gap, Tz::Europe__Oslo), "2024-03-31T03:30:00.0000000+02:00");
         // Oslo falls back at 03:00 on 2024-10-27; 02:30 happens twice.
         let overlap = parse("2024-10-27T02:30:00", Tz::Europe__Oslo).unwrap();
-        assert_eq!(
-            format(overlap, Tz::Europe__Oslo),
-            "2024-10-27T02:30:00.0000000+02:00"
-        );
+        assert_eq!(format(overlap, Tz::Europe__Oslo), "2024-10-27T02:30:00.0000000+02:00");
     }
 }

@@ -47,20 +47,12 @@ pub fn parse_zone(text: &str) -> Option<Tz> {
         return None;
     }
     if let Ok(n) = t.parse::<u32>() {
-        return CODES
-            .iter()
-            .find(|(_, id, _)| *id == Some(n))
-            .map(|(_, _, z)| *z);
+        return CODES.iter().find(|(_, id, _)| *id == Some(n)).map(|(_, _, z)| *z);
     }
-    if let Some((_, _, z)) = CODES
-        .iter()
-        .find(|(code, _, _)| code.eq_ignore_ascii_case(t))
-    {
+    if let Some((_, _, z)) = CODES.iter().find(|(code, _, _)| code.eq_ignore_ascii_case(t)) {
         return Some(*z);
     }
-    t.parse::<Tz>()
-        .ok()
-        .or_else(|| Tz::from_str_insensitive(t).ok())
+    t.parse::<Tz>().ok().or_else(|| Tz::from_str_insensitive(t).ok())
 }
 
 /// Parses the whole header value `zone[,includeTZOffset]`.
@@ -75,10 +67,7 @@ pub fn parse_header(text: &str) -> Option<ZoneSpec> {
             return None;
         }
     }
-    Some(ZoneSpec {
-        zone,
-        include_offset,
-    })
+    Some(ZoneSpec { zone, include_offset })
 }
 
 #[cfg(test)]
@@ -95,10 +84,7 @@ mod tests {
         assert_eq!(parse_zone("Mars/Olympus"), None);
         assert_eq!(
             parse_header("NO, includeTZOffset"),
-            Some(ZoneSpec {
-                zone: Tz::Europe__Oslo,
-                include_offset: true
-            })
+            Some(ZoneSpec { zone: Tz::Europe__Oslo, include_offset: true })
         );
         assert_eq!(parse_header("NO,bogus"), None);
     }

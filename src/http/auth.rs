@@ -36,30 +36,17 @@ pub struct Authenticator {
 /// Hashes a password with argon2id (the crate's default parameters).
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .to_string())
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
 }
 
 fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Authenticator {
-        let dummy_hash =
-            hash_password("not a real password, only a timing decoy").expect("argon2 works");
-        Authenticator {
-            store,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
-            dummy_hash,
-        }
+        let dummy_hash = hash_password("not a real password, only a timing decoy").expect("argon2 works");
+        Authenticator { store, ttl, cache: Mutex::new(HashMap::new()), dummy_hash }
     }
 
     /// Checks an `Authorization` header value.
@@ -70,10 +57,7 @@ impl Authenticator {
                 return Ok(caller.clone());
             }
         }
-        let (scheme, rest) = authorization
-            .trim()
-            .split_once(' ')
-            .unwrap_or((authorization.trim(), ""));
+        let (scheme, rest) = authorization.trim().split_once(' ').unwrap_or((authorization.trim(), ""));
         let caller = if scheme.eq_ignore_ascii_case("basic") {
             self.basic(rest.trim()).await?
         } else {
@@ -93,29 +77,17 @@ impl Authenticator {
 
     async fn basic(&self, encoded: &str) -> Result<Caller, ApiError> {
         let failed = || ApiError::unauthorized(Key::AuthFailed);
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|_| failed())?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| failed())?;
         let text = String::from_utf8(decoded).map_err(|_| failed())?;
         let (name, password) = text.split_once(':').ok_or_else(failed)?;
-        let found = self
-            .store
-            .associate_credentials(name)
-            .await
-            .map_err(ApiError::from)?;
-        let hash = found
-            .as_ref()
-            .map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
+        let found = self.store.associate_credentials(name).await.map_err(ApiError::from)?;
+        let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
         match found {
-            Some(c) if ok && c.associate.active => Ok(Caller {
-                associate_id: c.associate.id,
-                name: c.associate.name,
-                role: c.associate.role,
-            }),
+            Some(c) if ok && c.associate.active => {
+                Ok(Caller { associate_id: c.associate.id, name: c.associate.name, role: c.associate.role })
+            }
             _ => Err(failed()),
         }
     }
@@ -129,16 +101,11 @@ impl Authenticator {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(Key::AuthRequired));
         };
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized(Key::AuthFailed))?;
+        let value = value.to_str().map_err(|_| ApiError::unauthorized(Key::AuthFailed))?;
         state.auth.authenticate(value).await
     }
 }

@@ -33,12 +33,7 @@ pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         return Ok(BodyKind::Json);
     };
     let ct = ct.to_str().unwrap_or("");
-    let media = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     Ok(match media.as_str() {
         "" | "application/json" | "text/json" => BodyKind::Json,
         "application/x-www-form-urlencoded" => BodyKind::Form,
@@ -48,9 +43,7 @@ pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         _ => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Msg::new(Key::UnsupportedMediaType)
-                    .arg("type", truncate(ct))
-                    .arg("supported", SUPPORTED),
+                Msg::new(Key::UnsupportedMediaType).arg("type", truncate(ct)).arg("supported", SUPPORTED),
             ));
         }
     })
@@ -68,17 +61,8 @@ pub struct Body {
 }
 
 pub async fn read_bytes(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Msg::new(Key::BodyTooLarge).arg("max", MAX_BODY),
-        )
-    };
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Msg::new(Key::BodyTooLarge).arg("max", MAX_BODY));
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BODY as u64 {
             return Err(too_large());
         }
@@ -88,10 +72,7 @@ pub async fn read_bytes(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
     let mut buf = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| {
-            ApiError::bad_request(
-                Msg::new(Key::BodyUnreadable)
-                    .arg("detail", "the connection broke while sending it"),
-            )
+            ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", "the connection broke while sending it"))
         })?;
         if buf.len() + chunk.len() > MAX_BODY {
             return Err(too_large());
@@ -105,22 +86,17 @@ pub fn parse(kind: BodyKind, bytes: &[u8]) -> Result<Option<Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let unreadable =
-        |detail: String| ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", detail));
+    let unreadable = |detail: String| ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", detail));
     match kind {
         BodyKind::Json | BodyKind::JsonPatch | BodyKind::MergePatch => {
             let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // a UTF-8 BOM, as .NET writers send
-            serde_json::from_slice(bytes)
-                .map(Some)
-                .map_err(|e| unreadable(format!("invalid JSON ({e})")))
+            serde_json::from_slice(bytes).map(Some).map_err(|e| unreadable(format!("invalid JSON ({e})")))
         }
         BodyKind::Form => Ok(Some(form_to_value(bytes))),
         // XML bodies arrive with the formats issue; until then they are refused honestly.
         BodyKind::Xml => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Msg::new(Key::UnsupportedMediaType)
-                .arg("type", "application/xml")
-                .arg("supported", "application/json"),
+            Msg::new(Key::UnsupportedMediaType).arg("type", "application/xml").arg("supported", "application/json"),
         )),
     }
 }
@@ -131,10 +107,7 @@ impl FromRequest<AppState> for Body {
     async fn from_request(req: Request, _state: &AppState) -> Result<Self, Self::Rejection> {
         let kind = body_kind(req.headers())?;
         let (_, bytes) = read_bytes(req).await?;
-        Ok(Body {
-            kind,
-            value: parse(kind, &bytes)?,
-        })
+        Ok(Body { kind, value: parse(kind, &bytes)? })
     }
 }
 
@@ -153,10 +126,7 @@ pub fn form_to_value(bytes: &[u8]) -> Value {
 
 fn insert_path(obj: &mut Map<String, Value>, path: &[&str], value: Value) {
     // Keys match case-insensitively, so `batchTaskInfo.Name` and `BatchTaskInfo.State` meet.
-    let existing = obj
-        .keys()
-        .find(|k| k.eq_ignore_ascii_case(path[0]))
-        .cloned();
+    let existing = obj.keys().find(|k| k.eq_ignore_ascii_case(path[0])).cloned();
     let key = existing.unwrap_or_else(|| path[0].to_owned());
     if path.len() == 1 {
         match obj.get_mut(&key) {
@@ -187,9 +157,7 @@ mod tests {
 
     #[test]
     fn form_nests_dotted_keys_and_lists_repeats() {
-        let v = form_to_value(
-            b"Name=x&BatchTaskInfo.Name=a%20b&batchtaskinfo.State=New&L=1&L=2&ParameterObject.k=v",
-        );
+        let v = form_to_value(b"Name=x&BatchTaskInfo.Name=a%20b&batchtaskinfo.State=New&L=1&L=2&ParameterObject.k=v");
         assert_eq!(
             v,
             json!({"Name": "x", "BatchTaskInfo": {"Name": "a b", "State": "New"}, "L": ["1", "2"], "ParameterObject": {"k": "v"}})

@@ -23,11 +23,7 @@ pub struct Prefs {
 impl Prefs {
     /// Format and language only; never fails (used to render errors).
     pub fn from_headers(headers: &HeaderMap) -> Prefs {
-        Prefs {
-            format: Format::negotiate(headers),
-            lang: language(headers),
-            zone: Tz::UTC,
-        }
+        Prefs { format: Format::negotiate(headers), lang: language(headers), zone: Tz::UTC }
     }
 }
 
@@ -42,20 +38,13 @@ pub fn language(headers: &HeaderMap) -> Lang {
             return l;
         }
     }
-    if let Some(v) = headers
-        .get(axum::http::header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(v) = headers.get(axum::http::header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()) {
         let mut best: Option<(f32, Lang)> = None;
         for item in v.split(',') {
             let mut parts = item.split(';');
             let tag = parts.next().unwrap_or("").trim();
             let q = parts
-                .find_map(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                })
+                .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
                 .unwrap_or(1.0);
             if q <= 0.0 {
                 continue;
@@ -82,20 +71,13 @@ pub fn language(headers: &HeaderMap) -> Lang {
 impl FromRequestParts<AppState> for Prefs {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let mut prefs = Prefs::from_headers(&parts.headers);
         prefs.zone = state.config.base_zone;
         if let Some(v) = parts.headers.get("so-timezone") {
             let text = v.to_str().unwrap_or("");
             let spec = zones::parse_header(text).ok_or_else(|| {
-                ApiError::bad_request(
-                    Msg::new(Key::FieldUnknownValue)
-                        .arg("field", "SO-TimeZone")
-                        .arg("value", text),
-                )
+                ApiError::bad_request(Msg::new(Key::FieldUnknownValue).arg("field", "SO-TimeZone").arg("value", text))
             })?;
             prefs.zone = spec.zone;
         }

@@ -28,10 +28,7 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, msg)
     }
     pub fn not_found(id: impl ToString) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            Msg::new(Key::TaskNotFound).arg("id", id),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::TaskNotFound).arg("id", id))
     }
     pub fn unauthorized(key: Key) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, Msg::new(key))
@@ -80,75 +77,46 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> ApiError {
         use StatusCode as S;
         let (status, msg) = match e {
-            DomainError::Required { field } => (
-                S::BAD_REQUEST,
-                Msg::new(Key::FieldRequired).arg("field", field.name()),
-            ),
+            DomainError::Required { field } => {
+                (S::BAD_REQUEST, Msg::new(Key::FieldRequired).arg("field", field.name()))
+            }
             DomainError::WrongType { field, expected } => (
                 S::BAD_REQUEST,
-                Msg::new(Key::FieldWrongType)
-                    .arg("field", field.name())
-                    .type_arg("expected", type_word(expected)),
+                Msg::new(Key::FieldWrongType).arg("field", field.name()).type_arg("expected", type_word(expected)),
             ),
             DomainError::TooLong { field, max, actual } => (
                 S::BAD_REQUEST,
-                Msg::new(Key::FieldTooLong)
-                    .arg("field", field.name())
-                    .arg("max", max)
-                    .arg("actual", actual),
+                Msg::new(Key::FieldTooLong).arg("field", field.name()).arg("max", max).arg("actual", actual),
             ),
             DomainError::OutOfRange { field, min, max } => (
                 S::BAD_REQUEST,
-                Msg::new(Key::FieldOutOfRange)
-                    .arg("field", field.name())
-                    .arg("min", min)
-                    .arg("max", max),
+                Msg::new(Key::FieldOutOfRange).arg("field", field.name()).arg("min", min).arg("max", max),
             ),
             DomainError::UnknownValue { field, value } => (
                 S::BAD_REQUEST,
-                Msg::new(Key::FieldUnknownValue)
-                    .arg("field", field.name())
-                    .arg("value", truncate(&value, 80)),
+                Msg::new(Key::FieldUnknownValue).arg("field", field.name()).arg("value", truncate(&value, 80)),
             ),
-            DomainError::StateNotAllowed { state } => (
-                S::BAD_REQUEST,
-                Msg::new(Key::StateNotAllowed).arg("state", state.name()),
-            ),
-            DomainError::BadStateMove { from, to } => (
-                S::CONFLICT,
-                Msg::new(Key::BadStateMove)
-                    .arg("from", from.name())
-                    .arg("to", to.name()),
-            ),
-            DomainError::IdMismatch { path, body } => (
-                S::BAD_REQUEST,
-                Msg::new(Key::IdMismatch)
-                    .arg("path", path)
-                    .arg("body", body),
-            ),
-            DomainError::TaskNotFound { id } => {
-                (S::NOT_FOUND, Msg::new(Key::TaskNotFound).arg("id", id))
+            DomainError::StateNotAllowed { state } => {
+                (S::BAD_REQUEST, Msg::new(Key::StateNotAllowed).arg("state", state.name()))
             }
-            DomainError::TaskBusy { id, state } => (
-                S::CONFLICT,
-                Msg::new(Key::TaskBusy)
-                    .arg("id", id)
-                    .arg("state", state.name()),
-            ),
-            DomainError::Stale { id } => {
-                (S::PRECONDITION_FAILED, Msg::new(Key::Stale).arg("id", id))
+            DomainError::BadStateMove { from, to } => {
+                (S::CONFLICT, Msg::new(Key::BadStateMove).arg("from", from.name()).arg("to", to.name()))
             }
-            DomainError::Forbidden { reason } => {
-                (S::FORBIDDEN, Msg::new(Key::Forbidden).arg("reason", reason))
+            DomainError::IdMismatch { path, body } => {
+                (S::BAD_REQUEST, Msg::new(Key::IdMismatch).arg("path", path).arg("body", body))
             }
-            DomainError::StopRefused => (
-                S::CONFLICT,
-                Msg::new(Key::Forbidden).arg("reason", "the task cannot be stopped"),
-            ),
-            DomainError::UnknownDefinition { name } => (
-                S::BAD_REQUEST,
-                Msg::new(Key::UnknownDefinition).arg("name", truncate(&name, 80)),
-            ),
+            DomainError::TaskNotFound { id } => (S::NOT_FOUND, Msg::new(Key::TaskNotFound).arg("id", id)),
+            DomainError::TaskBusy { id, state } => {
+                (S::CONFLICT, Msg::new(Key::TaskBusy).arg("id", id).arg("state", state.name()))
+            }
+            DomainError::Stale { id } => (S::PRECONDITION_FAILED, Msg::new(Key::Stale).arg("id", id)),
+            DomainError::Forbidden { reason } => (S::FORBIDDEN, Msg::new(Key::Forbidden).arg("reason", reason)),
+            DomainError::StopRefused => {
+                (S::CONFLICT, Msg::new(Key::Forbidden).arg("reason", "the task cannot be stopped"))
+            }
+            DomainError::UnknownDefinition { name } => {
+                (S::BAD_REQUEST, Msg::new(Key::UnknownDefinition).arg("name", truncate(&name, 80)))
+            }
         };
         ApiError { status, msg }
     }
@@ -158,15 +126,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Rejected(d) => d.into(),
-            StoreError::NotFound => ApiError::new(
-                StatusCode::NOT_FOUND,
-                Msg::new(Key::TaskNotFound).arg("id", "?"),
-            ),
+            StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::TaskNotFound).arg("id", "?")),
             StoreError::Conflict { constraint } => ApiError::new(
                 StatusCode::CONFLICT,
-                Msg::new(Key::FieldUnknownValue)
-                    .arg("field", constraint)
-                    .arg("value", "duplicate"),
+                Msg::new(Key::FieldUnknownValue).arg("field", constraint).arg("value", "duplicate"),
             ),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage failure");
@@ -177,11 +140,7 @@ impl From<StoreError> for ApiError {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        s.chars().take(max).chain("…".chars()).collect()
-    }
+    if s.chars().count() <= max { s.to_owned() } else { s.chars().take(max).chain("…".chars()).collect() }
 }
 
 /// Marks a response whose body [`render_errors`] must write.
@@ -211,19 +170,12 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let err = match res.extensions_mut().remove::<PendingError>() {
         Some(PendingError(e)) => e,
-        None if res.status() == StatusCode::NOT_FOUND
-            && res.headers().get(header::CONTENT_TYPE).is_none() =>
-        {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                Msg::new(Key::NotFoundRoute).arg("path", &path),
-            )
+        None if res.status() == StatusCode::NOT_FOUND && res.headers().get(header::CONTENT_TYPE).is_none() => {
+            ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::NotFoundRoute).arg("path", &path))
         }
         None if res.status() == StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            Msg::new(Key::MethodNotAllowed)
-                .arg("path", &path)
-                .arg("method", method.as_str()),
+            Msg::new(Key::MethodNotAllowed).arg("path", &path).arg("method", method.as_str()),
         ),
         None => return res,
     };
@@ -234,12 +186,7 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     let body = format::error_body(prefs.format, err.error_type(), &text);
     let (mut parts, _) = res.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, prefs.format.content_type());
-    parts.headers.insert(
-        header::CONTENT_LANGUAGE,
-        HeaderValue::from_static(prefs.lang.code()),
-    );
+    parts.headers.insert(header::CONTENT_TYPE, prefs.format.content_type());
+    parts.headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(prefs.lang.code()));
     Response::from_parts(parts, axum::body::Body::from(body))
 }

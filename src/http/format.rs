@@ -25,11 +25,7 @@ impl Format {
             let mut parts = item.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let q = parts
-                .find_map(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                })
+                .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
                 .unwrap_or(1.0);
             if media == "application/xml" || media == "text/xml" {
                 best_xml = best_xml.max(q);
@@ -37,11 +33,7 @@ impl Format {
                 best_json = best_json.max(q);
             }
         }
-        if best_xml > 0.0 && best_xml > best_json {
-            Format::Xml
-        } else {
-            Format::Json
-        }
+        if best_xml > 0.0 && best_xml > best_json { Format::Xml } else { Format::Json }
     }
 
     pub fn content_type(self) -> HeaderValue {
@@ -90,12 +82,7 @@ fn render_json(payload: &Payload<'_>) -> Vec<u8> {
 /// Builds the response for `payload` with status 200.
 pub fn respond(format: Format, payload: &Payload<'_>) -> Response {
     let body = render(format, payload);
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, format.content_type())],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
 pub fn error_body(format: Format, error_type: &str, message: &str) -> Vec<u8> {
@@ -133,9 +120,7 @@ pub struct XmlWriter {
 
 impl XmlWriter {
     pub fn new() -> XmlWriter {
-        XmlWriter {
-            out: String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>"),
-        }
+        XmlWriter { out: String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>") }
     }
     pub fn open(&mut self, name: &str) {
         self.out.push('<');
@@ -263,9 +248,7 @@ fn render_xml(payload: &Payload<'_>) -> Vec<u8> {
             x.close("BatchTaskInfo");
             // An empty answer in XML is a nil root.
             x = XmlWriter::new();
-            x.out.push_str(&format!(
-                "<BatchTaskInfo xmlns:i=\"{XSI}\" i:nil=\"true\"/>"
-            ));
+            x.out.push_str(&format!("<BatchTaskInfo xmlns:i=\"{XSI}\" i:nil=\"true\"/>"));
         }
         Payload::Invalid { message, detail } => {
             x.open("Error");

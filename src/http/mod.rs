@@ -61,11 +61,7 @@ pub fn normalize_path(path: &str, prefix: &str) -> String {
     out
 }
 
-async fn rewrite_path(
-    prefix: axum::extract::State<Arc<str>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let normal = normalize_path(path, &prefix);
     if normal != path {
@@ -89,9 +85,7 @@ pub fn app(state: AppState) -> Router {
     let prefix: Arc<str> = Arc::from(state.config.path_prefix.trim_end_matches('/'));
     let router = routes::router(state).layer(middleware::from_fn(error::render_errors));
     // Rewriting must happen before routing, so it wraps the router rather than being a layer of it.
-    Router::new()
-        .fallback_service(router)
-        .layer(middleware::from_fn_with_state(prefix, rewrite_path))
+    Router::new().fallback_service(router).layer(middleware::from_fn_with_state(prefix, rewrite_path))
 }
 
 #[cfg(test)]
@@ -100,14 +94,8 @@ mod tests {
 
     #[test]
     fn normalizes_prefix_case_and_slashes() {
-        assert_eq!(
-            normalize_path("/API/V1/batchtask/", ""),
-            "/api/v1/BatchTask"
-        );
-        assert_eq!(
-            normalize_path("/Cust123/api/v1/BatchTask/7/STOP", "/Cust123"),
-            "/api/v1/BatchTask/7/Stop"
-        );
+        assert_eq!(normalize_path("/API/V1/batchtask/", ""), "/api/v1/BatchTask");
+        assert_eq!(normalize_path("/Cust123/api/v1/BatchTask/7/STOP", "/Cust123"), "/api/v1/BatchTask/7/Stop");
         assert_eq!(normalize_path("/cust123/api", "/Cust123"), "/api");
         assert_eq!(
             normalize_path("/api/v1/Agents/batch/GetBatchTaskInfo", ""),

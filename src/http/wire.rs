@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::domain::rights::{TaskRights, UPDATABLE_PROPERTIES};
 use crate::domain::task::limits;
 use crate::domain::{
-    BatchTaskState, CancellationBehaviour, DomainError, Expected, Field, NewTask, Parameters,
-    Patch, Task, TaskUpdate, time,
+    BatchTaskState, CancellationBehaviour, DomainError, Expected, Field, NewTask, Parameters, Patch, Task, TaskUpdate,
+    time,
 };
 
 /// One property value, format-neutral.
@@ -41,29 +41,17 @@ pub const PROPERTIES: [(&str, &str, usize); 22] = [
     ("LastStarted", "System.DateTime", 0),
     ("Created", "System.DateTime", 0),
     ("StartCount", "System.Int32", 0),
-    (
-        "DatabaseSerialNumber",
-        "System.String",
-        limits::DATABASE_SERIAL_NUMBER,
-    ),
+    ("DatabaseSerialNumber", "System.String", limits::DATABASE_SERIAL_NUMBER),
     ("Context", "System.String", limits::LONG_TEXT),
     ("Result", "System.String", limits::LONG_TEXT),
     ("State", "SuperOffice.Data.BatchTaskState", 0),
     ("Description", "System.String", limits::DESCRIPTION),
     ("Response", "System.String", limits::LONG_TEXT),
     ("Request", "System.String", limits::LONG_TEXT),
-    (
-        "ProgressDescription",
-        "System.String",
-        limits::PROGRESS_DESCRIPTION,
-    ),
+    ("ProgressDescription", "System.String", limits::PROGRESS_DESCRIPTION),
     ("ProgressPercent", "System.Int16", 0),
     ("FileName", "System.String", limits::FILE_NAME),
-    (
-        "CancellationBehaviour",
-        "SuperOffice.Data.BatchTaskCancellationBehaviour",
-        0,
-    ),
+    ("CancellationBehaviour", "SuperOffice.Data.BatchTaskCancellationBehaviour", 0),
 ];
 
 /// A task as one caller sees it: values in the caller's zone, rights for the caller, and the
@@ -80,16 +68,9 @@ impl<'a> TaskView<'a> {
     pub fn for_each(&self, mut f: impl FnMut(&'static str, Prop<'_>)) {
         let t = self.task;
         let z = self.zone;
-        let selected = |name: &str| {
-            self.select
-                .is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(name)))
-        };
+        let selected = |name: &str| self.select.is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(name)));
         let mut emit = |name: &'static str, p: Prop<'_>| {
-            if selected(name) {
-                f(name, p)
-            } else {
-                f(name, null_of(&p))
-            }
+            if selected(name) { f(name, p) } else { f(name, null_of(&p)) }
         };
         emit("Id", Prop::Int(t.id.into()));
         emit("Name", Prop::Text(Some(&t.name)));
@@ -99,26 +80,17 @@ impl<'a> TaskView<'a> {
         emit("IsSystemTask", Prop::Bool(t.is_system));
         emit("IsInternalTask", Prop::Bool(t.is_internal));
         emit("ParameterObject", Prop::Dict(t.parameters.as_ref()));
-        emit(
-            "LastStarted",
-            Prop::Date(t.last_started.map(|d| time::format(d, z))),
-        );
+        emit("LastStarted", Prop::Date(t.last_started.map(|d| time::format(d, z))));
         emit("Created", Prop::Date(Some(time::format(t.created, z))));
         emit("StartCount", Prop::Int(t.start_count.into()));
-        emit(
-            "DatabaseSerialNumber",
-            Prop::Text(t.database_serial_number.as_deref()),
-        );
+        emit("DatabaseSerialNumber", Prop::Text(t.database_serial_number.as_deref()));
         emit("Context", Prop::Text(t.context.as_deref()));
         emit("Result", Prop::Text(t.result.as_deref()));
         emit("State", Prop::Enum(t.state.name()));
         emit("Description", Prop::Text(t.description.as_deref()));
         emit("Response", Prop::Text(t.response.as_deref()));
         emit("Request", Prop::Text(t.request.as_deref()));
-        emit(
-            "ProgressDescription",
-            Prop::Text(t.progress_description.as_deref()),
-        );
+        emit("ProgressDescription", Prop::Text(t.progress_description.as_deref()));
         emit("ProgressPercent", Prop::Int(t.progress_percent.into()));
         emit("FileName", Prop::Text(t.file_name.as_deref()));
         emit("CancellationBehaviour", Prop::Enum(t.cancellation.name()));
@@ -218,12 +190,7 @@ pub struct Props<'a> {
 
 impl<'a> Props<'a> {
     pub fn new(obj: &'a serde_json::Map<String, Value>) -> Props<'a> {
-        Props {
-            map: obj
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                .collect(),
-        }
+        Props { map: obj.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect() }
     }
 
     /// The value of a property; `Some(Value::Null)` when it is present and null.
@@ -239,10 +206,7 @@ impl<'a> Props<'a> {
             // Numbers and booleans are read as their text, as .NET's reader does.
             Some(Value::Number(n)) => Ok(Patch::Set(Some(n.to_string()))),
             Some(Value::Bool(b)) => Ok(Patch::Set(Some(b.to_string()))),
-            Some(_) => Err(DomainError::WrongType {
-                field,
-                expected: Expected::Text,
-            }),
+            Some(_) => Err(DomainError::WrongType { field, expected: Expected::Text }),
         }
     }
 
@@ -251,10 +215,7 @@ impl<'a> Props<'a> {
             None | Some(Value::Null) => return Ok(None),
             Some(v) => v,
         };
-        let n = int_of(v).ok_or(DomainError::WrongType {
-            field,
-            expected: Expected::Integer,
-        })?;
+        let n = int_of(v).ok_or(DomainError::WrongType { field, expected: Expected::Integer })?;
         if n < min || n > max {
             return Err(DomainError::OutOfRange { field, min, max });
         }
@@ -267,13 +228,8 @@ impl<'a> Props<'a> {
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
             Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-            Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => {
-                Ok(Some(n.as_i64() == Some(1)))
-            }
-            Some(_) => Err(DomainError::WrongType {
-                field,
-                expected: Expected::Boolean,
-            }),
+            Some(Value::Number(n)) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => Ok(Some(n.as_i64() == Some(1))),
+            Some(_) => Err(DomainError::WrongType { field, expected: Expected::Boolean }),
         }
     }
 
@@ -288,26 +244,15 @@ impl<'a> Props<'a> {
         let field = Field::CancellationBehaviour;
         match self.get(field.name()) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => {
-                CancellationBehaviour::parse(s)
-                    .map(Some)
-                    .ok_or_else(|| DomainError::UnknownValue {
-                        field,
-                        value: s.clone(),
-                    })
-            }
+            Some(Value::String(s)) => CancellationBehaviour::parse(s)
+                .map(Some)
+                .ok_or_else(|| DomainError::UnknownValue { field, value: s.clone() }),
             Some(Value::Number(n)) => n
                 .as_i64()
                 .and_then(CancellationBehaviour::from_number)
                 .map(Some)
-                .ok_or_else(|| DomainError::UnknownValue {
-                    field,
-                    value: n.to_string(),
-                }),
-            Some(_) => Err(DomainError::WrongType {
-                field,
-                expected: Expected::Cancellation,
-            }),
+                .ok_or_else(|| DomainError::UnknownValue { field, value: n.to_string() }),
+            Some(_) => Err(DomainError::WrongType { field, expected: Expected::Cancellation }),
         }
     }
 
@@ -324,54 +269,34 @@ impl<'a> Props<'a> {
                         Value::Bool(b) => b.to_string(),
                         Value::Null => String::new(),
                         _ => {
-                            return Err(DomainError::WrongType {
-                                field,
-                                expected: Expected::StringDictionary,
-                            });
+                            return Err(DomainError::WrongType { field, expected: Expected::StringDictionary });
                         }
                     };
                     out.push((k.clone(), text));
                 }
                 Ok(Some(Parameters(out)))
             }
-            Some(_) => Err(DomainError::WrongType {
-                field,
-                expected: Expected::StringDictionary,
-            }),
+            Some(_) => Err(DomainError::WrongType { field, expected: Expected::StringDictionary }),
         }
     }
 
     /// Validates a date-time property's shape even though no endpoint stores client dates.
-    pub fn date(
-        &self,
-        field: Field,
-        zone: Tz,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, DomainError> {
+    pub fn date(&self, field: Field, zone: Tz) -> Result<Option<chrono::DateTime<chrono::Utc>>, DomainError> {
         match self.get(field.name()) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => {
-                time::parse(s, zone)
-                    .map(Some)
-                    .map_err(|_| DomainError::WrongType {
-                        field,
-                        expected: Expected::DateTime,
-                    })
-            }
-            Some(_) => Err(DomainError::WrongType {
-                field,
-                expected: Expected::DateTime,
-            }),
+            Some(Value::String(s)) => time::parse(s, zone)
+                .map(Some)
+                .map_err(|_| DomainError::WrongType { field, expected: Expected::DateTime }),
+            Some(_) => Err(DomainError::WrongType { field, expected: Expected::DateTime }),
         }
     }
 }
 
 pub fn int_of(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                .map(|f| f as i64)
-        }),
+        Value::Number(n) => {
+            n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64))
+        }
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -379,21 +304,14 @@ pub fn int_of(v: &Value) -> Option<i64> {
 
 pub fn parse_state(v: &Value, field: Field) -> Result<BatchTaskState, DomainError> {
     match v {
-        Value::String(s) => BatchTaskState::parse(s).ok_or_else(|| DomainError::UnknownValue {
-            field,
-            value: s.clone(),
-        }),
+        Value::String(s) => {
+            BatchTaskState::parse(s).ok_or_else(|| DomainError::UnknownValue { field, value: s.clone() })
+        }
         Value::Number(n) => n
             .as_i64()
             .and_then(BatchTaskState::from_number)
-            .ok_or_else(|| DomainError::UnknownValue {
-                field,
-                value: n.to_string(),
-            }),
-        _ => Err(DomainError::WrongType {
-            field,
-            expected: Expected::State,
-        }),
+            .ok_or_else(|| DomainError::UnknownValue { field, value: n.to_string() }),
+        _ => Err(DomainError::WrongType { field, expected: Expected::State }),
     }
 }
 
@@ -426,45 +344,27 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
         context: opt_text(p.text(Field::Context)?),
         request: opt_text(p.text(Field::Request)?),
         database_serial_number: opt_text(p.text(Field::DatabaseSerialNumber)?),
-        details_table: p
-            .int(Field::DetailsTable, 0, i64::from(i16::MAX))?
-            .unwrap_or(0) as i16,
-        details_record: p
-            .int(Field::DetailsRecord, 0, i64::from(i32::MAX))?
-            .unwrap_or(0) as i32,
+        details_table: p.int(Field::DetailsTable, 0, i64::from(i16::MAX))?.unwrap_or(0) as i16,
+        details_record: p.int(Field::DetailsRecord, 0, i64::from(i32::MAX))?.unwrap_or(0) as i32,
         is_system: p.bool(Field::IsSystemTask)?.unwrap_or(false),
         is_internal: p.bool(Field::IsInternalTask)?.unwrap_or(false),
         parameters: p.parameters()?,
         file_name: opt_text(p.text(Field::FileName)?),
         cancellation: cancellation.unwrap_or_default(),
     };
-    let associate_id = p
-        .int(Field::AssociateId, 0, i64::from(i32::MAX))?
-        .map(|v| v as i32)
-        .filter(|v| *v != 0);
+    let associate_id = p.int(Field::AssociateId, 0, i64::from(i32::MAX))?.map(|v| v as i32).filter(|v| *v != 0);
     task.validate()?;
-    Ok(CreateRequest {
-        task,
-        associate_id,
-        cancellation_given: cancellation.is_some(),
-    })
+    Ok(CreateRequest { task, associate_id, cancellation_given: cancellation.is_some() })
 }
 
 /// The update a PUT body asks for, and the body's `Id` (0 or absent = none).
-pub fn parse_update(
-    obj: &serde_json::Map<String, Value>,
-) -> Result<(Option<i64>, TaskUpdate), DomainError> {
+pub fn parse_update(obj: &serde_json::Map<String, Value>) -> Result<(Option<i64>, TaskUpdate), DomainError> {
     let p = Props::new(obj);
-    let id = p
-        .int(Field::Id, i64::from(i32::MIN), i64::from(i32::MAX))?
-        .filter(|i| *i != 0);
+    let id = p.int(Field::Id, i64::from(i32::MIN), i64::from(i32::MAX))?.filter(|i| *i != 0);
     let state = match p.get("State") {
         None => Patch::Keep,
         Some(Value::Null) => {
-            return Err(DomainError::WrongType {
-                field: Field::State,
-                expected: Expected::State,
-            });
+            return Err(DomainError::WrongType { field: Field::State, expected: Expected::State });
         }
         Some(v) => Patch::Set(parse_state(v, Field::State)?),
     };
@@ -480,9 +380,7 @@ pub fn parse_update(
 
 /// The property names a BatchTaskInfo has, for `$select` checks.
 pub fn is_property(name: &str) -> bool {
-    PROPERTIES
-        .iter()
-        .any(|(n, _, _)| n.eq_ignore_ascii_case(name))
+    PROPERTIES.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(name))
         || name.eq_ignore_ascii_case("TableRight")
         || name.eq_ignore_ascii_case("FieldProperties")
 }
@@ -498,18 +396,17 @@ mod tests {
 
     #[test]
     fn create_reads_names_case_insensitively_and_ignores_server_fields() {
-        let r = parse_create(&obj(json!({"name": "Export", "DESCRIPTION": "d", "State": "Failed", "Id": 9, "StartCount": "x",
-            "parameterObject": {"a": "1", "b": 2, "c": true}, "cancellationBehaviour": 2}))).unwrap();
+        let r = parse_create(&obj(
+            json!({"name": "Export", "DESCRIPTION": "d", "State": "Failed", "Id": 9, "StartCount": "x",
+            "parameterObject": {"a": "1", "b": 2, "c": true}, "cancellationBehaviour": 2}),
+        ))
+        .unwrap();
         assert_eq!(r.task.name, "Export");
         assert_eq!(r.task.description.as_deref(), Some("d"));
         assert_eq!(r.task.cancellation, CancellationBehaviour::CannotCancel);
         assert_eq!(
             r.task.parameters.unwrap().0,
-            vec![
-                ("a".into(), "1".into()),
-                ("b".into(), "2".into()),
-                ("c".into(), "true".into())
-            ]
+            vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("c".into(), "true".into())]
         );
     }
 
@@ -518,57 +415,25 @@ mod tests {
         for (body, field) in [
             (json!({}), "Name"),
             (json!({"Name": "  "}), "Name"),
-            (
-                json!({"Name": "x", "IsSystemTask": "maybe"}),
-                "IsSystemTask",
-            ),
-            (
-                json!({"Name": "x", "ParameterObject": {"a": {"b": 1}}}),
-                "ParameterObject",
-            ),
-            (
-                json!({"Name": "x", "ParameterObject": [1]}),
-                "ParameterObject",
-            ),
+            (json!({"Name": "x", "IsSystemTask": "maybe"}), "IsSystemTask"),
+            (json!({"Name": "x", "ParameterObject": {"a": {"b": 1}}}), "ParameterObject"),
+            (json!({"Name": "x", "ParameterObject": [1]}), "ParameterObject"),
             (json!({"Name": "x", "DetailsTable": 40000}), "DetailsTable"),
-            (
-                json!({"Name": "x", "Description": "d".repeat(255)}),
-                "Description",
-            ),
-            (
-                json!({"Name": "x", "DatabaseSerialNumber": "1".repeat(40)}),
-                "DatabaseSerialNumber",
-            ),
-            (
-                json!({"Name": "x", "CancellationBehaviour": "Sometimes"}),
-                "CancellationBehaviour",
-            ),
+            (json!({"Name": "x", "Description": "d".repeat(255)}), "Description"),
+            (json!({"Name": "x", "DatabaseSerialNumber": "1".repeat(40)}), "DatabaseSerialNumber"),
+            (json!({"Name": "x", "CancellationBehaviour": "Sometimes"}), "CancellationBehaviour"),
         ] {
-            let e = parse_create(&obj(body.clone()))
-                .err()
-                .unwrap_or_else(|| panic!("{body} accepted"));
+            let e = parse_create(&obj(body.clone())).err().unwrap_or_else(|| panic!("{body} accepted"));
             assert!(format!("{e}").contains(field), "{body}: {e}");
         }
     }
 
     #[test]
     fn update_rejects_all_and_unknown_states() {
-        assert!(matches!(
-            parse_update(&obj(json!({"State": "All"}))),
-            Err(DomainError::StateNotAllowed { .. })
-        ));
-        assert!(matches!(
-            parse_update(&obj(json!({"State": 0}))),
-            Err(DomainError::StateNotAllowed { .. })
-        ));
-        assert!(matches!(
-            parse_update(&obj(json!({"State": "Done"}))),
-            Err(DomainError::UnknownValue { .. })
-        ));
-        let (id, u) = parse_update(&obj(
-            json!({"id": 5, "state": "started", "Description": null}),
-        ))
-        .unwrap();
+        assert!(matches!(parse_update(&obj(json!({"State": "All"}))), Err(DomainError::StateNotAllowed { .. })));
+        assert!(matches!(parse_update(&obj(json!({"State": 0}))), Err(DomainError::StateNotAllowed { .. })));
+        assert!(matches!(parse_update(&obj(json!({"State": "Done"}))), Err(DomainError::UnknownValue { .. })));
+        let (id, u) = parse_update(&obj(json!({"id": 5, "state": "started", "Description": null}))).unwrap();
         assert_eq!(id, Some(5));
         assert_eq!(u.state, Patch::Set(BatchTaskState::Started));
         assert_eq!(u.description, Patch::Set(None));

@@ -83,9 +83,7 @@ impl TaskFilter {
             && self.system.is_none_or(|s| task.is_system == s)
             && self.name.as_ref().is_none_or(|n| &task.name == n)
             && self.associates.as_ref().is_none_or(|a| a.matches(task))
-            && self
-                .owner
-                .is_none_or(|o| !task.is_system && task.associate_id == o)
+            && self.owner.is_none_or(|o| !task.is_system && task.associate_id == o)
     }
 }
 
@@ -132,33 +130,17 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks matching `filter`, oldest id first.
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
     /// Atomically reads, changes and writes one task. `version` and `updated` are set by the store.
-    async fn modify_task(
-        &self,
-        id: i32,
-        now: DateTime<Utc>,
-        change: TaskChange,
-    ) -> Result<Task, StoreError>;
+    async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError>;
     /// Deletes the task with its blob and links, if `guard` agrees.
     async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError>;
     async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError>;
 
-    async fn create_associate(
-        &self,
-        new: NewAssociate,
-        now: DateTime<Utc>,
-    ) -> Result<Associate, StoreError>;
-    async fn associate_credentials(
-        &self,
-        name: &str,
-    ) -> Result<Option<AssociateCredentials>, StoreError>;
+    async fn create_associate(&self, new: NewAssociate, now: DateTime<Utc>) -> Result<Associate, StoreError>;
+    async fn associate_credentials(&self, name: &str) -> Result<Option<AssociateCredentials>, StoreError>;
     async fn list_associates(&self) -> Result<Vec<Associate>, StoreError>;
     async fn count_associates(&self) -> Result<i64, StoreError>;
     /// Registers (or refreshes) a task definition's row in `batchtaskdefinition`.
-    async fn upsert_definition(
-        &self,
-        def: &DefinitionRow,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
 /// The `batchtaskdefinition` mirror of a configured definition.
@@ -176,10 +158,7 @@ pub struct DefinitionRow {
 
 /// Opens the store a database URL names: `sqlite:PATH` (created if missing) or `postgres://...`.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         Ok(Arc::new(sqlite::SqliteStore::open(path)?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         anyhow::bail!("PostgreSQL support is not built yet (URL {url:?})")

@@ -87,11 +87,7 @@ impl Builder {
             Expr::And(a, b) | Expr::Or(a, b) => {
                 self.sql.push('(');
                 self.expr(a);
-                self.sql.push_str(if matches!(e, Expr::And(..)) {
-                    " AND "
-                } else {
-                    " OR "
-                });
+                self.sql.push_str(if matches!(e, Expr::And(..)) { " AND " } else { " OR " });
                 self.expr(b);
                 self.sql.push(')');
             }
@@ -122,10 +118,7 @@ impl Builder {
                 self.bind(Self::literal(value));
             }
             Expr::Text { column, op, value } => {
-                let escaped = value
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_");
+                let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
                 let pattern = match op {
                     TextOp::Contains | TextOp::NotContains => format!("%{escaped}%"),
                     TextOp::Begins | TextOp::NotBegins => format!("{escaped}%"),
@@ -145,18 +138,13 @@ impl Builder {
                 self.bind(SqlValue::Text(pattern));
                 self.sql.push_str(" ESCAPE '\\'");
             }
-            Expr::OneOf {
-                column,
-                values,
-                negated,
-            } => {
+            Expr::OneOf { column, values, negated } => {
                 if values.is_empty() {
                     self.sql.push_str(if *negated { "1=1" } else { "1=0" });
                     return;
                 }
                 self.sql.push_str(column_sql(*column));
-                self.sql
-                    .push_str(if *negated { " NOT IN (" } else { " IN (" });
+                self.sql.push_str(if *negated { " NOT IN (" } else { " IN (" });
                 for (i, v) in values.iter().enumerate() {
                     if i > 0 {
                         self.sql.push_str(", ");
@@ -171,11 +159,7 @@ impl Builder {
 
 /// WHERE and ORDER BY for a list query. The caller appends LIMIT/OFFSET (bound too).
 pub fn build_list(query: &ListQuery, dialect: Dialect) -> SqlQuery {
-    let mut b = Builder {
-        dialect,
-        sql: String::new(),
-        values: Vec::new(),
-    };
+    let mut b = Builder { dialect, sql: String::new(), values: Vec::new() };
     b.sql.push_str(" WHERE t.state <> ");
     b.bind(SqlValue::Int(i64::from(BatchTaskState::All.number())));
     if let Some(owner) = query.owner {
@@ -195,20 +179,12 @@ pub fn build_list(query: &ListQuery, dialect: Dialect) -> SqlQuery {
         order.push_str(if *desc { " DESC, " } else { " ASC, " });
     }
     order.push_str("t.batchtask_id ASC");
-    SqlQuery {
-        where_clause,
-        order_clause: order,
-        values: b.values,
-    }
+    SqlQuery { where_clause, order_clause: order, values: b.values }
 }
 
 /// WHERE clause for an agent-style [`super::TaskFilter`].
 pub fn build_filter(filter: &super::TaskFilter, dialect: Dialect) -> (String, Vec<SqlValue>) {
-    let mut b = Builder {
-        dialect,
-        sql: String::from(" WHERE 1=1"),
-        values: Vec::new(),
-    };
+    let mut b = Builder { dialect, sql: String::from(" WHERE 1=1"), values: Vec::new() };
     if let Some(states) = &filter.states {
         if states.is_empty() {
             b.sql.push_str(" AND 1=0");

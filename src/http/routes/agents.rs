@@ -67,12 +67,7 @@ impl<'a> Params<'a> {
     }
 
     fn int(&self, name: &'static str) -> Result<Result<i32, Missing>, ApiError> {
-        let bad = || {
-            ApiError::from(DomainError::WrongType {
-                field: Field::Param(name),
-                expected: Expected::Integer,
-            })
-        };
+        let bad = || ApiError::from(DomainError::WrongType { field: Field::Param(name), expected: Expected::Integer });
         let n = match self.value(name) {
             Some(Value::Null) | None => match self.query.get(name) {
                 Some(q) => q.trim().parse::<i64>().map_err(|_| bad())?,
@@ -84,20 +79,12 @@ impl<'a> Params<'a> {
     }
 
     fn ints(&self, name: &'static str) -> Result<Result<Vec<i32>, Missing>, ApiError> {
-        let bad = || {
-            ApiError::from(DomainError::WrongType {
-                field: Field::Param(name),
-                expected: Expected::IntegerList,
-            })
-        };
+        let bad =
+            || ApiError::from(DomainError::WrongType { field: Field::Param(name), expected: Expected::IntegerList });
         let items: Vec<Value> = match self.value(name) {
             Some(Value::Array(a)) => a.clone(),
             Some(Value::Null) | None => match self.query.get(name) {
-                Some(q) => q
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| Value::from(s.trim()))
-                    .collect(),
+                Some(q) => q.split(',').filter(|s| !s.trim().is_empty()).map(|s| Value::from(s.trim())).collect(),
                 None => return Ok(Err(Missing(name))),
             },
             // A single number (a form body with one value) is a list of one.
@@ -112,11 +99,7 @@ impl<'a> Params<'a> {
         };
         items
             .iter()
-            .map(|v| {
-                int_of(v)
-                    .and_then(|n| i32::try_from(n).ok())
-                    .ok_or_else(bad)
-            })
+            .map(|v| int_of(v).and_then(|n| i32::try_from(n).ok()).ok_or_else(bad))
             .collect::<Result<_, _>>()
             .map(Ok)
     }
@@ -128,11 +111,7 @@ impl<'a> Params<'a> {
             Some(Value::Null) => Ok(None),
             None => Ok(self.query.get(name).map(str::to_owned)),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(DomainError::WrongType {
-                field: Field::Param(name),
-                expected: Expected::Text,
-            }
-            .into()),
+            Some(_) => Err(DomainError::WrongType { field: Field::Param(name), expected: Expected::Text }.into()),
         }
     }
 
@@ -146,18 +125,11 @@ impl<'a> Params<'a> {
         }
     }
 
-    fn object(
-        &self,
-        name: &'static str,
-    ) -> Result<Result<&'a Map<String, Value>, Missing>, ApiError> {
+    fn object(&self, name: &'static str) -> Result<Result<&'a Map<String, Value>, Missing>, ApiError> {
         match self.value(name) {
             Some(Value::Object(m)) => Ok(Ok(m)),
             Some(Value::Null) | None => Ok(Err(Missing(name))),
-            Some(_) => Err(DomainError::WrongType {
-                field: Field::Param(name),
-                expected: Expected::Object,
-            }
-            .into()),
+            Some(_) => Err(DomainError::WrongType { field: Field::Param(name), expected: Expected::Object }.into()),
         }
     }
 }
@@ -173,11 +145,7 @@ macro_rules! need {
 
 /// `All` means any state; other states filter.
 fn states(s: BatchTaskState) -> Option<Vec<BatchTaskState>> {
-    if s == BatchTaskState::All {
-        None
-    } else {
-        Some(vec![s])
-    }
+    if s == BatchTaskState::All { None } else { Some(vec![s]) }
 }
 
 /// Blank or missing names mean "every name".
@@ -194,11 +162,7 @@ pub async fn call(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let Some(method) = METHODS
-        .iter()
-        .find(|m| m.eq_ignore_ascii_case(&method))
-        .copied()
-    else {
+    let Some(method) = METHODS.iter().find(|m| m.eq_ignore_ascii_case(&method)).copied() else {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             Msg::new(Key::NotFoundRoute).arg("path", format!("Agents/Batch/{method}")),
@@ -216,10 +180,7 @@ pub async fn call(
             ));
         }
     };
-    let params = Params {
-        body: body_obj.map(Props::new),
-        query: &query,
-    };
+    let params = Params { body: body_obj.map(Props::new), query: &query };
     let tasks = &app.tasks;
     let caller = &caller;
     let prefs = &prefs;
@@ -239,13 +200,8 @@ pub async fn call(
             "StartBatchJob" => {
                 let info = need!(params.object("BatchTaskInfo"));
                 let req = wire::parse_create(info)?;
-                let task = tasks
-                    .create(caller, req.task, req.associate_id, req.cancellation_given)
-                    .await?;
-                Ok(Outcome::Done(format::respond(
-                    prefs.format,
-                    &Payload::Int(task.id.into()),
-                )))
+                let task = tasks.create(caller, req.task, req.associate_id, req.cancellation_given).await?;
+                Ok(Outcome::Done(format::respond(prefs.format, &Payload::Int(task.id.into()))))
             }
             "StopBatchJob" => {
                 let id = need!(params.int("Id"));
@@ -255,10 +211,7 @@ pub async fn call(
                     Err(StoreError::Rejected(DomainError::TaskNotFound { .. })) => false,
                     Err(e) => return Err(e.into()),
                 };
-                Ok(Outcome::Done(format::respond(
-                    prefs.format,
-                    &Payload::Bool(stopped),
-                )))
+                Ok(Outcome::Done(format::respond(prefs.format, &Payload::Bool(stopped))))
             }
             "UpdateBatchTask" => {
                 let info = need!(params.object("BatchTaskInfo"));
@@ -267,18 +220,13 @@ pub async fn call(
                     return Ok(Outcome::Missing(Missing("BatchTaskInfo.Id")));
                 };
                 let id = i32::try_from(id).map_err(|_| ApiError::not_found(id))?;
-                Ok(Outcome::Done(
-                    match tasks
-                        .update(caller, id, update, precondition(&headers))
-                        .await
-                    {
-                        Ok(t) => task_response(prefs, caller, &t, select),
-                        Err(StoreError::Rejected(DomainError::TaskNotFound { .. })) => {
-                            format::respond(prefs.format, &Payload::Null)
-                        }
-                        Err(e) => return Err(e.into()),
-                    },
-                ))
+                Ok(Outcome::Done(match tasks.update(caller, id, update, precondition(&headers)).await {
+                    Ok(t) => task_response(prefs, caller, &t, select),
+                    Err(StoreError::Rejected(DomainError::TaskNotFound { .. })) => {
+                        format::respond(prefs.format, &Payload::Null)
+                    }
+                    Err(e) => return Err(e.into()),
+                }))
             }
             "DeleteBatchTask" => {
                 let id = need!(params.int("BatchTaskId"));
@@ -292,41 +240,21 @@ pub async fn call(
             }
             "GetBatchTaskInfosByAssociates" => {
                 let ids = need!(params.ints("AssociateIds"));
-                list(TaskFilter {
-                    associates: AssociateSelector::from_ids(&ids),
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { associates: AssociateSelector::from_ids(&ids), ..Default::default() }).await
             }
             "GetBatchTaskInfosByState" => {
                 let s = need!(params.state("State"));
-                list(TaskFilter {
-                    states: states(s),
-                    system: Some(false),
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { states: states(s), system: Some(false), ..Default::default() }).await
             }
             "GetBatchTaskInfosByNameAndState" => {
                 let s = need!(params.state("State"));
                 let name = name_filter(params.text("Name")?);
-                list(TaskFilter {
-                    states: states(s),
-                    system: Some(false),
-                    name,
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { states: states(s), system: Some(false), name, ..Default::default() }).await
             }
             "GetBatchTaskInfosByNameAndAssociates" => {
                 let ids = need!(params.ints("AssociateIds"));
                 let name = name_filter(params.text("Name")?);
-                list(TaskFilter {
-                    associates: AssociateSelector::from_ids(&ids),
-                    name,
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { associates: AssociateSelector::from_ids(&ids), name, ..Default::default() }).await
             }
             "GetBatchTaskInfosByAssociatesAndState" => {
                 let ids = need!(params.ints("AssociateIds"));
@@ -340,41 +268,21 @@ pub async fn call(
             }
             "GetAllBatchTaskInfosByName" => {
                 let name = name_filter(params.text("TaskName")?);
-                list(TaskFilter {
-                    name,
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { name, ..Default::default() }).await
             }
             "GetAllBatchTaskInfosByNameAndState" => {
                 let s = need!(params.state("State"));
                 let name = name_filter(params.text("TaskName")?);
-                list(TaskFilter {
-                    name,
-                    states: states(s),
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { name, states: states(s), ..Default::default() }).await
             }
             "GetSystemBatchTaskInfosByName" => {
                 let name = name_filter(params.text("TaskName")?);
-                list(TaskFilter {
-                    name,
-                    system: Some(true),
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { name, system: Some(true), ..Default::default() }).await
             }
             "GetSystemBatchTaskInfosByNameAndState" => {
                 let s = need!(params.state("State"));
                 let name = name_filter(params.text("TaskName")?);
-                list(TaskFilter {
-                    name,
-                    states: states(s),
-                    system: Some(true),
-                    ..Default::default()
-                })
-                .await
+                list(TaskFilter { name, states: states(s), system: Some(true), ..Default::default() }).await
             }
             _ => unreachable!("METHODS lists every arm"),
         }
@@ -386,9 +294,7 @@ pub async fn call(
             prefs.format,
             &Payload::Invalid {
                 message: Msg::new(Key::RequestInvalid).render(prefs.lang),
-                detail: Msg::new(Key::ParameterMissing)
-                    .arg("name", name)
-                    .render(prefs.lang),
+                detail: Msg::new(Key::ParameterMissing).arg("name", name).render(prefs.lang),
             },
         )),
     }
@@ -401,17 +307,10 @@ async fn delete_all(app: &AppState, caller: &Caller, ids: &[i32]) -> Result<(), 
     for &id in ids {
         if let Some(task) = app.tasks.get(caller, id).await? {
             if task.state.is_active() {
-                return Err(DomainError::TaskBusy {
-                    id: id.into(),
-                    state: task.state,
-                }
-                .into());
+                return Err(DomainError::TaskBusy { id: id.into(), state: task.state }.into());
             }
             if !crate::domain::rights::rights_for(caller, &task).delete {
-                return Err(DomainError::Forbidden {
-                    reason: "you may not delete this task",
-                }
-                .into());
+                return Err(DomainError::Forbidden { reason: "you may not delete this task" }.into());
             }
             present.push(id);
         }
@@ -426,22 +325,14 @@ async fn delete_all(app: &AppState, caller: &Caller, ids: &[i32]) -> Result<(), 
 }
 
 /// `GET` on an agent URL describes the call instead of making it.
-pub async fn describe(
-    _caller: Caller,
-    Path(method): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+pub async fn describe(_caller: Caller, Path(method): Path<String>) -> Result<axum::Json<Value>, ApiError> {
     let Some(method) = METHODS.iter().find(|m| m.eq_ignore_ascii_case(&method)) else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            Msg::new(Key::NotFoundRoute).arg("path", method),
-        ));
+        return Err(ApiError::new(axum::http::StatusCode::NOT_FOUND, Msg::new(Key::NotFoundRoute).arg("path", method)));
     };
     let doc = super::discovery::ENDPOINTS
         .iter()
         .find(|(p, _)| p.ends_with(method))
         .and_then(|(_, verbs)| verbs.first())
         .map_or("", |(_, d)| d);
-    Ok(axum::Json(
-        json!({ "Method": method, "Verb": "POST", "Description": doc }),
-    ))
+    Ok(axum::Json(json!({ "Method": method, "Verb": "POST", "Description": doc })))
 }

@@ -23,11 +23,7 @@ use super::{Query, no_content, precondition, require_object, task_response, task
 /// A path id: all digits. Larger than any task id → no such task.
 fn parse_id(raw: &str) -> Result<i32, ApiError> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(DomainError::WrongType {
-            field: Field::Id,
-            expected: crate::domain::Expected::Integer,
-        }
-        .into());
+        return Err(DomainError::WrongType { field: Field::Id, expected: crate::domain::Expected::Integer }.into());
     }
     raw.parse::<i32>().map_err(|_| ApiError::not_found(raw))
 }
@@ -40,16 +36,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let obj = require_object(body.value, "BatchTaskInfo")?;
     let req = wire::parse_create(&obj)?;
-    let task = app
-        .tasks
-        .create(&caller, req.task, req.associate_id, req.cancellation_given)
-        .await?;
+    let task = app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given).await?;
     let mut res = format::respond(prefs.format, &Payload::Int(task.id.into()));
-    let location = format!(
-        "{}/api/v1/BatchTask/{}",
-        app.config.path_prefix.trim_end_matches('/'),
-        task.id
-    );
+    let location = format!("{}/api/v1/BatchTask/{}", app.config.path_prefix.trim_end_matches('/'), task.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
@@ -66,11 +55,7 @@ pub async fn get_one(
 ) -> Result<Response, ApiError> {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
         let id = parse_id(&key)?;
-        let task = app
-            .tasks
-            .get(&caller, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(id))?;
+        let task = app.tasks.get(&caller, id).await?.ok_or_else(|| ApiError::not_found(id))?;
         if let Some(since) = headers
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
@@ -80,34 +65,21 @@ pub async fn get_one(
                 return Ok(StatusCode::NOT_MODIFIED.into_response());
             }
         }
-        if let Some(tags) = headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-        {
-            if tags
-                .split(',')
-                .any(|t| t.trim() == task.etag() || t.trim() == "*")
-            {
+        if let Some(tags) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+            if tags.split(',').any(|t| t.trim() == task.etag() || t.trim() == "*") {
                 return Ok(StatusCode::NOT_MODIFIED.into_response());
             }
         }
         return Ok(task_response(&prefs, &caller, &task, None));
     }
-    let state = BatchTaskState::ALL_NAMES
-        .into_iter()
-        .find(|s| s.name().eq_ignore_ascii_case(&key))
-        .ok_or_else(|| {
+    let state =
+        BatchTaskState::ALL_NAMES.into_iter().find(|s| s.name().eq_ignore_ascii_case(&key)).ok_or_else(|| {
             ApiError::bad_request(
-                Msg::new(Key::BadPathSegment)
-                    .arg("segment", key.chars().take(80).collect::<String>()),
+                Msg::new(Key::BadPathSegment).arg("segment", key.chars().take(80).collect::<String>()),
             )
         })?;
     let filter = TaskFilter {
-        states: if state == BatchTaskState::All {
-            None
-        } else {
-            Some(vec![state])
-        },
+        states: if state == BatchTaskState::All { None } else { Some(vec![state]) },
         system: Some(false),
         ..TaskFilter::default()
     };
@@ -128,17 +100,10 @@ pub async fn update(
     let (body_id, update) = wire::parse_update(&obj)?;
     if let Some(b) = body_id {
         if b != i64::from(id) {
-            return Err(DomainError::IdMismatch {
-                path: id.into(),
-                body: b,
-            }
-            .into());
+            return Err(DomainError::IdMismatch { path: id.into(), body: b }.into());
         }
     }
-    let task = app
-        .tasks
-        .update(&caller, id, update, precondition(&headers))
-        .await?;
+    let task = app.tasks.update(&caller, id, update, precondition(&headers)).await?;
     Ok(task_response(&prefs, &caller, &task, None))
 }
 
@@ -150,24 +115,20 @@ pub async fn stop(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
-    Ok(
-        match app.tasks.stop(&caller, id, precondition(&headers)).await? {
-            StopOutcome::Stopped { task, warning } => {
-                let mut res = format::respond(prefs.format, &Payload::Bool(true));
-                if warning {
-                    let text = Msg::new(Key::CancelWarning)
-                        .arg("id", task.id)
-                        .render(prefs.lang);
-                    let value = format!("199 batchd \"{}\"", text.replace('"', "'"));
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        res.headers_mut().insert(header::WARNING, v);
-                    }
+    Ok(match app.tasks.stop(&caller, id, precondition(&headers)).await? {
+        StopOutcome::Stopped { task, warning } => {
+            let mut res = format::respond(prefs.format, &Payload::Bool(true));
+            if warning {
+                let text = Msg::new(Key::CancelWarning).arg("id", task.id).render(prefs.lang);
+                let value = format!("199 batchd \"{}\"", text.replace('"', "'"));
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    res.headers_mut().insert(header::WARNING, v);
                 }
-                res
             }
-            StopOutcome::Refused => format::respond(prefs.format, &Payload::Bool(false)),
-        },
-    )
+            res
+        }
+        StopOutcome::Refused => format::respond(prefs.format, &Payload::Bool(false)),
+    })
 }
 
 pub async fn delete(
@@ -177,9 +138,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
-    app.tasks
-        .delete(&caller, id, precondition(&headers))
-        .await?;
+    app.tasks.delete(&caller, id, precondition(&headers)).await?;
     Ok(no_content())
 }
 
@@ -191,26 +150,16 @@ fn parse_count(q: &Query, name: &'static str, default: u32, max: u32) -> Result<
         None => Ok(default),
         Some(v) => match v.trim().parse::<u32>() {
             Ok(n) if n <= max => Ok(n),
-            Ok(_) => Err(DomainError::OutOfRange {
-                field: Field::Param(name),
-                min: 0,
-                max: max.into(),
+            Ok(_) => Err(DomainError::OutOfRange { field: Field::Param(name), min: 0, max: max.into() }.into()),
+            Err(_) => {
+                Err(DomainError::WrongType { field: Field::Param(name), expected: crate::domain::Expected::Integer }
+                    .into())
             }
-            .into()),
-            Err(_) => Err(DomainError::WrongType {
-                field: Field::Param(name),
-                expected: crate::domain::Expected::Integer,
-            }
-            .into()),
         },
     }
 }
 
-fn parse_columns(
-    raw: &str,
-    param: &'static str,
-    sortable: bool,
-) -> Result<Vec<(Column, bool)>, ApiError> {
+fn parse_columns(raw: &str, param: &'static str, sortable: bool) -> Result<Vec<(Column, bool)>, ApiError> {
     let mut out = Vec::new();
     for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let mut words = item.split_whitespace();
@@ -220,9 +169,7 @@ fn parse_columns(
             Some("desc") => true,
             Some(other) => {
                 return Err(ApiError::bad_request(
-                    Msg::new(Key::FieldUnknownValue)
-                        .arg("field", param)
-                        .arg("value", other),
+                    Msg::new(Key::FieldUnknownValue).arg("field", param).arg("value", other),
                 ));
             }
         };
@@ -235,9 +182,7 @@ fn parse_columns(
         })?;
         if sortable && !column.sortable() {
             return Err(ApiError::bad_request(
-                Msg::new(Key::FieldUnknownValue)
-                    .arg("field", param)
-                    .arg("value", column.name()),
+                Msg::new(Key::FieldUnknownValue).arg("field", param).arg("value", column.name()),
             ));
         }
         out.push((column, desc));
@@ -257,10 +202,7 @@ pub async fn list(
     let top = parse_count(&q, "$top", DEFAULT_TOP, MAX_TOP)?;
     let skip = parse_count(&q, "$skip", 0, u32::MAX)?;
     let select: Vec<Column> = match q.get("$select") {
-        Some(s) if !s.trim().is_empty() => parse_columns(s, "$select", false)?
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect(),
+        Some(s) if !s.trim().is_empty() => parse_columns(s, "$select", false)?.into_iter().map(|(c, _)| c).collect(),
         _ => Column::DEFAULT_SELECT.to_vec(),
     };
     let order_by = match q.get("$orderBy") {
@@ -268,25 +210,13 @@ pub async fn list(
         None => Vec::new(),
     };
     let filter = match q.get("$filter") {
-        Some(f) if !f.trim().is_empty() => {
-            Some(crate::domain::filter::parse(f, prefs.zone).map_err(|e| {
-                ApiError::bad_request(
-                    Msg::new(Key::FieldUnknownValue)
-                        .arg("field", "$filter")
-                        .arg("value", e.to_string()),
-                )
-            })?)
-        }
+        Some(f) if !f.trim().is_empty() => Some(crate::domain::filter::parse(f, prefs.zone).map_err(|e| {
+            ApiError::bad_request(Msg::new(Key::FieldUnknownValue).arg("field", "$filter").arg("value", e.to_string()))
+        })?),
         _ => None,
     };
     // One row more than asked tells whether there is a next page.
-    let query = ListQuery {
-        filter,
-        order_by,
-        top: top.saturating_add(1),
-        skip,
-        owner: caller.owner_filter(),
-    };
+    let query = ListQuery { filter, order_by, top: top.saturating_add(1), skip, owner: caller.owner_filter() };
     let mut rows = app.tasks.store().list_tasks(&query).await?;
     let more = rows.len() > top as usize;
     rows.truncate(top as usize);
@@ -332,9 +262,8 @@ pub async fn list(
 
 fn archive_value(row: &crate::store::ListRow, c: Column, prefs: &Prefs) -> Value {
     let t = &row.task;
-    let date = |d: Option<chrono::DateTime<chrono::Utc>>| {
-        d.map_or(Value::Null, |d| Value::from(time::format(d, prefs.zone)))
-    };
+    let date =
+        |d: Option<chrono::DateTime<chrono::Utc>>| d.map_or(Value::Null, |d| Value::from(time::format(d, prefs.zone)));
     match c {
         Column::Id => json!(t.id),
         Column::DefinitionId => json!(row.definition_id),

@@ -10,14 +10,9 @@ use crate::http::AppState;
 
 /// `http://host[/prefix]` as the client reached us.
 pub(crate) fn base_url(headers: &HeaderMap, state: &AppState) -> String {
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(axum::http::header::HOST))
-        .and_then(|v| v.to_str().ok());
-    let scheme = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("http");
+    let host =
+        headers.get("x-forwarded-host").or_else(|| headers.get(axum::http::header::HOST)).and_then(|v| v.to_str().ok());
+    let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
     let prefix = state.config.path_prefix.trim_end_matches('/');
     match host {
         Some(h) => format!("{scheme}://{h}{prefix}"),
@@ -41,10 +36,7 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     (
         "BatchTask",
         &[
-            (
-                "GET",
-                "?$select=&$filter=&$orderBy=&$top=&$skip= OData list over the BatchTasks archive",
-            ),
+            ("GET", "?$select=&$filter=&$orderBy=&$top=&$skip= OData list over the BatchTasks archive"),
             ("POST", "Start a batch task; answers its id"),
         ],
     ),
@@ -56,53 +48,20 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
             ("DELETE", "Delete a finished or waiting task"),
         ],
     ),
-    (
-        "BatchTask/{state}",
-        &[("GET", "User tasks in a BatchTaskState (All = every state)")],
-    ),
-    (
-        "BatchTask/{id}/Stop",
-        &[(
-            "POST",
-            "Stop a task; answers true when the stop took effect",
-        )],
-    ),
-    (
-        "Agents/Batch/GetBatchTaskInfo",
-        &[("POST", "?id={int} Get a BatchTaskInfo by id")],
-    ),
+    ("BatchTask/{state}", &[("GET", "User tasks in a BatchTaskState (All = every state)")]),
+    ("BatchTask/{id}/Stop", &[("POST", "Stop a task; answers true when the stop took effect")]),
+    ("Agents/Batch/GetBatchTaskInfo", &[("POST", "?id={int} Get a BatchTaskInfo by id")]),
     (
         "Agents/Batch/GetBatchTaskInfosByAssociates",
-        &[(
-            "POST",
-            "{AssociateIds} Tasks of associates (empty = all, 0 = system, -1 = all users)",
-        )],
+        &[("POST", "{AssociateIds} Tasks of associates (empty = all, 0 = system, -1 = all users)")],
     ),
-    (
-        "Agents/Batch/StartBatchJob",
-        &[("POST", "{BatchTaskInfo} Start a batch task; answers its id")],
-    ),
-    (
-        "Agents/Batch/StopBatchJob",
-        &[("POST", "?id={int} Stop a task")],
-    ),
-    (
-        "Agents/Batch/GetBatchTaskInfosByState",
-        &[("POST", "{State} User tasks in a state")],
-    ),
-    (
-        "Agents/Batch/UpdateBatchTask",
-        &[(
-            "POST",
-            "{BatchTaskInfo} Update State, Description, Response and Request",
-        )],
-    ),
+    ("Agents/Batch/StartBatchJob", &[("POST", "{BatchTaskInfo} Start a batch task; answers its id")]),
+    ("Agents/Batch/StopBatchJob", &[("POST", "?id={int} Stop a task")]),
+    ("Agents/Batch/GetBatchTaskInfosByState", &[("POST", "{State} User tasks in a state")]),
+    ("Agents/Batch/UpdateBatchTask", &[("POST", "{BatchTaskInfo} Update State, Description, Response and Request")]),
     (
         "Agents/Batch/GetBatchTaskInfosByNameAndState",
-        &[(
-            "POST",
-            "{Name, State} User tasks by definition name and state",
-        )],
+        &[("POST", "{Name, State} User tasks by definition name and state")],
     ),
     (
         "Agents/Batch/GetBatchTaskInfosByNameAndAssociates",
@@ -110,52 +69,28 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ),
     (
         "Agents/Batch/GetBatchTaskInfosByAssociatesAndState",
-        &[(
-            "POST",
-            "{AssociateIds, State} Tasks by associates and state",
-        )],
+        &[("POST", "{AssociateIds, State} Tasks by associates and state")],
     ),
-    (
-        "Agents/Batch/DeleteBatchTasks",
-        &[("POST", "{BatchTaskIds} Delete tasks")],
-    ),
-    (
-        "Agents/Batch/DeleteBatchTask",
-        &[("POST", "?batchTaskId={int} Delete a task")],
-    ),
-    (
-        "Agents/Batch/GetAllBatchTaskInfosByName",
-        &[("POST", "{TaskName} User and system tasks by name")],
-    ),
+    ("Agents/Batch/DeleteBatchTasks", &[("POST", "{BatchTaskIds} Delete tasks")]),
+    ("Agents/Batch/DeleteBatchTask", &[("POST", "?batchTaskId={int} Delete a task")]),
+    ("Agents/Batch/GetAllBatchTaskInfosByName", &[("POST", "{TaskName} User and system tasks by name")]),
     (
         "Agents/Batch/GetAllBatchTaskInfosByNameAndState",
-        &[(
-            "POST",
-            "{TaskName, State} User and system tasks by name and state",
-        )],
+        &[("POST", "{TaskName, State} User and system tasks by name and state")],
     ),
-    (
-        "Agents/Batch/GetSystemBatchTaskInfosByName",
-        &[("POST", "{TaskName} System tasks by name")],
-    ),
+    ("Agents/Batch/GetSystemBatchTaskInfosByName", &[("POST", "{TaskName} System tasks by name")]),
     (
         "Agents/Batch/GetSystemBatchTaskInfosByNameAndState",
         &[("POST", "{TaskName, State} System tasks by name and state")],
     ),
 ];
 
-pub async fn endpoints(
-    _caller: Caller,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Json<Value> {
+pub async fn endpoints(_caller: Caller, State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
     let base = base_url(&headers, &state);
     let mut map = serde_json::Map::new();
     for (path, verbs) in ENDPOINTS {
-        let verbs: serde_json::Map<String, Value> = verbs
-            .iter()
-            .map(|(v, d)| ((*v).to_owned(), Value::from(*d)))
-            .collect();
+        let verbs: serde_json::Map<String, Value> =
+            verbs.iter().map(|(v, d)| ((*v).to_owned(), Value::from(*d))).collect();
         map.insert(format!("{base}/api/v1/{path}"), Value::Object(verbs));
     }
     Json(Value::Object(map))

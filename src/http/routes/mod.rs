@@ -25,64 +25,29 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api", get(discovery::version))
         .route("/api/v1", get(discovery::endpoints))
-        .route(
-            "/api/v1/BatchTask",
-            get(batchtask::list).post(batchtask::create),
-        )
-        .route(
-            "/api/v1/BatchTask/{key}",
-            get(batchtask::get_one)
-                .put(batchtask::update)
-                .delete(batchtask::delete),
-        )
+        .route("/api/v1/BatchTask", get(batchtask::list).post(batchtask::create))
+        .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))
-        .route(
-            "/api/v1/Agents/Batch/{method}",
-            post(agents::call).get(agents::describe),
-        )
+        .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
         .with_state(state)
 }
 
 /// One task, with its ETag and Last-Modified.
-pub(crate) fn task_response(
-    prefs: &Prefs,
-    caller: &Caller,
-    task: &Task,
-    select: Option<&[String]>,
-) -> Response {
-    let view = TaskView {
-        task,
-        rights: rights_for(caller, task),
-        zone: prefs.zone,
-        select,
-    };
+pub(crate) fn task_response(prefs: &Prefs, caller: &Caller, task: &Task, select: Option<&[String]>) -> Response {
+    let view = TaskView { task, rights: rights_for(caller, task), zone: prefs.zone, select };
     let mut res = format::respond(prefs.format, &Payload::Task(view));
     if let Ok(v) = HeaderValue::from_str(&task.etag()) {
         res.headers_mut().insert(header::ETAG, v);
     }
-    if let Ok(v) =
-        HeaderValue::from_str(&task.updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
-    {
+    if let Ok(v) = HeaderValue::from_str(&task.updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
         res.headers_mut().insert(header::LAST_MODIFIED, v);
     }
     res
 }
 
-pub(crate) fn tasks_response(
-    prefs: &Prefs,
-    caller: &Caller,
-    tasks: &[Task],
-    select: Option<&[String]>,
-) -> Response {
-    let views = tasks
-        .iter()
-        .map(|t| TaskView {
-            task: t,
-            rights: rights_for(caller, t),
-            zone: prefs.zone,
-            select,
-        })
-        .collect();
+pub(crate) fn tasks_response(prefs: &Prefs, caller: &Caller, tasks: &[Task], select: Option<&[String]>) -> Response {
+    let views =
+        tasks.iter().map(|t| TaskView { task: t, rights: rights_for(caller, t), zone: prefs.zone, select }).collect();
     format::respond(prefs.format, &Payload::Tasks(views))
 }
 
@@ -91,56 +56,33 @@ pub(crate) fn precondition(headers: &HeaderMap) -> Precondition {
     let if_match = headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(',')
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect::<Vec<_>>()
-        });
+        .map(|v| v.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect::<Vec<_>>());
     let if_unmodified_since = headers
         .get(header::IF_UNMODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| chrono::DateTime::parse_from_rfc2822(v.trim()).ok())
         .map(|d| d.with_timezone(&chrono::Utc));
-    Precondition {
-        if_match,
-        if_unmodified_since,
-    }
+    Precondition { if_match, if_unmodified_since }
 }
 
 /// The body as a `BatchTaskInfo` object, or a 400 that says what was wrong.
-pub(crate) fn require_object(
-    value: Option<Value>,
-    type_name: &str,
-) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn require_object(value: Option<Value>, type_name: &str) -> Result<Map<String, Value>, ApiError> {
     match value {
         Some(Value::Object(m)) => Ok(m),
-        None | Some(Value::Null) => Err(ApiError::bad_request(
-            Msg::new(Key::BodyMissing).arg("type", type_name),
-        )),
-        Some(_) => Err(ApiError::bad_request(
-            Msg::new(Key::BodyNotObject).arg("type", type_name),
-        )),
+        None | Some(Value::Null) => Err(ApiError::bad_request(Msg::new(Key::BodyMissing).arg("type", type_name))),
+        Some(_) => Err(ApiError::bad_request(Msg::new(Key::BodyNotObject).arg("type", type_name))),
     }
 }
 
 /// `$select=A,B` as property names, checked against `BatchTaskInfo`.
 pub(crate) fn parse_select(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
     let Some(raw) = raw else { return Ok(None) };
-    let names: Vec<String> = raw
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let names: Vec<String> = raw.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     if names.is_empty() {
         return Ok(None);
     }
     if let Some(bad) = names.iter().find(|n| !super::wire::is_property(n)) {
-        return Err(ApiError::bad_request(
-            Msg::new(Key::UnknownSelect)
-                .arg("name", bad)
-                .arg("type", "BatchTaskInfo"),
-        ));
+        return Err(ApiError::bad_request(Msg::new(Key::UnknownSelect).arg("name", bad).arg("type", "BatchTaskInfo")));
     }
     Ok(Some(names))
 }
@@ -157,11 +99,7 @@ impl Query {
         )
     }
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.0.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 

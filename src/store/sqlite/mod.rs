@@ -14,14 +14,12 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
 
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
-use crate::domain::{
-    Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task,
-};
+use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
 use super::sql::{self, Dialect, SqlValue};
 use super::{
-    AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store,
-    StoreError, TaskChange, TaskFilter,
+    AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
+    TaskFilter,
 };
 use writer::Writer;
 
@@ -44,9 +42,7 @@ pub struct SqliteStore {
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e {
         if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("associate.name") {
-            return StoreError::Conflict {
-                constraint: "associate_name_key",
-            };
+            return StoreError::Conflict { constraint: "associate_name_key" };
         }
     }
     StoreError::Backend(e.to_string())
@@ -61,9 +57,7 @@ fn from_micros(m: i64) -> DateTime<Utc> {
 }
 
 fn connect(path: &str, create: bool) -> rusqlite::Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
@@ -88,11 +82,7 @@ impl SqliteStore {
             tracing::warn!(%mode, "SQLite did not switch to WAL; concurrent readers will wait for writers");
         }
         migrate(&conn)?;
-        Ok(SqliteStore {
-            path: path.to_owned(),
-            writer: Writer::start(conn)?,
-            readers: Mutex::new(Vec::new()),
-        })
+        Ok(SqliteStore { path: path.to_owned(), writer: Writer::start(conn)?, readers: Mutex::new(Vec::new()) })
     }
 
     /// Runs `f` on a pooled read connection, on the calling thread.
@@ -112,13 +102,14 @@ impl SqliteStore {
 }
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS _batchd_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _batchd_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)",
+    )?;
     for (version, sql) in MIGRATIONS {
-        let done: bool = conn.query_row(
-            "SELECT COUNT(*) FROM _batchd_migrations WHERE version = ?",
-            [version],
-            |r| r.get::<_, i64>(0),
-        )? > 0;
+        let done: bool =
+            conn.query_row("SELECT COUNT(*) FROM _batchd_migrations WHERE version = ?", [version], |r| {
+                r.get::<_, i64>(0)
+            })? > 0;
         if done {
             continue;
         }
@@ -165,11 +156,9 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
 }
 
 fn load_task(conn: &Connection, id: i32) -> rusqlite::Result<Option<Task>> {
-    conn.prepare_cached(&format!(
-        "SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ?"
-    ))?
-    .query_row([id], task_from_row)
-    .optional()
+    conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ?"))?
+        .query_row([id], task_from_row)
+        .optional()
 }
 
 fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
@@ -185,12 +174,7 @@ fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
 
 fn associate_from_row(r: &Row<'_>) -> rusqlite::Result<Associate> {
     let role: String = r.get(2)?;
-    Ok(Associate {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        role: Role::parse(&role).unwrap_or(Role::User),
-        active: r.get(3)?,
-    })
+    Ok(Associate { id: r.get(0)?, name: r.get(1)?, role: Role::parse(&role).unwrap_or(Role::User), active: r.get(3)? })
 }
 
 #[async_trait]
@@ -263,22 +247,15 @@ impl Store for SqliteStore {
 
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         let (where_clause, values) = sql::build_filter(filter, Dialect::Sqlite);
-        let sql =
-            format!("SELECT {TASK_COLUMNS} FROM batchtask t{where_clause} ORDER BY t.batchtask_id");
+        let sql = format!("SELECT {TASK_COLUMNS} FROM batchtask t{where_clause} ORDER BY t.batchtask_id");
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows =
-                stmt.query_map(params_from_iter(values.iter().map(to_sql)), task_from_row)?;
+            let rows = stmt.query_map(params_from_iter(values.iter().map(to_sql)), task_from_row)?;
             rows.collect()
         })
     }
 
-    async fn modify_task(
-        &self,
-        id: i32,
-        now: DateTime<Utc>,
-        change: TaskChange,
-    ) -> Result<Task, StoreError> {
+    async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError> {
         self.writer
             .write(move |conn| {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
@@ -367,11 +344,7 @@ impl Store for SqliteStore {
         .map_err(|e| StoreError::Backend(e.to_string()))?
     }
 
-    async fn create_associate(
-        &self,
-        new: NewAssociate,
-        now: DateTime<Utc>,
-    ) -> Result<Associate, StoreError> {
+    async fn create_associate(&self, new: NewAssociate, now: DateTime<Utc>) -> Result<Associate, StoreError> {
         self.writer
             .write(move |conn| {
                 conn.execute(
@@ -385,22 +358,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn associate_credentials(
-        &self,
-        name: &str,
-    ) -> Result<Option<AssociateCredentials>, StoreError> {
+    async fn associate_credentials(&self, name: &str) -> Result<Option<AssociateCredentials>, StoreError> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT associate_id, name, role, active, password_hash FROM associate WHERE name = ? COLLATE NOCASE")?
-                .query_row([name], |r| Ok(AssociateCredentials { associate: associate_from_row(r)?, password_hash: r.get(4)? }))
-                .optional()
+            conn.prepare_cached(
+                "SELECT associate_id, name, role, active, password_hash FROM associate WHERE name = ? COLLATE NOCASE",
+            )?
+            .query_row([name], |r| {
+                Ok(AssociateCredentials { associate: associate_from_row(r)?, password_hash: r.get(4)? })
+            })
+            .optional()
         })
     }
 
     async fn list_associates(&self) -> Result<Vec<Associate>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT associate_id, name, role, active FROM associate ORDER BY associate_id",
-            )?;
+            let mut stmt =
+                conn.prepare_cached("SELECT associate_id, name, role, active FROM associate ORDER BY associate_id")?;
             let rows = stmt.query_map([], associate_from_row)?;
             rows.collect()
         })
@@ -410,11 +383,7 @@ impl Store for SqliteStore {
         self.read(|conn| conn.query_row("SELECT COUNT(*) FROM associate", [], |r| r.get(0)))
     }
 
-    async fn upsert_definition(
-        &self,
-        def: &DefinitionRow,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError> {
         let def = def.clone();
         self.writer
             .write(move |conn| {

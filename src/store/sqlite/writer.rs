@@ -27,9 +27,7 @@ pub struct Writer {
 impl Writer {
     pub fn start(conn: Connection) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || run(conn, rx))?;
+        thread::Builder::new().name("sqlite-writer".into()).spawn(move || run(conn, rx))?;
         Ok(Writer { tx })
     }
 
@@ -51,27 +49,15 @@ impl Writer {
                 let _ = reply.send(result);
             })
         });
-        self.tx
-            .send(job)
-            .map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Backend("the writer thread dropped a job".into()))?
+        self.tx.send(job).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Backend("the writer thread dropped a job".into()))?
     }
 }
 
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")
-        .map_err(super::backend)?;
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job").map_err(super::backend)?;
     let outcome = f(conn);
-    let end = if outcome.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
+    let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
     conn.execute_batch(end).map_err(super::backend)?;
     outcome
 }

@@ -1,0 +1,9 @@
+//! One integration-test binary (linking is the slow part): every module drives the real server.
+
+mod agents;
+mod compat;
+mod errors;
+mod helpers;
+mod process;
+mod props;
+mod rest;

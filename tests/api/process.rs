@@ -1,0 +1,217 @@
+//! The real binary: start-up, the CLI, SIGTERM, and `kill -9` losing nothing it answered.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+pub struct Proc {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `batchd serve` on a free port over `db`, and waits until `GET /api` answers.
+pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchd"));
+    cmd.arg("serve")
+        .env("BATCHD_LISTEN", "127.0.0.1:0")
+        .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))
+        .env("BATCHD_ADMIN_PASSWORD", "pw")
+        .env_remove("BATCHD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn batchd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("batchd printed its address");
+    Proc { child, base: format!("http://{addr}") }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+#[tokio::test]
+async fn a_killed_server_loses_nothing_it_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.db");
+    let mut server = serve(&db, &[]);
+    let c = client();
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let c = c.clone();
+        let base = server.base.clone();
+        handles.push(tokio::spawn(async move {
+            let res = c
+                .post(format!("{base}/api/v1/BatchTask"))
+                .basic_auth("admin", Some("pw"))
+                .json(&json!({"Name": "durable", "Description": format!("task {i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<i64>().await.unwrap()
+        }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await.unwrap());
+    }
+    let last = ids[0];
+    let res = c
+        .put(format!("{}/api/v1/BatchTask/{last}", server.base))
+        .basic_auth("admin", Some("pw"))
+        .json(&json!({"State": "Started", "Response": "answered"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // SIGKILL: no chance to flush anything.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let server = serve(&db, &[]);
+    let all: Vec<serde_json::Value> = c
+        .get(format!("{}/api/v1/BatchTask/All", server.base))
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut found: Vec<i64> = all.iter().map(|t| t["Id"].as_i64().unwrap()).collect();
+    found.sort();
+    ids.sort();
+    assert_eq!(found, ids);
+    let t = all.iter().find(|t| t["Id"] == last).unwrap();
+    assert_eq!(t["State"], "Started");
+    assert_eq!(t["Response"], "answered");
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_and_the_cli_manages_associates_beside_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    let server = serve(&db, &[]);
+    let base = server.base.clone();
+    let c = client();
+
+    let mut add = Command::new(env!("CARGO_BIN_EXE_batchd"))
+        .args(["associate", "add", "worker1", "--role", "worker", "--database"])
+        .arg(format!("sqlite:{}", db.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"worker-secret\n").unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dup = Command::new(env!("CARGO_BIN_EXE_batchd"))
+        .args(["associate", "add", "WORKER1"])
+        .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!dup.status.success(), "names are unique, case-insensitively");
+
+    let list = Command::new(env!("CARGO_BIN_EXE_batchd"))
+        .args(["associate", "list"])
+        .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("admin") && text.contains("worker1") && text.contains("worker"), "{text}");
+
+    let res = c
+        .get(format!("{base}/api/v1/BatchTask/All"))
+        .basic_auth("worker1", Some("worker-secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the running server sees the new associate");
+
+    let pid = server.child.id();
+    let mut server = server;
+    let started = Instant::now();
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn first_start_without_a_password_prints_a_generated_one_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("first.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_batchd"))
+        .arg("serve")
+        .env("BATCHD_LISTEN", "127.0.0.1:0")
+        .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))
+        .env_remove("BATCHD_ADMIN_PASSWORD")
+        .env_remove("BATCHD_ADMIN_USER")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut password = None;
+    let mut addr = None;
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        if let Some(p) = line.split("password: ").nth(1) {
+            password = Some(p.trim().to_owned());
+        }
+        if let Some(a) = line.split("addr=").nth(1) {
+            addr = Some(a.split_whitespace().next().unwrap().to_owned());
+            break;
+        }
+    }
+    let (password, addr) = (password.expect("password printed"), addr.expect("address printed"));
+    let res = client()
+        .get(format!("http://{addr}/api/v1/BatchTask/All"))
+        .basic_auth("admin", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Second start: the admin exists, nothing is printed.
+    let mut second = Command::new(env!("CARGO_BIN_EXE_batchd"))
+        .arg("serve")
+        .env("BATCHD_LISTEN", "127.0.0.1:0")
+        .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))
+        .env_remove("BATCHD_ADMIN_PASSWORD")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(second.stderr.take().unwrap()).lines().map_while(Result::ok) {
+        assert!(!line.contains("password: "), "printed again: {line}");
+        if line.contains("addr=") {
+            break;
+        }
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
