@@ -24,6 +24,8 @@ pub struct Config {
     /// First admin, created when there are no associates (`BATCHD_ADMIN_USER`/`_PASSWORD`).
     pub admin_user: Option<String>,
     pub admin_password: Option<String>,
+    // -- identity and access (issue 4) --
+    // -- runner (issue 5) --
 }
 
 impl Default for Config {

@@ -141,6 +141,10 @@ pub trait Store: Send + Sync + 'static {
     async fn count_associates(&self) -> Result<i64, StoreError>;
     /// Registers (or refreshes) a task definition's row in `batchtaskdefinition`.
     async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    // -- identity and access (issue 4): tickets, tokens, sessions, associate management --
+
+    // -- runner (issue 5): claims, leases, heartbeats, progress, events, retention --
 }
 
 /// The `batchtaskdefinition` mirror of a configured definition.

@@ -29,6 +29,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))
         .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
+        // -- formats (issue 3) --
+        // -- identity and access (issue 4) --
+        // -- runner (issue 5) --
         .with_state(state)
 }
 

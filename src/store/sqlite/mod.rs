@@ -23,7 +23,11 @@ use super::{
 };
 use writer::Writer;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    // 2: identity and access (issue 4)
+    // 3: runner (issue 5)
+];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
 const TASK_COLUMNS: &str = "t.batchtask_id, t.name, t.associate_id, t.detailstable, t.detailsrecord, t.is_system, \
@@ -419,4 +423,8 @@ impl Store for SqliteStore {
             })
             .await
     }
+
+    // -- identity and access (issue 4) --
+
+    // -- runner (issue 5) --
 }
