@@ -100,7 +100,7 @@ impl TaskService {
             task.cancellation = CancellationBehaviour::default();
         }
         task.validate()?;
-        self.store.create_task(task, Utc::now()).await
+        self.store.create_task(task, now()).await
     }
 
     /// The task, if it exists and the caller may see it.
@@ -123,7 +123,7 @@ impl TaskService {
     ) -> Result<Task, StoreError> {
         update.validate()?;
         let caller = caller.clone();
-        let now = Utc::now();
+        let now = now();
         self.store
             .modify_task(
                 id,
@@ -143,7 +143,7 @@ impl TaskService {
 
     pub async fn stop(&self, caller: &Caller, id: i32, pre: Precondition) -> Result<StopOutcome, StoreError> {
         let caller = caller.clone();
-        let now = Utc::now();
+        let now = now();
         let by = caller.name.clone();
         let result = self
             .store
@@ -202,6 +202,11 @@ impl TaskService {
 /// message to the current caller.
 pub fn cancelled_text(by: &str) -> String {
     format!("Cancelled by {by}")
+}
+
+/// The clock, at the microsecond precision the stores keep, so an answer equals what is stored.
+pub fn now() -> DateTime<Utc> {
+    crate::domain::time::truncate_micros(Utc::now())
 }
 
 fn not_found_as(e: StoreError, id: i32) -> StoreError {
