@@ -164,21 +164,41 @@ impl IntoResponse for ApiError {
 /// Middleware: writes the body of every [`ApiError`] response, and turns axum's own plain-text
 /// rejections (404 route, 405 method) into the same error body.
 pub async fn render_errors(req: Request, next: Next) -> Response {
-    let prefs = Prefs::from_headers(req.headers());
-    let path = req.uri().path().to_owned();
+    // Keep only what rendering an error needs (cheap reference-counted clones); the work of
+    // reading preferences is done only when there is an error to render.
+    let h = req.headers();
+    let wanted =
+        [h.get(header::ACCEPT).cloned(), h.get(header::ACCEPT_LANGUAGE).cloned(), h.get("so-language").cloned()];
+    let uri = req.uri().clone();
     let method = req.method().clone();
     let mut res = next.run(req).await;
-    let err = match res.extensions_mut().remove::<PendingError>() {
+    let pending = res.extensions_mut().remove::<PendingError>();
+    let status = res.status();
+    if pending.is_none() && status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED {
+        return res;
+    }
+    let path = uri.path();
+    let err = match pending {
         Some(PendingError(e)) => e,
-        None if res.status() == StatusCode::NOT_FOUND && res.headers().get(header::CONTENT_TYPE).is_none() => {
-            ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::NotFoundRoute).arg("path", &path))
+        None if status == StatusCode::NOT_FOUND && res.headers().get(header::CONTENT_TYPE).is_none() => {
+            ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::NotFoundRoute).arg("path", path))
         }
-        None if res.status() == StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+        None if status == StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            Msg::new(Key::MethodNotAllowed).arg("path", &path).arg("method", method.as_str()),
+            Msg::new(Key::MethodNotAllowed).arg("path", path).arg("method", method.as_str()),
         ),
         None => return res,
     };
+    let mut headers = axum::http::HeaderMap::new();
+    for (name, value) in [header::ACCEPT, header::ACCEPT_LANGUAGE, header::HeaderName::from_static("so-language")]
+        .into_iter()
+        .zip(wanted)
+    {
+        if let Some(v) = value {
+            headers.insert(name, v);
+        }
+    }
+    let prefs = Prefs::from_headers(&headers);
     if err.status.is_server_error() {
         tracing::error!(status = %err.status, %path, "request failed");
     }

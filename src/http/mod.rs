@@ -61,8 +61,22 @@ pub fn normalize_path(path: &str, prefix: &str) -> String {
     out
 }
 
+/// True when `normalize_path` would leave `path` as it is (the common case: no allocation).
+fn is_normal(path: &str, prefix: &str) -> bool {
+    if path.len() > 1 && path.ends_with('/') || path.contains("//") {
+        return false;
+    }
+    if !prefix.is_empty() && path.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix)) {
+        return false;
+    }
+    path.split('/').all(|seg| FIXED_SEGMENTS.iter().all(|w| !w.eq_ignore_ascii_case(seg) || *w == seg))
+}
+
 async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
+    if is_normal(path, &prefix) {
+        return next.run(req).await;
+    }
     let normal = normalize_path(path, &prefix);
     if normal != path {
         let mut parts = req.uri().clone().into_parts();
@@ -102,5 +116,21 @@ mod tests {
             "/api/v1/Agents/Batch/GetBatchTaskInfo"
         );
         assert_eq!(normalize_path("/", ""), "/");
+    }
+
+    #[test]
+    fn is_normal_agrees_with_normalize_path() {
+        for (path, prefix) in [
+            ("/api/v1/BatchTask/1", ""),
+            ("/api/v1/batchtask/1", ""),
+            ("/api/v1/BatchTask/", ""),
+            ("/api//v1", ""),
+            ("/", ""),
+            ("/Cust1/api", "/Cust1"),
+            ("/api/v1/Agents/Batch/GetBatchTaskInfo", "/Cust1"),
+            ("/API", ""),
+        ] {
+            assert_eq!(super::is_normal(path, prefix), normalize_path(path, prefix) == path, "{path} {prefix}");
+        }
     }
 }
