@@ -54,11 +54,18 @@ impl Writer {
     }
 }
 
+/// Runs one statement from the connection's statement cache (no parsing after the first time).
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job").map_err(super::backend)?;
+    exec(conn, "SAVEPOINT job").map_err(super::backend)?;
     let outcome = f(conn);
-    let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-    conn.execute_batch(end).map_err(super::backend)?;
+    if outcome.is_err() {
+        exec(conn, "ROLLBACK TO job").map_err(super::backend)?;
+    }
+    exec(conn, "RELEASE job").map_err(super::backend)?;
     outcome
 }
 
@@ -71,19 +78,17 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             tracing::error!(error = %msg, "cannot begin a write transaction");
-            // Each job still gets an answer; none ran.
-            for job in batch {
-                let _ = job; // dropping the job drops its reply sender: the caller sees an error
-            }
+            // Dropping the jobs drops their reply senders: each caller gets an error, none ran.
+            drop(batch);
             continue;
         }
         let finishers: Vec<_> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let commit = exec(&conn, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(&conn, "ROLLBACK");
         }
         for finish in finishers {
             finish(commit.clone());
