@@ -9,6 +9,7 @@ pub mod body;
 pub mod context;
 pub mod error;
 pub mod format;
+pub mod openapi;
 pub mod routes;
 pub mod wire;
 

@@ -4,6 +4,7 @@ mod agents;
 mod compat;
 mod errors;
 mod helpers;
+mod openapi;
 mod process;
 mod props;
 mod rest;

@@ -2,7 +2,7 @@
 
 mod agents;
 mod batchtask;
-mod discovery;
+pub(crate) mod discovery;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api", get(discovery::version))
         .route("/api/v1", get(discovery::endpoints))
+        .route("/api/openapi.json", get(super::openapi::serve))
         .route("/api/v1/BatchTask", get(batchtask::list).post(batchtask::create))
         .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))

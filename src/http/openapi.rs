@@ -1,0 +1,147 @@
+//! The OpenAPI 3.0 document, served at `GET /api/openapi.json`. Paths come from the same table
+//! as the `GET /api/v1` endpoint map (`routes::discovery::ENDPOINTS`), schemas from the wire
+//! property table, so the document cannot describe endpoints or properties that do not exist.
+//! `tests/api/openapi.rs` snapshots it in `docs/openapi.json`.
+
+use serde_json::{Map, Value, json};
+
+use crate::domain::{BatchTaskState, CancellationBehaviour};
+
+use super::routes::discovery::ENDPOINTS;
+use super::wire::PROPERTIES;
+
+fn schema_for(field_type: &str) -> Value {
+    match field_type {
+        "System.Int32" => json!({"type": "integer", "format": "int32"}),
+        "System.Int16" => json!({"type": "integer", "format": "int32", "minimum": 0, "maximum": 32767}),
+        "System.Boolean" => json!({"type": "boolean"}),
+        "System.DateTime" => json!({"type": "string", "format": "date-time", "nullable": true}),
+        "SuperOffice.Data.BatchTaskState" => json!({"$ref": "#/components/schemas/BatchTaskState"}),
+        "SuperOffice.Data.BatchTaskCancellationBehaviour" => {
+            json!({"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"})
+        }
+        "SuperOffice.Util.StringDictionary" => {
+            json!({"type": "object", "additionalProperties": {"type": "string"}, "nullable": true})
+        }
+        _ => json!({"type": "string", "nullable": true}),
+    }
+}
+
+fn batch_task_info() -> Value {
+    let mut props = Map::new();
+    for (name, ty, len) in PROPERTIES {
+        let mut s = schema_for(ty);
+        if len > 0 {
+            s["maxLength"] = json!(len);
+        }
+        props.insert(name.into(), s);
+    }
+    props.insert("TableRight".into(), json!({"$ref": "#/components/schemas/TableRight"}));
+    props.insert(
+        "FieldProperties".into(),
+        json!({"type": "object", "additionalProperties": {"$ref": "#/components/schemas/FieldProperty"}}),
+    );
+    json!({"type": "object", "properties": props, "description": "A batch task. Input names match in any case; only State, Description, Response and Request change on update."})
+}
+
+/// What one operation takes and answers, by path and verb.
+fn operation(path: &str, verb: &str, summary: &str) -> Value {
+    let task = json!({"$ref": "#/components/schemas/BatchTaskInfo"});
+    let tasks = json!({"type": "array", "items": {"$ref": "#/components/schemas/BatchTaskInfo"}});
+    let ok = |schema: Value| json!({"description": "OK", "content": {"application/json": {"schema": schema.clone()}, "application/xml": {"schema": schema}}});
+    let error = json!({"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let body = |schema: Value| {
+        json!({"required": true, "content": {
+        "application/json": {"schema": schema.clone()}, "application/xml": {"schema": schema.clone()},
+        "application/x-www-form-urlencoded": {"schema": schema}}})
+    };
+    let mut params = Vec::new();
+    for seg in path.split('/') {
+        if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            let schema = if name == "state" {
+                json!({"$ref": "#/components/schemas/BatchTaskState"})
+            } else {
+                json!({"type": "integer", "format": "int32"})
+            };
+            params.push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
+        }
+    }
+    let mut op = json!({"summary": summary, "parameters": params, "responses": {"400": error, "401": error}});
+    let responses = op["responses"].as_object_mut().expect("object");
+    let agent = path.starts_with("Agents/");
+    let (request, response): (Option<Value>, (&str, Value)) = match (path, verb) {
+        ("BatchTask", "GET") => (None, ("200", ok(json!({"$ref": "#/components/schemas/ODataList"})))),
+        ("BatchTask", "POST") => (Some(body(task.clone())), ("200", ok(json!({"type": "integer"})))),
+        ("BatchTask/{id}", "GET") => (None, ("200", ok(task.clone()))),
+        ("BatchTask/{id}", "PUT") => (Some(body(task.clone())), ("200", ok(task.clone()))),
+        ("BatchTask/{id}", "DELETE") => (None, ("204", json!({"description": "Deleted"}))),
+        ("BatchTask/{state}", "GET") => (None, ("200", ok(tasks.clone()))),
+        ("BatchTask/{id}/Stop", "POST") => (None, ("200", ok(json!({"type": "boolean"})))),
+        _ if agent => {
+            let method = path.rsplit('/').next().unwrap_or("");
+            let answer = match method {
+                "StartBatchJob" => ok(json!({"type": "integer"})),
+                "StopBatchJob" => ok(json!({"type": "boolean"})),
+                "GetBatchTaskInfo" | "UpdateBatchTask" => ok(json!({"allOf": [task.clone()], "nullable": true})),
+                "DeleteBatchTask" | "DeleteBatchTasks" => json!({"description": "Deleted"}),
+                _ => ok(tasks.clone()),
+            };
+            let code = if method.starts_with("Delete") { "204" } else { "200" };
+            (Some(body(json!({"type": "object", "description": "The method's parameters, by name"}))), (code, answer))
+        }
+        _ => (None, ("200", json!({"description": "OK"}))),
+    };
+    responses.insert(response.0.into(), response.1);
+    if path.contains('{') || agent {
+        responses.insert("404".into(), error.clone());
+    }
+    if let Some(b) = request {
+        op["requestBody"] = b;
+    }
+    op
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (path, verbs) in ENDPOINTS {
+        let mut item = Map::new();
+        for (verb, summary) in *verbs {
+            item.insert(verb.to_ascii_lowercase(), operation(path, verb, summary));
+        }
+        paths.insert(format!("/api/v1/{path}"), Value::Object(item));
+    }
+    let states: Vec<&str> = BatchTaskState::ALL_NAMES.iter().map(|s| s.name()).collect();
+    let cancels: Vec<&str> = CancellationBehaviour::ALL.iter().map(|c| c.name()).collect();
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "batchd",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "SuperOffice Batch API compatible batch-task server. Errors use the Error schema; agents answer 200 {Message, MessageDetail} when a parameter is missing."
+        },
+        "security": [{"basic": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "schemas": {
+                "BatchTaskInfo": batch_task_info(),
+                "BatchTaskState": {"type": "string", "enum": states, "description": "Also accepted as numbers on input (All = 99999)."},
+                "BatchTaskCancellationBehaviour": {"type": "string", "enum": cancels},
+                "TableRight": {"type": "object", "properties": {"Mask": {"type": "string", "example": "Select, Update, Delete"}, "Reason": {"type": "string"}}},
+                "FieldProperty": {"type": "object", "properties": {
+                    "FieldRight": {"type": "object", "properties": {"Mask": {"type": "string", "enum": ["Update", "Read"]}, "Reason": {"type": "string"}}},
+                    "FieldType": {"type": "string"}, "FieldLength": {"type": "integer"}}},
+                "Error": {"type": "object", "properties": {
+                    "Error": {"type": "boolean"}, "ErrorType": {"type": "string"}, "ErrorMessage": {"type": "string"},
+                    "Message": {"type": "string"}, "ErrorSource": {"type": "string"}}},
+                "ODataList": {"type": "object", "properties": {
+                    "odata.metadata": {"type": "string"}, "odata.nextLink": {"type": "string", "nullable": true},
+                    "value": {"type": "array", "items": {"type": "object", "additionalProperties": true}}}}
+            }
+        }
+    })
+}
+
+pub async fn serve() -> axum::Json<Value> {
+    axum::Json(document())
+}
