@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Associate, BatchTaskState, DomainError, NewTask, Role, Task};
 
+pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
@@ -165,7 +166,7 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         Ok(Arc::new(sqlite::SqliteStore::open(path)?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("PostgreSQL support is not built yet (URL {url:?})")
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
         anyhow::bail!("unsupported database URL {url:?}: use sqlite:PATH or postgres://...")
     }

@@ -176,7 +176,13 @@ pub fn build_list(query: &ListQuery, dialect: Dialect) -> SqlQuery {
     let mut order = String::from(" ORDER BY ");
     for (column, desc) in &query.order_by {
         order.push_str(column_sql(*column));
-        order.push_str(if *desc { " DESC, " } else { " ASC, " });
+        // SQLite sorts NULL lowest; PostgreSQL highest unless told. Both sort as SQLite does.
+        order.push_str(match (dialect, *desc) {
+            (Dialect::Sqlite, false) => " ASC, ",
+            (Dialect::Sqlite, true) => " DESC, ",
+            (Dialect::Postgres, false) => " ASC NULLS FIRST, ",
+            (Dialect::Postgres, true) => " DESC NULLS LAST, ",
+        });
     }
     order.push_str("t.batchtask_id ASC");
     SqlQuery { where_clause, order_clause: order, values: b.values }

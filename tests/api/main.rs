@@ -5,6 +5,8 @@ mod compat;
 mod errors;
 mod helpers;
 mod openapi;
+mod pg;
 mod process;
 mod props;
 mod rest;
+mod store_contract;

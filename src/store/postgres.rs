@@ -1,0 +1,433 @@
+//! PostgreSQL store: the same behaviour as the SQLite store, for several batchd nodes sharing one
+//! database.
+//!
+//! Every write is one transaction that returns only after COMMIT, with `synchronous_commit = on`
+//! forced per connection, so a 200 means "durable" here too. `modify_task` and `delete_task` read
+//! the row `FOR UPDATE`: concurrent changes to one task queue on the row lock instead of losing
+//! updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
+//! so no database is needed to build); the shared contract test (`tests/api/store_contract.rs`)
+//! checks it against the SQLite store.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgRow, PgTypeInfo, Postgres};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+
+use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
+use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
+
+use super::sql::{self, Dialect, SqlValue};
+use super::{
+    AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
+    TaskFilter,
+};
+
+/// Connections per node. Each request holds one only for its statements, so this serves many
+/// more concurrent requests; keep `nodes * pool size` under the server's `max_connections`.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// Columns of a task row, in the order `task_from_row` reads them. Same shape as SQLite's. A macro
+/// so that `concat!` can build whole static statements from it.
+macro_rules! task_columns {
+    () => {
+        "t.batchtask_id, t.name, t.associate_id, t.detailstable, t.detailsrecord, t.is_system, \
+     t.is_internal, (SELECT b.binarydata FROM binaryobjectlink l JOIN binaryobject b ON b.binaryobject_id = l.binaryobject_id \
+     WHERE l.ownertable = 243 AND l.ownerrecord = t.batchtask_id AND l.linktype = 6 ORDER BY l.rank LIMIT 1), \
+     t.laststarted, t.registered, t.startcount, t.dbtag, t.context, t.result, t.state, t.description, t.response, \
+     t.request, t.progressdescription, t.progresspercent, t.filename, t.cancellation_behaviour, t.updatedcount, t.updated"
+    };
+}
+const TASK_COLUMNS: &str = task_columns!();
+const TASK_COLUMN_COUNT: usize = 24;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// Maps a driver error; the case-insensitive associate name index becomes a conflict.
+fn backend(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+        && db.constraint() == Some("associate_name_key")
+    {
+        return StoreError::Conflict { constraint: "associate_name_key" };
+    }
+    StoreError::Backend(e.to_string())
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations.
+    pub async fn open(url: &str) -> anyhow::Result<PostgresStore> {
+        Self::open_with(url, DEFAULT_POOL_SIZE).await
+    }
+
+    pub async fn open_with(url: &str, pool_size: u32) -> anyhow::Result<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("batchd")
+            // A server or role may default to `off`; batchd answers only after durable commits.
+            .options([("synchronous_commit", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        // sqlx holds an advisory lock while migrating, so nodes starting together take turns.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// A NULL whose type PostgreSQL infers from where it stands (`unknown`), like an untyped literal.
+/// `State oneOf (1, null)` must compare an integer column with it, which a typed text NULL cannot.
+struct UntypedNull;
+
+impl sqlx::Type<Postgres> for UntypedNull {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(Oid(705))
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for UntypedNull {
+    fn encode_by_ref(&self, _: &mut PgArgumentBuffer) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_value(q: PgQuery<'_>, v: SqlValue) -> PgQuery<'_> {
+    match v {
+        SqlValue::Int(i) => q.bind(i),
+        SqlValue::Text(s) => q.bind(s),
+        SqlValue::Time(t) => q.bind(t),
+        SqlValue::Bool(b) => q.bind(b),
+        SqlValue::Null => q.bind(UntypedNull),
+    }
+}
+
+fn task_from_row(r: &PgRow) -> Result<Task, sqlx::Error> {
+    let blob: Option<Vec<u8>> = r.try_get(7)?;
+    Ok(Task {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        associate_id: r.try_get(2)?,
+        details_table: r.try_get(3)?,
+        details_record: r.try_get(4)?,
+        is_system: r.try_get(5)?,
+        is_internal: r.try_get(6)?,
+        parameters: blob.as_deref().and_then(Parameters::from_blob),
+        last_started: r.try_get(8)?,
+        created: r.try_get(9)?,
+        start_count: r.try_get(10)?,
+        database_serial_number: r.try_get(11)?,
+        context: r.try_get(12)?,
+        result: r.try_get(13)?,
+        state: BatchTaskState::from_number(i64::from(r.try_get::<i32, _>(14)?)).unwrap_or(BatchTaskState::Unknown),
+        description: r.try_get(15)?,
+        response: r.try_get(16)?,
+        request: r.try_get(17)?,
+        progress_description: r.try_get(18)?,
+        progress_percent: r.try_get(19)?,
+        file_name: r.try_get(20)?,
+        cancellation: CancellationBehaviour::from_number(i64::from(r.try_get::<i32, _>(21)?)).unwrap_or_default(),
+        version: r.try_get(22)?,
+        updated: r.try_get(23)?,
+    })
+}
+
+fn associate_from_row(r: &PgRow) -> Result<Associate, sqlx::Error> {
+    let role: String = r.try_get(2)?;
+    Ok(Associate {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::User),
+        active: r.try_get(3)?,
+    })
+}
+
+/// The task row; `lock` takes the row lock for the rest of the transaction.
+async fn load_task(conn: &mut PgConnection, id: i32, lock: bool) -> Result<Option<Task>, StoreError> {
+    let sql = if lock {
+        concat!("SELECT ", task_columns!(), " FROM batchtask t WHERE t.batchtask_id = $1 FOR UPDATE OF t")
+    } else {
+        concat!("SELECT ", task_columns!(), " FROM batchtask t WHERE t.batchtask_id = $1")
+    };
+    let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await.map_err(backend)?;
+    row.as_ref().map(task_from_row).transpose().map_err(backend)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let definition: Option<i32> =
+            sqlx::query_scalar("SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = $1")
+                .bind(&new.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        // The identity column is `integer`: past 2^31-1 the insert fails instead of wrapping.
+        let id: i32 = sqlx::query_scalar(
+            "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
+             detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
+             cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $16, 1) \
+             RETURNING batchtask_id",
+        )
+        .bind(definition)
+        .bind(&new.name)
+        .bind(new.associate_id)
+        .bind(&new.description)
+        .bind(&new.database_serial_number)
+        .bind(BatchTaskState::New.number())
+        .bind(new.details_table)
+        .bind(new.details_record)
+        .bind(&new.request)
+        .bind(&new.context)
+        .bind(&new.file_name)
+        .bind(new.is_system)
+        .bind(new.is_internal)
+        .bind(new.cancellation.number())
+        .bind(now)
+        .bind(new.associate_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(params) = &new.parameters {
+            let data = params.to_blob();
+            let size = data.len() as i64;
+            let blob: i32 = sqlx::query_scalar(
+                "INSERT INTO binaryobject (conceptualtype, mimetype, description, originalsize, blobsize, binarydata, \
+                 registered, updated) VALUES ('BatchTaskParameters', 'application/json', 'ParameterObject', $1, $1, $2, \
+                 $3, $3) RETURNING binaryobject_id",
+            )
+            .bind(size)
+            .bind(data)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+            sqlx::query(
+                "INSERT INTO binaryobjectlink (binaryobject_id, ownertable, ownerrecord, linktype, rank, registered) \
+                 VALUES ($1, $2, $3, $4, 0, $5)",
+            )
+            .bind(blob)
+            .bind(TABLE_BATCHTASK)
+            .bind(id)
+            .bind(LINKTYPE_BATCHTASK)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            sqlx::query("UPDATE batchtask SET detailstable = $1, detailsrecord = $2 WHERE batchtask_id = $3")
+                .bind(TABLE_BINARYOBJECT)
+                .bind(blob)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        let task = load_task(&mut tx, id, false).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(task)
+    }
+
+    async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        load_task(&mut conn, id, false).await
+    }
+
+    async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let (where_clause, values) = sql::build_filter(filter, Dialect::Postgres);
+        let text = format!("SELECT {TASK_COLUMNS} FROM batchtask t{where_clause} ORDER BY t.batchtask_id");
+        // Only constants and numbered placeholders are in the text; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(text));
+        for v in values {
+            q = bind_value(q, v);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
+    }
+
+    async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let current = load_task(&mut tx, id, true).await?.ok_or(StoreError::NotFound)?;
+        // A refusal drops `tx`, which rolls back and releases the row lock.
+        let next = change(&current)?;
+        sqlx::query(
+            "UPDATE batchtask SET state = $1, description = $2, response = $3, request = $4, result = $5, \
+             startcount = $6, laststarted = $7, progresspercent = $8, progressdescription = $9, filename = $10, \
+             updated = $11, updatedcount = updatedcount + 1 WHERE batchtask_id = $12",
+        )
+        .bind(next.state.number())
+        .bind(&next.description)
+        .bind(&next.response)
+        .bind(&next.request)
+        .bind(&next.result)
+        .bind(next.start_count)
+        .bind(next.last_started)
+        .bind(next.progress_percent)
+        .bind(&next.progress_description)
+        .bind(&next.file_name)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Task { version: current.version + 1, updated: now, ..next })
+    }
+
+    async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let current = load_task(&mut tx, id, true).await?.ok_or(StoreError::NotFound)?;
+        guard(&current)?;
+        // Blobs go with their links (ON DELETE CASCADE runs from blob to link, so delete blobs).
+        sqlx::query(
+            "DELETE FROM binaryobject WHERE binaryobject_id IN (SELECT binaryobject_id FROM binaryobjectlink \
+             WHERE ownertable = $1 AND ownerrecord = $2 AND linktype = $3)",
+        )
+        .bind(TABLE_BATCHTASK)
+        .bind(id)
+        .bind(LINKTYPE_BATCHTASK)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        sqlx::query("DELETE FROM binaryobjectlink WHERE ownertable = $1 AND ownerrecord = $2")
+            .bind(TABLE_BATCHTASK)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        sqlx::query("DELETE FROM batchtask WHERE batchtask_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
+        let q = sql::build_list(query, Dialect::Postgres);
+        let n = q.values.len();
+        let text = format!(
+            "SELECT {TASK_COLUMNS}, t.batchtaskdefinition_id, d.description, d.timeout, t.registered_associate_id, \
+             t.updated_associate_id FROM batchtask t LEFT JOIN batchtaskdefinition d ON d.batchtaskdefinition_id = \
+             t.batchtaskdefinition_id{}{} LIMIT ${} OFFSET ${}",
+            q.where_clause,
+            q.order_clause,
+            n + 1,
+            n + 2
+        );
+        // Only constants and numbered placeholders are in the text; every value is bound.
+        let mut sq = sqlx::query(AssertSqlSafe(text));
+        for v in q.values {
+            sq = bind_value(sq, v);
+        }
+        let rows =
+            sq.bind(i64::from(query.top)).bind(i64::from(query.skip)).fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ListRow {
+                    task: task_from_row(r)?,
+                    definition_id: r.try_get::<Option<i32>, _>(TASK_COLUMN_COUNT)?.map(i64::from),
+                    definition_description: r.try_get(TASK_COLUMN_COUNT + 1)?,
+                    definition_timeout: r.try_get(TASK_COLUMN_COUNT + 2)?,
+                    registered_by: r.try_get(TASK_COLUMN_COUNT + 3)?,
+                    updated_by: r.try_get(TASK_COLUMN_COUNT + 4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(backend)
+    }
+
+    async fn create_associate(&self, new: NewAssociate, now: DateTime<Utc>) -> Result<Associate, StoreError> {
+        let id: i32 = sqlx::query_scalar(
+            "INSERT INTO associate (name, password_hash, role, active, registered, updated) \
+             VALUES ($1, $2, $3, true, $4, $4) RETURNING associate_id",
+        )
+        .bind(&new.name)
+        .bind(&new.password_hash)
+        .bind(new.role.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(Associate { id, name: new.name, role: new.role, active: true })
+    }
+
+    async fn associate_credentials(&self, name: &str) -> Result<Option<AssociateCredentials>, StoreError> {
+        // `lower(name)` is the unique index; COLLATE "C" folds the argument the way the column folds.
+        let row = sqlx::query(
+            "SELECT associate_id, name, role, active, password_hash FROM associate \
+             WHERE lower(name) = lower($1 COLLATE \"C\")",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        row.map(|r| Ok(AssociateCredentials { associate: associate_from_row(&r)?, password_hash: r.try_get(4)? }))
+            .transpose()
+            .map_err(backend)
+    }
+
+    async fn list_associates(&self) -> Result<Vec<Associate>, StoreError> {
+        let rows = sqlx::query("SELECT associate_id, name, role, active FROM associate ORDER BY associate_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(associate_from_row).collect::<Result<_, _>>().map_err(backend)
+    }
+
+    async fn count_associates(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM associate").fetch_one(&self.pool).await.map_err(backend)
+    }
+
+    async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO batchtaskdefinition (name, description, runner, timeout, autorestartcount, startinterval, \
+             cancellation_behaviour, concurrency, registered, updated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description, runner = excluded.runner, \
+             timeout = excluded.timeout, autorestartcount = excluded.autorestartcount, \
+             startinterval = excluded.startinterval, cancellation_behaviour = excluded.cancellation_behaviour, \
+             concurrency = excluded.concurrency, updated = excluded.updated",
+        )
+        .bind(&def.name)
+        .bind(&def.description)
+        .bind(&def.runner)
+        .bind(def.timeout_seconds)
+        .bind(def.restarts)
+        .bind(def.start_interval_seconds)
+        .bind(def.cancellation.number())
+        .bind(def.concurrency)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        // Tasks created before their definition existed now point at it.
+        sqlx::query(
+            "UPDATE batchtask SET batchtaskdefinition_id = (SELECT batchtaskdefinition_id FROM batchtaskdefinition \
+             WHERE name = $1) WHERE name = $1 AND batchtaskdefinition_id IS NULL",
+        )
+        .bind(&def.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
+
+    // -- identity and access (issue 4) --
+
+    // -- runner (issue 5) --
+}

@@ -1,0 +1,703 @@
+//! The store contract: one set of stories, written once over `Arc<dyn Store>`, run against the
+//! SQLite store and the PostgreSQL store (when `BATCHD_TEST_PG` names a server; see `pg.rs`).
+//! Whatever one engine does, the other must do the same.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use batchd::domain::filter;
+use batchd::domain::query::Column;
+use batchd::domain::{
+    BatchTaskState, CancellationBehaviour, DomainError, NewTask, Parameters, Patch, Role, Task, TaskUpdate,
+};
+use batchd::store::{self, AssociateSelector, DefinitionRow, ListQuery, NewAssociate, Store, StoreError, TaskFilter};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+use crate::pg::TestPg;
+
+// ---------------------------------------------------------------------------------------------
+// Engines
+
+/// Looks at rows the Store API does not show (blobs, links) and moves the id sequence.
+#[async_trait]
+trait Probe: Send + Sync {
+    /// Rows of `binaryobject` with this id.
+    async fn blob_rows(&self, blob_id: i32) -> i64;
+    /// Rows of `binaryobjectlink` owned by this task (table 243).
+    async fn link_rows(&self, task_id: i32) -> i64;
+    /// Makes the next task id `next`.
+    async fn set_next_task_id(&self, next: i64);
+}
+
+struct SqliteProbe(std::path::PathBuf);
+
+#[async_trait]
+impl Probe for SqliteProbe {
+    async fn blob_rows(&self, blob_id: i32) -> i64 {
+        let conn = rusqlite::Connection::open(&self.0).unwrap();
+        conn.query_row("SELECT COUNT(*) FROM binaryobject WHERE binaryobject_id = ?", [blob_id], |r| r.get(0)).unwrap()
+    }
+    async fn link_rows(&self, task_id: i32) -> i64 {
+        let conn = rusqlite::Connection::open(&self.0).unwrap();
+        conn.query_row(
+            "SELECT COUNT(*) FROM binaryobjectlink WHERE ownertable = 243 AND ownerrecord = ?",
+            [task_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+    async fn set_next_task_id(&self, next: i64) {
+        let conn = rusqlite::Connection::open(&self.0).unwrap();
+        let n = conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'batchtask'", [next - 1]).unwrap();
+        assert_eq!(n, 1, "batchtask has a sequence row once a task was created");
+    }
+}
+
+struct PgProbe(sqlx::PgPool);
+
+#[async_trait]
+impl Probe for PgProbe {
+    async fn blob_rows(&self, blob_id: i32) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM binaryobject WHERE binaryobject_id = $1")
+            .bind(blob_id)
+            .fetch_one(&self.0)
+            .await
+            .unwrap()
+    }
+    async fn link_rows(&self, task_id: i32) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM binaryobjectlink WHERE ownertable = 243 AND ownerrecord = $1")
+            .bind(task_id)
+            .fetch_one(&self.0)
+            .await
+            .unwrap()
+    }
+    async fn set_next_task_id(&self, next: i64) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE batchtask ALTER COLUMN batchtask_id RESTART WITH {next}"
+        )))
+        .execute(&self.0)
+        .await
+        .unwrap();
+    }
+}
+
+async fn sqlite_store() -> (Arc<dyn Store>, SqliteProbe, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("contract.db");
+    let store = store::open(&format!("sqlite:{}", path.display())).await.unwrap();
+    (store, SqliteProbe(path), dir)
+}
+
+async fn pg_store(db: &TestPg) -> (Arc<dyn Store>, PgProbe) {
+    let store = store::open(&db.url).await.unwrap();
+    let probe = PgProbe(sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db.url).await.unwrap());
+    (store, probe)
+}
+
+#[tokio::test]
+async fn sqlite_store_keeps_the_contract() {
+    for story in STORIES {
+        let (store, probe, _dir) = sqlite_store().await;
+        story(store, Box::new(probe)).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_the_contract() {
+    for story in STORIES {
+        let Some(db) = TestPg::create("store_contract::postgres_store_keeps_the_contract").await else { return };
+        let (store, probe) = pg_store(&db).await;
+        story(store, Box::new(probe)).await;
+    }
+}
+
+#[tokio::test]
+async fn sqlite_store_loses_no_concurrent_update() {
+    let (store, _probe, _dir) = sqlite_store().await;
+    concurrent_updates_story(vec![store]).await;
+}
+
+#[tokio::test]
+async fn postgres_store_loses_no_concurrent_update_across_two_nodes() {
+    let Some(db) = TestPg::create("store_contract::postgres_store_loses_no_concurrent_update_across_two_nodes").await
+    else {
+        return;
+    };
+    // Two stores (two pools) on one database: two batchd nodes. The second uses the other scheme.
+    let first = store::open(&db.url).await.unwrap();
+    let second = store::open(&db.url.replacen("postgres://", "postgresql://", 1)).await.unwrap();
+    concurrent_updates_story(vec![first, second]).await;
+}
+
+type Story = fn(Arc<dyn Store>, Box<dyn Probe>) -> futures_util::future::BoxFuture<'static, ()>;
+
+const STORIES: [Story; 3] =
+    [|s, p| Box::pin(tasks_story(s, p)), |s, p| Box::pin(list_story(s, p)), |s, p| Box::pin(associates_story(s, p))];
+
+// ---------------------------------------------------------------------------------------------
+// Stories
+
+/// Now, at the stores' precision (microseconds), so stored times compare equal.
+fn micros_now() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap()
+}
+
+fn definition(name: &str, description: &str, timeout_seconds: i64) -> DefinitionRow {
+    DefinitionRow {
+        name: name.into(),
+        description: Some(description.into()),
+        runner: "noop".into(),
+        timeout_seconds,
+        restarts: 2,
+        start_interval_seconds: 30,
+        cancellation: CancellationBehaviour::CanCancel,
+        concurrency: Some(3),
+    }
+}
+
+fn task(name: &str, associate_id: i32, description: Option<&str>) -> NewTask {
+    NewTask { name: name.into(), associate_id, description: description.map(Into::into), ..NewTask::default() }
+}
+
+fn ids(tasks: &[Task]) -> Vec<i32> {
+    tasks.iter().map(|t| t.id).collect()
+}
+
+fn update(f: impl FnOnce(&mut TaskUpdate)) -> TaskUpdate {
+    let mut u = TaskUpdate::default();
+    f(&mut u);
+    u
+}
+
+/// Create, get, find, modify, delete: the agents' and REST's single-task paths.
+async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
+    let t0 = micros_now();
+
+    // Create without parameters: every given field kept, the server's fields set.
+    let plain = store
+        .create_task(
+            NewTask {
+                name: "Export".into(),
+                associate_id: 7,
+                description: Some("first".into()),
+                context: Some("ctx".into()),
+                request: Some("req".into()),
+                database_serial_number: Some("1305401".into()),
+                details_table: 3,
+                details_record: 4,
+                file_name: Some("out.csv".into()),
+                cancellation: CancellationBehaviour::CancelWithWarning,
+                ..NewTask::default()
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+    assert!(plain.id > 0);
+    assert_eq!((plain.name.as_str(), plain.associate_id), ("Export", 7));
+    assert_eq!(plain.state, BatchTaskState::New);
+    assert_eq!((plain.version, plain.created, plain.updated), (1, t0, t0));
+    assert_eq!((plain.details_table, plain.details_record), (3, 4), "kept when there are no parameters");
+    assert_eq!(plain.parameters, None);
+    assert_eq!((plain.start_count, plain.last_started, plain.progress_percent), (0, None, 0));
+    assert_eq!(
+        (plain.result.as_deref(), plain.response.as_deref(), plain.progress_description.as_deref()),
+        (None, None, None)
+    );
+    assert_eq!(plain.description.as_deref(), Some("first"));
+    assert_eq!(plain.context.as_deref(), Some("ctx"));
+    assert_eq!(plain.request.as_deref(), Some("req"));
+    assert_eq!(plain.database_serial_number.as_deref(), Some("1305401"));
+    assert_eq!(plain.file_name.as_deref(), Some("out.csv"));
+    assert_eq!(plain.cancellation, CancellationBehaviour::CancelWithWarning);
+    assert!(!plain.is_system && !plain.is_internal);
+    assert_eq!(store.get_task(plain.id).await.unwrap().as_ref(), Some(&plain), "create answers what is stored");
+
+    // Create with parameters: a blob linked to the task (type 6, table 243); DetailsTable=205
+    // (binaryobject) and DetailsRecord=the blob's id. Key order and text survive.
+    let params = Parameters(vec![
+        ("zeta".into(), "1".into()),
+        ("alpha".into(), "two words, \"quoted\"".into()),
+        ("unicodé".into(), "ü ✓ 𝄞".into()),
+    ]);
+    let with = store
+        .create_task(
+            NewTask {
+                parameters: Some(params.clone()),
+                details_table: 3,
+                details_record: 4,
+                is_internal: true,
+                ..task("Import", 7, None)
+            },
+            t0,
+        )
+        .await
+        .unwrap();
+    assert!(with.id > plain.id, "ids grow");
+    assert_eq!(with.parameters.as_ref(), Some(&params));
+    assert_eq!(with.details_table, 205);
+    assert!(with.details_record > 0);
+    assert!(with.is_internal);
+    assert_eq!(probe.blob_rows(with.details_record).await, 1);
+    assert_eq!(probe.link_rows(with.id).await, 1);
+    assert_eq!(store.get_task(with.id).await.unwrap().as_ref(), Some(&with));
+    let keep = store
+        .create_task(
+            NewTask { parameters: Some(Parameters(vec![("k".into(), "v".into())])), ..task("Import", 8, None) },
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_ne!(keep.details_record, with.details_record, "one blob per task");
+
+    // A system task owned by associate 7: the associate rules must still call it a system task.
+    let system =
+        store.create_task(NewTask { is_system: true, ..task("Cleanup", 7, Some("housekeeping")) }, t0).await.unwrap();
+    assert!(system.is_system);
+    let other = store.create_task(task("Export", 8, Some("second")), t0).await.unwrap();
+    assert_eq!(store.get_task(other.id + 1000).await.unwrap(), None, "a missing id is None, not an error");
+
+    // modify_task: the change sees the stored row; the store bumps version and updated.
+    let t1 = t0 + Duration::seconds(1);
+    let started = store
+        .modify_task(
+            other.id,
+            t1,
+            Box::new(move |t| {
+                update(|u| {
+                    u.state = Patch::Set(BatchTaskState::Started);
+                    u.description = Patch::Set(Some("second, running".into()));
+                })
+                .apply(t, t1)
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.state, BatchTaskState::Started);
+    assert_eq!((started.start_count, started.last_started), (1, Some(t1)));
+    assert_eq!((started.version, started.updated, started.created), (2, t1, t0));
+    assert_eq!(store.get_task(other.id).await.unwrap().as_ref(), Some(&started), "modify answers what is stored");
+
+    // Every column a change may write is written; identity columns are not.
+    let t2 = t1 + Duration::seconds(1);
+    let progressed = store
+        .modify_task(
+            other.id,
+            t2,
+            Box::new(|t| {
+                let mut n = t.clone();
+                n.result = Some("rows: 12".into());
+                n.response = Some("resp".into());
+                n.request = None;
+                n.progress_percent = 42;
+                n.progress_description = Some("reading".into());
+                n.file_name = Some("in.csv".into());
+                n.name = "Renamed".into();
+                n.associate_id = 99;
+                n.is_system = true;
+                Ok(n)
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(progressed.version, 3);
+    let stored = store.get_task(other.id).await.unwrap().unwrap();
+    assert_eq!(stored.result.as_deref(), Some("rows: 12"));
+    assert_eq!(stored.response.as_deref(), Some("resp"));
+    assert_eq!(stored.request, None);
+    assert_eq!((stored.progress_percent, stored.progress_description.as_deref()), (42, Some("reading")));
+    assert_eq!(stored.file_name.as_deref(), Some("in.csv"));
+    assert_eq!((stored.version, stored.updated), (3, t2));
+    assert_eq!((stored.name.as_str(), stored.associate_id, stored.is_system), ("Export", 8, false));
+    assert_eq!((stored.state, stored.start_count, stored.last_started), (BatchTaskState::Started, 1, Some(t1)));
+
+    // A refused change writes nothing: same row, same version, same `updated`.
+    let before = store.get_task(plain.id).await.unwrap().unwrap();
+    let refused = store
+        .modify_task(
+            plain.id,
+            t2,
+            Box::new(move |t| {
+                update(|u| {
+                    u.state = Patch::Set(BatchTaskState::Succeeded);
+                    u.description = Patch::Set(Some("must not be stored".into()));
+                })
+                .apply(t, t2)
+            }),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Rejected(DomainError::BadStateMove {
+                from: BatchTaskState::New,
+                to: BatchTaskState::Succeeded
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.get_task(plain.id).await.unwrap().unwrap(), before);
+    let missing = store.modify_task(999_999, t2, Box::new(|t| Ok(t.clone()))).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    // find_tasks: each filter field, checked against expected ids and against TaskFilter::matches.
+    let all: Vec<Task> = store.find_tasks(&TaskFilter::default()).await.unwrap();
+    assert_eq!(ids(&all), vec![plain.id, with.id, keep.id, system.id, other.id], "every task, oldest first");
+    let find = |filter: TaskFilter| {
+        let store = store.clone();
+        let all = all.clone();
+        async move {
+            let found = store.find_tasks(&filter).await.unwrap();
+            let model: Vec<i32> = all.iter().filter(|t| filter.matches(t)).map(|t| t.id).collect();
+            assert_eq!(ids(&found), model, "the SQL and TaskFilter::matches disagree on {filter:?}");
+            ids(&found)
+        }
+    };
+    let states = |s: &[BatchTaskState]| TaskFilter { states: Some(s.to_vec()), ..TaskFilter::default() };
+    assert_eq!(find(states(&[BatchTaskState::New])).await, vec![plain.id, with.id, keep.id, system.id]);
+    assert_eq!(find(states(&[BatchTaskState::Started, BatchTaskState::Failed])).await, vec![other.id]);
+    assert_eq!(find(states(&[])).await, Vec::<i32>::new(), "no state, no task");
+    let sys = |s: bool| TaskFilter { system: Some(s), ..TaskFilter::default() };
+    assert_eq!(find(sys(true)).await, vec![system.id]);
+    assert_eq!(find(sys(false)).await, vec![plain.id, with.id, keep.id, other.id]);
+    let named = |n: &str| TaskFilter { name: Some(n.into()), ..TaskFilter::default() };
+    assert_eq!(find(named("Export")).await, vec![plain.id, other.id]);
+    assert_eq!(find(named("export")).await, Vec::<i32>::new(), "names match exactly");
+    assert_eq!(AssociateSelector::from_ids(&[]), None, "an empty list selects every task");
+    let assoc = |a: &[i32]| TaskFilter { associates: AssociateSelector::from_ids(a), ..TaskFilter::default() };
+    assert_eq!(find(assoc(&[0])).await, vec![system.id], "0 = system tasks");
+    assert_eq!(find(assoc(&[-1])).await, vec![plain.id, with.id, keep.id, other.id], "-1 = every user task");
+    assert_eq!(find(assoc(&[7])).await, vec![plain.id, with.id], "7's user tasks, not the system task it owns");
+    assert_eq!(find(assoc(&[0, 8])).await, vec![keep.id, system.id, other.id]);
+    assert_eq!(find(assoc(&[12345])).await, Vec::<i32>::new());
+    let owner = |o: i32| TaskFilter { owner: Some(o), ..TaskFilter::default() };
+    assert_eq!(find(owner(7)).await, vec![plain.id, with.id], "owners see their user tasks only");
+    assert_eq!(find(owner(8)).await, vec![keep.id, other.id]);
+    let combined = TaskFilter {
+        states: Some(vec![BatchTaskState::New, BatchTaskState::Started]),
+        system: Some(false),
+        name: Some("Export".into()),
+        associates: AssociateSelector::from_ids(&[7, 8]),
+        owner: Some(8),
+    };
+    assert_eq!(find(combined).await, vec![other.id]);
+
+    // delete_task: a refusing guard leaves task, blob and link in place.
+    let refused = store
+        .delete_task(
+            with.id,
+            Box::new(|t| Err(DomainError::TaskBusy { id: t.id.into(), state: BatchTaskState::Started })),
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::Rejected(DomainError::TaskBusy { .. }))), "{refused:?}");
+    assert_eq!(store.get_task(with.id).await.unwrap().as_ref(), Some(&with));
+    assert_eq!((probe.blob_rows(with.details_record).await, probe.link_rows(with.id).await), (1, 1));
+
+    // The guard sees the stored row; a normal delete takes blob and links along.
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let seen_in_guard = seen.clone();
+    store
+        .delete_task(
+            with.id,
+            Box::new(move |t| {
+                *seen_in_guard.lock().unwrap() = Some(t.clone());
+                Ok(())
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().as_ref(), Some(&with));
+    assert_eq!(store.get_task(with.id).await.unwrap(), None);
+    assert_eq!((probe.blob_rows(with.details_record).await, probe.link_rows(with.id).await), (0, 0));
+    assert_eq!(
+        store.get_task(keep.id).await.unwrap().unwrap().parameters,
+        Some(Parameters(vec![("k".into(), "v".into())])),
+        "another task's blob stays"
+    );
+    assert_eq!((probe.blob_rows(keep.details_record).await, probe.link_rows(keep.id).await), (1, 1));
+    let again = store.delete_task(with.id, Box::new(|_| Ok(()))).await;
+    assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+    store.delete_task(plain.id, Box::new(|_| Ok(()))).await.unwrap();
+    assert_eq!(ids(&store.find_tasks(&TaskFilter::default()).await.unwrap()), vec![keep.id, system.id, other.id]);
+
+    // Ids are 32-bit: the last one is handed out, the next create fails and leaves nothing.
+    probe.set_next_task_id(i64::from(i32::MAX)).await;
+    let last = store.create_task(NewTask { parameters: Some(params.clone()), ..task("Last", 7, None) }, t0).await;
+    assert_eq!(last.as_ref().map(|t| t.id).ok(), Some(i32::MAX), "{last:?}");
+    let past = store.create_task(NewTask { parameters: Some(params), ..task("Past", 7, None) }, t0).await;
+    assert!(matches!(past, Err(StoreError::Backend(_))), "{past:?}");
+    assert_eq!(
+        ids(&store.find_tasks(&TaskFilter::default()).await.unwrap()),
+        vec![keep.id, system.id, other.id, i32::MAX],
+        "the failed create left no row"
+    );
+}
+
+/// The OData list: filters (parsed by domain::filter), orders, paging, owner, definition columns.
+async fn list_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    let t0 = micros_now();
+    let minute = Duration::minutes(1);
+    store.upsert_definition(&definition("Export", "nightly export", 120), t0).await.unwrap();
+    let mk = |new: NewTask, at: DateTime<Utc>| {
+        let store = store.clone();
+        async move { store.create_task(new, at).await.unwrap().id }
+    };
+    let a = mk(task("Export", 7, Some("alpha 50% done")), t0).await;
+    let b = mk(task("Export", 8, Some("beta 500 rows")), t0 + minute).await;
+    let c = mk(task("Import", 7, Some("Gamma_x")), t0 + minute * 2).await;
+    let d = mk(NewTask { is_system: true, ..task("Cleanup", 0, None) }, t0 + minute * 3).await;
+    let e = mk(task("Export", 7, Some("delta a x")), t0 + minute * 4).await;
+    let t5 = t0 + minute * 5;
+    store
+        .modify_task(b, t5, Box::new(move |t| update(|u| u.state = Patch::Set(BatchTaskState::Started)).apply(t, t5)))
+        .await
+        .unwrap();
+
+    let list = |filter: &str, order_by: &[(Column, bool)], top: u32, skip: u32, owner: Option<i32>| {
+        let query = ListQuery {
+            filter: (!filter.is_empty())
+                .then(|| filter::parse(filter, Tz::UTC).unwrap_or_else(|e| panic!("{filter}: {e}"))),
+            order_by: order_by.to_vec(),
+            top,
+            skip,
+            owner,
+        };
+        let store = store.clone();
+        async move { store.list_tasks(&query).await.unwrap_or_else(|e| panic!("{query:?}: {e}")) }
+    };
+    let ids_of = |rows: Vec<store::ListRow>| rows.into_iter().map(|r| r.task.id).collect::<Vec<_>>();
+    let by = |filter: &'static str| {
+        let list = &list;
+        async move { ids_of(list(filter, &[], 100, 0, None).await) }
+    };
+
+    // Paging, in id order by default.
+    assert_eq!(by("").await, vec![a, b, c, d, e]);
+    assert_eq!(ids_of(list("", &[], 2, 0, None).await), vec![a, b]);
+    assert_eq!(ids_of(list("", &[], 2, 2, None).await), vec![c, d]);
+    assert_eq!(ids_of(list("", &[], 2, 4, None).await), vec![e]);
+    assert_eq!(ids_of(list("", &[], 2, 10, None).await), Vec::<i32>::new());
+
+    // Orders: byte order for text (capitals first), NULL lowest, ties by id.
+    let ordered = |order: &'static [(Column, bool)]| {
+        let list = &list;
+        async move { ids_of(list("", order, 100, 0, None).await) }
+    };
+    assert_eq!(ordered(&[(Column::DefinitionName, false)]).await, vec![d, a, b, e, c]);
+    assert_eq!(ordered(&[(Column::Description, false)]).await, vec![d, c, a, b, e], "NULL first, then 'G' < 'a'");
+    assert_eq!(ordered(&[(Column::Description, true)]).await, vec![e, b, a, c, d], "NULL last when descending");
+    assert_eq!(ordered(&[(Column::LastStarted, false)]).await, vec![a, c, d, e, b]);
+    assert_eq!(ordered(&[(Column::LastStarted, true)]).await, vec![b, a, c, d, e]);
+    assert_eq!(ordered(&[(Column::State, true)]).await, vec![b, a, c, d, e]);
+    assert_eq!(ordered(&[(Column::Id, true)]).await, vec![e, d, c, b, a]);
+    assert_eq!(ordered(&[(Column::DefinitionName, false), (Column::Description, true)]).await, vec![d, e, b, a, c]);
+    assert_eq!(ids_of(list("", &[(Column::RegisteredDate, true)], 2, 1, None).await), vec![d, c]);
+
+    // Text tests: LIKE wildcards in the value are literal; ASCII case is ignored; NULL is ''.
+    assert_eq!(by("Description contains '50%'").await, vec![a], "'%' is literal");
+    assert_eq!(by("Description contains 'a_x'").await, vec![c], "'_' is literal");
+    assert_eq!(by("Description contains 'GAMMA'").await, vec![c], "case-insensitive");
+    assert_eq!(by("Description begins 'ALPHA'").await, vec![a]);
+    assert_eq!(by("Description endsWith 'done'").await, vec![a]);
+    assert_eq!(by("Description notContains 'a'").await, vec![d], "a NULL description contains nothing");
+    assert_eq!(by("Description notBegins 'b'").await, vec![a, c, d, e]);
+    assert_eq!(by("Description eq 'Gamma_x'").await, vec![c]);
+    assert_eq!(by("Description eq null").await, vec![d]);
+    assert_eq!(by("Description ne null").await, vec![a, b, c, e]);
+    assert_eq!(by("DefinitionName oneOf ('Import', 'Cleanup')").await, vec![c, d]);
+
+    // Numbers, states, NULL in lists, dates, associates.
+    assert_eq!(by("State eq 'Started'").await, vec![b]);
+    assert_eq!(by("State oneOf (1, null)").await, vec![a, c, d, e], "NULL in a list matches nothing");
+    assert_eq!(by("State notOneOf (3)").await, vec![a, c, d, e]);
+    assert_eq!(by("State notOneOf (3, null)").await, Vec::<i32>::new(), "NOT IN with a NULL is never true");
+    assert_eq!(by("DefinitionName eq 'Export' and not StartCount ge 1").await, vec![a, e]);
+    assert_eq!(by("(StartCount gt 0 or DefinitionName eq 'Import') and batchTaskId ne 0").await, vec![b, c]);
+    let cut = (t0 + minute * 2).to_rfc3339_opts(SecondsFormat::Micros, true);
+    assert_eq!(ids_of(list(&format!("registeredDate lt '{cut}'"), &[], 100, 0, None).await), vec![a, b]);
+    assert_eq!(ids_of(list(&format!("registeredDate ge '{cut}'"), &[], 100, 0, None).await), vec![c, d, e]);
+    assert_eq!(ids_of(list(&format!("updatedDate gt '{cut}'"), &[], 100, 0, None).await), vec![b, d, e]);
+    assert_eq!(by("LastStarted ne null").await, vec![b]);
+    assert_eq!(by("registeredBy eq 8").await, vec![b]);
+    assert_eq!(by("updatedBy oneOf (7, 0)").await, vec![a, c, d, e]);
+    assert_eq!(by("DetailsTable eq 0 and DetailsRecord eq 0 and ProgressPercent eq 0").await, vec![a, b, c, d, e]);
+
+    // Definition columns come from batchtaskdefinition; tasks without one have NULLs.
+    assert_eq!(by("DefinitionId eq null").await, vec![c, d]);
+    assert_eq!(by("DefinitionDescription begins 'Nightly'").await, vec![a, b, e]);
+    assert_eq!(by("DefinitionTimeOut eq 120").await, vec![a, b, e]);
+    let rows = list("", &[], 100, 0, None).await;
+    let row = |id: i32| rows.iter().find(|r| r.task.id == id).unwrap().clone();
+    let ra = row(a);
+    assert_eq!(ra.task, store.get_task(a).await.unwrap().unwrap(), "the row's task is the stored task");
+    assert!(ra.definition_id.is_some());
+    assert_eq!(ra.definition_description.as_deref(), Some("nightly export"));
+    assert_eq!((ra.definition_timeout, ra.registered_by, ra.updated_by), (Some(120), 7, 7));
+    let rc = row(c);
+    assert_eq!((rc.definition_id, rc.definition_description, rc.definition_timeout), (None, None, None));
+    assert_eq!(row(b).task.state, BatchTaskState::Started);
+
+    // Owner: that associate's user tasks only, with the filter on top.
+    assert_eq!(ids_of(list("", &[], 100, 0, Some(7)).await), vec![a, c, e]);
+    assert_eq!(ids_of(list("DefinitionName eq 'Export'", &[], 100, 0, Some(7)).await), vec![a, e]);
+    assert_eq!(ids_of(list("", &[(Column::Id, true)], 1, 1, Some(7)).await), vec![c]);
+    assert_eq!(ids_of(list("", &[], 100, 0, Some(0)).await), Vec::<i32>::new(), "system tasks have no owner");
+
+    // upsert_definition, twice: the first links tasks created before it; the second refreshes
+    // the row in place (same id).
+    store.upsert_definition(&definition("Import", "imports", 30), t0).await.unwrap();
+    let rows = list("", &[], 100, 0, None).await;
+    let rc = rows.iter().find(|r| r.task.id == c).unwrap();
+    assert!(rc.definition_id.is_some(), "a task created before its definition gets linked");
+    assert_eq!(rc.definition_description.as_deref(), Some("imports"));
+    let export_id = row(a).definition_id;
+    store.upsert_definition(&definition("Export", "weekly export", 600), t0 + minute).await.unwrap();
+    let rows = list("", &[], 100, 0, None).await;
+    let ra = rows.iter().find(|r| r.task.id == a).unwrap();
+    assert_eq!(ra.definition_id, export_id, "the definition keeps its id");
+    assert_eq!((ra.definition_description.as_deref(), ra.definition_timeout), (Some("weekly export"), Some(600)));
+    assert_eq!(by("DefinitionId eq null").await, vec![d]);
+    // A task created after its definition exists points at it at once.
+    let f = mk(task("Import", 9, None), t0).await;
+    let rows = list(&format!("batchTaskId eq {f}"), &[], 100, 0, None).await;
+    assert_eq!(rows[0].definition_id, rc.definition_id);
+}
+
+/// Associates: create, case-insensitive uniqueness, credentials, list, count.
+async fn associates_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    let now = micros_now();
+    let new = |name: &str, role: Role| NewAssociate { name: name.into(), password_hash: format!("hash-{name}"), role };
+    assert_eq!(store.count_associates().await.unwrap(), 0);
+    assert_eq!(store.list_associates().await.unwrap(), vec![]);
+    assert!(store.associate_credentials("alice").await.unwrap().is_none());
+
+    let alice = store.create_associate(new("Alice", Role::User), now).await.unwrap();
+    assert!(alice.id > 0);
+    assert_eq!((alice.name.as_str(), alice.role, alice.active), ("Alice", Role::User, true));
+    for dup in ["Alice", "alice", "ALICE", "aLiCe"] {
+        let res = store.create_associate(new(dup, Role::Admin), now).await;
+        assert!(matches!(res, Err(StoreError::Conflict { constraint: "associate_name_key" })), "{dup}: {res:?}");
+    }
+    let bob = store.create_associate(new("Bob", Role::Worker), now).await.unwrap();
+    let root = store.create_associate(new("root", Role::Admin), now).await.unwrap();
+    assert!(bob.id > alice.id && root.id > bob.id);
+
+    let creds = store.associate_credentials("ALICE").await.unwrap().expect("found whatever the case");
+    assert_eq!(creds.associate, alice);
+    assert_eq!(creds.password_hash, "hash-Alice");
+    let creds = store.associate_credentials("Bob").await.unwrap().unwrap();
+    assert_eq!((creds.associate.role, creds.password_hash.as_str()), (Role::Worker, "hash-Bob"));
+    assert!(store.associate_credentials("Alice ").await.unwrap().is_none(), "no trimming");
+    assert!(store.associate_credentials("Al%").await.unwrap().is_none(), "no patterns");
+
+    assert_eq!(store.list_associates().await.unwrap(), vec![alice, bob, root]);
+    assert_eq!(store.count_associates().await.unwrap(), 3, "refused inserts left nothing");
+}
+
+/// 50 concurrent read-change-write cycles on one task, spread over `stores` (nodes): each
+/// appends its number to Description. A lost update would drop a number.
+async fn concurrent_updates_story(stores: Vec<Arc<dyn Store>>) {
+    const WRITERS: usize = 50;
+    let now = micros_now();
+    let task = stores[0].create_task(task("Counter", 7, Some("")), now).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..WRITERS {
+        let store = stores[i % stores.len()].clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .modify_task(
+                    task.id,
+                    Utc::now(),
+                    Box::new(move |t| {
+                        let mut next = t.clone();
+                        next.description = Some(format!("{}{i},", t.description.as_deref().unwrap_or("")));
+                        Ok(next)
+                    }),
+                )
+                .await
+        }));
+    }
+    let mut versions = Vec::new();
+    for h in handles {
+        versions.push(h.await.unwrap().unwrap().version);
+    }
+    versions.sort();
+    assert_eq!(versions, (2..=(WRITERS as i64 + 1)).collect::<Vec<_>>(), "each write saw the one before it");
+    for store in &stores {
+        let stored = store.get_task(task.id).await.unwrap().unwrap();
+        let mut seen: Vec<usize> =
+            stored.description.unwrap().split(',').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+        seen.sort();
+        assert_eq!(seen, (0..WRITERS).collect::<Vec<_>>(), "no update lost");
+        assert_eq!(stored.version, WRITERS as i64 + 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real server on PostgreSQL
+
+#[tokio::test]
+async fn http_core_path_runs_on_postgres() {
+    let Some(db) = TestPg::create("store_contract::http_core_path_runs_on_postgres").await else { return };
+    let url = db.url.clone();
+    let app = TestApp::spawn_with(|c| c.database = url).await;
+
+    // Create (with parameters) and get.
+    let id = app
+        .create(&json!({"Name": "Export", "Description": "nightly", "Context": "ctx", "ParameterObject": {"b": "2", "a": "1"}}))
+        .await;
+    let t = app.task(id).await;
+    assert_eq!(t["Name"], "Export");
+    assert_eq!(t["State"], "New");
+    assert_eq!(t["ParameterObject"], json!({"b": "2", "a": "1"}));
+    assert_eq!(t["DetailsTable"], 205);
+
+    // Put: a state move, then a refused one that changes nothing.
+    let res = app.put_json(&format!("/api/v1/BatchTask/{id}"), &json!({"State": "Started", "Response": "r"})).await;
+    assert_eq!(res.status(), 200);
+    let started: Value = res.json().await.unwrap();
+    assert_eq!((started["State"].as_str(), started["StartCount"].as_i64()), (Some("Started"), Some(1)));
+    assert_eq!(app.task(id).await, started, "the answer is what is stored");
+    let res = app.put_json(&format!("/api/v1/BatchTask/{id}"), &json!({"State": "New", "Description": "no"})).await;
+    assert_eq!(res.status(), 409, "{}", res.text().await.unwrap());
+    assert_eq!(app.task(id).await, started);
+
+    // Delete refuses a running task; stop fails it; then delete removes task, blob and link.
+    let res = app.request(Method::DELETE, &format!("/api/v1/BatchTask/{id}")).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    let res = app.request(Method::POST, &format!("/api/v1/BatchTask/{id}/Stop")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "true");
+    assert_eq!(app.task(id).await["State"], "Failed");
+    let res = app.request(Method::DELETE, &format!("/api/v1/BatchTask/{id}")).send().await.unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.get(&format!("/api/v1/BatchTask/{id}")).await.status(), 404);
+    let mut conn = db.connect().await;
+    let blobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM binaryobject").fetch_one(&mut conn).await.unwrap();
+    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM binaryobjectlink").fetch_one(&mut conn).await.unwrap();
+    assert_eq!((blobs, links), (0, 0));
+
+    // List: paging, order and filter through the OData endpoint.
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(app.create(&json!({"Name": format!("L{i}"), "Description": format!("item {i}")})).await);
+    }
+    let page: Value = app.get("/api/v1/BatchTask?$top=2&$orderby=DefinitionName%20desc").await.json().await.unwrap();
+    let got: Vec<i64> = page["value"].as_array().unwrap().iter().map(|r| r["PrimaryKey"].as_i64().unwrap()).collect();
+    assert_eq!(got, vec![ids[3], ids[2]]);
+    assert!(page["odata.nextLink"].is_string());
+    let filtered: Value =
+        app.get("/api/v1/BatchTask?$filter=Description%20contains%20'EM%201'").await.json().await.unwrap();
+    assert_eq!(filtered["value"].as_array().unwrap().len(), 1);
+    assert_eq!(filtered["value"][0]["PrimaryKey"], ids[1]);
+
+    // The agents' path reads the same store.
+    let res = app.agent("GetBatchTaskInfosByState", &json!({"State": "New"})).await;
+    assert_eq!(res.status(), 200);
+    let tasks: Value = res.json().await.unwrap();
+    assert_eq!(tasks.as_array().map(Vec::len), Some(4), "{tasks}");
+    drop(app);
+}
