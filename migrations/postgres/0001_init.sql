@@ -98,3 +98,5 @@ CREATE TABLE binaryobjectlink (
 );
 
 CREATE INDEX binaryobjectlink_owner ON binaryobjectlink (ownertable, ownerrecord, linktype, rank);
+-- Not in the SQLite schema: without it, deleting a blob (ON DELETE CASCADE) scans every link.
+CREATE INDEX binaryobjectlink_object ON binaryobjectlink (binaryobject_id);

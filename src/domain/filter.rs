@@ -101,6 +101,8 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
                                 break;
                             }
                         }
+                        // No stored text can hold U+0000 (PostgreSQL refuses it), so neither can a value.
+                        Some((at, '\0')) => return Err(err(*at, "a character other than NUL", "NUL".into())),
                         Some((_, ch)) => {
                             text.push(*ch);
                             i += 1;
@@ -388,5 +390,6 @@ mod tests {
         assert!(parse("Description eq 'unterminated", Tz::UTC).is_err());
         assert!(parse(&"(".repeat(10_000), Tz::UTC).is_err());
         assert!(parse("Description eq '1'; DROP TABLE batchtask; --'", Tz::UTC).is_err());
+        assert_eq!(parse("Description eq 'a\0b'", Tz::UTC).unwrap_err().position, 17);
     }
 }

@@ -236,11 +236,15 @@ pub mod limits {
     pub const PARAMETER_KEY: usize = 254;
 }
 
-/// Checks a text field against its limit.
+/// Checks a text field against its limit. U+0000 is refused too: PostgreSQL text cannot hold
+/// it, and both stores must accept the same input.
 pub fn check_length(field: Field, value: &str, max: usize) -> Result<(), DomainError> {
     let len = value.chars().count();
     if len > max {
         return Err(DomainError::TooLong { field, max, actual: len });
+    }
+    if value.contains('\0') {
+        return Err(DomainError::WrongType { field, expected: super::error::Expected::Text });
     }
     Ok(())
 }

@@ -246,6 +246,10 @@ impl Store for PostgresStore {
     }
 
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        // PostgreSQL refuses U+0000 in text; no stored name has one, so nothing matches.
+        if filter.name.as_deref().is_some_and(|n| n.contains('\0')) {
+            return Ok(Vec::new());
+        }
         let (where_clause, values) = sql::build_filter(filter, Dialect::Postgres);
         let text = format!("SELECT {TASK_COLUMNS} FROM batchtask t{where_clause} ORDER BY t.batchtask_id");
         // Only constants and numbered placeholders are in the text; every value is bound.
@@ -366,6 +370,10 @@ impl Store for PostgresStore {
     }
 
     async fn associate_credentials(&self, name: &str) -> Result<Option<AssociateCredentials>, StoreError> {
+        // PostgreSQL refuses U+0000 in text; no associate name has one (they exclude control characters).
+        if name.contains('\0') {
+            return Ok(None);
+        }
         // `lower(name)` is the unique index; COLLATE "C" folds the argument the way the column folds.
         let row = sqlx::query(
             "SELECT associate_id, name, role, active, password_hash FROM associate \

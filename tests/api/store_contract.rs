@@ -133,6 +133,22 @@ async fn postgres_store_loses_no_concurrent_update_across_two_nodes() {
     concurrent_updates_story(vec![first, second]).await;
 }
 
+#[tokio::test]
+async fn postgres_store_commits_synchronously_whatever_the_database_default() {
+    let Some(db) = TestPg::create("store_contract::postgres_store_commits_synchronously").await else { return };
+    let mut conn = db.connect().await;
+    let name: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&mut conn).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} SET synchronous_commit = off")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let store = batchd::store::postgres::PostgresStore::open(&db.url).await.unwrap();
+    for _ in 0..3 {
+        let setting: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(setting, "on", "a 200 must mean the commit is durable");
+    }
+}
+
 type Story = fn(Arc<dyn Store>, Box<dyn Probe>) -> futures_util::future::BoxFuture<'static, ()>;
 
 const STORIES: [Story; 3] =
@@ -367,6 +383,7 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
     let named = |n: &str| TaskFilter { name: Some(n.into()), ..TaskFilter::default() };
     assert_eq!(find(named("Export")).await, vec![plain.id, other.id]);
     assert_eq!(find(named("export")).await, Vec::<i32>::new(), "names match exactly");
+    assert_eq!(find(named("Export\0")).await, Vec::<i32>::new(), "a NUL is no error, just no match");
     assert_eq!(AssociateSelector::from_ids(&[]), None, "an empty list selects every task");
     let assoc = |a: &[i32]| TaskFilter { associates: AssociateSelector::from_ids(a), ..TaskFilter::default() };
     assert_eq!(find(assoc(&[0])).await, vec![system.id], "0 = system tasks");
@@ -593,6 +610,7 @@ async fn associates_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     assert_eq!((creds.associate.role, creds.password_hash.as_str()), (Role::Worker, "hash-Bob"));
     assert!(store.associate_credentials("Alice ").await.unwrap().is_none(), "no trimming");
     assert!(store.associate_credentials("Al%").await.unwrap().is_none(), "no patterns");
+    assert!(store.associate_credentials("Ali\0ce").await.unwrap().is_none(), "a NUL is no error, just no match");
 
     assert_eq!(store.list_associates().await.unwrap(), vec![alice, bob, root]);
     assert_eq!(store.count_associates().await.unwrap(), 3, "refused inserts left nothing");
@@ -693,6 +711,17 @@ async fn http_core_path_runs_on_postgres() {
         app.get("/api/v1/BatchTask?$filter=Description%20contains%20'EM%201'").await.json().await.unwrap();
     assert_eq!(filtered["value"].as_array().unwrap().len(), 1);
     assert_eq!(filtered["value"][0]["PrimaryKey"], ids[1]);
+
+    // Text PostgreSQL cannot store (U+0000) is a 400 naming the field on every engine, never a 500.
+    let res = app.post_json("/api/v1/BatchTask", &json!({"Name": "X", "Description": "a\u{0}b"})).await;
+    crate::helpers::assert_error(res, 400, "ArgumentException", "Description").await;
+    let res = app.get("/api/v1/BatchTask?$filter=Description%20eq%20'a%00b'").await;
+    crate::helpers::assert_error(res, 400, "ArgumentException", "position 17").await;
+    let res = app.client.get(app.url("/api/v1/BatchTask")).basic_auth("ad\u{0}min", Some("x")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = app.agent("GetSystemBatchTaskInfosByName", &json!({"TaskName": "L\u{0}"})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!([]));
 
     // The agents' path reads the same store.
     let res = app.agent("GetBatchTaskInfosByState", &json!({"State": "New"})).await;
