@@ -69,7 +69,7 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)?
             .application_name("batchd")
             // A server or role may default to `off`; batchd answers only after durable commits.
-            .options([("synchronous_commit", "on")]);
+            .options([("synchronous_commit", "on"), ("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
             .acquire_timeout(Duration::from_secs(30))

@@ -602,6 +602,12 @@ async fn associates_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let bob = store.create_associate(new("Bob", Role::Worker), now).await.unwrap();
     let root = store.create_associate(new("root", Role::Admin), now).await.unwrap();
     assert!(bob.id > alice.id && root.id > bob.id);
+    // Case folds for ASCII letters only (SQLite's NOCASE; lower() under COLLATE "C").
+    let zoe = store.create_associate(new("Zoë", Role::User), now).await.unwrap();
+    let zoe_upper = store.create_associate(new("ZOË", Role::User), now).await.unwrap();
+    let res = store.create_associate(new("zoë", Role::User), now).await;
+    assert!(matches!(res, Err(StoreError::Conflict { .. })), "{res:?}");
+    assert_eq!(store.associate_credentials("zOë").await.unwrap().map(|c| c.associate), Some(zoe.clone()));
 
     let creds = store.associate_credentials("ALICE").await.unwrap().expect("found whatever the case");
     assert_eq!(creds.associate, alice);
@@ -612,8 +618,8 @@ async fn associates_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     assert!(store.associate_credentials("Al%").await.unwrap().is_none(), "no patterns");
     assert!(store.associate_credentials("Ali\0ce").await.unwrap().is_none(), "a NUL is no error, just no match");
 
-    assert_eq!(store.list_associates().await.unwrap(), vec![alice, bob, root]);
-    assert_eq!(store.count_associates().await.unwrap(), 3, "refused inserts left nothing");
+    assert_eq!(store.list_associates().await.unwrap(), vec![alice, bob, root, zoe, zoe_upper]);
+    assert_eq!(store.count_associates().await.unwrap(), 5, "refused inserts left nothing");
 }
 
 /// 50 concurrent read-change-write cycles on one task, spread over `stores` (nodes): each
