@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Core API benchmark: GET and PUT /api/v1/BatchTask/{id} with Basic auth on SQLite.
+# Core API benchmark: GET and PUT /api/v1/BatchTask/{id} with Basic auth on SQLite (or on the
+# empty PostgreSQL database DATABASE names, e.g. DATABASE=postgres://postgres@127.0.0.1/bench).
 # Loopback only, bounded: each run lasts DURATION seconds at CONNS connections.
 #   bench/core.sh                # builds release, runs GET then PUT, prints RESULT lines
 #   DURATION=20 CONNS=32 bench/core.sh
@@ -14,8 +15,8 @@ TASKS=${TASKS:-32}
 cargo build --release -q
 dir=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
-BATCHD_ADMIN_PASSWORD=bench BATCHD_LOG=warn target/release/batchd serve \
-  --listen 127.0.0.1:$PORT --database "sqlite:$dir/bench.db" 2>"$dir/server.log" &
+BATCHD_ADMIN_PASSWORD=bench BATCHD_LOG=warn "${CARGO_TARGET_DIR:-target}/release/batchd" serve \
+  --listen 127.0.0.1:$PORT --database "${DATABASE:-sqlite:$dir/bench.db}" 2>"$dir/server.log" &
 server=$!
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/api >/dev/null && break; sleep 0.1; done
 
