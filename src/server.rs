@@ -12,7 +12,7 @@ use crate::domain::Role;
 use crate::http::auth::{Authenticator, hash_password};
 use crate::http::{AppState, app};
 use crate::service::TaskService;
-use crate::store::{self, NewAssociate, Store};
+use crate::store::{self, NewAssociate, Store, StoreError};
 
 /// Definitions that always exist.
 pub const BUILTIN_DEFINITIONS: [&str; 2] = ["Noop", "Sleep"];
@@ -38,9 +38,15 @@ pub async fn bootstrap_admin(store: &Arc<dyn Store>, config: &Config) -> anyhow:
         }
     };
     let hash = tokio::task::spawn_blocking(move || hash_password(&password).map(|h| (h, password))).await??;
-    store
+    match store
         .create_associate(NewAssociate { name: name.clone(), password_hash: hash.0, role: Role::Admin }, Utc::now())
-        .await?;
+        .await
+    {
+        Ok(_) => {}
+        // Another node sharing the database created the first admin a moment ago.
+        Err(StoreError::Conflict { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
     if generated {
         // Printed once, on stderr with the logs: it is never stored in clear.
         eprintln!(

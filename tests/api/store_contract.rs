@@ -736,3 +736,13 @@ async fn http_core_path_runs_on_postgres() {
     assert_eq!(tasks.as_array().map(Vec::len), Some(4), "{tasks}");
     drop(app);
 }
+
+#[tokio::test]
+async fn two_nodes_start_together_on_one_empty_postgres_database() {
+    let Some(db) = TestPg::create("store_contract::two_nodes_start_together").await else { return };
+    let (u1, u2) = (db.url.clone(), db.url.clone());
+    let (a, b) = tokio::join!(TestApp::spawn_with(|c| c.database = u1), TestApp::spawn_with(|c| c.database = u2));
+    let id = a.create(&json!({"Name": "Shared"})).await;
+    assert_eq!(b.task(id).await["Name"], "Shared", "both nodes serve the same tasks");
+    assert_eq!(a.store.count_associates().await.unwrap(), 1, "one admin, created once");
+}
