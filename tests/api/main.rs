@@ -1,9 +1,11 @@
 //! One integration-test binary (linking is the slow part): every module drives the real server.
 
 mod agents;
+mod auth;
 mod compat;
 mod errors;
 mod helpers;
 mod process;
 mod props;
 mod rest;
+mod rights;
