@@ -208,6 +208,8 @@ pub struct Authenticator {
     access: AccessConfig,
     /// SHA-256 of what the client sent (Authorization value, or the session cookie) → who it is.
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    /// Credentials being verified right now (see `verify_once`).
+    inflight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped whenever entries are dropped, so a verification that raced a change does not
     /// cache its stale answer.
     generation: AtomicU64,
@@ -230,6 +232,7 @@ impl Authenticator {
             by_name: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
             access,
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
             last_change: AtomicI64::new(0),
             dummy_hash,
@@ -339,22 +342,19 @@ impl Authenticator {
     /// same argon2 verification as wrong passwords; a throttled attempt costs neither.
     pub async fn login(&self, name: &str, password: &str, client: IpAddr) -> Result<Associate, AuthError> {
         let name_key: String = name.to_lowercase().chars().take(NAME_KEY_MAX).collect();
-        self.by_address.reserve(&client).map_err(too_many)?;
-        if let Err(wait) = self.by_name.reserve(&name_key) {
-            self.by_address.refund(&client);
-            return Err(too_many(wait));
-        }
+        self.by_address.check(&client).map_err(too_many)?;
+        self.by_name.check(&name_key).map_err(too_many)?;
         let found = self.store.associate_credentials(name).await?;
         let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
         let password = password.to_owned();
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
         match found {
-            Some(c) if ok && c.associate.active => {
-                self.by_address.refund(&client);
-                self.by_name.refund(&name_key);
-                Ok(c.associate)
+            Some(c) if ok && c.associate.active => Ok(c.associate),
+            _ => {
+                self.by_address.fail(&client);
+                self.by_name.fail(&name_key);
+                Err(unauthorized(Key::AuthFailed))
             }
-            _ => Err(unauthorized(Key::AuthFailed)),
         }
     }
 
@@ -366,18 +366,21 @@ impl Authenticator {
         secret: &str,
         client: IpAddr,
     ) -> Result<(Authenticated, Instant), AuthError> {
-        self.by_address.reserve(&client).map_err(too_many)?;
+        self.by_address.check(&client).map_err(too_many)?;
         let secret_hash = hash_secret(secret);
         let found = self.store.find_credential(kind, &secret_hash).await?;
         let now = Utc::now();
         let m = match found {
             Some(m) if m.row.revoked.is_none() && m.associate.active => m,
-            _ => return Err(unauthorized(Key::AuthFailed)),
+            _ => {
+                self.by_address.fail(&client);
+                return Err(unauthorized(Key::AuthFailed));
+            }
         };
         if m.row.expires.is_some_and(|e| e <= now) {
+            self.by_address.fail(&client);
             return Err(unauthorized(Key::AuthExpired));
         }
-        self.by_address.refund(&client);
         let a = m.associate;
         let (caller, via) = match kind {
             CredentialKind::Token => {
@@ -448,17 +451,19 @@ impl Authenticator {
             if let Some(auth) = self.cached(&key) {
                 return Ok(auth);
             }
-            let generation = self.generation.load(Ordering::SeqCst);
-            let (auth, until) = match kind {
-                None => {
-                    let (name, password) = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
-                    let a = self.login(&name, &password, client).await?;
-                    (Authenticated { caller: Caller::new(a.id, a.name, a.role), via: Via::Basic }, self.until(None))
-                }
-                Some(kind) => self.verify_secret(kind, rest, client).await?,
-            };
-            self.remember(key, &auth, until, generation);
-            return Ok(auth);
+            return self
+                .verify_once(key, || async {
+                    match kind {
+                        None => {
+                            let (name, password) = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
+                            let a = self.login(&name, &password, client).await?;
+                            let caller = Caller::new(a.id, a.name, a.role);
+                            Ok((Authenticated { caller, via: Via::Basic }, self.until(None)))
+                        }
+                        Some(kind) => self.verify_secret(kind, rest, client).await,
+                    }
+                })
+                .await;
         }
         let Some(secret) = cookie(headers, SESSION_COOKIE) else {
             return Err(unauthorized(Key::AuthRequired));
@@ -479,10 +484,36 @@ impl Authenticator {
         if let Some(auth) = self.cached(&key) {
             return Ok(auth);
         }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let (auth, until) = self.verify_secret(CredentialKind::Session, secret, client).await?;
-        self.remember(key, &auth, until, generation);
-        Ok(auth)
+        self.verify_once(key, || self.verify_secret(CredentialKind::Session, secret, client)).await
+    }
+
+    /// Verifies a credential that is not cached, once: concurrent requests with the same
+    /// credential wait for the first one's answer instead of each paying argon2 (a cache entry
+    /// expiring under load would otherwise start a stampede).
+    async fn verify_once<F, Fut>(&self, key: [u8; 32], verify: F) -> Result<Authenticated, AuthError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(Authenticated, Instant), AuthError>>,
+    {
+        let lock = self.inflight.lock().expect("inflight").entry(key).or_default().clone();
+        let guard = lock.lock().await;
+        let result = match self.cached(&key) {
+            Some(auth) => Ok(auth),
+            None => {
+                let generation = self.generation.load(Ordering::SeqCst);
+                verify().await.map(|(auth, until)| {
+                    self.remember(key, &auth, until, generation);
+                    auth
+                })
+            }
+        };
+        drop(guard);
+        let mut inflight = self.inflight.lock().expect("inflight");
+        // Ours and the map's: nobody else waits, so the entry can go.
+        if inflight.get(&key).is_some_and(|l| Arc::ptr_eq(l, &lock)) && Arc::strong_count(&lock) == 2 {
+            inflight.remove(&key);
+        }
+        result
     }
 
     /// Stores a new ticket, session or token for `associate` and returns the secret (shown once).

@@ -1,10 +1,11 @@
 //! Failed-login throttling: a token bucket per key (client address, associate name), in memory,
 //! with a bounded number of keys.
 //!
-//! A login attempt *reserves* one token before the password is checked and gives it back when
-//! the login succeeds, so a burst of parallel guesses cannot all slip past the check. A key with
-//! no token left is answered 429 before any lookup or hashing happens, whether or not the name
-//! exists, so the throttle itself tells nothing about which names exist.
+//! An attempt is let through while its keys have a token left; each failure takes one. A key
+//! with none left is answered 429 before any lookup or hashing happens, whether or not the name
+//! exists and whether or not the password is right, so the throttle tells nothing. Successful
+//! logins take nothing, so many clients logging in at once as one service account are not
+//! throttled.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -43,10 +44,28 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         (b.tokens + now.duration_since(b.at).as_secs_f64() * self.per_sec).min(self.capacity)
     }
 
-    /// Takes one token, or says how long until one is back.
-    pub fn reserve(&self, key: &K) -> Result<(), Duration> {
+    /// May this key try now? `Err` says how long until it may. Reads only: keys that never fail
+    /// never take a place in the table.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
         if !self.enabled() {
             return Ok(());
+        }
+        let map = self.buckets.lock().expect("rate limiter");
+        match map.get(key) {
+            Some(b) => {
+                let level = self.level(b, Instant::now());
+                if level >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - level) / self.per_sec)) }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failure. Parallel attempts that all passed `check` may take the level below
+    /// zero (down to minus the capacity): they then wait that much longer, so the long-run rate
+    /// of guesses stays bounded by the refill rate.
+    pub fn fail(&self, key: &K) {
+        if !self.enabled() {
+            return;
         }
         let now = Instant::now();
         let mut map = self.buckets.lock().expect("rate limiter");
@@ -54,28 +73,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             self.make_room(&mut map, now);
         }
         let bucket = map.entry(key.clone()).or_insert(Bucket { tokens: self.capacity, at: now });
-        let level = self.level(bucket, now);
-        if level < 1.0 {
-            bucket.tokens = level;
-            bucket.at = now;
-            return Err(Duration::from_secs_f64((1.0 - level) / self.per_sec));
-        }
-        bucket.tokens = level - 1.0;
+        bucket.tokens = (self.level(bucket, now) - 1.0).max(-self.capacity);
         bucket.at = now;
-        Ok(())
-    }
-
-    /// Gives back a reserved token (the login succeeded).
-    pub fn refund(&self, key: &K) {
-        if !self.enabled() {
-            return;
-        }
-        let now = Instant::now();
-        let mut map = self.buckets.lock().expect("rate limiter");
-        if let Some(b) = map.get_mut(key) {
-            b.tokens = (self.level(b, now) + 1.0).min(self.capacity);
-            b.at = now;
-        }
     }
 
     /// Drops buckets that have refilled; if none has, the one closest to full. A full table thus
@@ -105,20 +104,25 @@ mod tests {
     fn allows_the_capacity_then_refuses_with_a_wait() {
         let rl = RateLimiter::new(3, Duration::from_secs(60), 10);
         for _ in 0..3 {
-            assert!(rl.reserve(&"a").is_ok());
+            assert!(rl.check(&"a").is_ok());
+            rl.fail(&"a");
         }
-        let wait = rl.reserve(&"a").unwrap_err();
+        let wait = rl.check(&"a").unwrap_err();
         assert!(wait > Duration::from_secs(10) && wait <= Duration::from_secs(20), "{wait:?}");
-        assert!(rl.reserve(&"b").is_ok(), "keys are independent");
-        rl.refund(&"a");
-        assert!(rl.reserve(&"a").is_ok(), "a refund gives the token back");
+        assert!(rl.check(&"b").is_ok(), "keys are independent");
+        // Overshoot by parallel attempts means a longer wait, bounded by the capacity.
+        for _ in 0..100 {
+            rl.fail(&"a");
+        }
+        let wait = rl.check(&"a").unwrap_err();
+        assert!(wait > Duration::from_secs(70) && wait <= Duration::from_secs(80), "{wait:?}");
     }
 
     #[test]
     fn stays_bounded() {
         let rl = RateLimiter::new(2, Duration::from_secs(60), 100);
         for i in 0..1000 {
-            let _ = rl.reserve(&i);
+            rl.fail(&i);
         }
         assert!(rl.len() <= 100);
     }
@@ -127,7 +131,8 @@ mod tests {
     fn zero_disables() {
         let rl = RateLimiter::new(0, Duration::from_secs(60), 10);
         for _ in 0..100 {
-            assert!(rl.reserve(&1).is_ok());
+            rl.fail(&1);
+            assert!(rl.check(&1).is_ok());
         }
     }
 }
