@@ -246,8 +246,8 @@ impl Authenticator {
     /// The client address the throttle counts: the peer, or behind a trusted proxy the last
     /// `X-Forwarded-For` entry (the one that proxy added).
     pub fn client_address(&self, parts: &Parts) -> IpAddr {
-        if self.access.trust_forwarded_for {
-            if let Some(ip) = parts
+        if self.access.trust_forwarded_for
+            && let Some(ip) = parts
                 .headers
                 .get_all("x-forwarded-for")
                 .iter()
@@ -255,9 +255,8 @@ impl Authenticator {
                 .flat_map(|v| v.split(','))
                 .next_back()
                 .and_then(|s| s.trim().parse::<IpAddr>().ok())
-            {
-                return ip;
-            }
+        {
+            return ip;
         }
         parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
@@ -572,14 +571,12 @@ impl FromRequestParts<AppState> for Authenticated {
         let client = state.auth.client_address(parts);
         let auth = state.auth.authenticate(parts.method.as_str(), &parts.headers, client).await?;
         // A read-scope token reads only; other scopes are narrowed through the caller's role.
-        if let Via::Token { scope, .. } = &auth.via {
-            if scope.read_only() && !is_read_request(parts.method.as_str(), parts.uri.path()) {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    Msg::new(Key::ScopeDenied).arg("scope", scope.as_str()),
-                )
-                .into());
-            }
+        if let Via::Token { scope, .. } = &auth.via
+            && scope.read_only()
+            && !is_read_request(parts.method.as_str(), parts.uri.path())
+        {
+            let msg = Msg::new(Key::ScopeDenied).arg("scope", scope.as_str());
+            return Err(ApiError::new(StatusCode::FORBIDDEN, msg).into());
         }
         parts.extensions.insert(auth.clone());
         Ok(auth)

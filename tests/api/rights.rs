@@ -105,10 +105,8 @@ async fn every_task_endpoint_follows_the_rights_of_each_role() {
             let res = c.send_json(Method::PUT, &format!("/api/v1/BatchTask/{id}"), &json!({"Description": "x"})).await;
             assert_eq!(res.status(), if see { 200 } else { 404 }, "PUT {case}");
             if see {
-                assert_eq!(
-                    res.json::<Value>().await.unwrap()["TableRight"]["Mask"].as_str().unwrap().contains("Update"),
-                    true
-                );
+                let t: Value = res.json().await.unwrap();
+                assert!(t["TableRight"]["Mask"].as_str().unwrap().contains("Update"), "PUT {case}");
             }
 
             // PATCH-free state move through the agent
