@@ -441,6 +441,17 @@ async fn a_browser_session_needs_the_xsrf_header_on_every_change() {
 }
 
 #[tokio::test]
+async fn an_expired_session_is_401_saying_so() {
+    let app = TestApp::spawn_with(|c| c.access.session_lifetime = Duration::from_secs(1)).await;
+    let (_, s) = login(&app, ADMIN, ADMIN_PASSWORD).await;
+    let s = s.unwrap();
+    let get = || app.client.get(app.url(TASKS)).header("Cookie", &s.cookie).send();
+    assert_eq!(get().await.unwrap().status(), 200);
+    eventually(Duration::from_secs(10), "the session expires", || async { get().await.unwrap().status() == 401 }).await;
+    assert_error(get().await.unwrap(), 401, "SoAuthenticationException", "expired").await;
+}
+
+#[tokio::test]
 async fn a_form_login_with_next_redirects_only_to_local_paths() {
     let app = TestApp::spawn().await;
     let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
