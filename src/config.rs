@@ -25,6 +25,7 @@ pub struct Config {
     pub admin_user: Option<String>,
     pub admin_password: Option<String>,
     // -- identity and access (issue 4) --
+    pub access: AccessConfig,
     // -- runner (issue 5) --
 }
 
@@ -39,6 +40,7 @@ impl Default for Config {
             credential_cache: Duration::from_secs(60),
             admin_user: None,
             admin_password: None,
+            access: AccessConfig::default(),
         }
     }
 }
@@ -59,6 +61,17 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthFileConfig {
     pub credential_cache_seconds: Option<u64>,
+    // -- identity and access (issue 4) --
+    pub ticket_lifetime: Option<String>,
+    pub session_lifetime: Option<String>,
+    pub app_tokens: Option<Vec<String>>,
+    pub secure_cookies: Option<bool>,
+    pub failed_logins_per_address: Option<u32>,
+    pub failed_logins_per_name: Option<u32>,
+    pub failed_login_window_seconds: Option<u64>,
+    pub trust_forwarded_for: Option<bool>,
+    pub cors_origins: Option<Vec<String>>,
+    pub change_poll_millis: Option<u64>,
 }
 
 impl Config {
@@ -85,8 +98,11 @@ impl Config {
         if let Some(s) = file.strict_definitions {
             cfg.strict_definitions = s;
         }
-        if let Some(secs) = file.auth.and_then(|a| a.credential_cache_seconds) {
-            cfg.credential_cache = Duration::from_secs(secs);
+        if let Some(auth) = file.auth {
+            if let Some(secs) = auth.credential_cache_seconds {
+                cfg.credential_cache = Duration::from_secs(secs);
+            }
+            cfg.access.apply(auth)?;
         }
         Ok(cfg)
     }
@@ -96,4 +112,114 @@ impl Config {
 pub fn normalize_prefix(p: &str) -> String {
     let t = p.trim().trim_matches('/');
     if t.is_empty() { String::new() } else { format!("/{t}") }
+}
+
+// -- identity and access (issue 4) --
+
+/// Tickets, tokens, sessions, app tokens, login throttling and CORS (`[auth]` in the file).
+#[derive(Clone)]
+pub struct AccessConfig {
+    /// How long an SOTicket lives (`ticket_lifetime = "8h"`).
+    pub ticket_lifetime: Duration,
+    /// How long a browser session lives (`session_lifetime = "8h"`).
+    pub session_lifetime: Duration,
+    /// When not empty, SOTicket and Bearer requests must carry one of these in `SO-AppToken`.
+    pub app_tokens: Vec<String>,
+    /// Adds `Secure` to the cookies: set it when clients reach batchd over HTTPS.
+    pub secure_cookies: bool,
+    /// Failed logins one client address may make per window before 429 (0 = no limit).
+    pub failed_logins_per_address: u32,
+    /// Failed logins against one associate name per window before 429 (0 = no limit).
+    pub failed_logins_per_name: u32,
+    pub failed_login_window: Duration,
+    /// Take the client address from the last `X-Forwarded-For` entry (only behind a proxy).
+    pub trust_forwarded_for: bool,
+    /// Origins allowed to call the API from a browser; empty = CORS off; `*` = any (no cookies).
+    pub cors_origins: Vec<String>,
+    /// How often the server looks for credential changes made by other processes (the CLI).
+    pub change_poll: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            ticket_lifetime: Duration::from_secs(8 * 3600),
+            session_lifetime: Duration::from_secs(8 * 3600),
+            app_tokens: Vec::new(),
+            secure_cookies: false,
+            failed_logins_per_address: 20,
+            failed_logins_per_name: 10,
+            failed_login_window: Duration::from_secs(60),
+            trust_forwarded_for: false,
+            cors_origins: Vec::new(),
+            change_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Secrets stay out of `{:?}` (and so out of any log line that prints the config).
+impl std::fmt::Debug for AccessConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessConfig")
+            .field("ticket_lifetime", &self.ticket_lifetime)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("app_tokens", &format_args!("[{} redacted]", self.app_tokens.len()))
+            .field("secure_cookies", &self.secure_cookies)
+            .field("failed_logins_per_address", &self.failed_logins_per_address)
+            .field("failed_logins_per_name", &self.failed_logins_per_name)
+            .field("failed_login_window", &self.failed_login_window)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("cors_origins", &self.cors_origins)
+            .field("change_poll", &self.change_poll)
+            .finish()
+    }
+}
+
+impl AccessConfig {
+    fn apply(&mut self, f: AuthFileConfig) -> anyhow::Result<()> {
+        use crate::domain::access::parse_duration;
+        let duration = |key: &str, v: &str| {
+            parse_duration(v).with_context(|| format!("[auth] {key} = {v:?} is not a duration like \"8h\" or \"30d\""))
+        };
+        if let Some(v) = f.ticket_lifetime {
+            self.ticket_lifetime = duration("ticket_lifetime", &v)?;
+        }
+        if let Some(v) = f.session_lifetime {
+            self.session_lifetime = duration("session_lifetime", &v)?;
+        }
+        if let Some(v) = f.app_tokens {
+            anyhow::ensure!(v.iter().all(|t| !t.trim().is_empty()), "[auth] app_tokens: an entry is empty");
+            self.app_tokens = v;
+        }
+        if let Some(v) = f.secure_cookies {
+            self.secure_cookies = v;
+        }
+        if let Some(v) = f.failed_logins_per_address {
+            self.failed_logins_per_address = v;
+        }
+        if let Some(v) = f.failed_logins_per_name {
+            self.failed_logins_per_name = v;
+        }
+        if let Some(v) = f.failed_login_window_seconds {
+            anyhow::ensure!(v > 0, "[auth] failed_login_window_seconds must be at least 1");
+            self.failed_login_window = Duration::from_secs(v);
+        }
+        if let Some(v) = f.trust_forwarded_for {
+            self.trust_forwarded_for = v;
+        }
+        if let Some(v) = f.cors_origins {
+            for o in &v {
+                anyhow::ensure!(
+                    o == "*" || o.starts_with("http://") || o.starts_with("https://"),
+                    "[auth] cors_origins: {o:?} is not an origin like https://app.example.com or *"
+                );
+            }
+            self.cors_origins = v;
+        }
+        if let Some(v) = f.change_poll_millis {
+            anyhow::ensure!(v >= 10, "[auth] change_poll_millis must be at least 10");
+            self.change_poll = Duration::from_millis(v);
+        }
+        Ok(())
+    }
 }

@@ -78,6 +78,22 @@ pub enum Key {
     UnknownSelect,
     Cancelled,
     CancelWarning,
+    // -- identity and access (issue 4) --
+    AuthUnsupportedScheme,
+    AuthExpired,
+    AuthAppToken,
+    AuthXsrfMissing,
+    AuthXsrfMismatch,
+    TooManyAttempts,
+    ScopeDenied,
+    AdminOnly,
+    CredentialsTooNarrow,
+    AssociateNotFound,
+    AssociateNameTaken,
+    LastAdmin,
+    ScopeTooWide,
+    CredentialNotFound,
+    AssociateNameInvalid,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -125,6 +141,25 @@ fn english(key: Key) -> &'static str {
         Key::UnknownSelect => "$select: '{name}' is not a property of {type}.",
         Key::Cancelled => "Cancelled by {who}.",
         Key::CancelWarning => "Task {id} was cancelled although it is marked CancelWithWarning.",
+        Key::AuthUnsupportedScheme => "The Authorization scheme is not supported: use Basic, SOTicket or Bearer.",
+        Key::AuthExpired => "The ticket, token or session has expired: log in again.",
+        Key::AuthAppToken => "SO-AppToken is missing or is not a known application token.",
+        Key::AuthXsrfMissing => "X-XSRF-TOKEN is required on {method} requests authenticated by the session cookie.",
+        Key::AuthXsrfMismatch => "X-XSRF-TOKEN does not match the session's XSRF-TOKEN.",
+        Key::TooManyAttempts => "Too many failed logins: try again in {seconds} seconds.",
+        Key::ScopeDenied => "The token's scope '{scope}' does not allow this request.",
+        Key::AdminOnly => "Access denied: only admins may {action}.",
+        Key::CredentialsTooNarrow => {
+            "Access denied: managing tickets and tokens needs a password, ticket, session or admin-scope token."
+        }
+        Key::AssociateNotFound => "Associate {id} not found.",
+        Key::AssociateNameTaken => "Name: an associate named '{name}' already exists.",
+        Key::LastAdmin => "Access denied: the change would leave no active admin.",
+        Key::ScopeTooWide => "Scope: '{scope}' needs the {needed} role, and {name} has the {role} role.",
+        Key::CredentialNotFound => "{kind} {id} not found.",
+        Key::AssociateNameInvalid => {
+            "Name: an associate name has 1 to 100 characters, no ':', no control characters and no outer spaces."
+        }
     }
 }
 

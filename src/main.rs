@@ -8,9 +8,11 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
 use batchd::config::Config;
-use batchd::domain::{Role, associate::valid_associate_name};
-use batchd::http::auth::hash_password;
+use batchd::domain::access::{Scope, parse_duration};
+use batchd::domain::{Associate, Role, associate::valid_associate_name};
+use batchd::http::auth::{hash_password, hash_secret, new_token_secret};
 use batchd::server::{Server, shutdown_signal};
+use batchd::store::access::{AssociateChange, CredentialKind, NewCredential, RevokeTarget};
 use batchd::store::{self, NewAssociate, StoreError};
 
 #[derive(Parser)]
@@ -45,6 +47,46 @@ enum Command {
         #[command(subcommand)]
         command: AssociateCommand,
     },
+    /// Manage API tokens (`Authorization: Bearer ...`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once (it is stored only as a hash).
+    Create {
+        /// The associate the token acts for.
+        #[arg(long)]
+        associate: String,
+        /// read, write, worker or admin (see docs/auth.md).
+        #[arg(long)]
+        scope: String,
+        /// Lifetime such as 30d, 12h, 2w; never expires when left out.
+        #[arg(long)]
+        expires: Option<String>,
+        /// A label to tell tokens apart.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Only this associate's.
+        #[arg(long)]
+        associate: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +108,146 @@ enum AssociateCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Set a new password, read from stdin. Ends the associate's tickets and sessions.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Change the role: user, worker or admin.
+    SetRole {
+        name: String,
+        role: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Stop an associate from logging in (every credential is refused); its tasks stay.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Let a disabled associate log in again.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Remove an associate with its tickets, tokens and sessions; its tasks stay.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Opens the store and finds an associate by name (any letter case).
+async fn associate_named(db: &DbArgs, name: &str) -> anyhow::Result<(std::sync::Arc<dyn store::Store>, Associate)> {
+    let store = store::open(&load_config(db)?.database).await?;
+    let found = store.associate_credentials(name).await?.map(|c| c.associate);
+    let a = found.with_context(|| format!("no associate is named {name:?}"))?;
+    Ok((store, a))
+}
+
+fn change_error(e: StoreError, name: &str) -> anyhow::Error {
+    match e {
+        StoreError::Conflict { constraint: "last_admin" } => {
+            anyhow::anyhow!("refused: {name:?} is the last active admin; make another admin first")
+        }
+        other => other.into(),
+    }
+}
+
+async fn change_associate(db: &DbArgs, name: &str, change: AssociateChange, done: &str) -> anyhow::Result<()> {
+    let (store, a) = associate_named(db, name).await?;
+    store.update_associate(a.id, change, Utc::now()).await.map_err(|e| change_error(e, &a.name))?;
+    // A running server drops its cached credentials for this associate within one poll interval.
+    println!("{done} {} (id {})", a.name, a.id);
+    Ok(())
+}
+
+async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { associate, scope, expires, name, db } => {
+            let scope =
+                Scope::parse(&scope).with_context(|| format!("--scope {scope:?}: use read, write, worker or admin"))?;
+            let lifetime = match &expires {
+                Some(e) => Some(
+                    parse_duration(e)
+                        .with_context(|| format!("--expires {e:?}: use a duration like 30d, 12h or 2w"))?,
+                ),
+                None => None,
+            };
+            let (store, a) = associate_named(&db, &associate).await?;
+            anyhow::ensure!(
+                scope.required_role() <= a.role,
+                "scope {} needs the {} role, and {} has the {} role",
+                scope.as_str(),
+                scope.required_role().as_str(),
+                a.name,
+                a.role.as_str()
+            );
+            let secret = new_token_secret();
+            let now = Utc::now();
+            let row = store
+                .create_credential(
+                    NewCredential {
+                        kind: CredentialKind::Token,
+                        associate_id: a.id,
+                        secret_hash: hash_secret(&secret),
+                        expires: lifetime.and_then(|l| chrono::Duration::from_std(l).ok()).map(|l| now + l),
+                        scope: Some(scope),
+                        name,
+                    },
+                    now,
+                )
+                .await?;
+            eprintln!(
+                "created token {} for {} (scope {}, expires {}); it is shown only this once:",
+                row.id,
+                a.name,
+                scope.as_str(),
+                row.expires.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339())
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List { associate, db } => {
+            let store = store::open(&load_config(&db)?.database).await?;
+            let owner = match associate {
+                Some(n) => Some(associate_named(&db, &n).await?.1.id),
+                None => None,
+            };
+            let now = Utc::now();
+            println!("{:>6}  {:<16}  {:<6}  {:<8}  {:<25}  NAME", "ID", "ASSOCIATE", "SCOPE", "STATE", "EXPIRES");
+            for t in store.list_credentials(CredentialKind::Token, owner).await? {
+                let state = if t.revoked.is_some() {
+                    "revoked"
+                } else if t.is_live(now) {
+                    "live"
+                } else {
+                    "expired"
+                };
+                println!(
+                    "{:>6}  {:<16}  {:<6}  {:<8}  {:<25}  {}",
+                    t.id,
+                    t.associate_name,
+                    t.scope.map_or("", Scope::as_str),
+                    state,
+                    t.expires.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339()),
+                    t.name.unwrap_or_default()
+                );
+            }
+        }
+        TokenCommand::Revoke { id, db } => {
+            let store = store::open(&load_config(&db)?.database).await?;
+            let n = store
+                .revoke_credentials(CredentialKind::Token, RevokeTarget::Id { id, owner: None }, Utc::now())
+                .await?;
+            anyhow::ensure!(n > 0, "no live token has id {id}");
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
 }
 
 fn load_config(db: &DbArgs) -> anyhow::Result<Config> {
@@ -155,7 +337,33 @@ async fn main() -> anyhow::Result<()> {
                     );
                 }
             }
+            AssociateCommand::Passwd { name, db } => {
+                let (_, a) = associate_named(&db, &name).await?;
+                let password = read_password()?;
+                let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+                let change = AssociateChange { password_hash: Some(hash), ..Default::default() };
+                change_associate(&db, &a.name, change, "changed the password of").await?;
+            }
+            AssociateCommand::SetRole { name, role, db } => {
+                let role = Role::parse(&role).with_context(|| format!("role {role:?}: use user, worker or admin"))?;
+                let change = AssociateChange { role: Some(role), ..Default::default() };
+                change_associate(&db, &name, change, &format!("role {} for", role.as_str())).await?;
+            }
+            AssociateCommand::Disable { name, db } => {
+                let change = AssociateChange { active: Some(false), ..Default::default() };
+                change_associate(&db, &name, change, "disabled").await?;
+            }
+            AssociateCommand::Enable { name, db } => {
+                let change = AssociateChange { active: Some(true), ..Default::default() };
+                change_associate(&db, &name, change, "enabled").await?;
+            }
+            AssociateCommand::Remove { name, db } => {
+                let (store, a) = associate_named(&db, &name).await?;
+                store.delete_associate(a.id, Utc::now()).await.map_err(|e| change_error(e, &a.name))?;
+                println!("removed {} (id {}); its tasks stay", a.name, a.id);
+            }
         },
+        Command::Token { command } => token_command(command).await?,
     }
     Ok(())
 }

@@ -83,7 +83,8 @@ impl Server {
                 .await?;
         }
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-        let auth = Arc::new(Authenticator::new(store.clone(), config.credential_cache));
+        let auth = Arc::new(Authenticator::new(store.clone(), config.credential_cache, config.access.clone()));
+        auth.spawn_watcher();
         let definitions = BUILTIN_DEFINITIONS.iter().map(|s| (*s).to_owned()).collect();
         let tasks = TaskService::new(store, config.strict_definitions, definitions);
         Ok(Server { state: AppState { config: Arc::new(config), tasks, auth }, listener })
@@ -96,7 +97,10 @@ impl Server {
     /// Serves until `shutdown` completes, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let app = app(self.state);
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        // The peer address feeds the failed-login throttle.
+        axum::serve(self.listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
         Ok(())
     }
 }

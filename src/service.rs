@@ -74,6 +74,9 @@ impl TaskService {
         associate_id: Option<i32>,
         cancellation_given: bool,
     ) -> Result<Task, StoreError> {
+        if caller.read_only {
+            return Err(DomainError::Forbidden { reason: "a read-only token may not create tasks" }.into());
+        }
         if self.strict_definitions && !self.known_definitions.iter().any(|d| d == &task.name) {
             return Err(DomainError::UnknownDefinition { name: task.name }.into());
         }

@@ -1,6 +1,7 @@
 //! Associates (users) and the caller of a request.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Ordered: `User < Worker < Admin`, so a scope can cap a role with `min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     /// Sees and acts on its own tasks only.
     User,
@@ -41,10 +42,17 @@ pub struct Associate {
 pub struct Caller {
     pub associate_id: i32,
     pub name: String,
+    /// The role this request acts with: the associate's role, capped by a token's scope.
     pub role: Role,
+    /// A `read`-scope token: sees what its role sees, changes nothing.
+    pub read_only: bool,
 }
 
 impl Caller {
+    /// A caller with the associate's full role (password, ticket or session credentials).
+    pub fn new(associate_id: i32, name: impl Into<String>, role: Role) -> Caller {
+        Caller { associate_id, name: name.into(), role, read_only: false }
+    }
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }

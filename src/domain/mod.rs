@@ -1,6 +1,7 @@
 //! Domain types and rules. No I/O here: no database, no HTTP, no clock reads except where a
 //! caller passes `now` in.
 
+pub mod access;
 pub mod associate;
 pub mod error;
 pub mod filter;

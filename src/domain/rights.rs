@@ -45,6 +45,10 @@ pub fn rights_for(caller: &Caller, task: &Task) -> TaskRights {
     if !can_see(caller, task) {
         return TaskRights::NONE;
     }
+    if caller.read_only {
+        // A read-scope token: TableRight and FieldProperties must not promise a PUT it cannot make.
+        return TaskRights { select: true, update: false, delete: false };
+    }
     let owns = !task.is_system && task.associate_id == caller.associate_id;
     let update = true; // everyone who sees a task may update it (workers finish any task)
     let may_delete = match caller.role {
@@ -57,3 +61,71 @@ pub fn rights_for(caller: &Caller, task: &Task) -> TaskRights {
 
 /// Properties PUT may change (when the caller may update the task at all).
 pub const UPDATABLE_PROPERTIES: [&str; 4] = ["State", "Description", "Response", "Request"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{BatchTaskState, Caller};
+
+    fn task(owner: i32, system: bool, state: BatchTaskState) -> Task {
+        Task {
+            id: 1,
+            name: "t".into(),
+            associate_id: owner,
+            details_table: 0,
+            details_record: 0,
+            is_system: system,
+            is_internal: false,
+            parameters: None,
+            last_started: None,
+            created: chrono::DateTime::default(),
+            start_count: 0,
+            database_serial_number: None,
+            context: None,
+            result: None,
+            state,
+            description: None,
+            response: None,
+            request: None,
+            progress_description: None,
+            progress_percent: 0,
+            file_name: None,
+            cancellation: Default::default(),
+            version: 1,
+            updated: chrono::DateTime::default(),
+        }
+    }
+
+    #[test]
+    fn the_rights_matrix() {
+        let user = Caller::new(10, "u", Role::User);
+        let worker = Caller::new(20, "w", Role::Worker);
+        let admin = Caller::new(30, "a", Role::Admin);
+        let new = BatchTaskState::New;
+        let all = TaskRights { select: true, update: true, delete: true };
+        let no_delete = TaskRights { select: true, update: true, delete: false };
+        // (caller, task, expected)
+        let cases = [
+            (&user, task(10, false, new), all),
+            (&user, task(11, false, new), TaskRights::NONE),
+            (&user, task(0, true, new), TaskRights::NONE),
+            // A user's id on a system task does not make it theirs.
+            (&user, task(10, true, new), TaskRights::NONE),
+            (&worker, task(20, false, new), all),
+            (&worker, task(10, false, new), no_delete),
+            (&worker, task(0, true, new), no_delete),
+            (&admin, task(10, false, new), all),
+            (&admin, task(0, true, new), all),
+            (&admin, task(0, true, BatchTaskState::Started), no_delete),
+        ];
+        for (caller, t, want) in cases {
+            assert_eq!(rights_for(caller, &t), want, "{caller:?} on {t:?}");
+            assert_eq!(can_see(caller, &t), want.select);
+        }
+        let reader = Caller { read_only: true, ..admin.clone() };
+        assert_eq!(
+            rights_for(&reader, &task(30, false, new)),
+            TaskRights { select: true, update: false, delete: false }
+        );
+    }
+}

@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod format;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod wire;
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::http::Uri;
+use axum::http::{HeaderValue, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
@@ -35,7 +36,21 @@ pub struct AppState {
 }
 
 /// Fixed path segments, in their canonical spelling. Requests may use any letter case.
-const FIXED_SEGMENTS: &[&str] = &["api", "v1", "BatchTask", "Agents", "Batch", "Stop"];
+const FIXED_SEGMENTS: &[&str] = &[
+    "api",
+    "v1",
+    "BatchTask",
+    "Agents",
+    "Batch",
+    "Stop",
+    // identity and access (issue 4)
+    "Associate",
+    "Ticket",
+    "Token",
+    "Session",
+    "SoPrincipal",
+    "AuthenticateUsernamePassword",
+];
 
 /// `/Cust1/API/v1/batchtask/` → `/api/v1/BatchTask` (prefix removed, fixed words canonical,
 /// trailing slash dropped). Other segments (ids, state names, agent methods) are left as sent.
@@ -98,9 +113,54 @@ async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, 
 /// The whole application as one service: path rewriting in front of the router.
 pub fn app(state: AppState) -> Router {
     let prefix: Arc<str> = Arc::from(state.config.path_prefix.trim_end_matches('/'));
+    let cors = cors_layer(&state.config.access.cors_origins);
     let router = routes::router(state).layer(middleware::from_fn(error::render_errors));
     // Rewriting must happen before routing, so it wraps the router rather than being a layer of it.
-    Router::new().fallback_service(router).layer(middleware::from_fn_with_state(prefix, rewrite_path))
+    let app = Router::new().fallback_service(router).layer(middleware::from_fn_with_state(prefix, rewrite_path));
+    // CORS outermost: a preflight is answered before authentication, which it cannot carry.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// CORS for the configured origins (`[auth] cors_origins`); none configured = no CORS headers at
+/// all, so browsers keep other sites out. `*` allows any origin but never with cookies.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let headers = [
+        "authorization",
+        "content-type",
+        "accept",
+        "accept-language",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "so-apptoken",
+        "so-language",
+        "so-culture",
+        "so-timezone",
+        "x-xsrf-token",
+        "x-lease-token",
+    ]
+    .map(HeaderName::from_static);
+    let methods = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+    let layer = CorsLayer::new()
+        .allow_methods(methods)
+        .allow_headers(headers)
+        .expose_headers([axum::http::header::ETAG, axum::http::header::LOCATION, axum::http::header::WARNING])
+        .max_age(std::time::Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return Some(layer.allow_origin(AllowOrigin::any()));
+    }
+    let list: Vec<HeaderValue> =
+        origins.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()).collect();
+    Some(layer.allow_origin(AllowOrigin::list(list)).allow_credentials(true))
 }
 
 #[cfg(test)]

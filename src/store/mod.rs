@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Associate, BatchTaskState, DomainError, NewTask, Role, Task};
 
+pub mod access;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -144,6 +145,51 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     // -- identity and access (issue 4): tickets, tokens, sessions, associate management --
+    // Types in `store::access`. Every method below that ends or weakens a credential also adds a
+    // `credential_change` row in the same transaction (see `credential_changes`).
+
+    async fn get_associate(&self, id: i32) -> Result<Option<Associate>, StoreError>;
+    /// Changes name, password hash, role or active flag. A password change also revokes the
+    /// associate's tickets and sessions (not its API tokens). Refuses with
+    /// `Conflict { constraint: "last_admin" }` to leave no active admin; `NotFound` for no such id.
+    async fn update_associate(
+        &self,
+        id: i32,
+        change: access::AssociateChange,
+        now: DateTime<Utc>,
+    ) -> Result<Associate, StoreError>;
+    /// Removes an associate with its tickets, tokens and sessions (its tasks stay). Same
+    /// last-admin rule as `update_associate`.
+    async fn delete_associate(&self, id: i32, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn create_credential(
+        &self,
+        new: access::NewCredential,
+        now: DateTime<Utc>,
+    ) -> Result<access::CredentialRow, StoreError>;
+    /// The credential whose secret hashes to `secret_hash`, with its associate as stored now,
+    /// whether or not it is expired or revoked (the caller decides, and says which).
+    async fn find_credential(
+        &self,
+        kind: access::CredentialKind,
+        secret_hash: &str,
+    ) -> Result<Option<access::CredentialMatch>, StoreError>;
+    /// Credentials of a kind, newest first; `associate_id` restricts to one associate's.
+    async fn list_credentials(
+        &self,
+        kind: access::CredentialKind,
+        associate_id: Option<i32>,
+    ) -> Result<Vec<access::CredentialRow>, StoreError>;
+    /// Revokes what `target` names, if not revoked yet; answers how many were revoked.
+    async fn revoke_credentials(
+        &self,
+        kind: access::CredentialKind,
+        target: access::RevokeTarget,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+    /// Changes logged after change id `after`: the newest change id and the associates concerned.
+    async fn credential_changes(&self, after: i64) -> Result<(i64, Vec<i32>), StoreError>;
+    /// Deletes credentials that expired or were revoked before `before`, and change rows older than it.
+    async fn purge_credentials(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     // -- runner (issue 5): claims, leases, heartbeats, progress, events, retention --
 }

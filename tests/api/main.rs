@@ -1,6 +1,7 @@
 //! One integration-test binary (linking is the slow part): every module drives the real server.
 
 mod agents;
+mod auth;
 mod compat;
 mod errors;
 mod helpers;
@@ -9,4 +10,5 @@ mod pg;
 mod process;
 mod props;
 mod rest;
+mod rights;
 mod store_contract;

@@ -83,6 +83,37 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         "Agents/Batch/GetSystemBatchTaskInfosByNameAndState",
         &[("POST", "{TaskName, State} System tasks by name and state")],
     ),
+    // -- identity and access (issue 4) --
+    (
+        "Ticket",
+        &[
+            ("POST", "Basic credentials (or {UserName, Password}) for an SOTicket 7T:..."),
+            ("DELETE", "Log out: end this SOTicket (or, with a password, all of the caller's)"),
+        ],
+    ),
+    (
+        "Session",
+        &[
+            ("POST", "Browser login form {UserName, Password}: session cookie and XSRF-TOKEN"),
+            ("GET", "Who the caller is and how it authenticated"),
+            ("DELETE", "Log out: end this browser session"),
+        ],
+    ),
+    (
+        "Token",
+        &[("GET", "The caller's API tokens (admins: all)"), ("POST", "{Scope, Name, Expires} Create an API token")],
+    ),
+    ("Token/{id}", &[("DELETE", "Revoke an API token")]),
+    ("Associate", &[("GET", "Associates (admins)"), ("POST", "{Name, Password, Role, Active} Add an associate")]),
+    (
+        "Associate/{id}",
+        &[
+            ("GET", "An associate (admins)"),
+            ("PUT", "Change Name, Password, Role or Active"),
+            ("DELETE", "Remove an associate"),
+        ],
+    ),
+    ("Agents/SoPrincipal/AuthenticateUsernamePassword", &[("POST", "{UserName, Password} Log in for an SOTicket")]),
 ];
 
 pub async fn endpoints(_caller: Caller, State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {

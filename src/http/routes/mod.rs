@@ -3,11 +3,12 @@
 mod agents;
 mod batchtask;
 pub(crate) mod discovery;
+mod identity;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::{Map, Value};
 
 use crate::domain::rights::rights_for;
@@ -32,6 +33,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
         // -- formats (issue 3) --
         // -- identity and access (issue 4) --
+        .route("/api/v1/Ticket", post(identity::create_ticket).delete(identity::delete_ticket))
+        .route(
+            "/api/v1/Session",
+            post(identity::create_session).get(identity::current_session).delete(identity::delete_session),
+        )
+        .route("/api/v1/Token", get(identity::list_tokens).post(identity::create_token))
+        .route("/api/v1/Token/{id}", delete(identity::delete_token))
+        .route("/api/v1/Associate", get(identity::list_associates).post(identity::create_associate))
+        .route(
+            "/api/v1/Associate/{id}",
+            get(identity::get_associate).put(identity::update_associate).delete(identity::delete_associate),
+        )
+        .route(
+            "/api/v1/Agents/SoPrincipal/AuthenticateUsernamePassword",
+            post(identity::authenticate_username_password),
+        )
         // -- runner (issue 5) --
         .with_state(state)
 }

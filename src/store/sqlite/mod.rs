@@ -4,6 +4,7 @@
 //! takes microseconds, far less than a hop to a blocking thread. Writes go to one writer
 //! thread that batches them into group commits (see `writer.rs`).
 
+mod auth;
 mod writer;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_fro
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
+use super::access;
 use super::sql::{self, Dialect, SqlValue};
 use super::{
     AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
@@ -25,7 +27,7 @@ use writer::Writer;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
-    // 2: identity and access (issue 4)
+    (2, include_str!("../../../migrations/sqlite/0002_auth.sql")),
     // 3: runner (issue 5)
 ];
 
@@ -425,6 +427,64 @@ impl Store for SqliteStore {
     }
 
     // -- identity and access (issue 4) --
+
+    async fn get_associate(&self, id: i32) -> Result<Option<Associate>, StoreError> {
+        self.read(|conn| auth::get_associate(conn, id))
+    }
+
+    async fn update_associate(
+        &self,
+        id: i32,
+        change: access::AssociateChange,
+        now: DateTime<Utc>,
+    ) -> Result<Associate, StoreError> {
+        self.writer.write(move |conn| auth::update_associate(conn, id, change, now)).await
+    }
+
+    async fn delete_associate(&self, id: i32, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.writer.write(move |conn| auth::delete_associate(conn, id, now)).await
+    }
+
+    async fn create_credential(
+        &self,
+        new: access::NewCredential,
+        now: DateTime<Utc>,
+    ) -> Result<access::CredentialRow, StoreError> {
+        self.writer.write(move |conn| auth::create_credential(conn, new, now)).await
+    }
+
+    async fn find_credential(
+        &self,
+        kind: access::CredentialKind,
+        secret_hash: &str,
+    ) -> Result<Option<access::CredentialMatch>, StoreError> {
+        self.read(|conn| auth::find_credential(conn, kind, secret_hash))
+    }
+
+    async fn list_credentials(
+        &self,
+        kind: access::CredentialKind,
+        associate_id: Option<i32>,
+    ) -> Result<Vec<access::CredentialRow>, StoreError> {
+        self.read(|conn| auth::list_credentials(conn, kind, associate_id))
+    }
+
+    async fn revoke_credentials(
+        &self,
+        kind: access::CredentialKind,
+        target: access::RevokeTarget,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.writer.write(move |conn| auth::revoke_credentials(conn, kind, target, now)).await
+    }
+
+    async fn credential_changes(&self, after: i64) -> Result<(i64, Vec<i32>), StoreError> {
+        self.read(|conn| auth::credential_changes(conn, after))
+    }
+
+    async fn purge_credentials(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.writer.write(move |conn| auth::purge_credentials(conn, before)).await
+    }
 
     // -- runner (issue 5) --
 }

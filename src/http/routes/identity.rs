@@ -1,0 +1,594 @@
+//! Identity and access endpoints (issue 4): tickets, browser sessions, API tokens, associates,
+//! and the agent-style `SoPrincipal/AuthenticateUsernamePassword`. JSON in (or form), JSON out.
+//! See docs/auth.md for the shapes.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::domain::access::{Scope, parse_duration};
+use crate::domain::associate::valid_associate_name;
+use crate::domain::{Associate, Caller, DomainError, Expected, Field, Role, time};
+use crate::http::AppState;
+use crate::http::auth::{
+    AuthError, Authenticated, ClientAddr, SESSION_COOKIE, Via, XSRF_COOKIE, hash_password, xsrf_token,
+};
+use crate::http::body::Body;
+use crate::http::context::Prefs;
+use crate::http::error::ApiError;
+use crate::http::format::{self, Payload};
+use crate::http::wire::Props;
+use crate::i18n::{Key, Msg};
+use crate::store::StoreError;
+use crate::store::access::{AssociateChange, CredentialKind, CredentialRow, RevokeTarget};
+
+use super::Query;
+
+type Result<T> = std::result::Result<T, AuthError>;
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).expect("JSON values serialise");
+    (status, [(header::CONTENT_TYPE, format::Format::Json.content_type())], bytes).into_response()
+}
+
+fn forbidden(key: Key) -> AuthError {
+    ApiError::new(StatusCode::FORBIDDEN, Msg::new(key)).into()
+}
+
+fn admin_only(caller: &Caller, action: &'static str) -> Result<()> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, Msg::new(Key::AdminOnly).arg("action", action)).into())
+    }
+}
+
+fn date(d: Option<DateTime<Utc>>, prefs: &Prefs) -> Value {
+    d.map_or(Value::Null, |d| Value::from(time::format(d, prefs.zone)))
+}
+
+/// The body as an object (an empty body is an empty object).
+fn object(body: Body) -> Result<Map<String, Value>> {
+    match body.value {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m),
+        Some(_) => Err(ApiError::bad_request(Msg::new(Key::BodyNotObject).arg("type", "the request")).into()),
+    }
+}
+
+/// A text property; `None` when absent or null.
+fn text(props: &Props<'_>, name: &'static str) -> Result<Option<String>> {
+    match props.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => {
+            Err(ApiError::from(DomainError::WrongType { field: Field::Param(name), expected: Expected::Text }).into())
+        }
+    }
+}
+
+fn boolean(props: &Props<'_>, name: &'static str) -> Result<Option<bool>> {
+    let bad = || {
+        AuthError::from(ApiError::from(DomainError::WrongType {
+            field: Field::Param(name),
+            expected: Expected::Boolean,
+        }))
+    };
+    match props.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(Some(true)),
+            "false" | "0" | "no" => Ok(Some(false)),
+            _ => Err(bad()),
+        },
+        Some(_) => Err(bad()),
+    }
+}
+
+fn role(props: &Props<'_>) -> Result<Option<Role>> {
+    match text(props, "Role")? {
+        None => Ok(None),
+        Some(r) => Role::parse(&r)
+            .map(Some)
+            .ok_or_else(|| ApiError::from(DomainError::UnknownValue { field: Field::Param("Role"), value: r }).into()),
+    }
+}
+
+fn required<T>(v: Option<T>, name: &'static str) -> Result<T> {
+    v.ok_or_else(|| ApiError::from(DomainError::Required { field: Field::Param(name) }).into())
+}
+
+/// `UserName`/`Password` from a body (JSON or form; any letter case).
+fn credentials(props: &Props<'_>) -> Result<(String, String)> {
+    let name = text(props, "UserName")?.or(text(props, "Name")?);
+    Ok((required(name, "UserName")?, required(text(props, "Password")?, "Password")?))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if valid_associate_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(Msg::new(Key::AssociateNameInvalid)).into())
+    }
+}
+
+fn check_password(p: &str) -> Result<()> {
+    if p.is_empty() {
+        return Err(ApiError::from(DomainError::Required { field: Field::Param("Password") }).into());
+    }
+    if p.chars().count() > 1024 {
+        return Err(ApiError::from(DomainError::TooLong {
+            field: Field::Param("Password"),
+            max: 1024,
+            actual: p.chars().count(),
+        })
+        .into());
+    }
+    Ok(())
+}
+
+async fn hash(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .ok_or_else(|| AuthError::from(ApiError::internal()))
+}
+
+fn store_error(e: StoreError, id: impl ToString, name: &str) -> AuthError {
+    match e {
+        StoreError::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", id)).into()
+        }
+        StoreError::Conflict { constraint: "last_admin" } => {
+            ApiError::new(StatusCode::CONFLICT, Msg::new(Key::LastAdmin)).into()
+        }
+        StoreError::Conflict { .. } => {
+            ApiError::new(StatusCode::CONFLICT, Msg::new(Key::AssociateNameTaken).arg("name", name)).into()
+        }
+        other => other.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tickets
+
+fn ticket_json(secret: &str, row: &CredentialRow, role: Role, prefs: &Prefs) -> Value {
+    json!({
+        "Ticket": secret,
+        "Expires": date(row.expires, prefs),
+        "AssociateId": row.associate_id,
+        "Associate": row.associate_name,
+        "Role": role.as_str(),
+    })
+}
+
+/// Who a login endpoint is for: `Authorization: Basic` if sent, else `UserName`/`Password` in the body.
+async fn password_login(app: &AppState, headers: &HeaderMap, body: Body, client: ClientAddr) -> Result<Associate> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let is_basic =
+            v.to_str().ok().and_then(|v| v.trim().get(..6)).is_some_and(|s| s.eq_ignore_ascii_case("basic "));
+        if !is_basic {
+            return Err(ApiError::unauthorized(Key::AuthUnsupportedScheme).into());
+        }
+        let auth = app.auth.authenticate("POST", headers, client.0).await?;
+        let c = auth.caller;
+        return Ok(Associate { id: c.associate_id, name: c.name, role: c.role, active: true });
+    }
+    let obj = object(body)?;
+    let props = Props::new(&obj);
+    if props.get("Password").is_none() {
+        return Err(ApiError::unauthorized(Key::AuthRequired).into());
+    }
+    let (name, password) = credentials(&props)?;
+    app.auth.login(&name, &password, client.0).await
+}
+
+/// `POST /api/v1/Ticket`: Basic credentials (or `UserName`/`Password` in the body) → an SOTicket.
+pub async fn create_ticket(
+    State(app): State<AppState>,
+    prefs: Prefs,
+    client: ClientAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let a = password_login(&app, &headers, body, client).await?;
+    let (secret, row) =
+        app.auth.issue(CredentialKind::Ticket, a.id, Some(app.config.access.ticket_lifetime), None, None).await?;
+    Ok(json_response(StatusCode::OK, &ticket_json(&secret, &row, a.role, &prefs)))
+}
+
+/// `DELETE /api/v1/Ticket`: with `SOTicket`, ends that ticket (logout); with a password-grade
+/// credential, ends every ticket of the caller.
+pub async fn delete_ticket(State(app): State<AppState>, auth: Authenticated) -> Result<Response> {
+    let target = match &auth.via {
+        Via::Ticket { secret_hash } => RevokeTarget::Hash(secret_hash.clone()),
+        via if via.may_manage_credentials() => RevokeTarget::AllOf(auth.caller.associate_id),
+        _ => return Err(forbidden(Key::CredentialsTooNarrow)),
+    };
+    app.tasks.store().revoke_credentials(CredentialKind::Ticket, target, Utc::now()).await?;
+    app.auth.forget_associates(&[auth.caller.associate_id]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/Agents/SoPrincipal/AuthenticateUsernamePassword`, modelled on SuperOffice's
+/// SoPrincipal agent: `{"UserName", "Password"}` → `AuthenticationSucceeded` and a ticket.
+pub async fn authenticate_username_password(
+    State(app): State<AppState>,
+    prefs: Prefs,
+    client: ClientAddr,
+    body: Body,
+) -> Result<Response> {
+    let obj = object(body)?;
+    let props = Props::new(&obj);
+    let missing = ["UserName", "Password"].into_iter().find(|n| matches!(props.get(n), None | Some(Value::Null)));
+    if let Some(name) = missing {
+        return Ok(format::respond(
+            prefs.format,
+            &Payload::Invalid {
+                message: Msg::new(Key::RequestInvalid).render(prefs.lang),
+                detail: Msg::new(Key::ParameterMissing).arg("name", name).render(prefs.lang),
+            },
+        ));
+    }
+    let (name, password) = credentials(&props)?;
+    let a = match app.auth.login(&name, &password, client.0).await {
+        Ok(a) => a,
+        // Agents answer a failed login in the body, as SoPrincipal does; throttling stays a 429.
+        Err(e) if e.error.status == StatusCode::UNAUTHORIZED => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"AuthenticationSucceeded": false, "Credentials": null, "Response": null}),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let (secret, row) =
+        app.auth.issue(CredentialKind::Ticket, a.id, Some(app.config.access.ticket_lifetime), None, None).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "AuthenticationSucceeded": true,
+            "Credentials": {"Ticket": secret, "Expires": date(row.expires, &prefs)},
+            "Response": {"Associate": a.name, "AssociateId": a.id, "RoleName": a.role.as_str()},
+        }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser sessions
+
+fn cookie_header(name: &str, value: &str, max_age: u64, http_only: bool, secure: bool) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/; Max-Age={max_age}; SameSite=Strict");
+    if http_only {
+        c.push_str("; HttpOnly");
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie values are base64url")
+}
+
+/// A same-site path to go to after a form login; anything else (another host, `//x`) is ignored.
+fn local_redirect(next: &str) -> Option<&str> {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && next.chars().all(|c| c.is_ascii_graphic());
+    ok.then_some(next)
+}
+
+/// `POST /api/v1/Session`: a login form (`UserName`/`Password`, form or JSON). Sets the HttpOnly
+/// session cookie and the readable `XSRF-TOKEN` cookie; answers the session as JSON, or with a
+/// form field `next=/path`, a 303 to that path.
+pub async fn create_session(
+    State(app): State<AppState>,
+    prefs: Prefs,
+    client: ClientAddr,
+    body: Body,
+) -> Result<Response> {
+    let obj = object(body)?;
+    let props = Props::new(&obj);
+    let (name, password) = credentials(&props)?;
+    let next = text(&props, "next")?;
+    let a = app.auth.login(&name, &password, client.0).await?;
+    let lifetime = app.config.access.session_lifetime;
+    let (secret, row) = app.auth.issue(CredentialKind::Session, a.id, Some(lifetime), None, None).await?;
+    let xsrf = xsrf_token(&secret);
+    let secure = app.config.access.secure_cookies;
+    let mut res = match next.as_deref().and_then(local_redirect) {
+        Some(to) => (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response(),
+        None => json_response(
+            StatusCode::OK,
+            &json!({
+                "AssociateId": a.id,
+                "Associate": a.name,
+                "Role": a.role.as_str(),
+                "Expires": date(row.expires, &prefs),
+                "XsrfToken": xsrf,
+            }),
+        ),
+    };
+    let h = res.headers_mut();
+    h.append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, &secret, lifetime.as_secs(), true, secure));
+    h.append(header::SET_COOKIE, cookie_header(XSRF_COOKIE, &xsrf, lifetime.as_secs(), false, secure));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `GET /api/v1/Session`: who the caller is and how it authenticated (any credential).
+pub async fn current_session(auth: Authenticated) -> Result<Response> {
+    let (via, scope) = match &auth.via {
+        Via::Basic => ("Basic", None),
+        Via::Ticket { .. } => ("SOTicket", None),
+        Via::Token { scope, .. } => ("Bearer", Some(scope.as_str())),
+        Via::Session { .. } => ("Session", None),
+    };
+    let c = &auth.caller;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"AssociateId": c.associate_id, "Associate": c.name, "Role": c.role.as_str(),
+                "ReadOnly": c.read_only, "Authentication": via, "Scope": scope}),
+    ))
+}
+
+/// `DELETE /api/v1/Session`: logout. Ends this session (cookie), or with another password-grade
+/// credential every session of the caller; clears both cookies.
+pub async fn delete_session(State(app): State<AppState>, auth: Authenticated) -> Result<Response> {
+    let target = match &auth.via {
+        Via::Session { secret_hash } => RevokeTarget::Hash(secret_hash.clone()),
+        via if via.may_manage_credentials() => RevokeTarget::AllOf(auth.caller.associate_id),
+        _ => return Err(forbidden(Key::CredentialsTooNarrow)),
+    };
+    app.tasks.store().revoke_credentials(CredentialKind::Session, target, Utc::now()).await?;
+    app.auth.forget_associates(&[auth.caller.associate_id]);
+    let secure = app.config.access.secure_cookies;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0, true, secure));
+    res.headers_mut().append(header::SET_COOKIE, cookie_header(XSRF_COOKIE, "", 0, false, secure));
+    Ok(res)
+}
+
+// ---------------------------------------------------------------------------------------------
+// API tokens
+
+fn token_json(row: &CredentialRow, prefs: &Prefs) -> Value {
+    json!({
+        "TokenId": row.id,
+        "AssociateId": row.associate_id,
+        "Associate": row.associate_name,
+        "Name": row.name,
+        "Scope": row.scope.map(Scope::as_str),
+        "Created": date(Some(row.created), prefs),
+        "Expires": date(row.expires, prefs),
+        "Revoked": date(row.revoked, prefs),
+        "Live": row.is_live(Utc::now()),
+    })
+}
+
+fn manage_guard(auth: &Authenticated) -> Result<()> {
+    if auth.via.may_manage_credentials() { Ok(()) } else { Err(forbidden(Key::CredentialsTooNarrow)) }
+}
+
+/// `GET /api/v1/Token`: the caller's tokens; an admin sees all (`?associateId=` narrows).
+pub async fn list_tokens(
+    State(app): State<AppState>,
+    prefs: Prefs,
+    auth: Authenticated,
+    RawQuery(raw): RawQuery,
+) -> Result<Response> {
+    manage_guard(&auth)?;
+    let q = Query::parse(raw.as_deref());
+    let owner = if auth.caller.is_admin() {
+        match q.get("associateId") {
+            Some(v) => Some(v.trim().parse::<i32>().map_err(|_| {
+                ApiError::from(DomainError::WrongType {
+                    field: Field::Param("associateId"),
+                    expected: Expected::Integer,
+                })
+            })?),
+            None => None,
+        }
+    } else {
+        Some(auth.caller.associate_id)
+    };
+    let rows = app.tasks.store().list_credentials(CredentialKind::Token, owner).await?;
+    Ok(json_response(StatusCode::OK, &Value::Array(rows.iter().map(|r| token_json(r, &prefs)).collect())))
+}
+
+/// `POST /api/v1/Token`: `{"Scope", "Name"?, "Expires"? ("30d"), "Associate"? (admins)}` → the
+/// token, shown this once.
+pub async fn create_token(
+    State(app): State<AppState>,
+    prefs: Prefs,
+    auth: Authenticated,
+    body: Body,
+) -> Result<Response> {
+    manage_guard(&auth)?;
+    let obj = object(body)?;
+    let props = Props::new(&obj);
+    let scope_text = required(text(&props, "Scope")?, "Scope")?;
+    let scope = Scope::parse(&scope_text).ok_or_else(|| {
+        ApiError::from(DomainError::UnknownValue { field: Field::Param("Scope"), value: scope_text.clone() })
+    })?;
+    let lifetime = match text(&props, "Expires")? {
+        None => None,
+        Some(e) => Some(parse_duration(&e).ok_or_else(|| {
+            ApiError::from(DomainError::UnknownValue { field: Field::Param("Expires"), value: e.clone() })
+        })?),
+    };
+    let label = text(&props, "Name")?;
+    if let Some(l) = &label {
+        crate::domain::task::check_length(Field::Param("Name"), l, 254).map_err(ApiError::from)?;
+    }
+    let caller = &auth.caller;
+    let target = match text(&props, "Associate")? {
+        Some(name) if !name.eq_ignore_ascii_case(&caller.name) => {
+            admin_only(caller, "create tokens for other associates")?;
+            app.tasks.store().associate_credentials(&name).await?.map(|c| c.associate).ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", &name))
+            })?
+        }
+        _ => {
+            // The stored role, not the request's (which a token scope may have narrowed).
+            app.tasks
+                .store()
+                .get_associate(caller.associate_id)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized(Key::AuthFailed))?
+        }
+    };
+    if scope.required_role() > target.role {
+        return Err(ApiError::bad_request(
+            Msg::new(Key::ScopeTooWide)
+                .arg("scope", scope.as_str())
+                .arg("needed", scope.required_role().as_str())
+                .arg("name", &target.name)
+                .arg("role", target.role.as_str()),
+        )
+        .into());
+    }
+    let (secret, row) = app.auth.issue(CredentialKind::Token, target.id, lifetime, Some(scope), label).await?;
+    let mut body = token_json(&row, &prefs);
+    body["Token"] = Value::from(secret);
+    let mut res = json_response(StatusCode::CREATED, &body);
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// `DELETE /api/v1/Token/{id}`: revokes one of the caller's tokens (an admin: anyone's).
+pub async fn delete_token(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    manage_guard(&auth)?;
+    let not_found = || {
+        AuthError::from(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Msg::new(Key::CredentialNotFound).arg("kind", "Token").arg("id", &id),
+        ))
+    };
+    let n: i64 = id.trim().parse().map_err(|_| not_found())?;
+    let owner = if auth.caller.is_admin() { None } else { Some(auth.caller.associate_id) };
+    let store = app.tasks.store();
+    // Whose it was, for the cache: found before revoking (revoked rows are skipped by the store).
+    let whose = store.list_credentials(CredentialKind::Token, owner).await?.into_iter().find(|r| r.id == n);
+    let revoked =
+        store.revoke_credentials(CredentialKind::Token, RevokeTarget::Id { id: n, owner }, Utc::now()).await?;
+    match (revoked, whose) {
+        (0, _) | (_, None) => Err(not_found()),
+        (_, Some(row)) => {
+            app.auth.forget_associates(&[row.associate_id]);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Associates (admins only)
+
+fn associate_json(a: &Associate) -> Value {
+    json!({"AssociateId": a.id, "Name": a.name, "Role": a.role.as_str(), "Active": a.active})
+}
+
+fn parse_associate_id(raw: &str) -> Result<i32> {
+    raw.trim().parse::<i32>().map_err(|_| {
+        ApiError::from(DomainError::WrongType { field: Field::Param("id"), expected: Expected::Integer }).into()
+    })
+}
+
+/// `GET /api/v1/Associate`
+pub async fn list_associates(State(app): State<AppState>, caller: Caller) -> Result<Response> {
+    admin_only(&caller, "manage associates")?;
+    let all = app.tasks.store().list_associates().await?;
+    Ok(json_response(StatusCode::OK, &Value::Array(all.iter().map(associate_json).collect())))
+}
+
+/// `GET /api/v1/Associate/{id}`
+pub async fn get_associate(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response> {
+    admin_only(&caller, "manage associates")?;
+    let id = parse_associate_id(&id)?;
+    let a = app.tasks.store().get_associate(id).await?.ok_or_else(|| store_error(StoreError::NotFound, id, ""))?;
+    Ok(json_response(StatusCode::OK, &associate_json(&a)))
+}
+
+/// `POST /api/v1/Associate`: `{"Name", "Password", "Role"?: user|worker|admin, "Active"?}`.
+pub async fn create_associate(State(app): State<AppState>, caller: Caller, body: Body) -> Result<Response> {
+    admin_only(&caller, "manage associates")?;
+    let obj = object(body)?;
+    let props = Props::new(&obj);
+    let name = required(text(&props, "Name")?, "Name")?;
+    check_name(&name)?;
+    let password = required(text(&props, "Password")?, "Password")?;
+    check_password(&password)?;
+    let role = role(&props)?.unwrap_or(Role::User);
+    let active = boolean(&props, "Active")?;
+    let store = app.tasks.store();
+    let mut a = store
+        .create_associate(
+            crate::store::NewAssociate { name: name.clone(), password_hash: hash(password).await?, role },
+            Utc::now(),
+        )
+        .await
+        .map_err(|e| store_error(e, 0, &name))?;
+    if active == Some(false) {
+        a = store
+            .update_associate(a.id, AssociateChange { active: Some(false), ..Default::default() }, Utc::now())
+            .await
+            .map_err(|e| store_error(e, a.id, &name))?;
+    }
+    let mut res = json_response(StatusCode::CREATED, &associate_json(&a));
+    let location = format!("{}/api/v1/Associate/{}", app.config.path_prefix.trim_end_matches('/'), a.id);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `PUT /api/v1/Associate/{id}`: any of `Name`, `Password`, `Role`, `Active`.
+pub async fn update_associate(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response> {
+    admin_only(&caller, "manage associates")?;
+    let id = parse_associate_id(&id)?;
+    let obj = object(body)?;
+    let props = Props::new(&obj);
+    let name = text(&props, "Name")?;
+    if let Some(n) = &name {
+        check_name(n)?;
+    }
+    let password_hash = match text(&props, "Password")? {
+        Some(p) => {
+            check_password(&p)?;
+            Some(hash(p).await?)
+        }
+        None => None,
+    };
+    let change =
+        AssociateChange { name: name.clone(), password_hash, role: role(&props)?, active: boolean(&props, "Active")? };
+    let a = app
+        .tasks
+        .store()
+        .update_associate(id, change, Utc::now())
+        .await
+        .map_err(|e| store_error(e, id, name.as_deref().unwrap_or("")))?;
+    app.auth.forget_associates(&[id]);
+    Ok(json_response(StatusCode::OK, &associate_json(&a)))
+}
+
+/// `DELETE /api/v1/Associate/{id}`: removes the associate and its credentials (its tasks stay).
+pub async fn delete_associate(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response> {
+    admin_only(&caller, "manage associates")?;
+    let id = parse_associate_id(&id)?;
+    app.tasks.store().delete_associate(id, Utc::now()).await.map_err(|e| store_error(e, id, ""))?;
+    app.auth.forget_associates(&[id]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
