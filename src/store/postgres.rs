@@ -21,10 +21,14 @@ use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJEC
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
 use super::sql::{self, Dialect, SqlValue};
+
+mod auth;
+
 use super::{
     AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
     TaskFilter, access,
 };
+pub use auth::CHANGE_LOG_LOCK;
 
 /// Connections per node. Each request holds one only for its statements, so this serves many
 /// more concurrent requests; keep `nodes * pool size` under the server's `max_connections`.
@@ -49,10 +53,6 @@ pub struct PostgresStore {
 }
 
 /// Maps a driver error; the case-insensitive associate name index becomes a conflict.
-fn not_yet() -> StoreError {
-    StoreError::Backend("tickets, tokens and sessions are not yet available on PostgreSQL".into())
-}
-
 fn backend(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e
         && db.is_unique_violation()
@@ -440,56 +440,83 @@ impl Store for PostgresStore {
     }
 
     // -- identity and access (issue 4) --
-    // TEMPORARY: being ported from src/store/sqlite/auth.rs; until then these refuse loudly.
+    // In `postgres/auth.rs`. Writes are one transaction each: the change, its revocations and its
+    // `credential_change` rows commit together or not at all.
 
-    async fn get_associate(&self, _id: i32) -> Result<Option<Associate>, StoreError> {
-        Err(not_yet())
+    async fn get_associate(&self, id: i32) -> Result<Option<Associate>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        auth::get_associate(&mut conn, id).await
     }
+
     async fn update_associate(
         &self,
-        _id: i32,
-        _change: access::AssociateChange,
-        _now: DateTime<Utc>,
+        id: i32,
+        change: access::AssociateChange,
+        now: DateTime<Utc>,
     ) -> Result<Associate, StoreError> {
-        Err(not_yet())
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let a = auth::update_associate(&mut tx, id, change, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(a)
     }
-    async fn delete_associate(&self, _id: i32, _now: DateTime<Utc>) -> Result<(), StoreError> {
-        Err(not_yet())
+
+    async fn delete_associate(&self, id: i32, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        auth::delete_associate(&mut tx, id, now).await?;
+        tx.commit().await.map_err(backend)
     }
+
     async fn create_credential(
         &self,
-        _new: access::NewCredential,
-        _now: DateTime<Utc>,
+        new: access::NewCredential,
+        now: DateTime<Utc>,
     ) -> Result<access::CredentialRow, StoreError> {
-        Err(not_yet())
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let row = auth::create_credential(&mut tx, new, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(row)
     }
+
     async fn find_credential(
         &self,
-        _kind: access::CredentialKind,
-        _secret_hash: &str,
+        kind: access::CredentialKind,
+        secret_hash: &str,
     ) -> Result<Option<access::CredentialMatch>, StoreError> {
-        Err(not_yet())
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        auth::find_credential(&mut conn, kind, secret_hash).await
     }
+
     async fn list_credentials(
         &self,
-        _kind: access::CredentialKind,
-        _associate_id: Option<i32>,
+        kind: access::CredentialKind,
+        associate_id: Option<i32>,
     ) -> Result<Vec<access::CredentialRow>, StoreError> {
-        Err(not_yet())
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        auth::list_credentials(&mut conn, kind, associate_id).await
     }
+
     async fn revoke_credentials(
         &self,
-        _kind: access::CredentialKind,
-        _target: access::RevokeTarget,
-        _now: DateTime<Utc>,
+        kind: access::CredentialKind,
+        target: access::RevokeTarget,
+        now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        Err(not_yet())
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let n = auth::revoke_credentials(&mut tx, kind, target, now).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
     }
+
     async fn credential_changes(&self, after: i64) -> Result<(i64, Vec<i32>), StoreError> {
-        Ok((after, Vec::new()))
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        auth::credential_changes(&mut conn, after).await
     }
-    async fn purge_credentials(&self, _before: DateTime<Utc>) -> Result<u64, StoreError> {
-        Ok(0)
+
+    async fn purge_credentials(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let n = auth::purge_credentials(&mut tx, before).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
     }
 
     // -- runner (issue 5) --

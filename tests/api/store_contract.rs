@@ -5,11 +5,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use batchd::domain::Associate;
+use batchd::domain::access::Scope;
 use batchd::domain::filter;
 use batchd::domain::query::Column;
 use batchd::domain::{
     BatchTaskState, CancellationBehaviour, DomainError, NewTask, Parameters, Patch, Role, Task, TaskUpdate,
 };
+use batchd::store::access::{AssociateChange, CredentialKind, CredentialRow, NewCredential, RevokeTarget};
 use batchd::store::{self, AssociateSelector, DefinitionRow, ListQuery, NewAssociate, Store, StoreError, TaskFilter};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -149,10 +152,104 @@ async fn postgres_store_commits_synchronously_whatever_the_database_default() {
     }
 }
 
+#[tokio::test]
+async fn sqlite_store_keeps_one_active_admin_under_concurrent_changes() {
+    let (store, _probe, _dir) = sqlite_store().await;
+    last_admin_race_story(vec![store]).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_one_active_admin_under_concurrent_changes_across_two_nodes() {
+    let Some(db) = TestPg::create("store_contract::postgres_store_keeps_one_active_admin").await else { return };
+    let first = store::open(&db.url).await.unwrap();
+    let second = store::open(&db.url).await.unwrap();
+    last_admin_race_story(vec![first, second]).await;
+}
+
+/// A change logged by a transaction that commits late must not be skipped by a poller that
+/// already saw a later id: PostgreSQL hands out identity values before COMMIT, so the store
+/// orders change-log commits with an advisory lock. Here another node's transaction holds that
+/// lock with its change logged but not committed, while this node revokes a token.
+#[tokio::test]
+async fn postgres_change_log_ids_become_visible_in_id_order() {
+    let Some(db) = TestPg::create("store_contract::postgres_change_log_ids_become_visible_in_id_order").await else {
+        return;
+    };
+    let store = store::open(&db.url).await.unwrap();
+    let now = micros_now();
+    let new = |name: &str| NewAssociate { name: name.into(), password_hash: "h".into(), role: Role::User };
+    let early = store.create_associate(new("early"), now).await.unwrap();
+    let late = store.create_associate(new("late"), now).await.unwrap();
+    let token = store
+        .create_credential(
+            NewCredential {
+                kind: CredentialKind::Token,
+                associate_id: late.id,
+                secret_hash: secret_hash("late"),
+                expires: None,
+                scope: Some(Scope::Read),
+                name: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+
+    let mut other_node = db.connect().await;
+    sqlx::query("BEGIN").execute(&mut other_node).await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(batchd::store::postgres::CHANGE_LOG_LOCK)
+        .execute(&mut other_node)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO credential_change (associate_id, registered) VALUES ($1, now())")
+        .bind(early.id)
+        .execute(&mut other_node)
+        .await
+        .unwrap();
+
+    let revoking = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .revoke_credentials(CredentialKind::Token, RevokeTarget::Id { id: token.id, owner: None }, micros_now())
+                .await
+        })
+    };
+    // Wait (with a generous deadline) until the revocation queues on the lock.
+    let mut probe = db.connect().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the revocation never waited for the change-log lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A poll now sees neither change (the later id is not committed before the earlier one).
+    let (seen, who) = store.credential_changes(0).await.unwrap();
+    assert_eq!((seen, who), (0, vec![]));
+    sqlx::query("COMMIT").execute(&mut other_node).await.unwrap();
+    assert_eq!(revoking.await.unwrap().unwrap(), 1);
+    let (_, who) = store.credential_changes(seen).await.unwrap();
+    assert_eq!(who, vec![early.id, late.id], "the next poll sees both, in commit order");
+}
+
 type Story = fn(Arc<dyn Store>, Box<dyn Probe>) -> futures_util::future::BoxFuture<'static, ()>;
 
-const STORIES: [Story; 3] =
-    [|s, p| Box::pin(tasks_story(s, p)), |s, p| Box::pin(list_story(s, p)), |s, p| Box::pin(associates_story(s, p))];
+const STORIES: [Story; 4] = [
+    |s, p| Box::pin(tasks_story(s, p)),
+    |s, p| Box::pin(list_story(s, p)),
+    |s, p| Box::pin(associates_story(s, p)),
+    |s, p| Box::pin(identity_story(s, p)),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Stories
@@ -620,6 +717,350 @@ async fn associates_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
 
     assert_eq!(store.list_associates().await.unwrap(), vec![alice, bob, root, zoe, zoe_upper]);
     assert_eq!(store.count_associates().await.unwrap(), 5, "refused inserts left nothing");
+}
+
+/// A stand-in for the hex SHA-256 of a secret: the store only compares it.
+fn secret_hash(secret: &str) -> String {
+    format!("{secret:0>64}")
+}
+
+/// Identity and access: associates (get, update with the password/role/active effects, the
+/// last-admin rule, delete with credentials), credentials of each kind (create, find, list,
+/// revoke, expired and revoked ones, purge) and the change log other servers poll.
+async fn identity_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use CredentialKind::{Session, Ticket, Token};
+    let t0 = micros_now();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    let new = |name: &str, role: Role| NewAssociate { name: name.into(), password_hash: format!("hash-{name}"), role };
+    let root = store.create_associate(new("root", Role::Admin), t0).await.unwrap();
+    let ann = store.create_associate(new("ann", Role::Admin), t0).await.unwrap();
+    let ula = store.create_associate(new("ula", Role::User), t0).await.unwrap();
+    let wim = store.create_associate(new("wim", Role::Worker), t0).await.unwrap();
+
+    // get_associate.
+    assert_eq!(store.get_associate(ula.id).await.unwrap().as_ref(), Some(&ula));
+    assert_eq!(store.get_associate(root.id).await.unwrap().as_ref(), Some(&root));
+    assert_eq!(store.get_associate(wim.id + 100).await.unwrap(), None, "a missing id is None, not an error");
+    assert_eq!(store.credential_changes(0).await.unwrap(), (0, vec![]), "creating associates ends nothing");
+
+    // create_credential: each kind; the answer is the stored row.
+    let cred = |kind, who: &Associate, secret: &str, expires, scope, name: Option<&str>| NewCredential {
+        kind,
+        associate_id: who.id,
+        secret_hash: secret_hash(secret),
+        expires,
+        scope,
+        name: name.map(Into::into),
+    };
+    let make = |new: NewCredential| {
+        let store = store.clone();
+        async move { store.create_credential(new, t0).await.unwrap() }
+    };
+    let ticket = make(cred(Ticket, &ula, "t-ula", Some(at(3600)), None, None)).await;
+    assert!(ticket.id > 0);
+    assert_eq!(
+        ticket,
+        CredentialRow {
+            kind: Ticket,
+            id: ticket.id,
+            associate_id: ula.id,
+            associate_name: "ula".into(),
+            scope: None,
+            name: None,
+            created: t0,
+            expires: Some(at(3600)),
+            revoked: None,
+        }
+    );
+    let stale = make(cred(Ticket, &ula, "t-ula-stale", Some(at(-1)), None, None)).await;
+    let bare = make(cred(Ticket, &ula, "t-ula-bare", None, Some(Scope::Admin), Some("label"))).await;
+    assert_eq!(
+        (bare.scope, bare.name.as_deref(), bare.expires),
+        (None, None, Some(t0)),
+        "tickets keep no scope or label, and always expire"
+    );
+    let root_ticket = make(cred(Ticket, &root, "t-root", Some(at(3600)), None, None)).await;
+    let session = make(cred(Session, &ula, "s-ula", Some(at(8 * 3600)), None, Some("label"))).await;
+    assert_eq!((session.kind, session.scope, session.name.as_deref()), (Session, None, None));
+    assert_eq!((session.associate_name.as_str(), session.expires), ("ula", Some(at(8 * 3600))));
+    let write = make(cred(Token, &ula, "k-ula-write", None, Some(Scope::Write), Some("ci"))).await;
+    assert_eq!((write.scope, write.name.as_deref(), write.expires), (Some(Scope::Write), Some("ci"), None));
+    let read = make(cred(Token, &ula, "k-ula-read", Some(at(30 * 86_400)), None, None)).await;
+    assert_eq!(read.scope, Some(Scope::Read), "no scope = read");
+    let old = make(cred(Token, &ula, "k-ula-old", Some(at(-1)), Some(Scope::Read), None)).await;
+    let worker = make(cred(Token, &wim, "k-wim", None, Some(Scope::Worker), Some("runner"))).await;
+    assert!(stale.id > ticket.id && bare.id > stale.id && root_ticket.id > bare.id, "ids grow");
+    assert!(read.id > write.id && old.id > read.id && worker.id > old.id);
+    let res = store.create_credential(cred(Ticket, &ula, "x", Some(at(60)), None, None), t0).await;
+    let res2 = store
+        .create_credential(NewCredential { associate_id: wim.id + 100, ..cred(Token, &ula, "y", None, None, None) }, t0)
+        .await;
+    assert!(res.is_ok() && matches!(res2, Err(StoreError::NotFound)), "{res2:?}");
+    let extra = res.unwrap();
+    let dup = store.create_credential(cred(Ticket, &root, "x", Some(at(60)), None, None), t0).await;
+    assert!(dup.is_err(), "a secret hash is unique: {dup:?}");
+    assert!(!matches!(dup, Err(StoreError::NotFound)));
+    assert_eq!(store.revoke_credentials(Ticket, RevokeTarget::Id { id: extra.id, owner: None }, t0).await.unwrap(), 1);
+
+    // find_credential: by hash, within its kind, expired and revoked ones too, with the associate.
+    let find = |kind, secret: &str| {
+        let store = store.clone();
+        let hash = secret_hash(secret);
+        async move { store.find_credential(kind, &hash).await.unwrap() }
+    };
+    for (kind, secret, row, who) in [
+        (Ticket, "t-ula", &ticket, &ula),
+        (Ticket, "t-ula-stale", &stale, &ula),
+        (Ticket, "t-root", &root_ticket, &root),
+        (Session, "s-ula", &session, &ula),
+        (Token, "k-ula-write", &write, &ula),
+        (Token, "k-ula-old", &old, &ula),
+        (Token, "k-wim", &worker, &wim),
+    ] {
+        let m = find(kind, secret).await.unwrap_or_else(|| panic!("{secret} not found"));
+        assert_eq!((&m.row, &m.associate), (row, who), "{secret}");
+    }
+    assert!(!find(Ticket, "t-ula-stale").await.unwrap().row.is_live(t0), "an expired ticket is found, not live");
+    assert_eq!(find(Token, "t-ula").await, None, "a ticket is no token");
+    assert_eq!(find(Session, "t-ula").await, None);
+    assert_eq!(find(Ticket, "unknown").await, None);
+    assert_eq!(store.find_credential(Ticket, "ab\0cd").await.unwrap(), None, "a NUL is no error, just no match");
+
+    // list_credentials: newest first, all or one associate's.
+    let list = |kind, who: Option<i32>| {
+        let store = store.clone();
+        async move { store.list_credentials(kind, who).await.unwrap() }
+    };
+    let revoked_extra = CredentialRow { revoked: Some(t0), ..extra.clone() };
+    assert_eq!(
+        list(Ticket, None).await,
+        vec![revoked_extra, root_ticket.clone(), bare.clone(), stale.clone(), ticket.clone()]
+    );
+    assert_eq!(list(Ticket, Some(root.id)).await, vec![root_ticket.clone()]);
+    assert_eq!(list(Token, None).await, vec![worker.clone(), old.clone(), read.clone(), write.clone()]);
+    assert_eq!(list(Token, Some(wim.id)).await, vec![worker.clone()]);
+    assert_eq!(list(Session, Some(ula.id)).await, vec![session.clone()]);
+    assert_eq!(list(Session, Some(root.id)).await, vec![]);
+    assert_eq!(list(Token, Some(wim.id + 100)).await, vec![]);
+    let (c0, who) = store.credential_changes(0).await.unwrap();
+    assert!(c0 > 0, "the revocation above was logged");
+    assert_eq!(who, vec![ula.id]);
+
+    // revoke_credentials: by id (owner-checked), by hash, all of one; only live rows count.
+    let revoke = |kind, target, at| {
+        let store = store.clone();
+        async move { store.revoke_credentials(kind, target, at).await.unwrap() }
+    };
+    let t1 = at(1);
+    assert_eq!(revoke(Token, RevokeTarget::Id { id: write.id, owner: Some(wim.id) }, t1).await, 0, "not his");
+    assert_eq!(find(Token, "k-ula-write").await.unwrap().row.revoked, None);
+    assert_eq!(store.credential_changes(c0).await.unwrap(), (c0, vec![]), "nothing revoked, nothing logged");
+    assert_eq!(revoke(Token, RevokeTarget::Id { id: write.id, owner: Some(ula.id) }, t1).await, 1);
+    assert_eq!(revoke(Token, RevokeTarget::Id { id: write.id, owner: None }, at(9)).await, 0, "already revoked");
+    assert_eq!(revoke(Token, RevokeTarget::Id { id: 999_999, owner: None }, t1).await, 0);
+    assert_eq!(revoke(Ticket, RevokeTarget::Hash(secret_hash("t-root")), t1).await, 1);
+    assert_eq!(revoke(Ticket, RevokeTarget::Hash(secret_hash("nope")), t1).await, 0);
+    assert_eq!(revoke(Ticket, RevokeTarget::Hash("ab\0cd".into()), t1).await, 0);
+    assert_eq!(revoke(Session, RevokeTarget::AllOf(wim.id), t1).await, 0);
+    let write = CredentialRow { revoked: Some(t1), ..write };
+    assert_eq!(find(Token, "k-ula-write").await.unwrap().row, write, "revoked once, at the first time");
+    assert!(!write.is_live(t0 + Duration::days(1)));
+    assert_eq!(find(Ticket, "t-root").await.unwrap().row.revoked, Some(t1));
+    let (c1, who) = store.credential_changes(c0).await.unwrap();
+    assert!(c1 > c0);
+    assert_eq!(who, vec![ula.id, root.id], "each associate once, in the order of their changes");
+    assert_eq!(store.credential_changes(c1).await.unwrap(), (c1, vec![]));
+    assert_eq!(store.credential_changes(c1 + 1000).await.unwrap(), (c1 + 1000, vec![]));
+
+    // A password change revokes the tickets and sessions (expired ones too), not the tokens.
+    let t2 = at(2);
+    let change = |f: fn(&mut AssociateChange)| {
+        let mut c = AssociateChange::default();
+        f(&mut c);
+        c
+    };
+    let same = store.update_associate(ula.id, change(|c| c.password_hash = Some("hash-new".into())), t2).await;
+    assert_eq!(same.unwrap(), ula);
+    assert_eq!(store.associate_credentials("ula").await.unwrap().unwrap().password_hash, "hash-new");
+    for (kind, secret) in [(Ticket, "t-ula"), (Ticket, "t-ula-stale"), (Ticket, "t-ula-bare"), (Session, "s-ula")] {
+        assert_eq!(find(kind, secret).await.unwrap().row.revoked, Some(t2), "{secret}");
+    }
+    assert_eq!(find(Token, "k-ula-read").await.unwrap().row, read, "tokens outlive a password change");
+    assert_eq!(find(Token, "k-ula-old").await.unwrap().row.revoked, None);
+    assert_eq!(find(Token, "k-ula-write").await.unwrap().row, write);
+    assert_eq!(find(Ticket, "t-root").await.unwrap().row.revoked, Some(t1), "others' are untouched");
+    let (c2, who) = store.credential_changes(c1).await.unwrap();
+    assert!(c2 > c1);
+    assert_eq!(who, vec![ula.id]);
+
+    // A rename shows at once in what finds credentials, and ends none; a taken name is refused.
+    let renamed = store.update_associate(ula.id, change(|c| c.name = Some("Ursula".into())), at(3)).await.unwrap();
+    let ula = Associate { name: "Ursula".into(), ..ula };
+    assert_eq!(renamed, ula);
+    let m = find(Token, "k-ula-read").await.unwrap();
+    assert_eq!((m.row.associate_name.as_str(), &m.associate), ("Ursula", &ula));
+    assert_eq!(store.associate_credentials("ursula").await.unwrap().map(|c| c.associate), Some(ula.clone()));
+    let taken = store.update_associate(ula.id, change(|c| c.name = Some("ROOT".into())), at(3)).await;
+    assert!(matches!(taken, Err(StoreError::Conflict { constraint: "associate_name_key" })), "{taken:?}");
+    assert_eq!(store.get_associate(ula.id).await.unwrap().as_ref(), Some(&ula));
+    assert_eq!(store.update_associate(ula.id, AssociateChange::default(), at(3)).await.unwrap(), ula);
+    assert_eq!(store.credential_changes(c2).await.unwrap(), (c2, vec![]), "renames and no-ops end nothing");
+    let missing = store.update_associate(wim.id + 100, change(|c| c.role = Some(Role::Admin)), at(3)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    // Role and active flag: logged, and seen by find_credential at once.
+    let wim = store.update_associate(wim.id, change(|c| c.role = Some(Role::User)), at(4)).await.unwrap();
+    assert_eq!(wim.role, Role::User);
+    let m = find(Token, "k-wim").await.unwrap();
+    assert_eq!((m.associate.role, m.row.scope), (Role::User, Some(Scope::Worker)), "the token keeps its scope");
+    let wim = store.update_associate(wim.id, change(|c| c.active = Some(false)), at(4)).await.unwrap();
+    assert!(!wim.active);
+    assert_eq!(find(Token, "k-wim").await.unwrap().associate, wim);
+    assert_eq!(store.get_associate(wim.id).await.unwrap().as_ref(), Some(&wim));
+    let (c3, who) = store.credential_changes(c2).await.unwrap();
+    assert!(c3 > c2);
+    assert_eq!(who, vec![wim.id]);
+
+    // The last active admin cannot be demoted, disabled or removed; an inactive admin does not count.
+    let last_admin = |r: Result<Associate, StoreError>| {
+        assert!(matches!(r, Err(StoreError::Conflict { constraint: "last_admin" })), "{r:?}");
+    };
+    let ann = store.update_associate(ann.id, change(|c| c.role = Some(Role::Worker)), at(5)).await.unwrap();
+    last_admin(store.update_associate(root.id, change(|c| c.role = Some(Role::Worker)), at(5)).await);
+    last_admin(store.update_associate(root.id, change(|c| c.active = Some(false)), at(5)).await);
+    last_admin(
+        store
+            .update_associate(
+                root.id,
+                AssociateChange { role: Some(Role::User), name: Some("still-root".into()), ..Default::default() },
+                at(5),
+            )
+            .await,
+    );
+    let res = store.delete_associate(root.id, at(5)).await;
+    assert!(matches!(res, Err(StoreError::Conflict { constraint: "last_admin" })), "{res:?}");
+    assert_eq!(store.get_associate(root.id).await.unwrap().as_ref(), Some(&root), "refusals change nothing");
+    let kept = store
+        .update_associate(
+            root.id,
+            AssociateChange {
+                role: Some(Role::Admin),
+                active: Some(true),
+                password_hash: Some("h2".into()),
+                name: None,
+            },
+            at(5),
+        )
+        .await;
+    assert_eq!(kept.unwrap(), root, "an admin staying an admin is no removal");
+    let ann = store
+        .update_associate(
+            ann.id,
+            AssociateChange { role: Some(Role::Admin), active: Some(false), ..Default::default() },
+            at(5),
+        )
+        .await
+        .unwrap();
+    last_admin(store.update_associate(root.id, change(|c| c.role = Some(Role::User)), at(5)).await);
+    let ann = store.update_associate(ann.id, change(|c| c.active = Some(true)), at(5)).await.unwrap();
+    let root = store.update_associate(root.id, change(|c| c.role = Some(Role::User)), at(5)).await.unwrap();
+    last_admin(store.update_associate(ann.id, change(|c| c.active = Some(false)), at(5)).await);
+    let root = store.update_associate(root.id, change(|c| c.role = Some(Role::Admin)), at(5)).await.unwrap();
+    assert_eq!((ann.role, ann.active, root.role, root.active), (Role::Admin, true, Role::Admin, true));
+    let (c4, who) = store.credential_changes(c3).await.unwrap();
+    assert_eq!(who, vec![ann.id, root.id], "successful changes only");
+
+    // delete_associate: its tickets, tokens and sessions go; its tasks stay.
+    let kept_task = store.create_task(task("Export", ula.id, None), t0).await.unwrap();
+    store.delete_associate(ula.id, at(6)).await.unwrap();
+    assert_eq!(store.get_associate(ula.id).await.unwrap(), None);
+    assert!(store.associate_credentials("Ursula").await.unwrap().is_none());
+    for kind in [Ticket, Token, Session] {
+        assert_eq!(list(kind, Some(ula.id)).await, vec![], "{kind:?}");
+    }
+    assert_eq!(find(Token, "k-ula-read").await, None);
+    assert_eq!(store.get_task(kept_task.id).await.unwrap().as_ref(), Some(&kept_task));
+    let (c5, who) = store.credential_changes(c4).await.unwrap();
+    assert!(c5 > c4);
+    assert_eq!(who, vec![ula.id]);
+    let again = store.delete_associate(ula.id, at(6)).await;
+    assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
+    assert_eq!(store.list_associates().await.unwrap(), vec![root.clone(), ann.clone(), wim.clone()]);
+
+    // purge_credentials: what expired or was revoked before the cut goes, and older change rows.
+    let ann_old = make(cred(Ticket, &ann, "t-ann-old", Some(at(-7200)), None, None)).await;
+    let ann_ticket = make(cred(Ticket, &ann, "t-ann", Some(at(3600)), None, None)).await;
+    make(cred(Session, &ann, "s-ann-old", Some(at(-7200)), None, None)).await;
+    let ann_token = make(cred(Token, &ann, "k-ann", None, Some(Scope::Admin), None)).await;
+    let ann_gone = make(cred(Token, &ann, "k-ann-gone", None, Some(Scope::Read), None)).await;
+    assert_eq!(revoke(Token, RevokeTarget::Id { id: ann_gone.id, owner: None }, at(7)).await, 1);
+    let (c6, _) = store.credential_changes(c5).await.unwrap();
+    assert_eq!(store.purge_credentials(at(-3600)).await.unwrap(), 2, "the two that expired two hours ago");
+    assert_eq!(list(Ticket, Some(ann.id)).await, vec![ann_ticket.clone()]);
+    assert_eq!(list(Session, None).await, vec![]);
+    assert_eq!(store.credential_changes(c5).await.unwrap().0, c6, "newer change rows stay");
+    assert!(ann_old.id < ann_ticket.id);
+    // Cut in two hours: root's revoked ticket, ann's live ticket (it expires before the cut) and
+    // ann's revoked token go; ann's and wim's tokens that never expire stay.
+    assert_eq!(store.purge_credentials(at(7200)).await.unwrap(), 3);
+    assert_eq!(list(Ticket, None).await, vec![]);
+    assert_eq!(list(Token, None).await, vec![ann_token.clone(), worker.clone()]);
+    assert_eq!(store.credential_changes(0).await.unwrap(), (0, vec![]), "old change rows go too");
+    // Change ids are never reused after a purge.
+    assert_eq!(revoke(Token, RevokeTarget::AllOf(ann.id), at(8)).await, 1);
+    let (c7, who) = store.credential_changes(c6).await.unwrap();
+    assert!(c7 > c6);
+    assert_eq!(who, vec![ann.id]);
+    assert_eq!(store.credential_changes(0).await.unwrap(), (c7, vec![ann.id]));
+}
+
+/// Two active admins, each removed at the same moment through a different store (node): every
+/// round exactly one removal may win, and one active admin is left.
+async fn last_admin_race_story(stores: Vec<Arc<dyn Store>>) {
+    let now = micros_now();
+    let second = stores[stores.len() - 1].clone();
+    let admin = |name: String| NewAssociate { name, password_hash: "h".into(), role: Role::Admin };
+    let mut a = stores[0].create_associate(admin("a-0".into()), now).await.unwrap();
+    let mut b = stores[0].create_associate(admin("b-0".into()), now).await.unwrap();
+    for round in 0..24 {
+        let (x, y) = (stores[0].clone(), second.clone());
+        let (ra, rb) = match round % 3 {
+            0 => {
+                let demote = || AssociateChange { role: Some(Role::User), ..Default::default() };
+                let (ra, rb) =
+                    tokio::join!(x.update_associate(a.id, demote(), now), y.update_associate(b.id, demote(), now));
+                (ra.map(|_| ()), rb.map(|_| ()))
+            }
+            1 => {
+                let disable = || AssociateChange { active: Some(false), ..Default::default() };
+                let (ra, rb) =
+                    tokio::join!(x.update_associate(a.id, disable(), now), y.update_associate(b.id, disable(), now));
+                (ra.map(|_| ()), rb.map(|_| ()))
+            }
+            _ => tokio::join!(x.delete_associate(a.id, now), y.delete_associate(b.id, now)),
+        };
+        assert!(ra.is_ok() != rb.is_ok(), "round {round}: exactly one may win: {ra:?} {rb:?}");
+        let lost = if ra.is_ok() { &rb } else { &ra };
+        assert!(matches!(lost, Err(StoreError::Conflict { constraint: "last_admin" })), "round {round}: {lost:?}");
+        let admins: Vec<Associate> = stores[0]
+            .list_associates()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.role == Role::Admin && x.active)
+            .collect();
+        assert_eq!(admins.len(), 1, "round {round}: {admins:?}");
+        // Restore two active admins for the next round.
+        for who in [&mut a, &mut b] {
+            *who = match stores[0].get_associate(who.id).await.unwrap() {
+                Some(_) => {
+                    let back = AssociateChange { role: Some(Role::Admin), active: Some(true), ..Default::default() };
+                    stores[0].update_associate(who.id, back, now).await.unwrap()
+                }
+                None => stores[0].create_associate(admin(format!("{}-{round}", &who.name[..1])), now).await.unwrap(),
+            };
+        }
+    }
 }
 
 /// 50 concurrent read-change-write cycles on one task, spread over `stores` (nodes): each

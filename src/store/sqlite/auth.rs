@@ -112,15 +112,18 @@ pub fn create_credential(
         ),
     }
     .map_err(backend)?;
+    // What is stored: tickets and sessions keep no label, and expire `now` when given no expiry.
+    let token = new.kind == CredentialKind::Token;
+    let expires = if token { new.expires } else { Some(new.expires.unwrap_or(now)) };
     Ok(CredentialRow {
         kind: new.kind,
         id: conn.last_insert_rowid(),
         associate_id: associate.id,
         associate_name: associate.name,
-        scope: if new.kind == CredentialKind::Token { new.scope.or(Some(Scope::Read)) } else { None },
-        name: new.name,
+        scope: if token { new.scope.or(Some(Scope::Read)) } else { None },
+        name: if token { new.name } else { None },
         created: from_micros(micros(now)),
-        expires: new.expires.map(|e| from_micros(micros(e))),
+        expires: expires.map(|e| from_micros(micros(e))),
         revoked: None,
     })
 }
