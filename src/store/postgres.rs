@@ -6,7 +6,8 @@
 //! the row `FOR UPDATE`: concurrent changes to one task queue on the row lock instead of losing
 //! updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
 //! so no database is needed to build); the shared contract test (`tests/api/store_contract.rs`)
-//! checks it against the SQLite store.
+//! checks it against the SQLite store. Identity and access (issue 4) is in `postgres/auth.rs`,
+//! which explains its locks (last active admin, change-log order).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,13 +22,14 @@ use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJEC
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
 use super::sql::{self, Dialect, SqlValue};
-
-mod auth;
-
 use super::{
     AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
     TaskFilter, access,
 };
+
+mod auth;
+
+/// The advisory lock that orders `credential_change` commits (tests hold it to play another node).
 pub use auth::CHANGE_LOG_LOCK;
 
 /// Connections per node. Each request holds one only for its statements, so this serves many

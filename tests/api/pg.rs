@@ -4,10 +4,18 @@
 //! Unset: PostgreSQL tests print a loud SKIPPED line and pass. `BATCHD_REQUIRE_PG=1` (CI) turns
 //! an unset variable or an unreachable server into a failure, so a green run there means the
 //! PostgreSQL tests really ran.
+//!
+//! Also here: the identity-and-access HTTP path (tickets, tokens, sessions, the change log that
+//! carries revocations between nodes) on a PostgreSQL-backed pair of servers.
 
 use std::time::Duration;
 
+use batchd::http::auth::hash_secret;
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+use crate::helpers::{ADMIN, TestApp};
 
 pub struct TestPg {
     /// URL of the fresh database, for `store::open` or `Config::database`.
@@ -100,4 +108,157 @@ fn database_is_replaced_in_the_url() {
     );
     assert_eq!(with_database("postgresql://u:p@h/db?sslmode=disable", "x"), "postgresql://u:p@h/x?sslmode=disable");
     assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity and access over HTTP on PostgreSQL, across two nodes sharing one database
+
+fn with_auth(app: &TestApp, method: Method, path: &str, authorization: &str) -> RequestBuilder {
+    app.client.request(method, app.url(path)).header("Authorization", authorization)
+}
+
+async fn whoami(app: &TestApp, authorization: &str) -> Response {
+    with_auth(app, Method::GET, "/api/v1/Session", authorization).send().await.unwrap()
+}
+
+async fn whoami_by_cookie(app: &TestApp, cookie: &str) -> Response {
+    app.client.get(app.url("/api/v1/Session")).header("Cookie", cookie).send().await.unwrap()
+}
+
+/// Polls until `check` holds; a generous deadline, since the other node polls the change log
+/// once a second on a possibly busy machine.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn count(conn: &mut PgConnection, sql: &'static str, bind: &str) -> i64 {
+    sqlx::query_scalar(sql).bind(bind).fetch_one(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn tickets_tokens_and_sessions_work_across_two_nodes_on_postgres() {
+    let Some(db) = TestPg::create("pg::tickets_tokens_and_sessions_work_across_two_nodes_on_postgres").await else {
+        return;
+    };
+    let (u1, u2) = (db.url.clone(), db.url.clone());
+    let a = TestApp::spawn_with(|c| c.database = u1).await;
+    let b = TestApp::spawn_with(|c| c.database = u2).await;
+
+    // An associate made on node a; a ticket from a, a token and a browser session from b.
+    let res = a.post_json("/api/v1/Associate", &json!({"Name": "pia", "Password": "pw-1", "Role": "user"})).await;
+    assert_eq!(res.status(), 201);
+    let pia = res.json::<Value>().await.unwrap()["AssociateId"].as_i64().unwrap();
+    let res = a.client.post(a.url("/api/v1/Ticket")).basic_auth("pia", Some("pw-1")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let ticket = res.json::<Value>().await.unwrap()["Ticket"].as_str().unwrap().to_owned();
+    assert!(ticket.starts_with("7T:"), "{ticket}");
+    let res = b
+        .client
+        .post(b.url("/api/v1/Token"))
+        .basic_auth("pia", Some("pw-1"))
+        .json(&json!({"Scope": "read", "Name": "ci"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    let (token_id, token) = (body["TokenId"].as_i64().unwrap(), body["Token"].as_str().unwrap().to_owned());
+    let res = b.client.post(b.url("/api/v1/Session")).form(&[("UserName", "pia"), ("Password", "pw-1")]).send().await;
+    let res = res.unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .find(|c| c.starts_with("batchd_session="))
+        .expect("session cookie");
+    let (soticket, bearer) = (format!("SOTicket {ticket}"), format!("Bearer {token}"));
+
+    // Each works on both nodes and says how it authenticated.
+    for node in [&a, &b] {
+        let me: Value = whoami(node, &soticket).await.json().await.unwrap();
+        assert_eq!((me["Authentication"].as_str(), me["AssociateId"].as_i64()), (Some("SOTicket"), Some(pia)));
+        let me: Value = whoami(node, &bearer).await.json().await.unwrap();
+        assert_eq!((me["Authentication"].as_str(), me["Scope"].as_str()), (Some("Bearer"), Some("read")));
+        let me: Value = whoami_by_cookie(node, &cookie).await.json().await.unwrap();
+        assert_eq!((me["Authentication"].as_str(), me["Associate"].as_str()), (Some("Session"), Some("pia")));
+    }
+    let res = with_auth(&a, Method::POST, "/api/v1/BatchTask", &soticket).json(&json!({"Name": "hers"})).send();
+    let res = res.await.unwrap();
+    assert_eq!(res.status(), 200);
+    let task: i64 = res.json().await.unwrap();
+    let res = with_auth(&b, Method::GET, &format!("/api/v1/BatchTask/{task}"), &bearer).send().await.unwrap();
+    assert_eq!(res.status(), 200, "a read token sees its associate's task on the other node");
+    let res = with_auth(&b, Method::POST, "/api/v1/BatchTask", &bearer).json(&json!({"Name": "x"})).send().await;
+    assert_eq!(res.unwrap().status(), 403, "a read token changes nothing");
+    let listed: Value =
+        with_auth(&a, Method::GET, "/api/v1/Token", &soticket).send().await.unwrap().json().await.unwrap();
+    assert_eq!((listed[0]["TokenId"].as_i64(), listed[0]["Name"].as_str()), (Some(token_id), Some("ci")));
+
+    // Only hashes are stored.
+    let mut conn = db.connect().await;
+    assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM ticket WHERE secret_hash = $1", &hash_secret(&ticket)).await, 1);
+    assert_eq!(
+        count(&mut conn, "SELECT COUNT(*) FROM api_token WHERE secret_hash = $1", &hash_secret(&token)).await,
+        1
+    );
+    for table in ["ticket", "api_token", "browser_session"] {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE strpos(secret_hash, $1) > 0");
+        let found: i64 = sqlx::query_scalar(AssertSqlSafe(sql)).bind(&token[7..]).fetch_one(&mut conn).await.unwrap();
+        assert_eq!(found, 0, "{table} holds no secret");
+    }
+
+    // A password change on node a ends the ticket and the session on both nodes (on b, which
+    // cached them, within a poll of the change log); the token lives on.
+    let res = a.put_json(&format!("/api/v1/Associate/{pia}"), &json!({"Password": "pw-2"})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(whoami(&a, &soticket).await.status(), 401, "at once on the node that made the change");
+    eventually("node b drops the ticket", || async { whoami(&b, &soticket).await.status() == 401 }).await;
+    eventually("node b drops the session", || async { whoami_by_cookie(&b, &cookie).await.status() == 401 }).await;
+    assert_eq!(whoami_by_cookie(&a, &cookie).await.status(), 401);
+    for node in [&a, &b] {
+        assert_eq!(whoami(node, &bearer).await.status(), 200, "tokens outlive a password change");
+    }
+
+    // Revoking the token on node b ends it on node a too.
+    let res = b.client.delete(b.url(&format!("/api/v1/Token/{token_id}"))).basic_auth("pia", Some("pw-2")).send();
+    assert_eq!(res.await.unwrap().status(), 204);
+    assert_eq!(whoami(&b, &bearer).await.status(), 401);
+    eventually("node a drops the token", || async { whoami(&a, &bearer).await.status() == 401 }).await;
+
+    // Logout on node b ends a fresh ticket on node a.
+    let res = b.client.post(b.url("/api/v1/Ticket")).basic_auth("pia", Some("pw-2")).send().await.unwrap();
+    let ticket = format!("SOTicket {}", res.json::<Value>().await.unwrap()["Ticket"].as_str().unwrap());
+    assert_eq!(whoami(&a, &ticket).await.status(), 200);
+    assert_eq!(with_auth(&b, Method::DELETE, "/api/v1/Ticket", &ticket).send().await.unwrap().status(), 204);
+    eventually("node a drops the logged-out ticket", || async { whoami(&a, &ticket).await.status() == 401 }).await;
+
+    // The last admin stays; pia goes with her credentials, her task stays.
+    let all: Value = a.get("/api/v1/Associate").await.json().await.unwrap();
+    let admin = all.as_array().unwrap().iter().find(|x| x["Name"] == ADMIN).unwrap()["AssociateId"].as_i64().unwrap();
+    let res = b.request(Method::DELETE, &format!("/api/v1/Associate/{admin}")).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    let res = a.put_json(&format!("/api/v1/Associate/{admin}"), &json!({"Role": "user"})).await;
+    assert_eq!(res.status(), 409);
+    let res = b.client.post(b.url("/api/v1/Ticket")).basic_auth("pia", Some("pw-2")).send().await.unwrap();
+    let ticket = format!("SOTicket {}", res.json::<Value>().await.unwrap()["Ticket"].as_str().unwrap());
+    assert_eq!(whoami(&a, &ticket).await.status(), 200);
+    assert_eq!(b.request(Method::DELETE, &format!("/api/v1/Associate/{pia}")).send().await.unwrap().status(), 204);
+    eventually("node a drops the removed associate's ticket", || async { whoami(&a, &ticket).await.status() == 401 })
+        .await;
+    for table in ["ticket", "api_token", "browser_session"] {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE associate_id = $1");
+        let left: i64 = sqlx::query_scalar(AssertSqlSafe(sql)).bind(pia as i32).fetch_one(&mut conn).await.unwrap();
+        assert_eq!(left, 0, "{table}: credentials go with their associate");
+    }
+    assert_eq!(a.task(task).await["Name"], "hers");
 }
