@@ -1,6 +1,7 @@
 //! Request bodies of every accepted Content-Type, read into one shape: a `serde_json::Value`.
-//! JSON is parsed as is; form bodies become objects (dotted keys nest, repeated keys make lists).
-//! Anything else is a 415. Bodies over 1 MiB are a 413.
+//! JSON is parsed as is; form bodies become objects (dotted keys nest, repeated keys make lists);
+//! XML is read by [`super::xml`] (the root element's content is the value). Anything else is a
+//! 415. Bodies over 1 MiB are a 413.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -54,10 +55,12 @@ fn truncate(s: &str) -> String {
 }
 
 /// A request body read as a value, with the kind it came as. `value` is `None` for an empty body.
+/// `root` is the XML root element's local name (agents use it to tell a wrapper from a parameter).
 #[derive(Debug, Clone)]
 pub struct Body {
     pub kind: BodyKind,
     pub value: Option<Value>,
+    pub root: Option<String>,
 }
 
 pub async fn read_bytes(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
@@ -83,21 +86,26 @@ pub async fn read_bytes(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
 }
 
 pub fn parse(kind: BodyKind, bytes: &[u8]) -> Result<Option<Value>, ApiError> {
+    parse_with_root(kind, bytes).map(|(v, _)| v)
+}
+
+/// Like [`parse`], also giving the XML root element's name.
+pub fn parse_with_root(kind: BodyKind, bytes: &[u8]) -> Result<(Option<Value>, Option<String>), ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
+        return Ok((None, None));
     }
     let unreadable = |detail: String| ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", detail));
     match kind {
         BodyKind::Json | BodyKind::JsonPatch | BodyKind::MergePatch => {
             let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes); // a UTF-8 BOM, as .NET writers send
-            serde_json::from_slice(bytes).map(Some).map_err(|e| unreadable(format!("invalid JSON ({e})")))
+            serde_json::from_slice(bytes)
+                .map(|v| (Some(v), None))
+                .map_err(|e| unreadable(format!("invalid JSON ({e})")))
         }
-        BodyKind::Form => Ok(Some(form_to_value(bytes))),
-        // XML bodies arrive with the formats issue; until then they are refused honestly.
-        BodyKind::Xml => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Msg::new(Key::UnsupportedMediaType).arg("type", "application/xml").arg("supported", "application/json"),
-        )),
+        BodyKind::Form => Ok((Some(form_to_value(bytes)), None)),
+        BodyKind::Xml => {
+            super::xml::parse(bytes).map(|d| (Some(d.value), Some(d.root))).map_err(|e| unreadable(e.to_string()))
+        }
     }
 }
 
@@ -107,7 +115,8 @@ impl FromRequest<AppState> for Body {
     async fn from_request(req: Request, _state: &AppState) -> Result<Self, Self::Rejection> {
         let kind = body_kind(req.headers())?;
         let (_, bytes) = read_bytes(req).await?;
-        Ok(Body { kind, value: parse(kind, &bytes)? })
+        let (value, root) = parse_with_root(kind, &bytes)?;
+        Ok(Body { kind, value, root })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod wire;
+pub mod xml;
 
 use std::sync::Arc;
 

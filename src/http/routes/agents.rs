@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::{BatchTaskState, Caller, DomainError, Expected, Field};
 use crate::http::AppState;
-use crate::http::body::Body;
+use crate::http::body::{Body, BodyKind};
 use crate::http::context::Prefs;
 use crate::http::error::ApiError;
 use crate::http::format::{self, Payload};
@@ -171,6 +171,7 @@ pub async fn call(
     let query = Query::parse(raw.as_deref());
     let select = parse_select(query.get("$select"))?;
     let select = select.as_deref();
+    let body = xml_parameters(body, method);
     let body_obj = match &body.value {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(m),
@@ -298,6 +299,22 @@ pub async fn call(
             },
         )),
     }
+}
+
+/// XML agent bodies: `<StartBatchJob><BatchTaskInfo>…</BatchTaskInfo></StartBatchJob>` is the
+/// wrapper form (the root names the method, its children are the parameters), but a bare
+/// `<BatchTaskInfo>…</BatchTaskInfo>` is that one parameter. Any other root is a wrapper.
+fn xml_parameters(mut body: Body, method: &str) -> Body {
+    if body.kind == BodyKind::Xml {
+        if let (Some(root), Some(value)) = (&body.root, &mut body.value) {
+            if !root.eq_ignore_ascii_case(method) && root.eq_ignore_ascii_case("BatchTaskInfo") {
+                let mut wrapped = Map::new();
+                wrapped.insert("BatchTaskInfo".into(), value.take());
+                *value = Value::Object(wrapped);
+            }
+        }
+    }
+    body
 }
 
 /// Deletes every listed task or none: a task held by a worker (or hidden, or not the caller's
