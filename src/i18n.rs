@@ -94,6 +94,11 @@ pub enum Key {
     ScopeTooWide,
     CredentialNotFound,
     AssociateNameInvalid,
+    FilterInvalid,
+    PatchReadOnly,
+    PatchTestFailed,
+    PatchPathInvalid,
+    PatchNotAllowedType,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -159,6 +164,15 @@ fn english(key: Key) -> &'static str {
         Key::CredentialNotFound => "{kind} {id} not found.",
         Key::AssociateNameInvalid => {
             "Name: an associate name has 1 to 100 characters, no ':', no control characters and no outer spaces."
+        }
+        Key::FilterInvalid => "$filter: at position {position} {expected} was expected, but found {found}.",
+        Key::PatchReadOnly => {
+            "{field} cannot be changed: a patch may change only State, Description, Response and Request."
+        }
+        Key::PatchTestFailed => "Patch operation {operation} (test) failed: {path} does not hold the given value.",
+        Key::PatchPathInvalid => "Patch operation {operation}: the path '{path}' does not exist in the task.",
+        Key::PatchNotAllowedType => {
+            "PATCH takes application/json-patch+json or application/merge-patch+json, not '{type}'."
         }
     }
 }

@@ -37,6 +37,9 @@ impl Precondition {
     }
 }
 
+/// Computes an update from the stored task, for this caller (see [`TaskService::update_with`]).
+pub type UpdateFromTask = Box<dyn FnOnce(&Caller, &Task) -> Result<TaskUpdate, DomainError> + Send>;
+
 /// What a stop request did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopOutcome {
@@ -137,6 +140,36 @@ impl TaskService {
                         return Err(DomainError::Forbidden { reason: "you may not update this task" });
                     }
                     pre.check(task)?;
+                    update.apply(task, now)
+                }),
+            )
+            .await
+            .map_err(|e| not_found_as(e, id))
+    }
+
+    /// An update computed from the stored task inside the write transaction (JSON Patch and Merge
+    /// Patch bodies), so the patch applies to exactly the version it changes. Then the same rules
+    /// as [`TaskService::update`]: visibility, rights, preconditions, state moves.
+    pub async fn update_with(
+        &self,
+        caller: &Caller,
+        id: i32,
+        make: UpdateFromTask,
+        pre: Precondition,
+    ) -> Result<Task, StoreError> {
+        let caller = caller.clone();
+        let now = now();
+        self.store
+            .modify_task(
+                id,
+                now,
+                Box::new(move |task| {
+                    visible(&caller, task)?;
+                    if !rights_for(&caller, task).update {
+                        return Err(DomainError::Forbidden { reason: "you may not update this task" });
+                    }
+                    pre.check(task)?;
+                    let update = make(&caller, task)?;
                     update.apply(task, now)
                 }),
             )

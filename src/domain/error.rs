@@ -106,4 +106,13 @@ pub enum DomainError {
     StopRefused,
     #[error("no task definition is named {name:?}")]
     UnknownDefinition { name: String },
+    /// A patch changed a property that PUT may not change (or one the task does not have).
+    #[error("{property} cannot be changed by a patch")]
+    PatchReadOnly { property: String },
+    /// A JSON Patch `test` operation did not hold.
+    #[error("patch operation {operation} (test at {path}) failed")]
+    PatchTestFailed { operation: usize, path: String },
+    /// A JSON Patch operation named a path the task does not have.
+    #[error("patch operation {operation}: path {path} does not exist")]
+    PatchPathInvalid { operation: usize, path: String },
 }

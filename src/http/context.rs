@@ -2,8 +2,8 @@
 //! (SO-Language over Accept-Language) and time zone (SO-TimeZone over the base zone).
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
 use chrono_tz::Tz;
 
 use crate::domain::zones;
@@ -25,11 +25,21 @@ impl Prefs {
     pub fn from_headers(headers: &HeaderMap) -> Prefs {
         Prefs { format: Format::negotiate(headers), lang: language(headers), zone: Tz::UTC }
     }
+
+    /// Like [`Prefs::from_headers`], with `$format` in the query string overriding `Accept`.
+    pub fn from_request(headers: &HeaderMap, query: Option<&str>) -> Prefs {
+        Prefs { format: Format::choose(headers, query), lang: language(headers), zone: Tz::UTC }
+    }
 }
 
 /// `SO-Language` wins over `Accept-Language`; `*` or `x` means "no translation" (English).
 pub fn language(headers: &HeaderMap) -> Lang {
-    if let Some(v) = headers.get("so-language").and_then(|v| v.to_str().ok()) {
+    language_from(headers.get("so-language"), headers.get(axum::http::header::ACCEPT_LANGUAGE))
+}
+
+/// [`language`] from the two header values.
+pub fn language_from(so_language: Option<&HeaderValue>, accept_language: Option<&HeaderValue>) -> Lang {
+    if let Some(v) = so_language.and_then(|v| v.to_str().ok()) {
         let v = v.trim();
         if v == "*" || v.eq_ignore_ascii_case("x") {
             return Lang::En;
@@ -38,7 +48,7 @@ pub fn language(headers: &HeaderMap) -> Lang {
             return l;
         }
     }
-    if let Some(v) = headers.get(axum::http::header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = accept_language.and_then(|v| v.to_str().ok()) {
         let mut best: Option<(f32, Lang)> = None;
         for item in v.split(',') {
             let mut parts = item.split(';');
@@ -72,7 +82,7 @@ impl FromRequestParts<AppState> for Prefs {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let mut prefs = Prefs::from_headers(&parts.headers);
+        let mut prefs = Prefs::from_request(&parts.headers, parts.uri.query());
         prefs.zone = state.config.base_zone;
         if let Some(v) = parts.headers.get("so-timezone") {
             let text = v.to_str().unwrap_or("");

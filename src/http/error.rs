@@ -117,6 +117,17 @@ impl From<DomainError> for ApiError {
             DomainError::UnknownDefinition { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::UnknownDefinition).arg("name", truncate(&name, 80)))
             }
+            DomainError::PatchReadOnly { property } => {
+                (S::BAD_REQUEST, Msg::new(Key::PatchReadOnly).arg("field", truncate(&property, 80)))
+            }
+            DomainError::PatchTestFailed { operation, path } => (
+                S::CONFLICT,
+                Msg::new(Key::PatchTestFailed).arg("operation", operation).arg("path", truncate(&path, 120)),
+            ),
+            DomainError::PatchPathInvalid { operation, path } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::PatchPathInvalid).arg("operation", operation).arg("path", truncate(&path, 120)),
+            ),
         };
         ApiError { status, msg }
     }
@@ -175,6 +186,15 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     let pending = res.extensions_mut().remove::<PendingError>();
     let status = res.status();
     if pending.is_none() && status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED {
+        // A success with a body says which language its texts are in (the agents' "request is
+        // invalid" answer is translated; other bodies carry no prose, and the header is cheap).
+        if status.is_success()
+            && res.headers().contains_key(header::CONTENT_TYPE)
+            && !res.headers().contains_key(header::CONTENT_LANGUAGE)
+        {
+            let lang = crate::http::context::language_from(wanted[2].as_ref(), wanted[1].as_ref());
+            res.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang.code()));
+        }
         return res;
     }
     let path = uri.path();
@@ -198,7 +218,7 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
             headers.insert(name, v);
         }
     }
-    let prefs = Prefs::from_headers(&headers);
+    let prefs = Prefs::from_request(&headers, uri.query());
     if err.status.is_server_error() {
         tracing::error!(status = %err.status, %path, "request failed");
     }

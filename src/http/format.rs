@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::sync::OnceLock;
 
 use super::wire::{Prop, TaskView, field_properties_json};
 
@@ -34,6 +35,24 @@ impl Format {
             }
         }
         if best_xml > 0.0 && best_xml > best_json { Format::Xml } else { Format::Json }
+    }
+
+    /// `$format=xml|json` in the query string overrides `Accept` (SuperOffice's OData lists honour
+    /// it; batchd honours it everywhere, errors included, so one URL answers in one format).
+    pub fn from_query(query: Option<&str>) -> Option<Format> {
+        let query = query?;
+        form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k.eq_ignore_ascii_case("$format")).last().and_then(
+            |(_, v)| match v.trim().to_ascii_lowercase().as_str() {
+                "xml" | "application/xml" | "text/xml" => Some(Format::Xml),
+                "json" | "application/json" | "text/json" => Some(Format::Json),
+                _ => None,
+            },
+        )
+    }
+
+    /// `$format` if given and known, else `Accept`.
+    pub fn choose(headers: &HeaderMap, query: Option<&str>) -> Format {
+        Format::from_query(query).unwrap_or_else(|| Format::negotiate(headers))
     }
 
     pub fn content_type(self) -> HeaderValue {
@@ -113,6 +132,9 @@ pub fn error_body(format: Format, error_type: &str, message: &str) -> Vec<u8> {
 // XML
 
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// DataContractSerializer writes primitives (`<int>`, `<boolean>`) in this namespace and its
+/// reader insists on it, so a .NET client reading our answer with `ReadAsAsync<int>` needs it.
+const SERIALIZATION_NS: &str = "http://schemas.microsoft.com/2003/10/Serialization/";
 
 pub struct XmlWriter {
     out: String,
@@ -145,6 +167,27 @@ impl XmlWriter {
         escape_into(&mut self.out, text);
         self.close(name);
     }
+    /// A primitive root (`<int>`, `<boolean>`) in the DataContract serialization namespace.
+    pub fn primitive_root(&mut self, name: &str, text: &str) {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push_str(" xmlns=\"");
+        self.out.push_str(SERIALIZATION_NS);
+        self.out.push_str("\">");
+        escape_into(&mut self.out, text);
+        self.close(name);
+    }
+    /// A nil root: what DataContractSerializer writes for a null object.
+    pub fn nil_root(&mut self, name: &str) {
+        self.out.push('<');
+        self.out.push_str(name);
+        self.out.push_str(" xmlns:i=\"");
+        self.out.push_str(XSI);
+        self.out.push_str("\" i:nil=\"true\"/>");
+    }
+    pub fn raw(&mut self, xml: &str) {
+        self.out.push_str(xml);
+    }
     pub fn nil(&mut self, name: &str) {
         self.out.push('<');
         self.out.push_str(name);
@@ -169,9 +212,11 @@ pub fn escape_into(out: &mut String, text: &str) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry most control characters, even escaped: write them as
-            // character references of the replacement character rather than break the document.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{FFFD}'),
+            // XML 1.0 cannot carry most control characters (nor U+FFFE/U+FFFF), not even as
+            // character references: write the replacement character rather than break the document.
+            c if ((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}' => {
+                out.push('\u{FFFD}')
+            }
             c => out.push(c),
         }
     }
@@ -201,11 +246,21 @@ fn write_task(x: &mut XmlWriter, view: &TaskView<'_>) {
             x.leaf("Reason", "");
             x.close(name);
         }
-        Prop::FieldProperties(updatable) => {
-            // Rebuilt from the same cached JSON so the two formats cannot drift.
+        Prop::FieldProperties(updatable) => x.raw(field_properties_xml(name, updatable)),
+    });
+}
+
+/// The FieldProperties element, built once per variant from the same cached JSON, so the two
+/// formats cannot drift and an XML list does not rebuild it for every task.
+fn field_properties_xml(name: &str, updatable: bool) -> &'static str {
+    static CACHE: OnceLock<[String; 2]> = OnceLock::new();
+    debug_assert_eq!(name, "FieldProperties");
+    let cache = CACHE.get_or_init(|| {
+        let build = |updatable: bool| {
             let v: serde_json::Value =
                 serde_json::from_str(field_properties_json(updatable).get()).expect("static JSON");
-            x.open(name);
+            let mut x = XmlWriter { out: String::new() };
+            x.open("FieldProperties");
             for (field, fp) in v.as_object().expect("object") {
                 x.open("FieldPropertyDictionaryKeyValuePair");
                 x.leaf("Key", field);
@@ -219,9 +274,12 @@ fn write_task(x: &mut XmlWriter, view: &TaskView<'_>) {
                 x.close("Value");
                 x.close("FieldPropertyDictionaryKeyValuePair");
             }
-            x.close(name);
-        }
+            x.close("FieldProperties");
+            x.out
+        };
+        [build(false), build(true)]
     });
+    &cache[usize::from(updatable)]
 }
 
 fn render_xml(payload: &Payload<'_>) -> Vec<u8> {
@@ -241,15 +299,11 @@ fn render_xml(payload: &Payload<'_>) -> Vec<u8> {
             }
             x.close("ArrayOfBatchTaskInfo");
         }
-        Payload::Int(i) => x.leaf("int", &i.to_string()),
-        Payload::Bool(b) => x.leaf("boolean", if *b { "true" } else { "false" }),
-        Payload::Null => {
-            x.open_root("BatchTaskInfo");
-            x.close("BatchTaskInfo");
-            // An empty answer in XML is a nil root.
-            x = XmlWriter::new();
-            x.out.push_str(&format!("<BatchTaskInfo xmlns:i=\"{XSI}\" i:nil=\"true\"/>"));
-        }
+        Payload::Int(i) => x.primitive_root("int", &i.to_string()),
+        Payload::Bool(b) => x.primitive_root("boolean", if *b { "true" } else { "false" }),
+        // Only GetBatchTaskInfo and UpdateBatchTask answer null, both typed BatchTaskInfo.
+        Payload::Null => x.nil_root("BatchTaskInfo"),
+        // ASP.NET Web API's HttpError in XML: <Error><Message/><MessageDetail/></Error>.
         Payload::Invalid { message, detail } => {
             x.open("Error");
             x.leaf("Message", message);
@@ -257,5 +311,37 @@ fn render_xml(payload: &Payload<'_>) -> Vec<u8> {
             x.close("Error");
         }
     }
+    x.finish()
+}
+
+/// The OData list in XML: root `ODataSlimResponse` with `odata.metadata`, `odata.nextLink` and
+/// `value`, which holds one `<row>` per archive row; columns are child elements named as in JSON,
+/// null values are `i:nil="true"`, numbers and dates are their JSON text.
+pub fn odata_xml(
+    metadata: &str,
+    next_link: Option<&str>,
+    rows: &[serde_json::Map<String, serde_json::Value>],
+) -> Vec<u8> {
+    let mut x = XmlWriter::new();
+    x.open_root("ODataSlimResponse");
+    x.leaf("odata.metadata", metadata);
+    match next_link {
+        Some(link) => x.leaf("odata.nextLink", link),
+        None => x.nil("odata.nextLink"),
+    }
+    x.open("value");
+    for row in rows {
+        x.open("row");
+        for (k, v) in row {
+            match v {
+                serde_json::Value::Null => x.nil(k),
+                serde_json::Value::String(s) => x.leaf(k, s),
+                other => x.leaf(k, &other.to_string()),
+            }
+        }
+        x.close("row");
+    }
+    x.close("value");
+    x.close("ODataSlimResponse");
     x.finish()
 }

@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod format;
 pub mod openapi;
+pub mod patch;
 pub mod ratelimit;
 pub mod routes;
 pub mod wire;

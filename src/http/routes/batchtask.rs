@@ -5,13 +5,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::domain::query::{Column, ColumnType};
+use crate::domain::query::Column;
+use crate::domain::rights::rights_for;
 use crate::domain::{BatchTaskState, Caller, DomainError, Field, time};
 use crate::http::AppState;
-use crate::http::body::Body;
+use crate::http::body::{Body, BodyKind};
 use crate::http::context::Prefs;
 use crate::http::error::ApiError;
 use crate::http::format::{self, Payload};
+use crate::http::patch as http_patch;
 use crate::http::wire::{self};
 use crate::i18n::{Key, Msg};
 use crate::service::StopOutcome;
@@ -96,6 +98,9 @@ pub async fn update(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
+    if matches!(body.kind, BodyKind::JsonPatch | BodyKind::MergePatch) {
+        return apply_patch(caller, app, prefs, id, headers, body).await;
+    }
     let obj = require_object(body.value, "BatchTaskInfo")?;
     let (body_id, update) = wire::parse_update(&obj)?;
     if let Some(b) = body_id {
@@ -104,6 +109,45 @@ pub async fn update(
         }
     }
     let task = app.tasks.update(&caller, id, update, precondition(&headers)).await?;
+    Ok(task_response(&prefs, &caller, &task, None))
+}
+
+/// `PATCH /BatchTask/{id}`: JSON Patch or Merge Patch only.
+pub async fn patch(
+    caller: Caller,
+    State(app): State<AppState>,
+    prefs: Prefs,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&key)?;
+    if !matches!(body.kind, BodyKind::JsonPatch | BodyKind::MergePatch) {
+        let sent = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Msg::new(Key::PatchNotAllowedType).arg("type", sent.chars().take(100).collect::<String>()),
+        ));
+    }
+    apply_patch(caller, app, prefs, id, headers, body).await
+}
+
+/// Applies a patch body inside the update transaction (see [`crate::http::patch`]).
+async fn apply_patch(
+    caller: Caller,
+    app: AppState,
+    prefs: Prefs,
+    id: i32,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let parsed = http_patch::parse(body.kind, body.value)?;
+    let zone = prefs.zone;
+    let make: crate::service::UpdateFromTask = Box::new(move |caller, task| {
+        let doc = http_patch::task_document(task, rights_for(caller, task), zone);
+        http_patch::apply(&parsed, doc)
+    });
+    let task = app.tasks.update_with(&caller, id, make, precondition(&headers)).await?;
     Ok(task_response(&prefs, &caller, &task, None))
 }
 
@@ -211,7 +255,12 @@ pub async fn list(
     };
     let filter = match q.get("$filter") {
         Some(f) if !f.trim().is_empty() => Some(crate::domain::filter::parse(f, prefs.zone).map_err(|e| {
-            ApiError::bad_request(Msg::new(Key::FieldUnknownValue).arg("field", "$filter").arg("value", e.to_string()))
+            ApiError::bad_request(
+                Msg::new(Key::FilterInvalid)
+                    .arg("position", e.position)
+                    .arg("expected", &e.expected)
+                    .arg("found", &e.found),
+            )
         })?),
         _ => None,
     };
@@ -222,7 +271,7 @@ pub async fn list(
     rows.truncate(top as usize);
 
     let base = base_url(&headers, &app);
-    let values: Vec<Value> = rows
+    let rows: Vec<Map<String, Value>> = rows
         .iter()
         .map(|row| {
             let mut obj = Map::new();
@@ -231,33 +280,30 @@ pub async fn list(
             for c in &select {
                 obj.insert(c.name().into(), archive_value(row, *c, &prefs));
             }
-            Value::Object(obj)
+            obj
         })
         .collect();
-    let next = if more {
+    let next = more.then(|| {
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &q.0 {
             if !k.eq_ignore_ascii_case("$skip") {
                 s.append_pair(k, v);
             }
         }
-        s.append_pair("$skip", &(skip + top).to_string());
-        Value::from(format!("{base}/api/v1/BatchTask?{}", s.finish()))
-    } else {
-        Value::Null
-    };
-    let body = json!({
-        "odata.metadata": format!("{base}/api/v1/archive/$metadata"),
-        "odata.nextLink": next,
-        "value": values,
+        s.append_pair("$skip", &(skip.saturating_add(top)).to_string());
+        format!("{base}/api/v1/BatchTask?{}", s.finish())
     });
-    let _ = ColumnType::Int;
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, format::Format::Json.content_type())],
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )
-        .into_response())
+    let metadata = format!("{base}/api/v1/archive/$metadata");
+    let body = match prefs.format {
+        format::Format::Json => serde_json::to_vec(&json!({
+            "odata.metadata": metadata,
+            "odata.nextLink": next,
+            "value": rows,
+        }))
+        .unwrap_or_default(),
+        format::Format::Xml => format::odata_xml(&metadata, next.as_deref(), &rows),
+    };
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, prefs.format.content_type())], body).into_response())
 }
 
 fn archive_value(row: &crate::store::ListRow, c: Column, prefs: &Prefs) -> Value {

@@ -44,7 +44,8 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         "BatchTask/{id}",
         &[
             ("GET", "Get a BatchTaskInfo by id"),
-            ("PUT", "Update State, Description, Response and Request"),
+            ("PUT", "Update State, Description, Response and Request (a body, a JSON Patch or a Merge Patch)"),
+            ("PATCH", "Apply a JSON Patch or Merge Patch to State, Description, Response and Request"),
             ("DELETE", "Delete a finished or waiting task"),
         ],
     ),

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))
         .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
         // -- formats (issue 3) --
+        .route("/api/v1/BatchTask/{key}", axum::routing::patch(batchtask::patch))
         // -- identity and access (issue 4) --
         .route("/api/v1/Ticket", post(identity::create_ticket).delete(identity::delete_ticket))
         .route(
