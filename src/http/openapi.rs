@@ -55,6 +55,12 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
         "application/json": {"schema": schema.clone()}, "application/xml": {"schema": schema.clone()},
         "application/x-www-form-urlencoded": {"schema": schema}}})
     };
+    let patches = || {
+        json!({
+            "application/json-patch+json": {"schema": {"$ref": "#/components/schemas/JsonPatch"}},
+            "application/merge-patch+json": {"schema": {"type": "object", "description": "RFC 7396: the properties to change; null removes"}}
+        })
+    };
     let mut params = Vec::new();
     for seg in path.split('/') {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
@@ -73,7 +79,22 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
         ("BatchTask", "GET") => (None, ("200", ok(json!({"$ref": "#/components/schemas/ODataList"})))),
         ("BatchTask", "POST") => (Some(body(task.clone())), ("200", ok(json!({"type": "integer"})))),
         ("BatchTask/{id}", "GET") => (None, ("200", ok(task.clone()))),
-        ("BatchTask/{id}", "PUT") => (Some(body(task.clone())), ("200", ok(task.clone()))),
+        ("BatchTask/{id}", "PUT") => {
+            let mut b = body(task.clone());
+            let extra = patches();
+            for (k, v) in extra.as_object().expect("object") {
+                b["content"][k] = v.clone();
+            }
+            responses.insert("409".into(), error.clone());
+            responses.insert("412".into(), error.clone());
+            (Some(b), ("200", ok(task.clone())))
+        }
+        ("BatchTask/{id}", "PATCH") => {
+            responses.insert("409".into(), error.clone());
+            responses.insert("412".into(), error.clone());
+            responses.insert("415".into(), error.clone());
+            (Some(json!({"required": true, "content": patches()})), ("200", ok(task.clone())))
+        }
         ("BatchTask/{id}", "DELETE") => (None, ("204", json!({"description": "Deleted"}))),
         ("BatchTask/{state}", "GET") => (None, ("200", ok(tasks.clone()))),
         ("BatchTask/{id}/Stop", "POST") => (None, ("200", ok(json!({"type": "boolean"})))),
@@ -134,6 +155,9 @@ pub fn document() -> Value {
                 "Error": {"type": "object", "properties": {
                     "Error": {"type": "boolean"}, "ErrorType": {"type": "string"}, "ErrorMessage": {"type": "string"},
                     "Message": {"type": "string"}, "ErrorSource": {"type": "string"}}},
+                "JsonPatch": {"type": "array", "description": "RFC 6902 operations; paths name properties in any case, the leading / is optional", "items": {"type": "object", "required": ["op", "path"], "properties": {
+                    "op": {"type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"]},
+                    "path": {"type": "string", "example": "/State"}, "from": {"type": "string"}, "value": {}}}},
                 "ODataList": {"type": "object", "properties": {
                     "odata.metadata": {"type": "string"}, "odata.nextLink": {"type": "string", "nullable": true},
                     "value": {"type": "array", "items": {"type": "object", "additionalProperties": true}}}}
