@@ -207,6 +207,8 @@ pub struct Msg {
 pub enum Arg {
     Text(String),
     Type(TypeWord),
+    /// An English reason text, translated at render time when the catalogue knows it.
+    Reason(&'static str),
 }
 
 impl Msg {
@@ -215,6 +217,10 @@ impl Msg {
     }
     pub fn arg(mut self, name: &'static str, value: impl ToString) -> Msg {
         self.args.push((name, Arg::Text(value.to_string())));
+        self
+    }
+    pub fn reason_arg(mut self, name: &'static str, english: &'static str) -> Msg {
+        self.args.push((name, Arg::Reason(english)));
         self
     }
     pub fn type_arg(mut self, name: &'static str, w: TypeWord) -> Msg {
@@ -238,6 +244,7 @@ impl Msg {
             match self.args.iter().find(|(n, _)| *n == name) {
                 Some((_, Arg::Text(v))) => out.push_str(v),
                 Some((_, Arg::Type(w))) => out.push_str(type_word(*w, lang)),
+                Some((_, Arg::Reason(r))) => out.push_str(translations::reason(r, lang).unwrap_or(r)),
                 None => {
                     let _ = write!(out, "{{{name}}}");
                 }
@@ -249,21 +256,8 @@ impl Msg {
     }
 }
 
-mod translations {
-    //! Translations of the English templates. A missing entry falls back to English.
-    use super::{Key, Lang, TypeWord};
-
-    pub fn lookup(_key: Key, lang: Lang) -> Option<&'static str> {
-        match lang {
-            Lang::En => None,
-            _ => None,
-        }
-    }
-
-    pub fn type_word(_w: TypeWord, _lang: Lang) -> Option<&'static str> {
-        None
-    }
-}
+pub mod culture;
+mod translations;
 
 #[cfg(test)]
 mod tests {
@@ -275,14 +269,72 @@ mod tests {
         assert_eq!(m.render(Lang::En), "StartCount must be a whole number.");
     }
 
+    /// Every key this catalogue knows, for the completeness checks below.
+    const KEYS: [Key; 34] = [
+        Key::FieldRequired,
+        Key::FieldWrongType,
+        Key::FieldTooLong,
+        Key::FieldOutOfRange,
+        Key::FieldUnknownValue,
+        Key::StateNotAllowed,
+        Key::BadStateMove,
+        Key::IdMismatch,
+        Key::TaskNotFound,
+        Key::TaskBusy,
+        Key::Stale,
+        Key::Forbidden,
+        Key::UnknownDefinition,
+        Key::BodyUnreadable,
+        Key::BodyNotObject,
+        Key::BodyMissing,
+        Key::BodyTooLarge,
+        Key::UnsupportedMediaType,
+        Key::BadPathSegment,
+        Key::AuthRequired,
+        Key::AuthFailed,
+        Key::NotFoundRoute,
+        Key::MethodNotAllowed,
+        Key::Internal,
+        Key::RequestInvalid,
+        Key::ParameterMissing,
+        Key::UnknownSelect,
+        Key::Cancelled,
+        Key::CancelWarning,
+        Key::FilterInvalid,
+        Key::PatchReadOnly,
+        Key::PatchTestFailed,
+        Key::PatchPathInvalid,
+        Key::PatchNotAllowedType,
+    ];
+
+    fn placeholders(t: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = t.split('{').skip(1).filter_map(|p| p.split('}').next()).collect();
+        names.sort_unstable();
+        names
+    }
+
     #[test]
-    fn every_template_names_only_known_placeholders() {
-        // A template with an unbalanced brace would render garbage; catch it here.
-        for lang in Lang::ALL {
-            for key in [Key::FieldRequired, Key::FieldTooLong, Key::BadStateMove, Key::Cancelled] {
-                let t = template(key, lang);
+    fn every_key_is_translated_with_the_same_placeholders() {
+        for key in KEYS {
+            let wanted = placeholders(english(key));
+            for lang in Lang::ALL.into_iter().filter(|l| *l != Lang::En) {
+                let t = translations::lookup(key, lang).unwrap_or_else(|| panic!("{key:?} has no {lang:?} text"));
+                assert_ne!(t, english(key), "{key:?} {lang:?} is untranslated");
+                assert_eq!(placeholders(t), wanted, "{key:?} {lang:?}: {t}");
                 assert_eq!(t.matches('{').count(), t.matches('}').count(), "{key:?} {lang:?}");
             }
         }
+    }
+
+    #[test]
+    fn type_words_and_reasons_are_translated() {
+        let m = Msg::new(Key::FieldWrongType).arg("field", "StartCount").type_arg("expected", TypeWord::Integer);
+        assert_eq!(m.render(Lang::De), "StartCount muss eine ganze Zahl sein.");
+        assert_eq!(m.render(Lang::Nb), "StartCount må være et heltall.");
+        let m = Msg::new(Key::Forbidden).reason_arg("reason", "you may not delete this task");
+        assert_eq!(m.render(Lang::Sv), "Åtkomst nekad: du får inte ta bort den här uppgiften.");
+        assert_eq!(m.render(Lang::En), "Access denied: you may not delete this task.");
+        let unknown = Msg::new(Key::Forbidden).reason_arg("reason", "a reason added later");
+        assert_eq!(unknown.render(Lang::Fr), "Accès refusé : a reason added later.");
     }
 }

@@ -87,9 +87,23 @@ impl FromRequestParts<AppState> for Prefs {
         if let Some(v) = parts.headers.get("so-timezone") {
             let text = v.to_str().unwrap_or("");
             let spec = zones::parse_header(text).ok_or_else(|| {
-                ApiError::bad_request(Msg::new(Key::FieldUnknownValue).arg("field", "SO-TimeZone").arg("value", text))
+                ApiError::bad_request(
+                    Msg::new(Key::FieldUnknownValue)
+                        .arg("field", "SO-TimeZone")
+                        .arg("value", text.chars().take(40).collect::<String>()),
+                )
             })?;
             prefs.zone = spec.zone;
+        }
+        if let Some(v) = parts.headers.get("so-culture") {
+            let text = v.to_str().unwrap_or("\u{FFFD}");
+            if !crate::i18n::culture::is_known(text) {
+                return Err(ApiError::bad_request(
+                    Msg::new(Key::FieldUnknownValue)
+                        .arg("field", "SO-Culture")
+                        .arg("value", text.chars().take(40).collect::<String>()),
+                ));
+            }
         }
         Ok(prefs)
     }

@@ -178,6 +178,8 @@ pub async fn stop(
 pub async fn delete(
     caller: Caller,
     State(app): State<AppState>,
+    // Read for its checks only: SO-TimeZone and SO-Culture are validated on every endpoint.
+    _prefs: Prefs,
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
