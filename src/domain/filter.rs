@@ -4,12 +4,22 @@
 //! ```text
 //! expr    := and ("or" and)*
 //! and     := unary ("and" unary)*
-//! unary   := "not" unary | "(" expr ")" | test
-//! test    := column op literal | column ("oneOf" | "notOneOf") "(" literal ("," literal)* ")"
-//! op      := eq ne lt le gt ge = != <> < <= > >= equals unequals greater less before after
-//!            contains notContains begins notBegins endsWith is isNot
-//! literal := 'text' (with '' for a quote) | integer | null | true | false | a state name
+//! unary   := "not" unary | "(" expr ")" | test | function
+//! test    := column op literal
+//!          | column ("oneOf" | "notOneOf" | "associateIsOneOf" | "associateIsNotOneOf") list
+//!          | column ("between" | "dateBetween") list-of-two
+//! list    := "(" literal ("," literal)* ")" | literal ("," literal)*
+//! function:= ("startswith" | "endswith" | "contains") "(" column "," 'text' ")"
+//!          | "substringof" "(" 'text' "," column ")"
+//! op      := eq ne lt le gt ge = != <> < <= > >= equals unequals greater less before after date
+//!            contains notContains begins startsWith notBegins endsWith is isNot
+//! literal := 'text' or "text" (a doubled quote stands for itself) | integer | null
+//!          | a state name (State only)
 //! ```
+//!
+//! Limits keep every accepted filter cheap and within SQLite's own limits (expression depth
+//! 1000, 32766 bound values): at most [`MAX_DEPTH`] nested parentheses or `not`s, [`MAX_TESTS`]
+//! tests and [`MAX_VALUES`] values in all. Over a limit is an error like any other, never a 500.
 
 use chrono_tz::Tz;
 
@@ -17,7 +27,11 @@ use super::query::{Column, ColumnType, CompareOp, Expr, Literal, TextOp};
 use super::task::BatchTaskState;
 
 /// Deeper nesting than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 32;
+/// Most tests (comparisons) in one filter.
+pub const MAX_TESTS: usize = 100;
+/// Most literal values in one filter (oneOf lists included).
+pub const MAX_VALUES: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("at position {position}: expected {expected}, found {found}")]
@@ -160,12 +174,15 @@ struct Parser {
     i: usize,
     zone: Tz,
     depth: usize,
+    tests: usize,
+    values: usize,
 }
 
 enum Op {
     Cmp(CompareOp),
     Text(TextOp),
     OneOf(bool),
+    Between,
 }
 
 fn op_word(w: &str) -> Option<Op> {
@@ -181,8 +198,9 @@ fn op_word(w: &str) -> Option<Op> {
         "begins" | "startswith" => Op::Text(TextOp::Begins),
         "notbegins" => Op::Text(TextOp::NotBegins),
         "endswith" | "ends" => Op::Text(TextOp::Ends),
-        "oneof" => Op::OneOf(false),
-        "notoneof" => Op::OneOf(true),
+        "oneof" | "associateisoneof" => Op::OneOf(false),
+        "notoneof" | "associateisnotoneof" => Op::OneOf(true),
+        "between" | "datebetween" => Op::Between,
         _ => return None,
     })
 }
@@ -204,7 +222,7 @@ impl Parser {
     fn expr(&mut self) -> Result<Expr, FilterError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return self.fail("less nesting (at most 64 levels)");
+            return self.fail("less nesting (at most 32 levels)");
         }
         let mut left = self.and()?;
         while self.keyword("or") {
@@ -231,7 +249,7 @@ impl Parser {
             self.i += 1;
             self.depth += 1;
             if self.depth > MAX_DEPTH {
-                return self.fail("less nesting (at most 64 levels)");
+                return self.fail("less nesting (at most 32 levels)");
             }
             let inner = self.unary()?;
             self.depth -= 1;
@@ -249,7 +267,89 @@ impl Parser {
         self.test()
     }
 
+    /// `startswith(Col, 'x')`, `endswith(Col, 'x')`, `contains(Col, 'x')`, `substringof('x', Col)`.
+    fn function(&mut self, name: &str) -> Result<Expr, FilterError> {
+        let op = match name.to_ascii_lowercase().as_str() {
+            "startswith" => TextOp::Begins,
+            "endswith" => TextOp::Ends,
+            "contains" | "substringof" => TextOp::Contains,
+            _ => return self.fail("a column of the BatchTasks archive"),
+        };
+        let text_first = name.eq_ignore_ascii_case("substringof");
+        self.i += 2; // the name and '('
+        let mut column = None;
+        let mut value = None;
+        for k in 0..2 {
+            if k == 1 {
+                if *self.peek() != Tok::Comma {
+                    return self.fail("','");
+                }
+                self.i += 1;
+            }
+            if (k == 0) == text_first {
+                match self.peek().clone() {
+                    Tok::Text(t) => value = Some(t),
+                    _ => return self.fail("a quoted text"),
+                }
+            } else {
+                let c = match self.peek() {
+                    Tok::Word(w) => Column::parse(w),
+                    _ => None,
+                };
+                match c {
+                    Some(c) if c.kind() == ColumnType::Text => column = Some(c),
+                    Some(_) => return self.fail("a text column"),
+                    None => return self.fail("a column of the BatchTasks archive"),
+                }
+            }
+            self.i += 1;
+        }
+        if *self.peek() != Tok::Close {
+            return self.fail("')'");
+        }
+        self.i += 1;
+        self.count_test()?;
+        self.count_value()?;
+        Ok(Expr::Text { column: column.expect("set above"), op, value: value.expect("set above") })
+    }
+
+    fn count_test(&mut self) -> Result<(), FilterError> {
+        self.tests += 1;
+        if self.tests > MAX_TESTS { self.fail("fewer tests (at most 100)") } else { Ok(()) }
+    }
+
+    fn count_value(&mut self) -> Result<(), FilterError> {
+        self.values += 1;
+        if self.values > MAX_VALUES { self.fail("fewer values (at most 1000)") } else { Ok(()) }
+    }
+
+    /// `(a, b, c)` or `a, b, c`: the values of oneOf and between.
+    fn list(&mut self, column: Column) -> Result<Vec<Literal>, FilterError> {
+        let parens = *self.peek() == Tok::Open;
+        if parens {
+            self.i += 1;
+        }
+        let mut values = vec![self.literal(column)?];
+        while *self.peek() == Tok::Comma {
+            self.i += 1;
+            values.push(self.literal(column)?);
+        }
+        if parens {
+            if *self.peek() != Tok::Close {
+                return self.fail("')' or ','");
+            }
+            self.i += 1;
+        }
+        Ok(values)
+    }
+
     fn test(&mut self) -> Result<Expr, FilterError> {
+        if let Tok::Word(w) = self.peek() {
+            if Column::parse(w).is_none() && self.toks.get(self.i + 1).is_some_and(|(_, t)| *t == Tok::Open) {
+                let name = w.clone();
+                return self.function(&name);
+            }
+        }
         let column = match self.peek() {
             Tok::Word(w) => match Column::parse(w) {
                 Some(c) => c,
@@ -272,6 +372,7 @@ impl Parser {
         match op {
             Op::Cmp(op) => {
                 let value = self.literal(column)?;
+                self.count_test()?;
                 Ok(Expr::Compare { column, op, value })
             }
             Op::Text(op) => {
@@ -282,28 +383,31 @@ impl Parser {
                 match self.peek().clone() {
                     Tok::Text(t) => {
                         self.i += 1;
+                        self.count_test()?;
+                        self.count_value()?;
                         Ok(Expr::Text { column, op, value: t })
                     }
                     _ => self.fail("a quoted text"),
                 }
             }
             Op::OneOf(negated) => {
-                let parens = *self.peek() == Tok::Open;
-                if parens {
-                    self.i += 1;
-                }
-                let mut values = vec![self.literal(column)?];
-                while *self.peek() == Tok::Comma {
-                    self.i += 1;
-                    values.push(self.literal(column)?);
-                }
-                if parens {
-                    if *self.peek() != Tok::Close {
-                        return self.fail("')' or ','");
-                    }
-                    self.i += 1;
-                }
+                let values = self.list(column)?;
+                self.count_test()?;
                 Ok(Expr::OneOf { column, values, negated })
+            }
+            Op::Between => {
+                let at = self.i;
+                let values = self.list(column)?;
+                let [low, high]: [Literal; 2] = values.try_into().map_err(|_| FilterError {
+                    position: self.toks[at].0,
+                    expected: "two values (low, high)".into(),
+                    found: "another number of values".into(),
+                })?;
+                self.count_test()?;
+                Ok(Expr::And(
+                    Box::new(Expr::Compare { column, op: CompareOp::Ge, value: low }),
+                    Box::new(Expr::Compare { column, op: CompareOp::Le, value: high }),
+                ))
             }
         }
     }
@@ -335,6 +439,7 @@ impl Parser {
             (ColumnType::Text, _) => return self.fail("a quoted text"),
             (ColumnType::Date, _) => return self.fail("a quoted date"),
         };
+        self.count_value()?;
         self.i += 1;
         Ok(lit)
     }
@@ -343,7 +448,7 @@ impl Parser {
 /// Parses a `$filter` value. Dates without a zone are read in `zone`.
 pub fn parse(src: &str, zone: Tz) -> Result<Expr, FilterError> {
     let toks = lex(src)?;
-    let mut p = Parser { toks, i: 0, zone, depth: 0 };
+    let mut p = Parser { toks, i: 0, zone, depth: 0, tests: 0, values: 0 };
     let e = p.expr()?;
     if *p.peek() != Tok::End {
         return p.fail("'and', 'or' or the end of the filter");
@@ -391,5 +496,45 @@ mod tests {
         assert!(parse(&"(".repeat(10_000), Tz::UTC).is_err());
         assert!(parse("Description eq '1'; DROP TABLE batchtask; --'", Tz::UTC).is_err());
         assert_eq!(parse("Description eq 'a\0b'", Tz::UTC).unwrap_err().position, 17);
+    }
+
+    #[test]
+    fn functions_between_and_associate_lists() {
+        assert_eq!(
+            ok("startswith(definitionName, 'Exp')"),
+            Expr::Text { column: Column::DefinitionName, op: TextOp::Begins, value: "Exp".into() }
+        );
+        assert_eq!(
+            ok("substringof('x', Description)"),
+            Expr::Text { column: Column::Description, op: TextOp::Contains, value: "x".into() }
+        );
+        assert!(matches!(ok("endswith(Description,'z') and contains(Response, 'y')"), Expr::And(..)));
+        assert!(matches!(ok("StartCount between (1, 5)"), Expr::And(..)));
+        assert!(matches!(ok("registeredDate dateBetween '2024-01-01', '2024-02-01'"), Expr::And(..)));
+        assert!(matches!(ok("registeredBy associateIsOneOf (1, 2)"), Expr::OneOf { negated: false, .. }));
+        let e = parse("StartCount between (1, 2, 3)", Tz::UTC).unwrap_err();
+        assert!(e.expected.contains("two values"), "{e}");
+        let e = parse("startswith(StartCount, 'x')", Tz::UTC).unwrap_err();
+        assert!(e.expected.contains("text column"), "{e}");
+        assert!(parse("nosuch(Description, 'x')", Tz::UTC).is_err());
+    }
+
+    #[test]
+    fn limits_are_errors_with_positions() {
+        let many = vec!["StartCount eq 1"; MAX_TESTS + 1].join(" and ");
+        let e = parse(&many, Tz::UTC).unwrap_err();
+        assert!(e.expected.contains("fewer tests"), "{e}");
+        assert!(parse(&vec!["StartCount eq 1"; MAX_TESTS].join(" or "), Tz::UTC).is_ok());
+        let values = (0..=MAX_VALUES).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let e = parse(&format!("batchTaskId oneOf ({values})"), Tz::UTC).unwrap_err();
+        assert!(e.expected.contains("fewer values"), "{e}");
+        let deep = format!("{}State eq 1{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(parse(&deep, Tz::UTC).is_err());
+        let nots = format!("{}State eq 1", "not ".repeat(MAX_DEPTH + 1));
+        assert!(parse(&nots, Tz::UTC).is_err());
+        let long = format!("Description eq '{}'", "x".repeat(100_000));
+        assert!(parse(&long, Tz::UTC).is_ok());
+        let e = parse(&format!("Description eq '{}", "x".repeat(100_000)), Tz::UTC).unwrap_err();
+        assert_eq!(e.position, 15);
     }
 }

@@ -5,6 +5,7 @@
 //! thread that batches them into group commits (see `writer.rs`).
 
 mod auth;
+mod list;
 mod writer;
 
 use std::path::Path;
@@ -29,15 +30,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_auth.sql")),
     // 3: runner (issue 5)
+    (4, include_str!("../../../migrations/sqlite/0004_formats.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
-const TASK_COLUMNS: &str = "t.batchtask_id, t.name, t.associate_id, t.detailstable, t.detailsrecord, t.is_system, \
+pub(crate) const TASK_COLUMNS: &str = "t.batchtask_id, t.name, t.associate_id, t.detailstable, t.detailsrecord, t.is_system, \
      t.is_internal, (SELECT b.binarydata FROM binaryobjectlink l JOIN binaryobject b ON b.binaryobject_id = l.binaryobject_id \
      WHERE l.ownertable = 243 AND l.ownerrecord = t.batchtask_id AND l.linktype = 6 ORDER BY l.rank LIMIT 1), \
      t.laststarted, t.registered, t.startcount, t.dbtag, t.context, t.result, t.state, t.description, t.response, \
      t.request, t.progressdescription, t.progresspercent, t.filename, t.cancellation_behaviour, t.updatedcount, t.updated";
-const TASK_COLUMN_COUNT: usize = 24;
+pub(crate) const TASK_COLUMN_COUNT: usize = 24;
 
 pub struct SqliteStore {
     path: String,
@@ -131,7 +133,7 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let blob: Option<Vec<u8>> = r.get(7)?;
     Ok(Task {
         id: r.get(0)?,
@@ -167,7 +169,7 @@ fn load_task(conn: &Connection, id: i32) -> rusqlite::Result<Option<Task>> {
         .optional()
 }
 
-fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
+pub(crate) fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
     use rusqlite::types::Value;
     match v {
         SqlValue::Int(i) => Value::Integer(*i),
@@ -317,37 +319,24 @@ impl Store for SqliteStore {
     }
 
     async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
-        let q = sql::build_list(query, Dialect::Sqlite);
-        let mut values: Vec<_> = q.values.iter().map(to_sql).collect();
-        values.push(rusqlite::types::Value::Integer(i64::from(query.top)));
-        values.push(rusqlite::types::Value::Integer(i64::from(query.skip)));
-        let sql = format!(
-            "SELECT {TASK_COLUMNS}, t.batchtaskdefinition_id, d.description, d.timeout, t.registered_associate_id, \
-             t.updated_associate_id FROM batchtask t LEFT JOIN batchtaskdefinition d ON d.batchtaskdefinition_id = \
-             t.batchtaskdefinition_id{}{} LIMIT ? OFFSET ?",
-            q.where_clause, q.order_clause
-        );
-        let path = self.path.clone();
-        // A list may scan many rows: keep it off the async threads.
-        tokio::task::spawn_blocking(move || {
-            let conn = connect(&path, false).map_err(backend)?;
-            let mut stmt = conn.prepare(&sql).map_err(backend)?;
-            let rows = stmt
-                .query_map(params_from_iter(values), |r| {
-                    Ok(ListRow {
-                        task: task_from_row(r)?,
-                        definition_id: r.get(TASK_COLUMN_COUNT)?,
-                        definition_description: r.get(TASK_COLUMN_COUNT + 1)?,
-                        definition_timeout: r.get(TASK_COLUMN_COUNT + 2)?,
-                        registered_by: r.get(TASK_COLUMN_COUNT + 3)?,
-                        updated_by: r.get(TASK_COLUMN_COUNT + 4)?,
-                    })
-                })
-                .map_err(backend)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(backend)
+        let conn = self.readers.lock().expect("reader pool").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => connect(&self.path, false).map_err(backend)?,
+        };
+        let query = query.clone();
+        // A list may scan many rows: keep it off the async threads, on a pooled connection.
+        let (conn, rows) = tokio::task::spawn_blocking(move || {
+            let rows = list::list_tasks(&conn, &query);
+            (conn, rows)
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut pool = self.readers.lock().expect("reader pool");
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        rows
     }
 
     async fn create_associate(&self, new: NewAssociate, now: DateTime<Utc>) -> Result<Associate, StoreError> {
