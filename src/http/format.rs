@@ -212,6 +212,8 @@ pub fn escape_into(out: &mut String, text: &str) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            // A reader turns a raw CR (and CRLF) into LF; a reference keeps it, as .NET writes it.
+            '\r' => out.push_str("&#13;"),
             // XML 1.0 cannot carry most control characters (nor U+FFFE/U+FFFF), not even as
             // character references: write the replacement character rather than break the document.
             c if ((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}' => {

@@ -4,6 +4,7 @@ mod agents;
 mod auth;
 mod compat;
 mod errors;
+mod formats;
 mod helpers;
 mod openapi;
 mod pg;
