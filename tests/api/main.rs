@@ -8,6 +8,7 @@ mod formats;
 mod helpers;
 mod openapi;
 mod pg;
+mod patch;
 mod process;
 mod props;
 mod rest;

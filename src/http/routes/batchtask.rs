@@ -9,7 +9,7 @@ use crate::domain::query::Column;
 use crate::domain::rights::rights_for;
 use crate::domain::{BatchTaskState, Caller, DomainError, Field, time};
 use crate::http::AppState;
-use crate::http::body::{Body, BodyKind};
+use crate::http::body::{self, Body, BodyKind};
 use crate::http::context::Prefs;
 use crate::http::error::ApiError;
 use crate::http::format::{self, Payload};
@@ -112,24 +112,30 @@ pub async fn update(
     Ok(task_response(&prefs, &caller, &task, None))
 }
 
-/// `PATCH /BatchTask/{id}`: JSON Patch or Merge Patch only.
+/// `PATCH /BatchTask/{id}`: JSON Patch or Merge Patch only. The type is checked before the body
+/// is read, so any other body is a 415 whatever it holds.
 pub async fn patch(
     caller: Caller,
     State(app): State<AppState>,
     prefs: Prefs,
     Path(key): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
-    if !matches!(body.kind, BodyKind::JsonPatch | BodyKind::MergePatch) {
-        let sent = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Msg::new(Key::PatchNotAllowedType).arg("type", sent.chars().take(100).collect::<String>()),
-        ));
-    }
-    apply_patch(caller, app, prefs, id, headers, body).await
+    let headers = request.headers().clone();
+    let kind = match body::body_kind(&headers) {
+        Ok(k @ (BodyKind::JsonPatch | BodyKind::MergePatch)) => k,
+        _ => {
+            let sent = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Msg::new(Key::PatchNotAllowedType).arg("type", sent.chars().take(100).collect::<String>()),
+            ));
+        }
+    };
+    let (_, bytes) = body::read_bytes(request).await?;
+    let value = body::parse(kind, &bytes)?;
+    apply_patch(caller, app, prefs, id, headers, Body { kind, value, root: None }).await
 }
 
 /// Applies a patch body inside the update transaction (see [`crate::http::patch`]).
