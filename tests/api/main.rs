@@ -6,6 +6,7 @@ mod compat;
 mod errors;
 mod formats;
 mod helpers;
+mod odata;
 mod openapi;
 mod pg;
 mod patch;
