@@ -5,6 +5,7 @@ mod auth;
 mod compat;
 mod errors;
 mod formats;
+mod headers;
 mod helpers;
 mod odata;
 mod openapi;
