@@ -205,6 +205,14 @@ impl Default for XmlWriter {
 }
 
 pub fn escape_into(out: &mut String, text: &str) {
+    // Most values need no escaping: copy them whole. 0xEF may start U+FFFE/U+FFFF.
+    let special = |b: &u8| {
+        matches!(b, b'<' | b'>' | b'&' | b'"' | b'\'' | b'\r' | 0xEF) || (*b < 0x20 && *b != b'\t' && *b != b'\n')
+    };
+    if !text.as_bytes().iter().any(special) {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '<' => out.push_str("&lt;"),
