@@ -124,11 +124,12 @@ pub fn parse(bytes: &[u8]) -> Result<XmlDoc, XmlError> {
                 if stack.len() >= MAX_DEPTH {
                     return Err(fail(format!("elements nested deeper than {MAX_DEPTH} levels")));
                 }
-                let node = Node {
-                    name: s.local_name().as_ref().to_owned(),
-                    nil: is_nil(s).map_err(&fail)?,
-                    ..Node::default()
-                };
+                let name = s.local_name().as_ref().to_owned();
+                // quick-xml lets `<>` through as an element with an empty name (found by fuzzing).
+                if name.is_empty() {
+                    return Err(fail("an element without a name".into()));
+                }
+                let node = Node { name, nil: is_nil(s).map_err(&fail)?, ..Node::default() };
                 if matches!(event, Event::Start(_)) {
                     stack.push(node);
                 } else {
@@ -328,7 +329,7 @@ mod tests {
         assert!(parse(b"<x>&lol;</x>").unwrap_err().detail.contains("lol"));
         let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
         assert!(parse(deep.as_bytes()).unwrap_err().detail.contains("deeper"));
-        for bad in ["", "<a>", "<a></b>", "<a/><b/>", "text", "<a>&#0;</a>", "<a x='1></a>"] {
+        for bad in ["", "<a>", "<a></b>", "<a/><b/>", "text", "<a>&#0;</a>", "<a x='1></a>", "<>]</>", "<a><></></a>"] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad}");
         }
     }
