@@ -270,7 +270,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 34] = [
+    const KEYS: [Key; 49] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -305,6 +305,21 @@ mod tests {
         Key::PatchTestFailed,
         Key::PatchPathInvalid,
         Key::PatchNotAllowedType,
+        Key::AuthUnsupportedScheme,
+        Key::AuthExpired,
+        Key::AuthAppToken,
+        Key::AuthXsrfMissing,
+        Key::AuthXsrfMismatch,
+        Key::TooManyAttempts,
+        Key::ScopeDenied,
+        Key::AdminOnly,
+        Key::CredentialsTooNarrow,
+        Key::AssociateNotFound,
+        Key::AssociateNameTaken,
+        Key::LastAdmin,
+        Key::ScopeTooWide,
+        Key::CredentialNotFound,
+        Key::AssociateNameInvalid,
     ];
 
     fn placeholders(t: &str) -> Vec<&str> {
