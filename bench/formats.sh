@@ -49,9 +49,15 @@ run get-xml get.lua ACCEPT=application/xml
 run put-json put.lua CTYPE=application/json
 run put-xml put.lua CTYPE=application/xml
 
-# The list over 100,000 more tasks, seeded straight into the database.
-sqlite3 "$dir/bench.db" ".timeout 10000" ".read bench/seed_100k.sql"
+# The list over 100,000 more tasks, seeded straight into the database with the server stopped,
+# then a restart: the server refreshes the planner's statistics when it opens the database.
+kill $server; wait $server 2>/dev/null || true
+sqlite3 "$dir/bench.db" ".read bench/seed_100k.sql"
 echo "tasks: $(sqlite3 "$dir/bench.db" 'SELECT COUNT(*) FROM batchtask')"
+BATCHD_ADMIN_PASSWORD=bench BATCHD_LOG=warn "$dir/batchd" serve \
+  --listen 127.0.0.1:$PORT --database "sqlite:$dir/bench.db" 2>>"$dir/server.log" &
+server=$!
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/api >/dev/null && break; sleep 0.1; done
 # Each filter alone, one request at a time: the latency a client sees.
 while read -r q; do
   [ -z "$q" ] && continue

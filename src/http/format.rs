@@ -142,7 +142,10 @@ pub struct XmlWriter {
 
 impl XmlWriter {
     pub fn new() -> XmlWriter {
-        XmlWriter { out: String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>") }
+        // A task with its FieldProperties is about 7 KB: start big enough to rarely regrow.
+        let mut out = String::with_capacity(8 * 1024);
+        out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>");
+        XmlWriter { out }
     }
     pub fn open(&mut self, name: &str) {
         self.out.push('<');

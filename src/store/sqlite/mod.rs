@@ -90,6 +90,9 @@ impl SqliteStore {
             tracing::warn!(%mode, "SQLite did not switch to WAL; concurrent readers will wait for writers");
         }
         migrate(&conn)?;
+        // Planner statistics for the OData list's filters (SQLite's advice for long-lived
+        // connections): analyses only tables that need it, with a bounded sample.
+        conn.execute_batch("PRAGMA optimize=0x10002")?;
         Ok(SqliteStore { path: path.to_owned(), writer: Writer::start(conn)?, readers: Mutex::new(Vec::new()) })
     }
 
