@@ -26,6 +26,10 @@ pub struct Config {
     pub admin_password: Option<String>,
     // -- identity and access (issue 4) --
     // -- runner (issue 5) --
+    pub runner: crate::runner::settings::RunnerConfig,
+    pub retention: crate::runner::settings::RetentionConfig,
+    /// Task definitions, the built-ins included (see `batchd.example.toml`).
+    pub definitions: Vec<crate::domain::definition::Definition>,
 }
 
 impl Default for Config {
@@ -39,6 +43,9 @@ impl Default for Config {
             credential_cache: Duration::from_secs(60),
             admin_user: None,
             admin_password: None,
+            runner: Default::default(),
+            retention: Default::default(),
+            definitions: crate::runner::settings::default_definitions(),
         }
     }
 }
@@ -53,6 +60,11 @@ pub struct FileConfig {
     pub base_timezone: Option<String>,
     pub strict_definitions: Option<bool>,
     pub auth: Option<AuthFileConfig>,
+    // -- runner (issue 5) --
+    pub runner: Option<crate::runner::settings::RunnerFile>,
+    pub retention: Option<crate::runner::settings::RetentionFile>,
+    #[serde(default)]
+    pub definition: Vec<crate::runner::settings::DefinitionFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +100,14 @@ impl Config {
         if let Some(secs) = file.auth.and_then(|a| a.credential_cache_seconds) {
             cfg.credential_cache = Duration::from_secs(secs);
         }
+        // -- runner (issue 5) --
+        if let Some(r) = file.runner {
+            r.apply(&mut cfg.runner)?;
+        }
+        if let Some(r) = file.retention {
+            r.apply(&mut cfg.retention)?;
+        }
+        cfg.definitions = crate::runner::settings::build_definitions(file.definition)?;
         Ok(cfg)
     }
 }

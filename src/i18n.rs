@@ -78,6 +78,9 @@ pub enum Key {
     UnknownSelect,
     Cancelled,
     CancelWarning,
+    // -- runner (issue 5) --
+    LeaseStale,
+    NotExternal,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -125,6 +128,10 @@ fn english(key: Key) -> &'static str {
         Key::UnknownSelect => "$select: '{name}' is not a property of {type}.",
         Key::Cancelled => "Cancelled by {who}.",
         Key::CancelWarning => "Task {id} was cancelled although it is marked CancelWithWarning.",
+        Key::LeaseStale => {
+            "X-Lease-Token: the token is not the current lease of BatchTask id {id} (it expired or the task was taken back)."
+        }
+        Key::NotExternal => "Names: '{name}' is run by the server itself, not by external workers.",
     }
 }
 

@@ -106,4 +106,10 @@ pub enum DomainError {
     StopRefused,
     #[error("no task definition is named {name:?}")]
     UnknownDefinition { name: String },
+    /// A write under a lease token that is not (or no longer) the task's lease.
+    #[error("task {id}: the lease token is not the task's current lease")]
+    LeaseStale { id: i64 },
+    /// An external worker asked for a definition the server runs itself.
+    #[error("definition {name:?} is run by the server, not by external workers")]
+    NotExternal { name: String },
 }

@@ -2,6 +2,7 @@
 //! caller passes `now` in.
 
 pub mod associate;
+pub mod definition;
 pub mod error;
 pub mod filter;
 pub mod query;

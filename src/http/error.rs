@@ -117,6 +117,10 @@ impl From<DomainError> for ApiError {
             DomainError::UnknownDefinition { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::UnknownDefinition).arg("name", truncate(&name, 80)))
             }
+            DomainError::LeaseStale { id } => (S::CONFLICT, Msg::new(Key::LeaseStale).arg("id", id)),
+            DomainError::NotExternal { name } => {
+                (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
+            }
         };
         ApiError { status, msg }
     }

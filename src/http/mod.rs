@@ -34,7 +34,18 @@ pub struct AppState {
 }
 
 /// Fixed path segments, in their canonical spelling. Requests may use any letter case.
-const FIXED_SEGMENTS: &[&str] = &["api", "v1", "BatchTask", "Agents", "Batch", "Stop"];
+const FIXED_SEGMENTS: &[&str] = &[
+    "api",
+    "v1",
+    "BatchTask",
+    "Agents",
+    "Batch",
+    "Stop",
+    // -- runner (issue 5) --
+    "Acquire",
+    "Heartbeat",
+    "Events",
+];
 
 /// `/Cust1/API/v1/batchtask/` → `/api/v1/BatchTask` (prefix removed, fixed words canonical,
 /// trailing slash dropped). Other segments (ids, state names, agent methods) are left as sent.

@@ -3,6 +3,7 @@
 mod agents;
 mod batchtask;
 mod discovery;
+mod runner;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -32,6 +33,15 @@ pub fn router(state: AppState) -> Router {
         // -- formats (issue 3) --
         // -- identity and access (issue 4) --
         // -- runner (issue 5) --
+        .route(
+            "/api/v1/BatchTask/Acquire",
+            post(runner::acquire)
+                .get(runner::acquire_other_method)
+                .put(runner::acquire_other_method)
+                .delete(runner::acquire_other_method),
+        )
+        .route("/api/v1/BatchTask/{id}/Heartbeat", post(runner::heartbeat))
+        .route("/api/v1/BatchTask/{id}/Events", get(runner::events))
         .with_state(state)
 }
 
