@@ -17,21 +17,21 @@ pub fn fill(template: &str, ctx: &Ctx, encode: bool) -> Result<String, String> {
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            rest = "";
-            break;
+        let key = after.find('}').map(|end| (&after[..end], end));
+        // Only `{word}` is a placeholder; other braces (JSON bodies) are text.
+        let Some((key, end)) =
+            key.filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || "_-. ".contains(c)))
+        else {
+            out.push('{');
+            rest = after;
+            continue;
         };
-        let key = &after[..end];
         let value = match key {
             "id" => Some(ctx.task.id.to_string()),
             "name" => Some(ctx.task.name.clone()),
             "attempt" => Some(ctx.attempt.to_string()),
             "request" => Some(ctx.task.request.clone().unwrap_or_default()),
-            k if !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || "_-. ".contains(c)) => {
-                ctx.param(k).map(str::to_owned)
-            }
-            _ => None,
+            k => ctx.param(k).map(str::to_owned),
         };
         match value {
             Some(v) if encode => out.extend(utf8_percent_encode(&v, NON_ALPHANUMERIC)),

@@ -7,3 +7,7 @@ mod helpers;
 mod process;
 mod props;
 mod rest;
+mod runner;
+mod runner_model;
+mod runner_process;
+mod runner_workers;

@@ -440,7 +440,13 @@ fn finish_one(conn: &Connection, f: Finish, now: DateTime<Utc>) -> Result<Finish
             let why = f.result.clone().unwrap_or_else(|| "failed".into());
             row.task.response = f.response.clone();
             row.task.result = f.result.clone();
-            let to = fail_or_retry(conn, &mut row, now, retry, &why)?;
+            // A run that fails after a stop was asked is the stop taking effect: no retry, and
+            // the Result says who cancelled it.
+            let cancelled_by = row.stop_requested_by.clone();
+            if let Some(by) = &cancelled_by {
+                row.task.result = Some(results::cancelled(by));
+            }
+            let to = fail_or_retry(conn, &mut row, now, retry && cancelled_by.is_none(), &why)?;
             let reason = match to {
                 BatchTaskState::New => format!(
                     "{}; retry {} of {} after {}",
