@@ -10,7 +10,8 @@
 //! 4. memory: 10,000 Sleep tasks running at once; the server's RSS.
 //!
 //! Knobs (environment): BENCH_TASKS (20000), BENCH_CLIENTS (32), BENCH_LATENCY_TASKS (500),
-//! BENCH_INFLIGHT (10000).
+//! BENCH_INFLIGHT (10000), BENCH_PHASES (drain,e2e,latency,memory), BATCHD_BIN (the server binary;
+//! default: the one cargo built).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -87,6 +88,21 @@ impl Server {
     }
 }
 
+/// One authenticated request: the credential is then cached, so the concurrent clients that
+/// follow do not all pay for (and allocate memory for) an argon2 verification at once.
+async fn warm_up(base: &str) {
+    let res = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{base}/api/v1/BatchTask/0"))
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
 fn config(enabled: bool, max_running: usize) -> String {
     format!(
         "[runner]\nenabled = {enabled}\nmax_running = {max_running}\nclaim_batch = 1024\n\n[retention]\nsucceeded = \"never\"\nfailed = \"never\"\n"
@@ -150,58 +166,12 @@ fn fresh_db(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-#[tokio::main]
-async fn main() {
-    let tasks = env_usize("BENCH_TASKS", 20_000);
-    let clients = env_usize("BENCH_CLIENTS", 32);
-    let latency_tasks = env_usize("BENCH_LATENCY_TASKS", 500);
-    let inflight = env_usize("BENCH_INFLIGHT", 10_000);
-    let dir = tempfile::tempdir().unwrap();
+async fn latency(dir: &Path, latency_tasks: usize, claim_on_create: bool) {
     let noop = serde_json::json!({"Name": "Noop"});
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("batchd runner benchmark: {tasks} tasks, {clients} clients; load average at start: {}", load.trim());
-
-    // 1. Drain.
-    let db = fresh_db(dir.path(), "drain");
-    let server = Server::start(&db, &config(false, 1024));
-    let took = create_many(&server.base, tasks, clients, noop.clone()).await;
-    println!(
-        "create (runner off): {tasks} tasks in {:.2} s = {:.0} creates/s",
-        took.as_secs_f64(),
-        tasks as f64 / took.as_secs_f64()
-    );
-    server.terminate();
-    let launched = Instant::now();
-    let server = Server::start(&db, &config(true, 1024));
-    let done =
-        wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 4", tasks as i64, Duration::from_secs(300));
-    let span_us = db_count(&db, "SELECT MAX(updated) - MIN(laststarted) FROM batchtask");
-    println!(
-        "drain: {tasks} tasks in {:.3} s (first start to last finish) = {:.0} tasks/s; {:.2} s wall from process launch",
-        span_us as f64 / 1e6,
-        tasks as f64 / (span_us as f64 / 1e6),
-        done.duration_since(launched).as_secs_f64()
-    );
-    server.terminate();
-
-    // 2. End to end, runner on while creating.
-    let db = fresh_db(dir.path(), "e2e");
-    let server = Server::start(&db, &config(true, 1024));
-    let start = Instant::now();
-    let took = create_many(&server.base, tasks, clients, noop.clone()).await;
-    let done =
-        wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 4", tasks as i64, Duration::from_secs(300));
-    let total = done.duration_since(start).as_secs_f64();
-    println!(
-        "end to end (create + run, runner on): {tasks} tasks in {total:.2} s = {:.0} tasks/s (creates done after {:.2} s)",
-        tasks as f64 / total,
-        took.as_secs_f64()
-    );
-    server.terminate();
-
-    // 3. Latency on an idle server.
-    let db = fresh_db(dir.path(), "latency");
-    let server = Server::start(&db, &config(true, 1024));
+    let db = fresh_db(dir, &format!("latency-{claim_on_create}"));
+    let cfg = config(true, 1024).replace("[runner]\n", &format!("[runner]\nclaim_on_create = {claim_on_create}\n"));
+    let server = Server::start(&db, &cfg);
+    warm_up(&server.base).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut rtt = Vec::new();
     for _ in 0..latency_tasks {
@@ -219,63 +189,129 @@ async fn main() {
     }
     wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 4", latency_tasks as i64, Duration::from_secs(60));
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let mut lat: Vec<f64> = conn
-        .prepare("SELECT laststarted - registered FROM batchtask")
-        .unwrap()
-        .query_map([], |r| r.get::<_, i64>(0))
-        .unwrap()
-        .map(|v| v.unwrap() as f64 / 1e3)
-        .collect();
-    let mut run: Vec<f64> = conn
-        .prepare("SELECT updated - registered FROM batchtask")
-        .unwrap()
-        .query_map([], |r| r.get::<_, i64>(0))
-        .unwrap()
-        .map(|v| v.unwrap() as f64 / 1e3)
-        .collect();
-    lat.sort_by(f64::total_cmp);
-    run.sort_by(f64::total_cmp);
+    let column = |sql: &str| -> Vec<f64> {
+        let mut v: Vec<f64> = conn
+            .prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|v| v.unwrap() as f64 / 1e3)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let lat = column("SELECT laststarted - registered FROM batchtask");
+    let run = column("SELECT updated - registered FROM batchtask");
     rtt.sort_by(f64::total_cmp);
     println!(
-        "latency ({latency_tasks} tasks, one at a time): create-to-start p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency, claim_on_create = {claim_on_create} ({latency_tasks} tasks, one at a time): create-to-start (LastStarted - Created) p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN)
     );
     println!(
-        "  create-to-finished (durable) p50 {:.2} ms, p99 {:.2} ms; client create round trip p50 {:.2} ms, p99 {:.2} ms",
+        "  create-to-finish (Noop's finish written) p50 {:.2} ms, p99 {:.2} ms; client create round trip p50 {:.2} ms, p99 {:.2} ms",
         percentile(&run, 0.5),
         percentile(&run, 0.99),
         percentile(&rtt, 0.5),
         percentile(&rtt, 0.99)
     );
     server.terminate();
+}
+
+#[tokio::main]
+async fn main() {
+    let tasks = env_usize("BENCH_TASKS", 20_000);
+    let clients = env_usize("BENCH_CLIENTS", 32);
+    let latency_tasks = env_usize("BENCH_LATENCY_TASKS", 500);
+    let inflight = env_usize("BENCH_INFLIGHT", 10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let noop = serde_json::json!({"Name": "Noop"});
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("batchd runner benchmark: {tasks} tasks, {clients} clients; load average at start: {}", load.trim());
+
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "drain,e2e,latency,memory".into());
+    let phase = |name: &str| phases.split(',').any(|p| p.trim() == name);
+
+    // 1. Drain.
+    if phase("drain") {
+        let db = fresh_db(dir.path(), "drain");
+        let server = Server::start(&db, &config(false, 1024));
+        warm_up(&server.base).await;
+        let took = create_many(&server.base, tasks, clients, noop.clone()).await;
+        println!(
+            "create (runner off): {tasks} tasks in {:.2} s = {:.0} creates/s",
+            took.as_secs_f64(),
+            tasks as f64 / took.as_secs_f64()
+        );
+        server.terminate();
+        let launched = Instant::now();
+        let server = Server::start(&db, &config(true, 1024));
+        let done =
+            wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 4", tasks as i64, Duration::from_secs(300));
+        let span_us = db_count(&db, "SELECT MAX(updated) - MIN(laststarted) FROM batchtask");
+        println!(
+            "drain: {tasks} tasks in {:.3} s (first start to last finish) = {:.0} tasks/s; {:.2} s wall from process launch",
+            span_us as f64 / 1e6,
+            tasks as f64 / (span_us as f64 / 1e6),
+            done.duration_since(launched).as_secs_f64()
+        );
+        server.terminate();
+    }
+
+    // 2. End to end, runner on while creating.
+    if phase("e2e") {
+        let db = fresh_db(dir.path(), "e2e");
+        let server = Server::start(&db, &config(true, 1024));
+        warm_up(&server.base).await;
+        let start = Instant::now();
+        let took = create_many(&server.base, tasks, clients, noop.clone()).await;
+        let done =
+            wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 4", tasks as i64, Duration::from_secs(300));
+        let total = done.duration_since(start).as_secs_f64();
+        println!(
+            "end to end (create + run, runner on): {tasks} tasks in {total:.2} s = {:.0} tasks/s (creates done after {:.2} s)",
+            tasks as f64 / total,
+            took.as_secs_f64()
+        );
+        server.terminate();
+    }
+
+    // 3. Latency on an idle server, with and without the claim in the create transaction.
+    if phase("latency") {
+        for claim_on_create in [true, false] {
+            latency(dir.path(), latency_tasks, claim_on_create).await;
+        }
+    }
 
     // 4. Memory with many tasks in flight.
-    let db = fresh_db(dir.path(), "memory");
-    let server = Server::start(&db, &(config(true, inflight) + "\n"));
-    let (idle_rss, _) = server.rss_kib();
-    create_many(
-        &server.base,
-        inflight,
-        clients,
-        serde_json::json!({"Name": "Sleep", "ParameterObject": {"Seconds": "60"}}),
-    )
-    .await;
-    wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 3", inflight as i64, Duration::from_secs(120));
-    let mut peak_rss = 0;
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(500));
-        peak_rss = peak_rss.max(server.rss_kib().0);
+    if phase("memory") {
+        let db = fresh_db(dir.path(), "memory");
+        let server = Server::start(&db, &(config(true, inflight) + "\n"));
+        warm_up(&server.base).await;
+        let (idle_rss, _) = server.rss_kib();
+        create_many(
+            &server.base,
+            inflight,
+            clients,
+            serde_json::json!({"Name": "Sleep", "ParameterObject": {"Seconds": "60"}}),
+        )
+        .await;
+        wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 3", inflight as i64, Duration::from_secs(120));
+        let mut peak_rss = 0;
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(500));
+            peak_rss = peak_rss.max(server.rss_kib().0);
+        }
+        let (_, hwm) = server.rss_kib();
+        println!(
+            "memory: idle RSS {:.1} MiB; {inflight} Sleep tasks running: RSS {:.1} MiB (high-water mark {:.1} MiB)",
+            idle_rss as f64 / 1024.0,
+            peak_rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+        drop(server);
     }
-    let (_, hwm) = server.rss_kib();
-    println!(
-        "memory: idle RSS {:.1} MiB; {inflight} Sleep tasks running: RSS {:.1} MiB (high-water mark {:.1} MiB)",
-        idle_rss as f64 / 1024.0,
-        peak_rss as f64 / 1024.0,
-        hwm as f64 / 1024.0
-    );
-    drop(server);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at end: {}", load.trim());
 }

@@ -276,7 +276,12 @@ impl Runner {
     /// When this node would run a new task of `name` at once: a slot for it and the claim to
     /// make in the create transaction.
     pub fn reserve_for_create(&self, name: &str) -> Option<(OwnedSemaphorePermit, ClaimRequest)> {
-        if !self.inner.cfg.enabled || self.closing() || !self.inner.in_process.iter().any(|n| n.name == name) {
+        let cfg = &self.inner.cfg;
+        if !cfg.enabled
+            || !cfg.claim_on_create
+            || self.closing()
+            || !self.inner.in_process.iter().any(|n| n.name == name)
+        {
             return None;
         }
         let permit = self.inner.slots.clone().try_acquire_owned().ok()?;

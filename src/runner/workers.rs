@@ -122,17 +122,16 @@ impl Runner {
         }
         if info.state == BatchTaskState::Started {
             let mut ext = self.inner.external.lock().expect("external");
-            if let Some(e) = ext.get_mut(&id).filter(|e| e.token == token) {
-                if e.last_write.elapsed() < PROGRESS_SPACING {
-                    if let Some(p) = progress {
-                        e.pending.merge(p);
-                    }
-                    return Ok(HeartbeatAnswer {
-                        expires: info.expires.unwrap_or_else(Utc::now),
-                        state: info.state,
-                        stop_requested_by: info.stop_requested_by,
-                    });
+            if let Some(e) = ext.get_mut(&id).filter(|e| e.token == token && e.last_write.elapsed() < PROGRESS_SPACING)
+            {
+                if let Some(p) = progress {
+                    e.pending.merge(p);
                 }
+                return Ok(HeartbeatAnswer {
+                    expires: info.expires.unwrap_or_else(Utc::now),
+                    state: info.state,
+                    stop_requested_by: info.stop_requested_by,
+                });
             }
         }
         let pending = self
@@ -233,6 +232,8 @@ impl Runner {
         let r = self.store().finish_tasks(vec![f], Utc::now()).await?;
         match r.into_iter().next() {
             Some(FinishResult::Done(task)) => {
+                // The finish answers the row without its ParameterObject; the client gets it all.
+                let task = self.store().get_task(id).await?.unwrap_or(task);
                 if task.state == BatchTaskState::New {
                     self.wake();
                 }

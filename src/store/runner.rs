@@ -137,7 +137,9 @@ pub struct Finish {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per finished run
 pub enum FinishResult {
+    /// The task as written; its `parameters` may be left out (`None`).
     Done(Task),
     /// Stale token or expired lease: nothing was written.
     Lost,

@@ -577,3 +577,39 @@ async fn a_recurring_definition_creates_tasks_on_its_schedule() {
         assert_eq!(t["ParameterObject"]["source"], "schedule");
     }
 }
+
+#[test]
+fn the_example_config_file_is_valid() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/batchd.example.toml"));
+    let config = Config::load(Some(path)).expect("batchd.example.toml loads");
+    let names: Vec<&str> = config.definitions.iter().map(|d| d.name.as_str()).collect();
+    for name in ["nightly-report", "notify-crm", "import-contacts", "Noop", "Sleep"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert_eq!(config.runner, batchd::runner::settings::RunnerConfig::default(), "the file shows the defaults");
+    assert_eq!(config.retention, batchd::runner::settings::RetentionConfig::default());
+}
+
+#[tokio::test]
+async fn a_stop_asked_on_another_node_reaches_the_run_within_a_second() {
+    // Node a runs everything; node b only serves the API.
+    let a = spawn_runner("").await;
+    let db = a.db_path.clone();
+    let b = spawn_runner_with("", |c| {
+        c.database = format!("sqlite:{}", db.display());
+        c.runner.enabled = false;
+        c.runner.stop_poll = Duration::from_millis(500);
+    })
+    .await;
+    let id = a.create(&json!({"Name": "Sleep", "ParameterObject": {"Seconds": "60"}})).await;
+    wait_state(&a, id, "Started").await;
+    let asked = Instant::now();
+    assert_eq!(stop(&b, id).await.json::<Value>().await.unwrap(), true);
+    let t = wait_state(&b, id, "Failed").await;
+    // Node a polls every 100 ms in this test; 1 s is the contract with the default 500 ms.
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert_eq!(t["Result"], "Cancelled by admin");
+    let ev = events(&b, id).await;
+    let last = ev.last().unwrap();
+    assert_ne!(last["Node"], Value::Null, "ended by the node running it: {ev:?}");
+}

@@ -194,7 +194,11 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             m.state = S::New;
                             m.attempts -= 1;
                         }
-                        _ => m.fail(true),
+                        // A failure after a stop request is the stop: final, no retry.
+                        _ => {
+                            let retry = m.stop_at.is_none();
+                            m.fail(retry)
+                        }
                     }
                 } else {
                     prop_assert_eq!(&r[0], &FinishResult::Lost);

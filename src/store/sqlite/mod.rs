@@ -459,7 +459,8 @@ impl Store for SqliteStore {
                 if moved {
                     runner::record_event(conn, &next, now, Some(current.state), Some(next.state), &actor)?;
                 }
-                Ok(Task { version: current.version + 1, updated: now, ..next })
+                // Read back: the answer is exactly what is stored (times at storage precision).
+                load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
             })
             .await
     }

@@ -54,9 +54,12 @@ impl RunRow {
     }
 }
 
-pub(super) fn load_run_row(conn: &Connection, id: i32) -> Result<Option<RunRow>, StoreError> {
+/// Loads a row with its runner columns. `with_params`: also the ParameterObject blob (a run needs
+/// it; bookkeeping writes do not, and skipping the blob lookup keeps them cheap).
+pub(super) fn load_run_row(conn: &Connection, id: i32, with_params: bool) -> Result<Option<RunRow>, StoreError> {
+    let columns = if with_params { TASK_COLUMNS.to_owned() } else { light_columns() };
     let sql = format!(
-        "SELECT {TASK_COLUMNS}, t.lease_token, t.lease_expires, t.lease_node, t.attempts, t.run_after, \
+        "SELECT {columns}, t.lease_token, t.lease_expires, t.lease_node, t.attempts, t.run_after, \
          t.stop_requested, t.stop_requested_by FROM batchtask t WHERE t.batchtask_id = ?"
     );
     let n = TASK_COLUMN_COUNT;
@@ -159,6 +162,18 @@ pub(super) fn insert_event(
     Ok(())
 }
 
+/// The task columns with NULL for the ParameterObject blob.
+fn light_columns() -> String {
+    static LIGHT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIGHT
+        .get_or_init(|| {
+            let start = TASK_COLUMNS.find("(SELECT b.binarydata").expect("blob column");
+            let end = start + TASK_COLUMNS[start..].find("LIMIT 1)").expect("blob column end") + "LIMIT 1)".len();
+            format!("{}NULL{}", &TASK_COLUMNS[..start], &TASK_COLUMNS[end..])
+        })
+        .clone()
+}
+
 fn truncate(s: &str, max_chars: usize) -> String {
     if s.chars().count() <= max_chars { s.to_owned() } else { s.chars().take(max_chars).collect() }
 }
@@ -259,7 +274,7 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -
     candidates.truncate(req.max);
     let mut out = Vec::with_capacity(candidates.len());
     for id in candidates {
-        let Some(row) = load_run_row(conn, id)? else { continue };
+        let Some(row) = load_run_row(conn, id, true)? else { continue };
         out.push(claim_row(conn, row, req, now)?);
     }
     Ok(out)
@@ -284,7 +299,7 @@ pub(super) fn claim_new(
     if older.is_some() || room(conn, claim_name)? == 0 {
         return Ok(None);
     }
-    let Some(row) = load_run_row(conn, id)? else { return Ok(None) };
+    let Some(row) = load_run_row(conn, id, true)? else { return Ok(None) };
     Ok(Some(claim_row(conn, row, req, now)?.lease))
 }
 
@@ -309,7 +324,7 @@ pub(super) fn renew(
     let now_us = micros(now);
     let mut out = Vec::with_capacity(beats.len());
     for beat in beats {
-        let Some(mut row) = load_run_row(conn, beat.id)? else {
+        let Some(mut row) = load_run_row(conn, beat.id, false)? else {
             out.push(BeatOutcome::Lost);
             continue;
         };
@@ -387,7 +402,7 @@ fn fail_or_retry(
 
 fn finish_one(conn: &Connection, f: Finish, now: DateTime<Utc>) -> Result<FinishResult, StoreError> {
     let now_us = micros(now);
-    let Some(mut row) = load_run_row(conn, f.id)? else { return Ok(FinishResult::Lost) };
+    let Some(mut row) = load_run_row(conn, f.id, false)? else { return Ok(FinishResult::Lost) };
     if !row.holds(&f.token, now_us) {
         return Ok(FinishResult::Lost);
     }
@@ -492,7 +507,7 @@ pub(super) fn request_stop(
     guard: crate::store::DeleteGuard,
 ) -> Result<StopResult, StoreError> {
     let now_us = micros(now);
-    let mut row = load_run_row(conn, id)?.ok_or(StoreError::NotFound)?;
+    let mut row = load_run_row(conn, id, false)?.ok_or(StoreError::NotFound)?;
     guard(&row.task)?;
     let from = row.task.state;
     if from.is_finished() || row.task.cancellation == CancellationBehaviour::CannotCancel {
@@ -573,7 +588,7 @@ pub(super) fn rescue(
     )?;
     let mut out = Vec::new();
     for id in expired.into_iter().chain(ignored_stops) {
-        let Some(mut row) = load_run_row(conn, id)? else { continue };
+        let Some(mut row) = load_run_row(conn, id, false)? else { continue };
         if !row.task.state.is_active() {
             continue; // handled by the first list already
         }
@@ -607,7 +622,7 @@ pub(super) fn release_node(conn: &Connection, node: &str, now: DateTime<Utc>) ->
         .and_then(|mut s| s.query_map([node], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(backend)?;
     for id in &ids {
-        let Some(mut row) = load_run_row(conn, *id)? else { continue };
+        let Some(mut row) = load_run_row(conn, *id, false)? else { continue };
         let from = row.task.state;
         row.clear_lease();
         row.attempts = (row.attempts - 1).max(0);
