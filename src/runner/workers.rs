@@ -231,10 +231,9 @@ impl Runner {
         };
         let r = self.store().finish_tasks(vec![f], Utc::now()).await?;
         match r.into_iter().next() {
-            Some(FinishResult::Done(task)) => {
-                // The finish answers the row without its ParameterObject; the client gets it all.
-                let task = self.store().get_task(id).await?.unwrap_or(task);
-                if task.state == BatchTaskState::New {
+            Some(FinishResult::Done(state)) => {
+                let task = self.store().get_task(id).await?.ok_or(StoreError::NotFound)?;
+                if state == BatchTaskState::New {
                     self.wake();
                 }
                 if outcome == FinishOutcome::Start {

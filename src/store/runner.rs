@@ -137,10 +137,9 @@ pub struct Finish {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)] // short-lived, one per finished run
 pub enum FinishResult {
-    /// The task as written; its `parameters` may be left out (`None`).
-    Done(Task),
+    /// Written; the task is now in this state (read the task for the rest).
+    Done(BatchTaskState),
     /// Stale token or expired lease: nothing was written.
     Lost,
 }

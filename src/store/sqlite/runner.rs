@@ -272,12 +272,95 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -
     // Oldest first across names.
     candidates.sort_unstable();
     candidates.truncate(req.max);
-    let mut out = Vec::with_capacity(candidates.len());
-    for id in candidates {
-        let Some(row) = load_run_row(conn, id, true)? else { continue };
-        out.push(claim_row(conn, row, req, now)?);
+    if candidates.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    claim_ids(conn, &candidates, req, now)
+}
+
+/// Claims the given `New` rows in a few statements for the whole batch. The batch shares one
+/// lease token: it is held by one claimer, and a later claim of any of these tasks gets a new
+/// token, so fencing per lease still holds.
+fn claim_ids(
+    conn: &Connection,
+    ids: &[i32],
+    req: &ClaimRequest,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>, StoreError> {
+    let now_us = micros(now);
+    let token = new_token();
+    let expires = now_us + lease_micros(req.lease);
+    let list = vec!["?"; ids.len()].join(", ");
+    let id_values = ids.iter().map(|i| rusqlite::types::Value::Integer(i64::from(*i)));
+    let to = if req.start { BatchTaskState::Started } else { BatchTaskState::Aquired };
+    let mut values: Vec<rusqlite::types::Value> = vec![
+        i64::from(to.number()).into(),
+        token.clone().into(),
+        expires.into(),
+        req.node.clone().into(),
+        i64::from(req.start).into(),
+        i64::from(req.start).into(),
+        now_us.into(),
+        i64::from(req.start).into(),
+        i64::from(req.start).into(),
+        now_us.into(),
+    ];
+    values.extend(id_values.clone());
+    conn.prepare(&format!(
+        "UPDATE batchtask SET state = ?, lease_token = ?, lease_expires = ?, lease_node = ?, attempts = attempts + 1, \
+         run_after = NULL, stop_requested = NULL, stop_requested_by = NULL, startcount = startcount + ?, \
+         laststarted = CASE WHEN ? THEN ? ELSE laststarted END, \
+         progresspercent = CASE WHEN ? THEN 0 ELSE progresspercent END, \
+         progressdescription = CASE WHEN ? THEN NULL ELSE progressdescription END, \
+         updated = ?, updatedcount = updatedcount + 1 WHERE state = 1 AND batchtask_id IN ({list})"
+    ))
+    .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+    .map_err(backend)?;
+    // The log, one statement per move; per task the claim comes before the start (event ids).
+    let log = |from: BatchTaskState, to: BatchTaskState, reason: &str| -> Result<(), StoreError> {
+        let mut values: Vec<rusqlite::types::Value> = vec![
+            now_us.into(),
+            i64::from(from.number()).into(),
+            i64::from(to.number()).into(),
+            req.associate_id.map(i64::from).into(),
+            req.node.clone().into(),
+            reason.to_owned().into(),
+            token.clone().into(),
+        ];
+        values.extend(id_values.clone());
+        conn.prepare(&format!(
+            "INSERT INTO batchtaskevent (batchtask_id, at, from_state, to_state, associate_id, node, reason) \
+             SELECT batchtask_id, ?, ?, ?, ?, ?, CASE WHEN ?6 = 'claimed' THEN 'claimed, attempt ' || attempts ELSE ?6 END \
+             FROM batchtask WHERE lease_token = ? AND is_internal = 0 AND batchtask_id IN ({list}) ORDER BY batchtask_id"
+        ))
+        .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
+        .map_err(backend)?;
+        Ok(())
+    };
+    log(BatchTaskState::New, BatchTaskState::Aquired, "claimed")?;
+    if req.start {
+        log(BatchTaskState::Aquired, BatchTaskState::Started, "started")?;
+    }
+    let mut values: Vec<rusqlite::types::Value> = vec![token.clone().into()];
+    values.extend(id_values);
+    let n = TASK_COLUMN_COUNT;
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {TASK_COLUMNS}, t.attempts FROM batchtask t WHERE t.lease_token = ? \
+             AND t.batchtask_id IN ({list}) ORDER BY t.batchtask_id"
+        ))
+        .map_err(backend)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(values), |r| Ok((task_from_row(r)?, r.get::<_, i32>(n)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(backend)?;
+    Ok(rows
+        .into_iter()
+        .map(|(task, attempt)| Claimed {
+            task,
+            lease: Lease { token: token.clone(), expires: from_micros(expires), node: req.node.clone(), attempt },
+        })
+        .collect())
 }
 
 /// After inserting task `id`: claims it when it is claimable by `req` and nothing older waits.
@@ -400,7 +483,56 @@ fn fail_or_retry(
     }
 }
 
+/// The common case in one statement: a `Started` run under a live lease succeeds. Answers
+/// `None` when the row does not qualify (the general path then decides).
+fn finish_success_fast(conn: &Connection, f: &Finish, now: DateTime<Utc>) -> Result<Option<FinishResult>, StoreError> {
+    let to = match f.outcome {
+        FinishOutcome::Succeeded => BatchTaskState::Succeeded,
+        FinishOutcome::SucceededManualCleanup => BatchTaskState::SucceededManualCleanup,
+        _ => return Ok(None),
+    };
+    let now_us = micros(now);
+    let p = f.progress.clone().unwrap_or_default();
+    let internal: Option<bool> = conn
+        .prepare_cached(
+            "UPDATE batchtask SET state = ?, result = ?, response = ?, progresspercent = COALESCE(?, 100), \
+             progressdescription = COALESCE(?, progressdescription), filename = COALESCE(?, filename), \
+             lease_token = NULL, lease_expires = NULL, lease_node = NULL, stop_requested = NULL, \
+             stop_requested_by = NULL, run_after = NULL, updated = ?, updatedcount = updatedcount + 1 \
+             WHERE batchtask_id = ? AND lease_token = ? AND lease_expires >= ? AND state = 3 RETURNING is_internal",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    to.number(),
+                    f.result,
+                    f.response,
+                    p.percent.map(|v| v.clamp(0, 100)),
+                    p.description.as_deref().map(|d| truncate(d, crate::domain::task::limits::PROGRESS_DESCRIPTION)),
+                    p.file_name.as_deref().map(|d| truncate(d, crate::domain::task::limits::FILE_NAME)),
+                    now_us,
+                    f.id,
+                    f.token,
+                    now_us,
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(backend)?;
+    let Some(internal) = internal else { return Ok(None) };
+    if !internal {
+        let reason = f.actor.reason.clone().unwrap_or_else(|| "succeeded".into());
+        let actor = Actor { reason: Some(reason), ..f.actor.clone() };
+        insert_event(conn, f.id, now, Some(BatchTaskState::Started), Some(to), &actor)?;
+    }
+    Ok(Some(FinishResult::Done(to)))
+}
+
 fn finish_one(conn: &Connection, f: Finish, now: DateTime<Utc>) -> Result<FinishResult, StoreError> {
+    if let Some(done) = finish_success_fast(conn, &f, now)? {
+        return Ok(done);
+    }
     let now_us = micros(now);
     let Some(mut row) = load_run_row(conn, f.id, false)? else { return Ok(FinishResult::Lost) };
     if !row.holds(&f.token, now_us) {
@@ -485,9 +617,7 @@ fn finish_one(conn: &Connection, f: Finish, now: DateTime<Utc>) -> Result<Finish
         }
     }
     store_run_row(conn, &row, now, true)?;
-    row.task.version += 1;
-    row.task.updated = now;
-    Ok(FinishResult::Done(row.task))
+    Ok(FinishResult::Done(row.task.state))
 }
 
 pub(super) fn finish(
