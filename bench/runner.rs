@@ -10,7 +10,8 @@
 //! 4. memory: 10,000 Sleep tasks running at once; the server's RSS.
 //!
 //! Knobs (environment): BENCH_TASKS (20000), BENCH_CLIENTS (32), BENCH_LATENCY_TASKS (500),
-//! BENCH_INFLIGHT (10000), BENCH_PHASES (drain,e2e,latency,memory), BATCHD_BIN (the server binary;
+//! BENCH_INFLIGHT (10000), BENCH_PHASES (drain,e2e,latency,memory), BENCH_MAX_RUNNING (1024; the
+//! memory phase uses BENCH_INFLIGHT), BENCH_CLAIM_BATCH (512), BATCHD_BIN (the server binary;
 //! default: the one cargo built).
 
 use std::io::{BufRead, BufReader};
@@ -103,9 +104,14 @@ async fn warm_up(base: &str) {
     assert_eq!(res.status(), 404);
 }
 
-fn config(enabled: bool, max_running: usize) -> String {
+/// Runner settings for the throughput phases (BENCH_MAX_RUNNING, BENCH_CLAIM_BATCH).
+fn config(enabled: bool) -> String {
+    config_with(enabled, env_usize("BENCH_MAX_RUNNING", 1024), env_usize("BENCH_CLAIM_BATCH", 512))
+}
+
+fn config_with(enabled: bool, max_running: usize, claim_batch: usize) -> String {
     format!(
-        "[runner]\nenabled = {enabled}\nmax_running = {max_running}\nclaim_batch = 1024\n\n[retention]\nsucceeded = \"never\"\nfailed = \"never\"\n"
+        "[runner]\nenabled = {enabled}\nmax_running = {max_running}\nclaim_batch = {claim_batch}\n\n[retention]\nsucceeded = \"never\"\nfailed = \"never\"\n"
     )
 }
 
@@ -169,7 +175,7 @@ fn fresh_db(dir: &Path, name: &str) -> PathBuf {
 async fn latency(dir: &Path, latency_tasks: usize, claim_on_create: bool) {
     let noop = serde_json::json!({"Name": "Noop"});
     let db = fresh_db(dir, &format!("latency-{claim_on_create}"));
-    let cfg = config(true, 1024).replace("[runner]\n", &format!("[runner]\nclaim_on_create = {claim_on_create}\n"));
+    let cfg = config(true).replace("[runner]\n", &format!("[runner]\nclaim_on_create = {claim_on_create}\n"));
     let server = Server::start(&db, &cfg);
     warm_up(&server.base).await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -236,7 +242,7 @@ async fn main() {
     // 1. Drain.
     if phase("drain") {
         let db = fresh_db(dir.path(), "drain");
-        let server = Server::start(&db, &config(false, 1024));
+        let server = Server::start(&db, &config(false));
         warm_up(&server.base).await;
         let took = create_many(&server.base, tasks, clients, noop.clone()).await;
         println!(
@@ -246,7 +252,7 @@ async fn main() {
         );
         server.terminate();
         let launched = Instant::now();
-        let server = Server::start(&db, &config(true, 1024));
+        let server = Server::start(&db, &config(true));
         let done =
             wait_count(&db, "SELECT COUNT(*) FROM batchtask WHERE state = 4", tasks as i64, Duration::from_secs(300));
         let span_us = db_count(&db, "SELECT MAX(updated) - MIN(laststarted) FROM batchtask");
@@ -262,7 +268,7 @@ async fn main() {
     // 2. End to end, runner on while creating.
     if phase("e2e") {
         let db = fresh_db(dir.path(), "e2e");
-        let server = Server::start(&db, &config(true, 1024));
+        let server = Server::start(&db, &config(true));
         warm_up(&server.base).await;
         let start = Instant::now();
         let took = create_many(&server.base, tasks, clients, noop.clone()).await;
@@ -287,7 +293,7 @@ async fn main() {
     // 4. Memory with many tasks in flight.
     if phase("memory") {
         let db = fresh_db(dir.path(), "memory");
-        let server = Server::start(&db, &(config(true, inflight) + "\n"));
+        let server = Server::start(&db, &config_with(true, inflight, 1024));
         warm_up(&server.base).await;
         let (idle_rss, _) = server.rss_kib();
         create_many(

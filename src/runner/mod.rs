@@ -157,6 +157,9 @@ struct Inner {
     node: String,
     /// Wakes the claim loop: a local create, a freed slot, a task back to New.
     wake: Notify,
+    /// There may be claimable tasks (set by creates that were not claimed at once, retries,
+    /// releases, rescues, and a full claim batch). A freed slot alone does not warrant a claim.
+    backlog: AtomicBool,
     /// Wakes long-polling `Acquire` calls.
     wake_external: Notify,
     slots: Arc<Semaphore>,
@@ -195,6 +198,7 @@ impl Runner {
                 node,
                 retention,
                 wake: Notify::new(),
+                backlog: AtomicBool::new(true),
                 wake_external: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 external: Mutex::new(HashMap::new()),
@@ -257,6 +261,7 @@ impl Runner {
 
     /// Wakes the claim loop and long-polling workers (a task became claimable).
     pub fn wake(&self) {
+        self.inner.backlog.store(true, Ordering::Release);
         self.inner.wake.notify_one();
         self.inner.wake_external.notify_waiters();
     }
@@ -470,12 +475,19 @@ impl Runner {
 
     async fn claim_loop(self) {
         let batch = self.inner.cfg.claim_batch;
+        let poll = self.inner.cfg.poll;
+        let mut last_look = Instant::now();
         loop {
             if self.closing() {
                 return;
             }
+            // Look when told there may be work, and every `poll` for other nodes' creates.
+            let due = self.inner.backlog.swap(false, Ordering::AcqRel) || last_look.elapsed() >= poll;
             let free = self.inner.slots.available_permits();
-            if free > 0 {
+            if due && free == 0 {
+                self.inner.backlog.store(true, Ordering::Release); // look again when a slot frees
+            } else if due {
+                last_look = Instant::now();
                 let want = free.min(batch);
                 match self.store().claim_tasks(&self.local_claim(want), Utc::now()).await {
                     Ok(claimed) => {
@@ -493,15 +505,19 @@ impl Runner {
                             self.dispatch(c.task, c.lease, permit);
                         }
                         if got == want {
-                            continue; // more may be waiting
+                            self.inner.backlog.store(true, Ordering::Release); // more may be waiting
+                            continue;
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "claiming tasks failed"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming tasks failed");
+                        self.inner.backlog.store(true, Ordering::Release);
+                    }
                 }
             }
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(self.inner.cfg.poll) => {}
+                _ = tokio::time::sleep(poll.saturating_sub(last_look.elapsed()).max(Duration::from_millis(1))) => {}
             }
         }
     }
