@@ -55,6 +55,7 @@ async fn a_worker_acquires_heartbeats_and_finishes_a_task() {
     assert_eq!(got["Task"]["ParameterObject"]["n"], "1");
     assert_eq!(got["Attempt"], 1);
     assert_eq!(got["HeartbeatSeconds"], 0.5);
+    assert_eq!(got["TimeoutSeconds"], Value::Null);
     assert_eq!(app.task(id).await["State"], "Aquired");
 
     // The first heartbeat starts it.

@@ -124,6 +124,7 @@ pub async fn acquire(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let cfg = runner.config();
+    let timeout = runner.definitions().get(&claimed.task.name).and_then(|d| d.timeout).map(|t| t.as_secs_f64());
     let view =
         TaskView { task: &claimed.task, rights: rights_for(&caller, &claimed.task), zone: prefs.zone, select: None };
     let expires = time::format(claimed.lease.expires, prefs.zone);
@@ -134,6 +135,7 @@ pub async fn acquire(
             "LeaseSeconds": cfg.lease.as_secs_f64(),
             "HeartbeatSeconds": cfg.heartbeat.as_secs_f64(),
             "Attempt": claimed.lease.attempt,
+            "TimeoutSeconds": timeout,
             "Task": view,
         })),
         Format::Xml => {
@@ -144,6 +146,10 @@ pub async fn acquire(
             x.leaf("LeaseSeconds", &cfg.lease.as_secs_f64().to_string());
             x.leaf("HeartbeatSeconds", &cfg.heartbeat.as_secs_f64().to_string());
             x.leaf("Attempt", &claimed.lease.attempt.to_string());
+            match timeout {
+                Some(t) => x.leaf("TimeoutSeconds", &t.to_string()),
+                None => x.nil("TimeoutSeconds"),
+            }
             x.open("Task");
             write_task(&mut x, &view);
             x.close("Task");
