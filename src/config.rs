@@ -27,6 +27,10 @@ pub struct Config {
     // -- identity and access (issue 4) --
     pub access: AccessConfig,
     // -- runner (issue 5) --
+    pub runner: crate::runner::settings::RunnerConfig,
+    pub retention: crate::runner::settings::RetentionConfig,
+    /// Task definitions, the built-ins included (see `batchd.example.toml`).
+    pub definitions: Vec<crate::domain::definition::Definition>,
 }
 
 impl Default for Config {
@@ -41,6 +45,9 @@ impl Default for Config {
             admin_user: None,
             admin_password: None,
             access: AccessConfig::default(),
+            runner: Default::default(),
+            retention: Default::default(),
+            definitions: crate::runner::settings::default_definitions(),
         }
     }
 }
@@ -55,6 +62,11 @@ pub struct FileConfig {
     pub base_timezone: Option<String>,
     pub strict_definitions: Option<bool>,
     pub auth: Option<AuthFileConfig>,
+    // -- runner (issue 5) --
+    pub runner: Option<crate::runner::settings::RunnerFile>,
+    pub retention: Option<crate::runner::settings::RetentionFile>,
+    #[serde(default)]
+    pub definition: Vec<crate::runner::settings::DefinitionFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +116,14 @@ impl Config {
             }
             cfg.access.apply(auth)?;
         }
+        // -- runner (issue 5) --
+        if let Some(r) = file.runner {
+            r.apply(&mut cfg.runner)?;
+        }
+        if let Some(r) = file.retention {
+            r.apply(&mut cfg.retention)?;
+        }
+        cfg.definitions = crate::runner::settings::build_definitions(file.definition)?;
         Ok(cfg)
     }
 }

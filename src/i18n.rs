@@ -99,6 +99,9 @@ pub enum Key {
     PatchTestFailed,
     PatchPathInvalid,
     PatchNotAllowedType,
+    // -- runner (issue 5) --
+    LeaseStale,
+    NotExternal,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -174,6 +177,10 @@ fn english(key: Key) -> &'static str {
         Key::PatchNotAllowedType => {
             "PATCH takes application/json-patch+json or application/merge-patch+json, not '{type}'."
         }
+        Key::LeaseStale => {
+            "X-Lease-Token: the token is not the current lease of BatchTask id {id} (it expired or the task was taken back)."
+        }
+        Key::NotExternal => "Names: '{name}' is run by the server itself, not by external workers.",
     }
 }
 

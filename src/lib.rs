@@ -4,6 +4,7 @@
 //! - [`domain`]: task types, state moves, rights, dates, the filter language. No I/O.
 //! - [`store`]: the `Store` trait and its SQLite (and PostgreSQL) implementations.
 //! - [`service`]: the Batch operations for a caller, over a store.
+//! - [`runner`]: runs the stored tasks (claims with leases, progress, stop, workers, upkeep).
 //! - [`http`]: routing, negotiation, auth, the error path.
 //! - [`server`]: wiring it together, start-up and shutdown. The binary adds the CLI.
 
@@ -11,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod i18n;
+pub mod runner;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -280,6 +280,8 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr must not take the server down (the internal-error report would panic).
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BATCHD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

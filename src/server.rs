@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::domain::Role;
 use crate::http::auth::{Authenticator, hash_password};
 use crate::http::{AppState, app};
+use crate::runner::{Definitions, Runner};
 use crate::service::TaskService;
 use crate::store::{self, NewAssociate, Store, StoreError};
 
@@ -20,6 +21,7 @@ pub const BUILTIN_DEFINITIONS: [&str; 2] = ["Noop", "Sleep"];
 pub struct Server {
     pub state: AppState,
     pub listener: TcpListener,
+    pub runner: Runner,
 }
 
 /// Creates the first admin when there are no associates: from `BATCHD_ADMIN_USER` /
@@ -65,42 +67,45 @@ impl Server {
         let store =
             store::open(&config.database).await.with_context(|| format!("opening database {}", config.database))?;
         bootstrap_admin(&store, &config).await?;
-        for name in BUILTIN_DEFINITIONS {
-            store
-                .upsert_definition(
-                    &store::DefinitionRow {
-                        name: name.into(),
-                        description: Some(format!("built-in {name}")),
-                        runner: name.to_ascii_lowercase(),
-                        timeout_seconds: 0,
-                        restarts: 0,
-                        start_interval_seconds: 0,
-                        cancellation: Default::default(),
-                        concurrency: None,
-                    },
-                    Utc::now(),
-                )
-                .await?;
-        }
+        // -- runner (issue 5) --
+        let definitions = Arc::new(Definitions::new(config.definitions.clone()));
+        definitions.mirror(&store).await.context("registering task definitions")?;
+        let runner = Runner::new(store.clone(), definitions, config.runner.clone(), config.retention.clone());
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let auth = Arc::new(Authenticator::new(store.clone(), config.credential_cache, config.access.clone()));
         auth.spawn_watcher();
         let definitions = BUILTIN_DEFINITIONS.iter().map(|s| (*s).to_owned()).collect();
-        let tasks = TaskService::new(store, config.strict_definitions, definitions);
-        Ok(Server { state: AppState { config: Arc::new(config), tasks, auth }, listener })
+        let tasks = TaskService::new(store, config.strict_definitions, definitions).with_runner(runner.clone());
+        Ok(Server { state: AppState { config: Arc::new(config), tasks, auth }, listener, runner })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// Serves (and runs tasks) until `shutdown` completes, then finishes in-flight requests and
+    /// gives running tasks the grace period before handing their leases back.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let runner = self.runner.clone();
+        runner.start().await;
         let app = app(self.state);
-        // The peer address feeds the failed-login throttle.
-        axum::serve(self.listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        };
+        let drain = async move {
+            if on_signal.await.is_ok() {
+                runner.shutdown().await;
+            }
+        };
+        let serve = async move {
+            axum::serve(self.listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(signal)
+                .await
+        };
+        let (served, ()) = tokio::join!(serve, drain);
+        served?;
         Ok(())
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::domain::rights::{can_see, rights_for};
-use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
+use crate::domain::{Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
+use crate::runner::{Definitions, Runner};
+use crate::store::runner::{Actor, StopResult, TaskEvent};
 use crate::store::{Store, StoreError, TaskFilter};
 
 /// Conditions a write is made under (`If-Match`, `If-Unmodified-Since`).
@@ -54,6 +56,9 @@ pub struct TaskService {
     store: Arc<dyn Store>,
     strict_definitions: bool,
     known_definitions: Arc<Vec<String>>,
+    // -- runner (issue 5) --
+    definitions: Arc<Definitions>,
+    runner: Option<Runner>,
 }
 
 fn visible(caller: &Caller, task: &Task) -> Result<(), DomainError> {
@@ -62,11 +67,44 @@ fn visible(caller: &Caller, task: &Task) -> Result<(), DomainError> {
 
 impl TaskService {
     pub fn new(store: Arc<dyn Store>, strict_definitions: bool, known_definitions: Vec<String>) -> TaskService {
-        TaskService { store, strict_definitions, known_definitions: Arc::new(known_definitions) }
+        TaskService {
+            store,
+            strict_definitions,
+            known_definitions: Arc::new(known_definitions),
+            definitions: Arc::new(Definitions::default()),
+            runner: None,
+        }
+    }
+
+    /// Tasks are run by `runner` (which also knows the definitions).
+    pub fn with_runner(mut self, runner: Runner) -> TaskService {
+        self.definitions = runner.definitions().clone();
+        self.known_definitions = Arc::new(self.definitions.names());
+        self.runner = Some(runner);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn runner(&self) -> Option<&Runner> {
+        self.runner.as_ref()
+    }
+
+    /// The task's event log, if the caller may see the task. Admins also read the logs of
+    /// deleted tasks.
+    pub async fn events(&self, caller: &Caller, id: i32) -> Result<Vec<TaskEvent>, StoreError> {
+        let not_found = || StoreError::from(DomainError::TaskNotFound { id: id.into() });
+        match self.store.get_task(id).await? {
+            Some(t) if can_see(caller, &t) => self.store.task_events(id).await,
+            Some(_) => Err(not_found()),
+            None if caller.is_admin() => {
+                let events = self.store.task_events(id).await?;
+                if events.is_empty() { Err(not_found()) } else { Ok(events) }
+            }
+            None => Err(not_found()),
+        }
     }
 
     /// Creates a task. `associate_id` is the owner the body asked for (admins may name anyone).
@@ -103,10 +141,33 @@ impl TaskService {
             };
         }
         if !cancellation_given {
-            task.cancellation = CancellationBehaviour::default();
+            task.cancellation =
+                self.definitions.get(&task.name).map_or(CancellationBehaviour::default(), |d| d.cancellation);
         }
         task.validate()?;
-        self.store.create_task(task, now()).await
+        let Some(runner) = &self.runner else {
+            return self.store.create_task(task, now()).await;
+        };
+        // An idle node claims the task in the transaction that creates it: it starts as soon as
+        // it is durable, with no second commit in between.
+        if let Some((permit, claim)) = runner.reserve_for_create(&task.name) {
+            let (created, lease) = self.store.create_and_claim(task, now(), &claim).await?;
+            match lease {
+                Some(lease) => {
+                    let mut running = created.clone();
+                    running.state = crate::domain::BatchTaskState::Started;
+                    runner.dispatch(running, lease, permit);
+                }
+                None => {
+                    drop(permit);
+                    runner.wake();
+                }
+            }
+            return Ok(created);
+        }
+        let created = self.store.create_task(task, now()).await?;
+        runner.wake();
+        Ok(created)
     }
 
     /// The task, if it exists and the caller may see it.
@@ -128,41 +189,28 @@ impl TaskService {
         pre: Precondition,
     ) -> Result<Task, StoreError> {
         update.validate()?;
-        let caller = caller.clone();
-        let now = now();
-        self.store
-            .modify_task(
-                id,
-                now,
-                Box::new(move |task| {
-                    visible(&caller, task)?;
-                    if !rights_for(&caller, task).update {
-                        return Err(DomainError::Forbidden { reason: "you may not update this task" });
-                    }
-                    pre.check(task)?;
-                    update.apply(task, now)
-                }),
-            )
-            .await
-            .map_err(|e| not_found_as(e, id))
+        self.update_inner(caller, id, Box::new(move |_, _| Ok(update)), pre).await
     }
 
-    /// An update computed from the stored task inside the write transaction (JSON Patch and Merge
-    /// Patch bodies), so the patch applies to exactly the version it changes. Then the same rules
-    /// as [`TaskService::update`]: visibility, rights, preconditions, state moves.
-    pub async fn update_with(
+    /// The one update path: the change is computed from the stored row inside the write
+    /// transaction, checked against visibility, rights and preconditions, recorded as an event,
+    /// and the runner hears about tasks that left its hands.
+    async fn update_inner(
         &self,
         caller: &Caller,
         id: i32,
         make: UpdateFromTask,
         pre: Precondition,
     ) -> Result<Task, StoreError> {
+        let actor = Actor::associate(caller.associate_id, format!("updated by {}", caller.name));
         let caller = caller.clone();
         let now = now();
-        self.store
-            .modify_task(
+        let task = self
+            .store
+            .modify_task_as(
                 id,
                 now,
+                actor,
                 Box::new(move |task| {
                     visible(&caller, task)?;
                     if !rights_for(&caller, task).update {
@@ -174,49 +222,85 @@ impl TaskService {
                 }),
             )
             .await
-            .map_err(|e| not_found_as(e, id))
+            .map_err(|e| not_found_as(e, id))?;
+        if let Some(r) = &self.runner {
+            // Moved by hand out of Aquired/Started: whoever ran it lost its lease.
+            if !task.state.is_active() {
+                r.lease_revoked(task.id);
+            }
+            if task.state == crate::domain::BatchTaskState::New {
+                r.wake();
+            }
+        }
+        Ok(task)
     }
 
+    /// An update computed from the stored task inside the write transaction (JSON Patch and Merge
+    /// Patch bodies), so the patch applies to exactly the version it changes. Then the same rules
+    /// as [`TaskService::update`]: visibility, rights, preconditions, state moves, events.
+    pub async fn update_with(
+        &self,
+        caller: &Caller,
+        id: i32,
+        make: UpdateFromTask,
+        pre: Precondition,
+    ) -> Result<Task, StoreError> {
+        self.update_inner(caller, id, make, pre).await
+    }
+
+    /// Stops a task. `New`/`Aquired` tasks and `Started` tasks no runner holds fail at once; a
+    /// `Started` task under a lease is told to stop (its runner ends it `Failed`).
     pub async fn stop(&self, caller: &Caller, id: i32, pre: Precondition) -> Result<StopOutcome, StoreError> {
-        let caller = caller.clone();
-        let now = now();
         let by = caller.name.clone();
+        let actor = Actor::associate(caller.associate_id, format!("stop by {by}"));
+        let caller = caller.clone();
         let result = self
             .store
-            .modify_task(
+            .request_stop(
                 id,
-                now,
+                now(),
+                actor,
+                by.clone(),
                 Box::new(move |task| {
                     visible(&caller, task)?;
                     if !rights_for(&caller, task).update {
                         return Err(DomainError::Forbidden { reason: "you may not stop this task" });
                     }
-                    pre.check(task)?;
-                    if task.state.is_finished() || task.cancellation == CancellationBehaviour::CannotCancel {
-                        return Err(DomainError::StopRefused);
-                    }
-                    let mut next = task.clone();
-                    next.state = BatchTaskState::Failed;
-                    next.result = Some(cancelled_text(&by));
-                    Ok(next)
+                    pre.check(task)
                 }),
             )
-            .await;
-        match result {
-            Ok(task) => {
-                let warning = task.cancellation == CancellationBehaviour::CancelWithWarning;
-                Ok(StopOutcome::Stopped { task, warning })
+            .await
+            .map_err(|e| not_found_as(e, id))?;
+        let stopped = |task: Task| {
+            let warning = task.cancellation == CancellationBehaviour::CancelWithWarning;
+            StopOutcome::Stopped { task, warning }
+        };
+        Ok(match result {
+            StopResult::Failed(task) => {
+                if let Some(r) = &self.runner {
+                    r.lease_revoked(task.id);
+                }
+                stopped(task)
             }
-            Err(StoreError::Rejected(DomainError::StopRefused)) => Ok(StopOutcome::Refused),
-            Err(e) => Err(not_found_as(e, id)),
-        }
+            StopResult::Requested { task, .. } => {
+                // In-process on this node; other nodes see it at their next stop poll.
+                if let Some(r) = &self.runner {
+                    r.notify_stop(task.id, &by);
+                }
+                stopped(task)
+            }
+            StopResult::Refused(_) => StopOutcome::Refused,
+        })
     }
 
     pub async fn delete(&self, caller: &Caller, id: i32, pre: Precondition) -> Result<(), StoreError> {
+        let actor = Actor::associate(caller.associate_id, format!("deleted by {}", caller.name));
         let caller = caller.clone();
         self.store
-            .delete_task(
+            .delete_task_as(
                 id,
+                now(),
+                actor,
                 Box::new(move |task| {
                     visible(&caller, task)?;
                     pre.check(task)?;
@@ -237,7 +321,7 @@ impl TaskService {
 /// The text a cancelled task's `Result` gets. English on purpose: it is stored data, not a
 /// message to the current caller.
 pub fn cancelled_text(by: &str) -> String {
-    format!("Cancelled by {by}")
+    crate::domain::definition::results::cancelled(by)
 }
 
 /// The clock, at the microsecond precision the stores keep, so an answer equals what is stored.

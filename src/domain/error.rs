@@ -115,4 +115,10 @@ pub enum DomainError {
     /// A JSON Patch operation named a path the task does not have.
     #[error("patch operation {operation}: path {path} does not exist")]
     PatchPathInvalid { operation: usize, path: String },
+    /// A write under a lease token that is not (or no longer) the task's lease.
+    #[error("task {id}: the lease token is not the task's current lease")]
+    LeaseStale { id: i64 },
+    /// An external worker asked for a definition the server runs itself.
+    #[error("definition {name:?} is run by the server, not by external workers")]
+    NotExternal { name: String },
 }

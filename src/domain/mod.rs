@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod associate;
+pub mod definition;
 pub mod error;
 pub mod filter;
 pub mod query;

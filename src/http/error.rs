@@ -128,6 +128,10 @@ impl From<DomainError> for ApiError {
                 S::BAD_REQUEST,
                 Msg::new(Key::PatchPathInvalid).arg("operation", operation).arg("path", truncate(&path, 120)),
             ),
+            DomainError::LeaseStale { id } => (S::CONFLICT, Msg::new(Key::LeaseStale).arg("id", id)),
+            DomainError::NotExternal { name } => {
+                (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
+            }
         };
         ApiError { status, msg }
     }

@@ -235,7 +235,7 @@ pub fn escape_into(out: &mut String, text: &str) {
     }
 }
 
-fn write_task(x: &mut XmlWriter, view: &TaskView<'_>) {
+pub(crate) fn write_task(x: &mut XmlWriter, view: &TaskView<'_>) {
     view.for_each(|name, prop| match prop {
         Prop::Int(i) => x.leaf(name, &i.to_string()),
         Prop::Bool(b) => x.leaf(name, if b { "true" } else { "false" }),

@@ -52,6 +52,10 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Session",
     "SoPrincipal",
     "AuthenticateUsernamePassword",
+    // -- runner (issue 5) --
+    "Acquire",
+    "Heartbeat",
+    "Events",
 ];
 
 /// `/Cust1/API/v1/batchtask/` → `/api/v1/BatchTask` (prefix removed, fixed words canonical,

@@ -15,4 +15,8 @@ mod process;
 mod props;
 mod rest;
 mod rights;
+mod runner;
+mod runner_model;
+mod runner_process;
+mod runner_workers;
 mod store_contract;

@@ -19,9 +19,15 @@ impl Drop for Proc {
     }
 }
 
+/// The binary under test. `BATCHD_TEST_BIN` overrides it: several worktrees sharing one target
+/// directory overwrite each other's `target/debug/batchd`; `deps/batchd-<hash>` is per worktree.
+pub fn batchd_bin() -> String {
+    std::env::var("BATCHD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_batchd").to_owned())
+}
+
 /// Starts `batchd serve` on a free port over `db`, and waits until `GET /api` answers.
 pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batchd"));
+    let mut cmd = Command::new(batchd_bin());
     cmd.arg("serve")
         .env("BATCHD_LISTEN", "127.0.0.1:0")
         .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))

@@ -98,6 +98,10 @@ pub async fn update(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
+    // -- runner (issue 5) -- a worker finishing its run under a lease.
+    if headers.contains_key(super::runner::LEASE_HEADER) {
+        return super::runner::finish(caller, app, prefs, id, &headers, body).await;
+    }
     if matches!(body.kind, BodyKind::JsonPatch | BodyKind::MergePatch) {
         return apply_patch(caller, app, prefs, id, headers, body).await;
     }

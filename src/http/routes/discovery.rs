@@ -51,6 +51,16 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ),
     ("BatchTask/{state}", &[("GET", "User tasks in a BatchTaskState (All = every state)")]),
     ("BatchTask/{id}/Stop", &[("POST", "Stop a task; answers true when the stop took effect")]),
+    // -- runner (issue 5) --
+    (
+        "BatchTask/Acquire",
+        &[("POST", "{Names, Wait} Worker: claim the oldest New task of those names, with a lease token")],
+    ),
+    (
+        "BatchTask/{id}/Heartbeat",
+        &[("POST", "X-Lease-Token; {ProgressPercent, ProgressDescription} Worker: renew the lease, report progress")],
+    ),
+    ("BatchTask/{id}/Events", &[("GET", "The task's state changes: time, from, to, who, why")]),
     ("Agents/Batch/GetBatchTaskInfo", &[("POST", "?id={int} Get a BatchTaskInfo by id")]),
     (
         "Agents/Batch/GetBatchTaskInfosByAssociates",

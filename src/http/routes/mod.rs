@@ -4,6 +4,7 @@ mod agents;
 mod batchtask;
 pub(crate) mod discovery;
 mod identity;
+mod runner;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -51,6 +52,15 @@ pub fn router(state: AppState) -> Router {
             post(identity::authenticate_username_password),
         )
         // -- runner (issue 5) --
+        .route(
+            "/api/v1/BatchTask/Acquire",
+            post(runner::acquire)
+                .get(runner::acquire_other_method)
+                .put(runner::acquire_other_method)
+                .delete(runner::acquire_other_method),
+        )
+        .route("/api/v1/BatchTask/{id}/Heartbeat", post(runner::heartbeat))
+        .route("/api/v1/BatchTask/{id}/Events", get(runner::events))
         .with_state(state)
 }
 

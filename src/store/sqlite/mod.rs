@@ -6,6 +6,7 @@
 
 mod auth;
 mod list;
+mod runner;
 mod writer;
 
 use std::path::Path;
@@ -19,6 +20,10 @@ use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJEC
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
 use super::access;
+use super::runner::{
+    Actor, Beat, BeatOutcome, ClaimRequest, Claimed, Finish, FinishResult, Lease, LeaseInfo, Rescued, ScheduleTick,
+    StopResult, TaskEvent,
+};
 use super::sql::{self, Dialect, SqlValue};
 use super::{
     AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
@@ -30,6 +35,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_auth.sql")),
     // 3: runner (issue 5)
+    (3, include_str!("../../../migrations/sqlite/0003_runner.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_formats.sql")),
 ];
 
@@ -188,65 +194,81 @@ fn associate_from_row(r: &Row<'_>) -> rusqlite::Result<Associate> {
     Ok(Associate { id: r.get(0)?, name: r.get(1)?, role: Role::parse(&role).unwrap_or(Role::User), active: r.get(3)? })
 }
 
+/// Inserts a task with its ParameterObject blob and logs its creation. Answers the new id.
+fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i32, StoreError> {
+    let now_us = micros(now);
+    let definition: Option<i64> = conn
+        .prepare_cached("SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = ?")
+        .and_then(|mut s| s.query_row([&new.name], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    conn.prepare_cached(
+        "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
+             detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
+             cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            definition,
+            new.name,
+            new.associate_id,
+            new.description,
+            new.database_serial_number,
+            BatchTaskState::New.number(),
+            new.details_table,
+            new.details_record,
+            new.request,
+            new.context,
+            new.file_name,
+            new.is_system,
+            new.is_internal,
+            new.cancellation.number(),
+            now_us,
+            new.associate_id,
+            now_us,
+            new.associate_id,
+        ])
+    })
+    .map_err(backend)?;
+    let id = i32::try_from(conn.last_insert_rowid())
+        .map_err(|_| StoreError::Backend("task ids have run past the 32-bit range".into()))?;
+    if let Some(params) = &new.parameters {
+        let data = params.to_blob();
+        conn.prepare_cached(
+                "INSERT INTO binaryobject (conceptualtype, mimetype, description, originalsize, blobsize, binarydata, registered, updated) \
+                 VALUES ('BatchTaskParameters', 'application/json', 'ParameterObject', ?, ?, ?, ?, ?)",
+            )
+            .and_then(|mut s| s.execute(params![data.len(), data.len(), data, now_us, now_us]))
+            .map_err(backend)?;
+        let blob = conn.last_insert_rowid();
+        conn.prepare_cached(
+                "INSERT INTO binaryobjectlink (binaryobject_id, ownertable, ownerrecord, linktype, rank, registered) VALUES (?, ?, ?, ?, 0, ?)",
+            )
+            .and_then(|mut s| s.execute(params![blob, TABLE_BATCHTASK, id, LINKTYPE_BATCHTASK, now_us]))
+            .map_err(backend)?;
+        conn.prepare_cached("UPDATE batchtask SET detailstable = ?, detailsrecord = ? WHERE batchtask_id = ?")
+            .and_then(|mut s| s.execute(params![TABLE_BINARYOBJECT, blob, id]))
+            .map_err(backend)?;
+    }
+    if !new.is_internal {
+        runner::insert_event(
+            conn,
+            id,
+            now,
+            None,
+            Some(BatchTaskState::New),
+            &Actor::associate(new.associate_id, "created"),
+        )?;
+    }
+    Ok(id)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError> {
         self.writer
             .write(move |conn| {
-                let now_us = micros(now);
-                let definition: Option<i64> = conn
-                    .prepare_cached("SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = ?")
-                    .and_then(|mut s| s.query_row([&new.name], |r| r.get(0)).optional())
-                    .map_err(backend)?;
-                conn.prepare_cached(
-                    "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
-                     detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
-                     cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        definition,
-                        new.name,
-                        new.associate_id,
-                        new.description,
-                        new.database_serial_number,
-                        BatchTaskState::New.number(),
-                        new.details_table,
-                        new.details_record,
-                        new.request,
-                        new.context,
-                        new.file_name,
-                        new.is_system,
-                        new.is_internal,
-                        new.cancellation.number(),
-                        now_us,
-                        new.associate_id,
-                        now_us,
-                        new.associate_id,
-                    ])
-                })
-                .map_err(backend)?;
-                let id = i32::try_from(conn.last_insert_rowid())
-                    .map_err(|_| StoreError::Backend("task ids have run past the 32-bit range".into()))?;
-                if let Some(params) = &new.parameters {
-                    let data = params.to_blob();
-                    conn.prepare_cached(
-                        "INSERT INTO binaryobject (conceptualtype, mimetype, description, originalsize, blobsize, binarydata, registered, updated) \
-                         VALUES ('BatchTaskParameters', 'application/json', 'ParameterObject', ?, ?, ?, ?, ?)",
-                    )
-                    .and_then(|mut s| s.execute(params![data.len(), data.len(), data, now_us, now_us]))
-                    .map_err(backend)?;
-                    let blob = conn.last_insert_rowid();
-                    conn.prepare_cached(
-                        "INSERT INTO binaryobjectlink (binaryobject_id, ownertable, ownerrecord, linktype, rank, registered) VALUES (?, ?, ?, ?, 0, ?)",
-                    )
-                    .and_then(|mut s| s.execute(params![blob, TABLE_BATCHTASK, id, LINKTYPE_BATCHTASK, now_us]))
-                    .map_err(backend)?;
-                    conn.prepare_cached("UPDATE batchtask SET detailstable = ?, detailsrecord = ? WHERE batchtask_id = ?")
-                        .and_then(|mut s| s.execute(params![TABLE_BINARYOBJECT, blob, id]))
-                        .map_err(backend)?;
-                }
+                let id = insert_task(conn, &new, now)?;
                 load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
             })
             .await
@@ -267,58 +289,11 @@ impl Store for SqliteStore {
     }
 
     async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError> {
-        self.writer
-            .write(move |conn| {
-                let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
-                let next = change(&current)?;
-                conn.prepare_cached(
-                    "UPDATE batchtask SET state = ?, description = ?, response = ?, request = ?, result = ?, \
-                     startcount = ?, laststarted = ?, progresspercent = ?, progressdescription = ?, filename = ?, \
-                     updated = ?, updatedcount = updatedcount + 1 WHERE batchtask_id = ?",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        next.state.number(),
-                        next.description,
-                        next.response,
-                        next.request,
-                        next.result,
-                        next.start_count,
-                        next.last_started.map(micros),
-                        next.progress_percent,
-                        next.progress_description,
-                        next.file_name,
-                        micros(now),
-                        id
-                    ])
-                })
-                .map_err(backend)?;
-                Ok(Task { version: current.version + 1, updated: now, ..next })
-            })
-            .await
+        self.modify_task_as(id, now, Actor::default(), change).await
     }
 
     async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError> {
-        self.writer
-            .write(move |conn| {
-                let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
-                guard(&current)?;
-                // Blobs go with their links (ON DELETE CASCADE runs from blob to link, so delete blobs).
-                conn.prepare_cached(
-                    "DELETE FROM binaryobject WHERE binaryobject_id IN (SELECT binaryobject_id FROM binaryobjectlink \
-                     WHERE ownertable = ? AND ownerrecord = ? AND linktype = ?)",
-                )
-                .and_then(|mut s| s.execute(params![TABLE_BATCHTASK, id, LINKTYPE_BATCHTASK]))
-                .map_err(backend)?;
-                conn.prepare_cached("DELETE FROM binaryobjectlink WHERE ownertable = ? AND ownerrecord = ?")
-                    .and_then(|mut s| s.execute(params![TABLE_BATCHTASK, id]))
-                    .map_err(backend)?;
-                conn.prepare_cached("DELETE FROM batchtask WHERE batchtask_id = ?")
-                    .and_then(|mut s| s.execute([id]))
-                    .map_err(backend)?;
-                Ok(())
-            })
-            .await
+        self.delete_task_as(id, Utc::now(), Actor::default(), guard).await
     }
 
     async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
@@ -479,4 +454,191 @@ impl Store for SqliteStore {
     }
 
     // -- runner (issue 5) --
+
+    async fn modify_task_as(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        change: TaskChange,
+    ) -> Result<Task, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
+                let next = change(&current)?;
+                let moved = next.state != current.state;
+                // Leaving a state (by hand or by a rule) ends any lease: a runner still holding it is
+                // fenced out. Back to New by hand starts the restart count afresh.
+                let to_new = moved && next.state == BatchTaskState::New;
+                conn.prepare_cached(
+                    "UPDATE batchtask SET state = ?, description = ?, response = ?, request = ?, result = ?, \
+                     startcount = ?, laststarted = ?, progresspercent = ?, progressdescription = ?, filename = ?, \
+                     updated = ?, updatedcount = updatedcount + 1, updated_associate_id = COALESCE(?, updated_associate_id), \
+                     lease_token = CASE WHEN ? THEN NULL ELSE lease_token END, \
+                     lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, \
+                     lease_node = CASE WHEN ? THEN NULL ELSE lease_node END, \
+                     stop_requested = CASE WHEN ? THEN NULL ELSE stop_requested END, \
+                     stop_requested_by = CASE WHEN ? THEN NULL ELSE stop_requested_by END, \
+                     attempts = CASE WHEN ? THEN 0 ELSE attempts END, \
+                     run_after = CASE WHEN ? THEN NULL ELSE run_after END \
+                     WHERE batchtask_id = ?",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        next.state.number(),
+                        next.description,
+                        next.response,
+                        next.request,
+                        next.result,
+                        next.start_count,
+                        next.last_started.map(micros),
+                        next.progress_percent,
+                        next.progress_description,
+                        next.file_name,
+                        micros(now),
+                        actor.associate_id,
+                        moved,
+                        moved,
+                        moved,
+                        moved,
+                        moved,
+                        to_new,
+                        to_new,
+                        id
+                    ])
+                })
+                .map_err(backend)?;
+                if moved {
+                    runner::record_event(conn, &next, now, Some(current.state), Some(next.state), &actor)?;
+                }
+                // Read back: the answer is exactly what is stored (times at storage precision).
+                load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
+    async fn delete_task_as(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        guard: DeleteGuard,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .write(move |conn| {
+                let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
+                guard(&current)?;
+                // The log outlives the task (audit); retention removes it later.
+                runner::record_event(conn, &current, now, Some(current.state), None, &actor)?;
+                runner::delete_rows(conn, id, false)
+            })
+            .await
+    }
+
+    async fn create_and_claim(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        claim: &ClaimRequest,
+    ) -> Result<(Task, Option<Lease>), StoreError> {
+        let claim = claim.clone();
+        self.writer
+            .write(move |conn| {
+                let id = insert_task(conn, &new, now)?;
+                let lease = runner::claim_new(conn, id, &new.name, &claim, now)?;
+                let task = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
+                Ok((task, lease))
+            })
+            .await
+    }
+
+    async fn claim_tasks(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
+        let req = req.clone();
+        self.writer.write(move |conn| runner::claim(conn, &req, now)).await
+    }
+
+    async fn renew_leases(
+        &self,
+        beats: Vec<Beat>,
+        lease: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BeatOutcome>, StoreError> {
+        self.writer.write(move |conn| runner::renew(conn, beats, lease, now)).await
+    }
+
+    async fn finish_tasks(&self, finishes: Vec<Finish>, now: DateTime<Utc>) -> Result<Vec<FinishResult>, StoreError> {
+        self.writer.write(move |conn| runner::finish(conn, finishes, now)).await
+    }
+
+    async fn request_stop(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        by: String,
+        guard: DeleteGuard,
+    ) -> Result<StopResult, StoreError> {
+        self.writer.write(move |conn| runner::request_stop(conn, id, now, &actor, &by, guard)).await
+    }
+
+    async fn lease_info(&self, id: i32) -> Result<Option<LeaseInfo>, StoreError> {
+        self.read(|conn| runner::lease_info(conn, id))
+    }
+
+    async fn pending_stops(&self, node: &str) -> Result<Vec<(i32, String)>, StoreError> {
+        self.read(|conn| runner::pending_stops(conn, node))
+    }
+
+    async fn rescue_expired(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        stop_grace: std::time::Duration,
+    ) -> Result<Vec<Rescued>, StoreError> {
+        let node = node.to_owned();
+        self.writer.write(move |conn| runner::rescue(conn, &node, now, limit, stop_grace)).await
+    }
+
+    async fn release_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
+        let node = node.to_owned();
+        self.writer.write(move |conn| runner::release_node(conn, &node, now)).await
+    }
+
+    async fn task_events(&self, id: i32) -> Result<Vec<TaskEvent>, StoreError> {
+        self.read(|conn| runner::task_events(conn, id))
+    }
+
+    async fn purge_finished(
+        &self,
+        state: BatchTaskState,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.writer.write(move |conn| runner::purge_finished(conn, state, before, limit)).await
+    }
+
+    async fn purge_deleted_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        self.writer.write(move |conn| runner::purge_deleted_events(conn, before, limit)).await
+    }
+
+    async fn schedule_tick(
+        &self,
+        tick: &ScheduleTick,
+        now: DateTime<Utc>,
+        new: NewTask,
+    ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
+        let tick = tick.clone();
+        self.writer.write(move |conn| runner::schedule_tick(conn, &tick, now, new)).await
+    }
+
+    async fn set_definition_backoff(
+        &self,
+        name: &str,
+        backoff: std::time::Duration,
+        max_backoff: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.writer.write(move |conn| runner::set_definition_backoff(conn, &name, backoff, max_backoff)).await
+    }
 }

@@ -1,0 +1,235 @@
+//! Task definitions: what runs a task of a given `Name`, and the rules around a run (timeout,
+//! restarts with backoff, cancellation, concurrency, schedule). Pure data and pure rules; the
+//! runner (src/runner) executes them and the config file (src/runner/settings.rs) fills them.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::task::{CancellationBehaviour, Parameters};
+
+/// The built-in definitions, which always exist.
+pub const NOOP: &str = "Noop";
+pub const SLEEP: &str = "Sleep";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub name: String,
+    pub description: Option<String>,
+    pub runner: RunnerSpec,
+    /// A run taking longer is stopped (like a stop request) and counts as a failed attempt.
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    /// Default `CancellationBehaviour` of new tasks whose create body names none.
+    pub cancellation: CancellationBehaviour,
+    /// At most this many tasks of this definition `Aquired` or `Started` at once, across all nodes.
+    pub concurrency: Option<u32>,
+    /// Recurring: a new task is created this often.
+    pub start_interval: Option<Duration>,
+    /// ParameterObject of the tasks the schedule creates.
+    pub parameters: Option<Parameters>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunnerSpec {
+    Noop,
+    Sleep,
+    Command {
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        working_dir: Option<String>,
+    },
+    Http {
+        method: String,
+        url: String,
+        headers: Vec<(String, String)>,
+        body: Option<String>,
+    },
+    /// Claimed and run by an outside worker over the API.
+    External,
+}
+
+impl RunnerSpec {
+    /// The word used in the config file and in `batchtaskdefinition.runner`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunnerSpec::Noop => "noop",
+            RunnerSpec::Sleep => "sleep",
+            RunnerSpec::Command { .. } => "command",
+            RunnerSpec::Http { .. } => "http",
+            RunnerSpec::External => "external",
+        }
+    }
+    /// Run by the server itself (as opposed to external workers).
+    pub fn in_process(&self) -> bool {
+        !matches!(self, RunnerSpec::External)
+    }
+}
+
+impl Definition {
+    /// A definition with default rules around the given runner.
+    pub fn new(name: impl Into<String>, runner: RunnerSpec) -> Definition {
+        Definition {
+            name: name.into(),
+            description: None,
+            runner,
+            timeout: None,
+            retry: RetryPolicy::default(),
+            cancellation: CancellationBehaviour::CanCancel,
+            concurrency: None,
+            start_interval: None,
+            parameters: None,
+        }
+    }
+
+    pub fn builtins() -> [Definition; 2] {
+        let mut noop = Definition::new(NOOP, RunnerSpec::Noop);
+        noop.description = Some("built-in: succeeds at once".into());
+        let mut sleep = Definition::new(SLEEP, RunnerSpec::Sleep);
+        sleep.description = Some("built-in: sleeps ParameterObject.Seconds, reporting progress each second".into());
+        [noop, sleep]
+    }
+}
+
+/// Retries of a failed run: up to `restarts` more runs, the n-th after about
+/// `backoff * 2^(n-1)` (capped at `max_backoff`), with jitter so a burst of failures spreads out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub restarts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { restarts: 0, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(600) }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the run after failed run number `attempt` (1-based). `jitter` in
+    /// `[0, 1)` picks a point in the upper half of the window ("equal jitter"): never less than
+    /// half the exponential delay, so the backoff still grows.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let full = self.backoff.saturating_mul(1u32 << exp).min(self.max_backoff);
+        let jitter = jitter.clamp(0.0, 1.0);
+        full.mul_f64(0.5 + 0.5 * jitter)
+    }
+
+    /// After failed run number `attempt`: `Some(when)` to run again, `None` when the restarts
+    /// are used up.
+    pub fn after_failure(&self, attempt: u32, jitter: f64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if attempt > self.restarts {
+            return None;
+        }
+        let d = self.delay(attempt, jitter);
+        Some(now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+    }
+}
+
+/// Texts stored in `Result`. English on purpose: stored data, not a message to the caller.
+pub mod results {
+    use std::time::Duration;
+
+    pub fn cancelled(by: &str) -> String {
+        format!("Cancelled by {by}")
+    }
+    pub fn timed_out(after: Duration) -> String {
+        format!("Timed out after {}", super::format_duration(after))
+    }
+    pub fn lease_expired(node: &str) -> String {
+        format!("Lease expired: {node} stopped renewing it")
+    }
+    pub fn retry_scheduled(attempt: u32, why: &str) -> String {
+        format!("Attempt {attempt} failed ({why}); retrying")
+    }
+}
+
+/// `1.5s`, `2m`, `3h30m`: compact, for messages and docs.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return if ms < 1000 { format!("{ms}ms") } else { format!("{:.3}s", d.as_secs_f64()) };
+    }
+    let mut s = ms as u64 / 1000;
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400u64), ("h", 3600), ("m", 60), ("s", 1)] {
+        if s >= size {
+            out.push_str(&format!("{}{unit}", s / size));
+            s %= size;
+        }
+    }
+    out
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, combinations like `1h30m`, or a bare number of
+/// seconds (`30`, `0.5`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let value: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = rest[..unit_len].trim();
+        rest = &rest[unit_len..];
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            _ => return None,
+        };
+        total += Duration::try_from_secs_f64(value * scale).ok()?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_format() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("0.25"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5 m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("-1"), None);
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_bounded_jitter() {
+        let p = RetryPolicy { restarts: 5, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(10) };
+        assert_eq!(p.delay(1, 0.0), Duration::from_millis(500));
+        assert_eq!(p.delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(p.delay(3, 1.0), Duration::from_secs(4));
+        assert_eq!(p.delay(10, 1.0), Duration::from_secs(10), "capped");
+        let now = Utc::now();
+        assert!(p.after_failure(5, 0.3, now).is_some());
+        assert!(p.after_failure(6, 0.3, now).is_none(), "restarts used up");
+    }
+}

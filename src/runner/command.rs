@@ -1,0 +1,250 @@
+//! The `command` runner: a program with arguments, in its own process group.
+//!
+//! Protocol (stdout, one instruction per line):
+//! - `progress: <percent> [text]` sets ProgressPercent (0–100) and ProgressDescription;
+//! - `file: <path>` sets FileName;
+//! - `result: <text>` sets Result (default: `exit status N`);
+//! - `state: SucceededManualCleanup` makes a successful run end in that state;
+//! - any other line is output: the last one becomes Response.
+//!
+//! Exit status 0 = success. Stderr is kept (last 4 KiB) for the event log. Stop and timeout send
+//! SIGTERM to the process group, then SIGKILL after the grace period. The process gets SIGKILL
+//! if the server dies (PR_SET_PDEATHSIG), so a killed server leaves no run behind.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::domain::task::limits;
+use crate::store::runner::Progress;
+
+use super::StopCause;
+use super::exec::{Completed, Ctx, Ended, RunEnd};
+
+const STDERR_TAIL: usize = 4096;
+
+/// A stdout line, read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Progress { percent: i16, text: Option<String> },
+    File(String),
+    Result(String),
+    ManualCleanup,
+    Output(String),
+}
+
+pub fn parse_line(line: &str) -> Line {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (word, rest) = match line.split_once(':') {
+        Some((w, r)) => (w.trim(), r.trim()),
+        None => return Line::Output(line.to_owned()),
+    };
+    match word.to_ascii_lowercase().as_str() {
+        "progress" => {
+            let (num, text) = match rest.split_once(char::is_whitespace) {
+                Some((n, t)) => (n, Some(t.trim().to_owned()).filter(|t| !t.is_empty())),
+                None => (rest, None),
+            };
+            match num.trim_end_matches('%').parse::<f64>() {
+                Ok(p) if p.is_finite() => Line::Progress { percent: p.clamp(0.0, 100.0).round() as i16, text },
+                _ => Line::Output(line.to_owned()),
+            }
+        }
+        "file" if !rest.is_empty() => Line::File(rest.to_owned()),
+        "result" => Line::Result(rest.to_owned()),
+        "state" if rest.eq_ignore_ascii_case("SucceededManualCleanup") => Line::ManualCleanup,
+        _ => Line::Output(line.to_owned()),
+    }
+}
+
+/// `Report Date` → `REPORT_DATE`: environment names are portable as `[A-Z0-9_]`.
+pub fn env_key(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+#[derive(Default)]
+struct Output {
+    last: Option<String>,
+    file: Option<String>,
+    result: Option<String>,
+    manual_cleanup: bool,
+}
+
+fn signal_group(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // The group id is the leader's pid (process_group(0)). ESRCH (all gone) is fine.
+        unsafe {
+            libc::kill(-pid, signal);
+        }
+    }
+}
+
+fn cut(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars { s.to_owned() } else { s.chars().take(max_chars).collect() }
+}
+
+pub async fn run(
+    ctx: &mut Ctx,
+    program: &str,
+    args: &[String],
+    env: &[(String, String)],
+    working_dir: Option<&str>,
+) -> RunEnd {
+    let task = &ctx.task;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("BATCHD_TASK_ID", task.id.to_string())
+        .env("BATCHD_TASK_NAME", &task.name)
+        .env("BATCHD_ATTEMPT", ctx.attempt.to_string())
+        .stdin(if task.request.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    if let Some(params) = &task.parameters {
+        for (k, v) in &params.0 {
+            cmd.env(format!("BATCHD_PARAM_{}", env_key(k)), v);
+        }
+    }
+    if let Some(dir) = working_dir {
+        cmd.current_dir(dir);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id();
+        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1); // the server died before the prctl took hold
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return RunEnd::Completed(Completed::failed(format!("cannot start {program}: {e}"))),
+    };
+    let pid = child.id().unwrap_or(0);
+    if let (Some(mut stdin), Some(request)) = (child.stdin.take(), task.request.clone()) {
+        // The program may not read it; never let that block the run.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(request.as_bytes()).await;
+        });
+    }
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let runner = ctx.runner.clone();
+    let id = task.id;
+    let out_reader = tokio::spawn(async move {
+        let mut out = Output::default();
+        let Some(stdout) = stdout else { return out };
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match parse_line(&line) {
+                Line::Progress { percent, text } => {
+                    runner.report_progress(id, Progress { percent: Some(percent), description: text, file_name: None });
+                }
+                Line::File(f) => out.file = Some(cut(&f, limits::FILE_NAME)),
+                Line::Result(r) => out.result = Some(cut(&r, limits::LONG_TEXT)),
+                Line::ManualCleanup => out.manual_cleanup = true,
+                Line::Output(o) if !o.trim().is_empty() => out.last = Some(cut(&o, limits::LONG_TEXT)),
+                Line::Output(_) => {}
+            }
+        }
+        out
+    });
+    let err_reader = tokio::spawn(async move {
+        let mut tail: Vec<u8> = Vec::new();
+        let Some(mut stderr) = stderr else { return String::new() };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > STDERR_TAIL * 2 {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+        }
+        if tail.len() > STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+        }
+        String::from_utf8_lossy(&tail).trim().to_owned()
+    });
+
+    let mut stopped = None;
+    let status = tokio::select! {
+        s = child.wait() => s,
+        cause = ctx.stopped() => {
+            let grace = if cause == StopCause::Shutdown { Duration::ZERO } else { ctx.grace };
+            stopped = Some(cause);
+            signal_group(pid, libc::SIGTERM);
+            match tokio::time::timeout(grace, child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    signal_group(pid, libc::SIGKILL);
+                    child.wait().await
+                }
+            }
+        }
+    };
+    // Whatever the program left behind in its group goes too, so its pipes close.
+    signal_group(pid, libc::SIGKILL);
+    let out =
+        tokio::time::timeout(Duration::from_secs(2), out_reader).await.ok().and_then(Result::ok).unwrap_or_default();
+    let stderr_tail =
+        tokio::time::timeout(Duration::from_secs(2), err_reader).await.ok().and_then(Result::ok).unwrap_or_default();
+    if let Some(cause) = stopped {
+        return RunEnd::Stopped(cause);
+    }
+    let (state, exit_text) = match status {
+        Ok(s) if s.success() => {
+            (if out.manual_cleanup { Ended::SucceededManualCleanup } else { Ended::Succeeded }, "exit status 0".into())
+        }
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            let text = match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exit status {c}"),
+                (None, Some(sig)) => format!("killed by signal {sig}"),
+                _ => "ended abnormally".into(),
+            };
+            (Ended::Failed, text)
+        }
+        Err(e) => (Ended::Failed, format!("waiting for the program failed: {e}")),
+    };
+    RunEnd::Completed(Completed {
+        state,
+        result: out.result.unwrap_or(exit_text),
+        response: out.last,
+        file_name: out.file,
+        detail: (!stderr_tail.is_empty()).then(|| format!("stderr: {stderr_tail}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_protocol() {
+        assert_eq!(
+            parse_line("progress: 42 loading rows"),
+            Line::Progress { percent: 42, text: Some("loading rows".into()) }
+        );
+        assert_eq!(parse_line("progress: 150%"), Line::Progress { percent: 100, text: None });
+        assert_eq!(parse_line("PROGRESS: 7.6 x"), Line::Progress { percent: 8, text: Some("x".into()) });
+        assert_eq!(parse_line("progress: lots"), Line::Output("progress: lots".into()));
+        assert_eq!(parse_line("file: /tmp/out.csv"), Line::File("/tmp/out.csv".into()));
+        assert_eq!(parse_line("result: 12 rows"), Line::Result("12 rows".into()));
+        assert_eq!(parse_line("state: SucceededManualCleanup"), Line::ManualCleanup);
+        assert_eq!(parse_line("hello: world"), Line::Output("hello: world".into()));
+        assert_eq!(parse_line("plain"), Line::Output("plain".into()));
+        assert_eq!(env_key("Report date-1"), "REPORT_DATE_1");
+    }
+}

@@ -1,0 +1,457 @@
+//! The runner's part of the config file: `[runner]`, `[retention]` and `[[definition]]` tables.
+//! Every key is documented in `batchd.example.toml` and docs/runner.md.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::domain::definition::{Definition, RetryPolicy, RunnerSpec, parse_duration};
+use crate::domain::{CancellationBehaviour, Parameters};
+
+/// How this node runs tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnerConfig {
+    /// Run tasks on this node. When false the node only serves the API (external workers still work).
+    pub enabled: bool,
+    /// This node's name in leases and events. Must be unique among live nodes. When set, leases
+    /// this name still holds at start-up (left by a killed predecessor) are released at once.
+    pub node: Option<String>,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// Between SIGTERM and SIGKILL on stop, timeout and shutdown.
+    pub grace: Duration,
+    /// Tasks this node runs at once.
+    pub max_running: usize,
+    /// Tasks claimed per claim transaction.
+    pub claim_batch: usize,
+    /// How often to look for tasks created on other nodes (local creates wake the runner at once).
+    pub poll: Duration,
+    /// How often to look for stop requests made on other nodes.
+    pub stop_poll: Duration,
+    /// Longest `Wait` an `Acquire` call may ask for.
+    pub max_acquire_wait: Duration,
+    /// An idle node claims a new task in the transaction that creates it (saves a commit of
+    /// latency). Off: new tasks always go through the claim loop.
+    pub claim_on_create: bool,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig {
+            enabled: true,
+            node: None,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            grace: Duration::from_secs(10),
+            max_running: 512,
+            claim_batch: 256,
+            poll: Duration::from_secs(1),
+            stop_poll: Duration::from_millis(500),
+            max_acquire_wait: Duration::from_secs(60),
+            claim_on_create: true,
+        }
+    }
+}
+
+/// Removal of finished tasks. `None` keeps them forever.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    pub succeeded: Option<Duration>,
+    pub succeeded_manual_cleanup: Option<Duration>,
+    pub failed: Option<Duration>,
+    pub interval: Duration,
+    /// Tasks removed per transaction, so a big purge never holds the writer for long.
+    pub batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            succeeded: Some(Duration::from_secs(7 * 86_400)),
+            succeeded_manual_cleanup: Some(Duration::from_secs(7 * 86_400)),
+            failed: Some(Duration::from_secs(30 * 86_400)),
+            interval: Duration::from_secs(60),
+            batch: 200,
+        }
+    }
+}
+
+/// A duration in the file: `"30s"`, `"5m"`, `"500ms"`, or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(f64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn get(&self, key: &str) -> anyhow::Result<Duration> {
+        match self {
+            DurationValue::Seconds(s) if s.is_finite() && *s >= 0.0 => Ok(Duration::from_secs_f64(*s)),
+            DurationValue::Text(t) => {
+                parse_duration(t).with_context(|| format!("{key} = {t:?} is not a duration like \"30s\" or \"5m\""))
+            }
+            DurationValue::Seconds(s) => bail!("{key} = {s} is not a duration"),
+        }
+    }
+    /// `"never"`/`"off"` → None.
+    fn get_optional(&self, key: &str) -> anyhow::Result<Option<Duration>> {
+        if let DurationValue::Text(t) = self
+            && matches!(t.trim().to_ascii_lowercase().as_str(), "never" | "off" | "forever")
+        {
+            return Ok(None);
+        }
+        self.get(key).map(Some)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerFile {
+    pub enabled: Option<bool>,
+    pub node: Option<String>,
+    pub lease: Option<DurationValue>,
+    pub heartbeat: Option<DurationValue>,
+    pub grace: Option<DurationValue>,
+    pub max_running: Option<usize>,
+    pub claim_batch: Option<usize>,
+    pub poll: Option<DurationValue>,
+    pub stop_poll: Option<DurationValue>,
+    pub max_acquire_wait: Option<DurationValue>,
+    pub claim_on_create: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    pub succeeded: Option<DurationValue>,
+    pub succeeded_manual_cleanup: Option<DurationValue>,
+    pub failed: Option<DurationValue>,
+    pub interval: Option<DurationValue>,
+    pub batch: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionFile {
+    pub name: String,
+    pub description: Option<String>,
+    pub runner: String,
+    // command
+    pub command: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub working_dir: Option<String>,
+    // http
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub body: Option<String>,
+    // rules
+    pub timeout: Option<DurationValue>,
+    pub restarts: Option<u32>,
+    pub backoff: Option<DurationValue>,
+    pub max_backoff: Option<DurationValue>,
+    pub cancellation: Option<String>,
+    pub concurrency: Option<u32>,
+    pub start_interval: Option<DurationValue>,
+    pub parameters: Option<BTreeMap<String, String>>,
+}
+
+impl RunnerFile {
+    pub fn apply(self, cfg: &mut RunnerConfig) -> anyhow::Result<()> {
+        if let Some(v) = self.enabled {
+            cfg.enabled = v;
+        }
+        if let Some(n) = self.node {
+            anyhow::ensure!(!n.trim().is_empty() && n.len() <= 100, "runner.node must be 1 to 100 characters");
+            cfg.node = Some(n);
+        }
+        let set = |slot: &mut Duration, v: Option<DurationValue>, key: &str| -> anyhow::Result<()> {
+            if let Some(v) = v {
+                *slot = v.get(key)?;
+            }
+            Ok(())
+        };
+        set(&mut cfg.lease, self.lease, "runner.lease")?;
+        set(&mut cfg.heartbeat, self.heartbeat, "runner.heartbeat")?;
+        set(&mut cfg.grace, self.grace, "runner.grace")?;
+        set(&mut cfg.poll, self.poll, "runner.poll")?;
+        set(&mut cfg.stop_poll, self.stop_poll, "runner.stop_poll")?;
+        set(&mut cfg.max_acquire_wait, self.max_acquire_wait, "runner.max_acquire_wait")?;
+        if let Some(n) = self.max_running {
+            cfg.max_running = n;
+        }
+        if let Some(n) = self.claim_batch {
+            cfg.claim_batch = n;
+        }
+        if let Some(b) = self.claim_on_create {
+            cfg.claim_on_create = b;
+        }
+        cfg.validate()
+    }
+}
+
+impl RunnerConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.lease >= Duration::from_millis(100), "runner.lease must be at least 100ms");
+        anyhow::ensure!(
+            self.heartbeat > Duration::ZERO && self.heartbeat * 2 <= self.lease,
+            "runner.heartbeat must be more than 0 and at most half of runner.lease (a late heartbeat would lose the lease)"
+        );
+        anyhow::ensure!(self.max_running >= 1, "runner.max_running must be at least 1");
+        anyhow::ensure!((1..=10_000).contains(&self.claim_batch), "runner.claim_batch must be between 1 and 10000");
+        anyhow::ensure!(self.poll > Duration::ZERO, "runner.poll must be more than 0");
+        anyhow::ensure!(self.stop_poll > Duration::ZERO, "runner.stop_poll must be more than 0");
+        Ok(())
+    }
+
+    /// The node name: configured, else `host-pid-random` (unique per process).
+    pub fn node_name(&self) -> String {
+        if let Some(n) = &self.node {
+            return n.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "batchd".into());
+        let tag: u16 = rand::random();
+        format!("{host}-{}-{tag:04x}", std::process::id())
+    }
+}
+
+impl RetentionFile {
+    pub fn apply(self, cfg: &mut RetentionConfig) -> anyhow::Result<()> {
+        if let Some(v) = self.succeeded {
+            cfg.succeeded = v.get_optional("retention.succeeded")?;
+        }
+        if let Some(v) = self.succeeded_manual_cleanup {
+            cfg.succeeded_manual_cleanup = v.get_optional("retention.succeeded_manual_cleanup")?;
+        }
+        if let Some(v) = self.failed {
+            cfg.failed = v.get_optional("retention.failed")?;
+        }
+        if let Some(v) = self.interval {
+            cfg.interval = v.get("retention.interval")?;
+            anyhow::ensure!(cfg.interval > Duration::ZERO, "retention.interval must be more than 0");
+        }
+        if let Some(b) = self.batch {
+            anyhow::ensure!((1..=10_000).contains(&b), "retention.batch must be between 1 and 10000");
+            cfg.batch = b;
+        }
+        Ok(())
+    }
+}
+
+impl DefinitionFile {
+    pub fn into_definition(self) -> anyhow::Result<Definition> {
+        let name = self.name.trim().to_owned();
+        let ctx = |key: &str| format!("definition {name:?}: {key}");
+        anyhow::ensure!(
+            !name.is_empty() && name.chars().count() <= 254,
+            "a definition name must be 1 to 254 characters"
+        );
+        let kind = self.runner.trim().to_ascii_lowercase();
+        let has_command_keys = self.command.is_some() || self.env.is_some() || self.working_dir.is_some();
+        let has_http_keys =
+            self.method.is_some() || self.url.is_some() || self.headers.is_some() || self.body.is_some();
+        let runner = match kind.as_str() {
+            "command" => {
+                anyhow::ensure!(!has_http_keys, "{}", ctx("method/url/headers/body belong to runner = \"http\""));
+                let mut cmd =
+                    self.command.with_context(|| ctx("runner = \"command\" needs command = [program, args...]"))?;
+                anyhow::ensure!(!cmd.is_empty() && !cmd[0].trim().is_empty(), "{}", ctx("command must name a program"));
+                let program = cmd.remove(0);
+                RunnerSpec::Command {
+                    program,
+                    args: cmd,
+                    env: self.env.unwrap_or_default().into_iter().collect(),
+                    working_dir: self.working_dir,
+                }
+            }
+            "http" => {
+                anyhow::ensure!(!has_command_keys, "{}", ctx("command/env/working_dir belong to runner = \"command\""));
+                let url = self.url.with_context(|| ctx("runner = \"http\" needs url"))?;
+                anyhow::ensure!(
+                    url.starts_with("http://"),
+                    "{}",
+                    ctx(
+                        "url must start with http:// (batchd carries no TLS stack; put a local proxy in front of https services)"
+                    )
+                );
+                let method = self.method.unwrap_or_else(|| "POST".into()).trim().to_ascii_uppercase();
+                anyhow::ensure!(
+                    http::Method::from_bytes(method.as_bytes()).is_ok(),
+                    "{}",
+                    ctx(&format!("method {method:?} is not an HTTP method"))
+                );
+                for k in self.headers.iter().flat_map(|h| h.keys()) {
+                    anyhow::ensure!(
+                        http::HeaderName::from_bytes(k.as_bytes()).is_ok(),
+                        "{}",
+                        ctx(&format!("headers: {k:?} is not a header name"))
+                    );
+                }
+                RunnerSpec::Http {
+                    method,
+                    url,
+                    headers: self.headers.unwrap_or_default().into_iter().collect(),
+                    body: self.body,
+                }
+            }
+            "external" | "noop" | "sleep" => {
+                anyhow::ensure!(
+                    !has_command_keys && !has_http_keys,
+                    "{}",
+                    ctx(&format!("runner = \"{kind}\" takes no command or http keys"))
+                );
+                match kind.as_str() {
+                    "external" => RunnerSpec::External,
+                    "noop" => RunnerSpec::Noop,
+                    _ => RunnerSpec::Sleep,
+                }
+            }
+            other => bail!("{}", ctx(&format!("runner = {other:?}: use command, http, external, noop or sleep"))),
+        };
+        let mut def = Definition::new(name.clone(), runner);
+        def.description = self.description;
+        if let Some(t) = self.timeout {
+            def.timeout = Some(t.get(&ctx("timeout"))?).filter(|d| !d.is_zero());
+        }
+        let mut retry = RetryPolicy::default();
+        if let Some(r) = self.restarts {
+            retry.restarts = r;
+        }
+        if let Some(b) = self.backoff {
+            retry.backoff = b.get(&ctx("backoff"))?;
+        }
+        if let Some(b) = self.max_backoff {
+            retry.max_backoff = b.get(&ctx("max_backoff"))?;
+        }
+        anyhow::ensure!(retry.backoff <= retry.max_backoff, "{}", ctx("backoff must not exceed max_backoff"));
+        def.retry = retry;
+        if let Some(c) = self.cancellation {
+            def.cancellation = CancellationBehaviour::parse(&c).with_context(|| {
+                ctx(&format!("cancellation = {c:?}: use CanCancel, CancelWithWarning or CannotCancel"))
+            })?;
+        }
+        if let Some(c) = self.concurrency {
+            anyhow::ensure!(c >= 1, "{}", ctx("concurrency must be at least 1 (leave it out for no limit)"));
+            def.concurrency = Some(c);
+        }
+        if let Some(i) = self.start_interval {
+            let d = i.get(&ctx("start_interval"))?;
+            anyhow::ensure!(d >= Duration::from_millis(100), "{}", ctx("start_interval must be at least 100ms"));
+            def.start_interval = Some(d);
+        }
+        def.parameters = self.parameters.map(|p| Parameters(p.into_iter().collect()));
+        Ok(def)
+    }
+}
+
+/// Turns the file's `[[definition]]` tables into definitions, adding the built-ins. A file
+/// definition named `Noop` or `Sleep` may change the built-in's rules (timeout, concurrency, ...)
+/// but must keep its runner.
+pub fn build_definitions(files: Vec<DefinitionFile>) -> anyhow::Result<Vec<Definition>> {
+    let mut out: Vec<Definition> = Vec::new();
+    let mut seen = HashSet::new();
+    for f in files {
+        let def = f.into_definition()?;
+        anyhow::ensure!(seen.insert(def.name.clone()), "definition {:?} is defined twice", def.name);
+        out.push(def);
+    }
+    for builtin in Definition::builtins() {
+        match out.iter().find(|d| d.name == builtin.name) {
+            Some(d) => anyhow::ensure!(
+                d.runner == builtin.runner,
+                "definition {:?} is built in; its runner must stay {:?}",
+                d.name,
+                builtin.runner.kind()
+            ),
+            None => out.push(builtin),
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `[[definition]]` tables from TOML text (as in the config file). Handy for tests.
+pub fn parse_definitions(toml_text: &str) -> anyhow::Result<Vec<Definition>> {
+    #[derive(Deserialize)]
+    struct Wrapper {
+        #[serde(default)]
+        definition: Vec<DefinitionFile>,
+    }
+    let w: Wrapper = toml::from_str(toml_text).context("parsing [[definition]] tables")?;
+    build_definitions(w.definition)
+}
+
+/// Built-in definitions only.
+pub fn default_definitions() -> Vec<Definition> {
+    Definition::builtins().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_runner_kind_and_rejects_mistakes() {
+        let defs = parse_definitions(
+            r#"
+            [[definition]]
+            name = "report"
+            runner = "command"
+            command = ["/bin/sh", "-c", "echo hi"]
+            env = { A = "1" }
+            timeout = "10m"
+            restarts = 3
+            backoff = "2s"
+            cancellation = "CancelWithWarning"
+            concurrency = 2
+            start_interval = "30s"
+
+            [[definition]]
+            name = "hook"
+            runner = "http"
+            url = "http://localhost:9/x/{id}"
+            headers = { "X-Key" = "k" }
+
+            [[definition]]
+            name = "outside"
+            runner = "external"
+
+            [[definition]]
+            name = "Sleep"
+            runner = "sleep"
+            concurrency = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(defs.len(), 5, "Noop added, Sleep overridden");
+        let r = &defs[0];
+        assert_eq!(r.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(r.retry.restarts, 3);
+        assert_eq!(r.cancellation, CancellationBehaviour::CancelWithWarning);
+        assert!(
+            matches!(&r.runner, RunnerSpec::Command { program, args, .. } if program == "/bin/sh" && args.len() == 2)
+        );
+        assert!(matches!(&defs[1].runner, RunnerSpec::Http { method, .. } if method == "POST"));
+        assert_eq!(defs[3].concurrency, Some(5));
+
+        for bad in [
+            "[[definition]]\nname = \"x\"\nrunner = \"command\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"https://a\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"rocket\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"external\"\ncommand = [\"a\"]",
+            "[[definition]]\nname = \"Noop\"\nrunner = \"external\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"noop\"\ncancellation = \"Maybe\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"noop\"\ntimeout = \"soon\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"noop\"\n[[definition]]\nname = \"x\"\nrunner = \"noop\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"noop\"\nsurprise = 1",
+        ] {
+            assert!(parse_definitions(bad).is_err(), "should fail: {bad}");
+        }
+    }
+}
