@@ -344,11 +344,12 @@ impl Parser {
     }
 
     fn test(&mut self) -> Result<Expr, FilterError> {
-        if let Tok::Word(w) = self.peek() {
-            if Column::parse(w).is_none() && self.toks.get(self.i + 1).is_some_and(|(_, t)| *t == Tok::Open) {
-                let name = w.clone();
-                return self.function(&name);
-            }
+        if let Tok::Word(w) = self.peek()
+            && Column::parse(w).is_none()
+            && self.toks.get(self.i + 1).is_some_and(|(_, t)| *t == Tok::Open)
+        {
+            let name = w.clone();
+            return self.function(&name);
         }
         let column = match self.peek() {
             Tok::Word(w) => match Column::parse(w) {

@@ -87,7 +87,8 @@ async fn local_dates_in_filters_are_read_in_the_request_zone() {
 #[tokio::test]
 async fn messages_come_in_the_asked_language_and_say_which() {
     let app = TestApp::spawn().await;
-    let cases: [(&[(&str, &str)], &str, &str); 12] = [
+    type Case = (&'static [(&'static str, &'static str)], &'static str, &'static str);
+    let cases: [Case; 12] = [
         (&[], "en", "BatchTask id 424242 not found."),
         (&[("Accept-Language", "nb-NO")], "nb", "BatchTask med id 424242 finnes ikke."),
         (&[("Accept-Language", "no")], "nb", "finnes ikke"),

@@ -129,7 +129,7 @@ async fn select_order_top_skip_and_next_link() {
     assert_eq!(keys, ["PrimaryKey", "EntityName", "DefinitionName", "StartCount", "registeredDate"]);
     // Follow nextLink to the end: every row once, in order.
     let mut seen = Vec::new();
-    let mut next = Some(format!("/api/v1/BatchTask?$orderBy=StartCount%20desc&$top=2"));
+    let mut next = Some("/api/v1/BatchTask?$orderBy=StartCount%20desc&$top=2".to_owned());
     while let Some(path) = next {
         let page: Value = app.get(&path).await.json().await.unwrap();
         seen.extend(page["value"].as_array().unwrap().iter().map(|r| r["PrimaryKey"].as_i64().unwrap()));

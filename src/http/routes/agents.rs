@@ -305,17 +305,17 @@ pub async fn call(
 /// wrapper form (the root names the method, its children are the parameters), but a bare
 /// `<BatchTaskInfo>…</BatchTaskInfo>` is that one parameter. Any other root is a wrapper.
 fn xml_parameters(mut body: Body, method: &str) -> Body {
-    if body.kind == BodyKind::Xml {
-        if let (Some(root), Some(value)) = (&body.root, &mut body.value) {
-            // An empty wrapper (`<GetBatchTaskInfo/>`) has no parameters, like `{}`.
-            if value.as_str().is_some_and(|s| s.trim().is_empty()) {
-                *value = Value::Object(Map::new());
-            }
-            if !root.eq_ignore_ascii_case(method) && root.eq_ignore_ascii_case("BatchTaskInfo") {
-                let mut wrapped = Map::new();
-                wrapped.insert("BatchTaskInfo".into(), value.take());
-                *value = Value::Object(wrapped);
-            }
+    if body.kind == BodyKind::Xml
+        && let (Some(root), Some(value)) = (&body.root, &mut body.value)
+    {
+        // An empty wrapper (`<GetBatchTaskInfo/>`) has no parameters, like `{}`.
+        if value.as_str().is_some_and(|s| s.trim().is_empty()) {
+            *value = Value::Object(Map::new());
+        }
+        if !root.eq_ignore_ascii_case(method) && root.eq_ignore_ascii_case("BatchTaskInfo") {
+            let mut wrapped = Map::new();
+            wrapped.insert("BatchTaskInfo".into(), value.take());
+            *value = Value::Object(wrapped);
         }
     }
     body
