@@ -277,7 +277,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 49] = [
+    const KEYS: [Key; 51] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -327,6 +327,8 @@ mod tests {
         Key::ScopeTooWide,
         Key::CredentialNotFound,
         Key::AssociateNameInvalid,
+        Key::LeaseStale,
+        Key::NotExternal,
     ];
 
     fn placeholders(t: &str) -> Vec<&str> {

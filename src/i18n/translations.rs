@@ -414,6 +414,23 @@ fn row(key: Key) -> Option<Row> {
             "Name : un nom de collaborateur compte de 1 à 100 caractères, sans ':', sans caractères de contrôle ni espaces en début ou en fin.",
             "Name: een medewerkersnaam heeft 1 tot 100 tekens, geen ':', geen stuurtekens en geen spaties aan het begin of eind.",
         ],
+        // -- runner (issue 5) --
+        Key::LeaseStale => [
+            "X-Lease-Token: tokenet er ikke gjeldende lease for BatchTask {id} (den er utløpt, eller oppgaven ble tatt tilbake).",
+            "X-Lease-Token: token är inte den aktuella leasen för BatchTask {id} (den har gått ut eller uppgiften togs tillbaka).",
+            "X-Lease-Token: tokenet er ikke den aktuelle lease for BatchTask {id} (den er udløbet, eller opgaven blev taget tilbage).",
+            "X-Lease-Token: das Token ist nicht der aktuelle Lease von BatchTask {id} (er ist abgelaufen oder die Aufgabe wurde zurückgenommen).",
+            "X-Lease-Token : le jeton n'est pas le bail actuel de BatchTask {id} (il a expiré ou la tâche a été reprise).",
+            "X-Lease-Token: het token is niet de huidige lease van BatchTask {id} (die is verlopen of de taak is teruggenomen).",
+        ],
+        Key::NotExternal => [
+            "Names: '{name}' kjøres av serveren selv, ikke av eksterne arbeidere.",
+            "Names: '{name}' körs av servern själv, inte av externa arbetare.",
+            "Names: '{name}' køres af serveren selv, ikke af eksterne arbejdere.",
+            "Names: '{name}' wird vom Server selbst ausgeführt, nicht von externen Workern.",
+            "Names : '{name}' est exécuté par le serveur lui-même, pas par des workers externes.",
+            "Names: '{name}' wordt door de server zelf uitgevoerd, niet door externe workers.",
+        ],
         // Keys added later fall back to English until they get a row here.
         #[allow(unreachable_patterns)]
         _ => return None,
@@ -541,6 +558,14 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "ein schreibgeschütztes Token darf keine Aufgaben anlegen",
             "un jeton en lecture seule ne peut pas créer de tâches",
             "een alleen-lezen token mag geen taken aanmaken",
+        ],
+        "only worker and admin associates may run tasks" => [
+            "bare arbeider- og administratormedarbeidere kan kjøre oppgaver",
+            "endast arbetar- och administratörsmedarbetare får köra uppgifter",
+            "kun arbejder- og administratormedarbejdere må køre opgaver",
+            "nur Worker- und Administrator-Mitarbeiter dürfen Aufgaben ausführen",
+            "seuls les collaborateurs worker et administrateurs peuvent exécuter des tâches",
+            "alleen worker- en beheerdermedewerkers mogen taken uitvoeren",
         ],
         _ => return None,
     };
