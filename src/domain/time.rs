@@ -134,6 +134,23 @@ pub fn resolve_local(naive: NaiveDateTime, zone: Tz) -> DateTime<Utc> {
     }
 }
 
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 IMF-fixdate) for Last-Modified.
+/// Written by hand: chrono's strftime parses its pattern on every call, and this is on every GET.
+pub fn http_date(t: DateTime<Utc>) -> String {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        DAYS[t.weekday().num_days_from_monday() as usize],
+        t.day(),
+        MONTHS[t.month0() as usize],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// Truncates to the microsecond precision the stores keep.
 pub fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).expect("in range")
@@ -169,6 +186,14 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_match_chrono() {
+        for secs in [0i64, 784_111_777, 1_700_000_000, 4_102_444_799] {
+            let t = DateTime::<Utc>::from_timestamp(secs, 0).unwrap();
+            assert_eq!(http_date(t), t.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        }
+    }
 
     #[test]
     fn formats_with_seven_digits_and_offset() {

@@ -71,7 +71,7 @@ pub(crate) fn task_response(prefs: &Prefs, caller: &Caller, task: &Task, select:
     if let Ok(v) = HeaderValue::from_str(&task.etag()) {
         res.headers_mut().insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&task.updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&crate::domain::time::http_date(task.updated)) {
         res.headers_mut().insert(header::LAST_MODIFIED, v);
     }
     res

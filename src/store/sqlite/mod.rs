@@ -173,9 +173,10 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
 }
 
 fn load_task(conn: &Connection, id: i32) -> rusqlite::Result<Option<Task>> {
-    conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ?"))?
-        .query_row([id], task_from_row)
-        .optional()
+    // Built once: this is the hottest statement (every GET and every write reads the row).
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ?"));
+    conn.prepare_cached(&SQL)?.query_row([id], task_from_row).optional()
 }
 
 pub(crate) fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
@@ -462,6 +463,7 @@ impl Store for SqliteStore {
         actor: Actor,
         change: TaskChange,
     ) -> Result<Task, StoreError> {
+        let now = crate::domain::time::truncate_micros(now);
         self.writer
             .write(move |conn| {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
@@ -511,8 +513,10 @@ impl Store for SqliteStore {
                 if moved {
                     runner::record_event(conn, &next, now, Some(current.state), Some(next.state), &actor)?;
                 }
-                // Read back: the answer is exactly what is stored (times at storage precision).
-                load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
+                // What was just written, without reading it back: the writer thread is the one
+                // serial resource of the SQLite store. Times are cut to the stored precision.
+                let last_started = next.last_started.map(crate::domain::time::truncate_micros);
+                Ok(Task { version: current.version + 1, updated: now, last_started, ..next })
             })
             .await
     }
