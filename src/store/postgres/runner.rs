@@ -584,7 +584,7 @@ pub async fn renew(
          FROM unnest($1::integer[], $4::text[], $5::boolean[], $6::smallint[], $7::text[], $8::text[], $9::boolean[]) \
          AS b (id, token, renew, percent, description, file, visible) \
          WHERE t.batchtask_id = b.id AND t.lease_token = b.token AND t.lease_expires >= $3 AND t.state IN (2, 3) \
-         RETURNING t.batchtask_id, t.state, t.lease_expires, t.stop_requested_by",
+         RETURNING t.batchtask_id, t.state, t.lease_expires, t.stop_requested_by, b.token",
     )
     .bind(&ids)
     .bind(expires)
@@ -604,11 +604,13 @@ pub async fn renew(
         let state: i32 = r.try_get(1).map_err(backend)?;
         let expires: DateTime<Utc> = r.try_get(2).map_err(backend)?;
         let by: Option<String> = r.try_get(3).map_err(backend)?;
-        renewed.insert(id, (state, expires, by));
+        let token: String = r.try_get(4).map_err(backend)?;
+        // By id and token: a stale beat beside a live one for the same task is still Lost.
+        renewed.insert((id, token), (state, expires, by));
     }
     Ok(beats
         .iter()
-        .map(|b| match renewed.get(&b.id) {
+        .map(|b| match renewed.get(&(b.id, b.token.clone())) {
             Some((state, expires, by)) => BeatOutcome::Renewed {
                 expires: *expires,
                 state: BatchTaskState::from_number(i64::from(*state)).unwrap_or(BatchTaskState::Unknown),
