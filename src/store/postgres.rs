@@ -7,7 +7,8 @@
 //! updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
 //! so no database is needed to build); the shared contract test (`tests/api/store_contract.rs`)
 //! checks it against the SQLite store. Identity and access (issue 4) is in `postgres/auth.rs`,
-//! which explains its locks (last active admin, change-log order).
+//! which explains its locks (last active admin, change-log order). The runner (issue 5) is in
+//! `postgres/runner.rs` (claims with SKIP LOCKED, concurrency limits across nodes, fencing).
 
 use std::str::FromStr;
 use std::time::Duration;
