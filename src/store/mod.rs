@@ -193,7 +193,7 @@ pub trait Store: Send + Sync + 'static {
 
     // -- runner (issue 5): claims, leases, heartbeats, progress, events, retention --
     // The defaults let a store without runner support compile and serve the API (it cannot run
-    // tasks). SQLite implements them all; the PostgreSQL DDL and claim query are in docs/runner.md.
+    // tasks). SQLite and PostgreSQL implement them all (docs/runner.md).
 
     /// [`Store::modify_task`] that records who changed the task in the event log (when the
     /// state changes) and revokes the lease when the task leaves `Aquired`/`Started`.

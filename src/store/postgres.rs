@@ -7,7 +7,8 @@
 //! updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
 //! so no database is needed to build); the shared contract test (`tests/api/store_contract.rs`)
 //! checks it against the SQLite store. Identity and access (issue 4) is in `postgres/auth.rs`,
-//! which explains its locks (last active admin, change-log order).
+//! which explains its locks (last active admin, change-log order). The runner (issue 5) is in
+//! `postgres/runner.rs` (claims with SKIP LOCKED, concurrency limits across nodes, fencing).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -21,6 +22,10 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
+use super::runner::{
+    Actor, Beat, BeatOutcome, ClaimRequest, Claimed, Finish, FinishResult, Lease, LeaseInfo, Rescued, ScheduleTick,
+    StopResult, TaskEvent,
+};
 use super::sql::{self, Dialect, SqlValue};
 use super::{
     AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
@@ -49,6 +54,9 @@ macro_rules! task_columns {
 }
 const TASK_COLUMNS: &str = task_columns!();
 const TASK_COLUMN_COUNT: usize = 24;
+
+// After `task_columns!` so the runner's statements can use it.
+mod runner;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -170,77 +178,96 @@ async fn load_task(conn: &mut PgConnection, id: i32, lock: bool) -> Result<Optio
     row.as_ref().map(task_from_row).transpose().map_err(backend)
 }
 
+/// Inserts a task with its ParameterObject blob and logs its creation (not for internal tasks).
+/// Answers the new id.
+async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>) -> Result<i32, StoreError> {
+    let definition: Option<i32> =
+        sqlx::query_scalar("SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = $1")
+            .bind(&new.name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(backend)?;
+    // The identity column is `integer`: past 2^31-1 the insert fails instead of wrapping.
+    let id: i32 = sqlx::query_scalar(
+        "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
+         detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
+         cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $16, 1) \
+         RETURNING batchtask_id",
+    )
+    .bind(definition)
+    .bind(&new.name)
+    .bind(new.associate_id)
+    .bind(&new.description)
+    .bind(&new.database_serial_number)
+    .bind(BatchTaskState::New.number())
+    .bind(new.details_table)
+    .bind(new.details_record)
+    .bind(&new.request)
+    .bind(&new.context)
+    .bind(&new.file_name)
+    .bind(new.is_system)
+    .bind(new.is_internal)
+    .bind(new.cancellation.number())
+    .bind(now)
+    .bind(new.associate_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if let Some(params) = &new.parameters {
+        let data = params.to_blob();
+        let size = data.len() as i64;
+        let blob: i32 = sqlx::query_scalar(
+            "INSERT INTO binaryobject (conceptualtype, mimetype, description, originalsize, blobsize, binarydata, \
+             registered, updated) VALUES ('BatchTaskParameters', 'application/json', 'ParameterObject', $1, $1, $2, \
+             $3, $3) RETURNING binaryobject_id",
+        )
+        .bind(size)
+        .bind(data)
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO binaryobjectlink (binaryobject_id, ownertable, ownerrecord, linktype, rank, registered) \
+             VALUES ($1, $2, $3, $4, 0, $5)",
+        )
+        .bind(blob)
+        .bind(TABLE_BATCHTASK)
+        .bind(id)
+        .bind(LINKTYPE_BATCHTASK)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        sqlx::query("UPDATE batchtask SET detailstable = $1, detailsrecord = $2 WHERE batchtask_id = $3")
+            .bind(TABLE_BINARYOBJECT)
+            .bind(blob)
+            .bind(id)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+    }
+    if !new.is_internal {
+        runner::insert_event(
+            conn,
+            id,
+            now,
+            None,
+            Some(BatchTaskState::New),
+            &Actor::associate(new.associate_id, "created"),
+        )
+        .await?;
+    }
+    Ok(id)
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError> {
+        let now = runner::at(now);
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let definition: Option<i32> =
-            sqlx::query_scalar("SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = $1")
-                .bind(&new.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
-        // The identity column is `integer`: past 2^31-1 the insert fails instead of wrapping.
-        let id: i32 = sqlx::query_scalar(
-            "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
-             detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
-             cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $16, 1) \
-             RETURNING batchtask_id",
-        )
-        .bind(definition)
-        .bind(&new.name)
-        .bind(new.associate_id)
-        .bind(&new.description)
-        .bind(&new.database_serial_number)
-        .bind(BatchTaskState::New.number())
-        .bind(new.details_table)
-        .bind(new.details_record)
-        .bind(&new.request)
-        .bind(&new.context)
-        .bind(&new.file_name)
-        .bind(new.is_system)
-        .bind(new.is_internal)
-        .bind(new.cancellation.number())
-        .bind(now)
-        .bind(new.associate_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if let Some(params) = &new.parameters {
-            let data = params.to_blob();
-            let size = data.len() as i64;
-            let blob: i32 = sqlx::query_scalar(
-                "INSERT INTO binaryobject (conceptualtype, mimetype, description, originalsize, blobsize, binarydata, \
-                 registered, updated) VALUES ('BatchTaskParameters', 'application/json', 'ParameterObject', $1, $1, $2, \
-                 $3, $3) RETURNING binaryobject_id",
-            )
-            .bind(size)
-            .bind(data)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend)?;
-            sqlx::query(
-                "INSERT INTO binaryobjectlink (binaryobject_id, ownertable, ownerrecord, linktype, rank, registered) \
-                 VALUES ($1, $2, $3, $4, 0, $5)",
-            )
-            .bind(blob)
-            .bind(TABLE_BATCHTASK)
-            .bind(id)
-            .bind(LINKTYPE_BATCHTASK)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-            sqlx::query("UPDATE batchtask SET detailstable = $1, detailsrecord = $2 WHERE batchtask_id = $3")
-                .bind(TABLE_BINARYOBJECT)
-                .bind(blob)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
+        let id = insert_task(&mut tx, &new, now).await?;
         let task = load_task(&mut tx, id, false).await?.ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(backend)?;
         Ok(task)
@@ -268,62 +295,11 @@ impl Store for PostgresStore {
     }
 
     async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let current = load_task(&mut tx, id, true).await?.ok_or(StoreError::NotFound)?;
-        // A refusal drops `tx`, which rolls back and releases the row lock.
-        let next = change(&current)?;
-        sqlx::query(
-            "UPDATE batchtask SET state = $1, description = $2, response = $3, request = $4, result = $5, \
-             startcount = $6, laststarted = $7, progresspercent = $8, progressdescription = $9, filename = $10, \
-             updated = $11, updatedcount = updatedcount + 1 WHERE batchtask_id = $12",
-        )
-        .bind(next.state.number())
-        .bind(&next.description)
-        .bind(&next.response)
-        .bind(&next.request)
-        .bind(&next.result)
-        .bind(next.start_count)
-        .bind(next.last_started)
-        .bind(next.progress_percent)
-        .bind(&next.progress_description)
-        .bind(&next.file_name)
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(Task { version: current.version + 1, updated: now, ..next })
+        self.modify_task_as(id, now, Actor::default(), change).await
     }
 
     async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let current = load_task(&mut tx, id, true).await?.ok_or(StoreError::NotFound)?;
-        guard(&current)?;
-        // Blobs go with their links (ON DELETE CASCADE runs from blob to link, so delete blobs).
-        sqlx::query(
-            "DELETE FROM binaryobject WHERE binaryobject_id IN (SELECT binaryobject_id FROM binaryobjectlink \
-             WHERE ownertable = $1 AND ownerrecord = $2 AND linktype = $3)",
-        )
-        .bind(TABLE_BATCHTASK)
-        .bind(id)
-        .bind(LINKTYPE_BATCHTASK)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query("DELETE FROM binaryobjectlink WHERE ownertable = $1 AND ownerrecord = $2")
-            .bind(TABLE_BATCHTASK)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        sqlx::query("DELETE FROM batchtask WHERE batchtask_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(())
+        self.delete_task_as(id, Utc::now(), Actor::default(), guard).await
     }
 
     async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
@@ -522,4 +498,172 @@ impl Store for PostgresStore {
     }
 
     // -- runner (issue 5) --
+    // In `postgres/runner.rs`, which explains the locks (fencing, concurrency limits across nodes).
+
+    async fn modify_task_as(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        change: TaskChange,
+    ) -> Result<Task, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let task = runner::modify_task_as(&mut tx, id, runner::at(now), &actor, change).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(task)
+    }
+
+    async fn delete_task_as(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        guard: DeleteGuard,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let current = load_task(&mut tx, id, true).await?.ok_or(StoreError::NotFound)?;
+        guard(&current)?;
+        // The log outlives the task (audit); retention removes it later.
+        runner::record_event(&mut tx, &current, runner::at(now), Some(current.state), None, &actor).await?;
+        runner::delete_rows(&mut tx, id, false).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn create_and_claim(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        claim: &ClaimRequest,
+    ) -> Result<(Task, Option<Lease>), StoreError> {
+        let now = runner::at(now);
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let id = insert_task(&mut tx, &new, now).await?;
+        let lease = runner::claim_new(&mut tx, id, &new.name, claim, now).await?;
+        let task = load_task(&mut tx, id, false).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(backend)?;
+        Ok((task, lease))
+    }
+
+    async fn claim_tasks(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let claimed = runner::claim(&mut tx, req, runner::at(now)).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(claimed)
+    }
+
+    async fn renew_leases(
+        &self,
+        beats: Vec<Beat>,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BeatOutcome>, StoreError> {
+        if beats.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let out = runner::renew(&mut tx, beats, lease, runner::at(now)).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn finish_tasks(&self, finishes: Vec<Finish>, now: DateTime<Utc>) -> Result<Vec<FinishResult>, StoreError> {
+        if finishes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let out = runner::finish(&mut tx, finishes, runner::at(now)).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn request_stop(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        by: String,
+        guard: DeleteGuard,
+    ) -> Result<StopResult, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let out = runner::request_stop(&mut tx, id, runner::at(now), &actor, &by, guard).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn lease_info(&self, id: i32) -> Result<Option<LeaseInfo>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::lease_info(&mut conn, id).await
+    }
+
+    async fn pending_stops(&self, node: &str) -> Result<Vec<(i32, String)>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::pending_stops(&mut conn, node).await
+    }
+
+    async fn rescue_expired(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        stop_grace: Duration,
+    ) -> Result<Vec<Rescued>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let out = runner::rescue(&mut tx, node, runner::at(now), limit, stop_grace).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn release_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let out = runner::release_node(&mut tx, node, runner::at(now)).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn task_events(&self, id: i32) -> Result<Vec<TaskEvent>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::task_events(&mut conn, id).await
+    }
+
+    async fn purge_finished(
+        &self,
+        state: BatchTaskState,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let n = runner::purge_finished(&mut tx, state, before, limit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+
+    async fn purge_deleted_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let n = runner::purge_deleted_events(&mut tx, before, limit).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n)
+    }
+
+    async fn schedule_tick(
+        &self,
+        tick: &ScheduleTick,
+        now: DateTime<Utc>,
+        new: NewTask,
+    ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
+        let now = runner::at(now);
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let out = runner::schedule_tick(&mut tx, tick, now, new).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn set_definition_backoff(
+        &self,
+        name: &str,
+        backoff: Duration,
+        max_backoff: Duration,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::set_definition_backoff(&mut conn, name, backoff, max_backoff).await
+    }
 }

@@ -262,3 +262,207 @@ async fn tickets_tokens_and_sessions_work_across_two_nodes_on_postgres() {
     }
     assert_eq!(a.task(task).await["Name"], "hers");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The runner on PostgreSQL: several nodes share the work
+
+/// A script that counts its running siblings through files in `dir`, records a violation when
+/// more than `limit` run at once, and logs each run (to check every task ran exactly once).
+fn counting_script(dir: &std::path::Path, limit: usize) -> String {
+    let running = dir.join("running");
+    std::fs::create_dir_all(&running).unwrap();
+    let path = dir.join("count.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "touch {r}/$BATCHD_TASK_ID\necho $BATCHD_TASK_ID >> {d}/runs\nn=$(ls {r} | wc -l)\n\
+             [ $n -gt {limit} ] && echo $BATCHD_TASK_ID >> {d}/violations\nsleep 0.2\nrm -f {r}/$BATCHD_TASK_ID\n\
+             echo progress: 100 done\necho ok\n",
+            r = running.display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+async fn lease_node(conn: &mut PgConnection, id: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT lease_node FROM batchtask WHERE batchtask_id = $1")
+        .bind(id as i32)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_nodes_share_the_work_on_postgres() {
+    let Some(db) = TestPg::create("pg::two_nodes_share_the_work_on_postgres").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let script = counting_script(dir.path(), 2);
+    let defs = format!(
+        "[[definition]]\nname = \"limited\"\nrunner = \"command\"\ncommand = [\"/bin/sh\", \"{script}\"]\nconcurrency = 2\n"
+    );
+    let node = |name: &'static str| {
+        let url = db.url.clone();
+        move |c: &mut batchd::config::Config| {
+            c.database = url;
+            c.runner.node = Some(name.into());
+            c.runner.claim_batch = 8;
+        }
+    };
+    let a = crate::runner::spawn_runner_with(&defs, node("node-a")).await;
+    let b = crate::runner::spawn_runner_with(&defs, node("node-b")).await;
+
+    // A long Sleep to stop from the node that does not run it.
+    let sleeper = a.create(&json!({"Name": "Sleep", "ParameterObject": {"Seconds": "60"}})).await;
+    let mut ids = Vec::new();
+    let mut limited = Vec::new();
+    for i in 0..80 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let body = match i % 8 {
+            0 | 1 => json!({"Name": "limited"}),
+            2 => json!({"Name": "Sleep", "ParameterObject": {"Seconds": "1"}}),
+            _ => json!({"Name": "Noop"}),
+        };
+        let id = app.create(&body).await;
+        if body["Name"] == "limited" {
+            limited.push(id);
+        }
+        ids.push(id);
+    }
+
+    let mut conn = db.connect().await;
+    let started = crate::runner::wait_state(&a, sleeper, "Started").await;
+    assert_eq!(started["StartCount"], 1);
+    let holder = lease_node(&mut conn, sleeper).await.expect("a Started task has a lease");
+    let other = if holder == "node-a" { &b } else { &a };
+    let asked = std::time::Instant::now();
+    let res = crate::runner::stop(other, sleeper).await;
+    assert_eq!(res.json::<Value>().await.unwrap(), true);
+    let t = crate::runner::wait_task(other, sleeper, Duration::from_secs(30), |t| t["State"] == "Failed").await;
+    assert!(asked.elapsed() < Duration::from_secs(10), "stop took {:?}", asked.elapsed());
+    assert_eq!(t["Result"], "Cancelled by admin");
+    let ev = crate::runner::events(other, sleeper).await;
+    assert_eq!(ev.last().unwrap()["Node"], holder.as_str(), "ended by the node running it: {ev:?}");
+
+    for id in &ids {
+        crate::runner::wait_task(&a, *id, Duration::from_secs(120), |t| t["State"] == "Succeeded").await;
+    }
+    assert!(!dir.path().join("violations").exists(), "more than 2 limited tasks ran at once");
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    let mut ran: Vec<i64> = runs.lines().map(|l| l.trim().parse().unwrap()).collect();
+    ran.sort_unstable();
+    let mut want = limited.clone();
+    want.sort_unstable();
+    assert_eq!(ran, want, "every limited task ran exactly once");
+
+    // Every task: created, claimed, started, succeeded, each move once, logged by the node.
+    let mut nodes = std::collections::HashSet::new();
+    for id in &ids {
+        let ev = crate::runner::events(&b, *id).await;
+        assert_eq!(
+            crate::runner::moves(&ev),
+            ["-->New", "New->Aquired", "Aquired->Started", "Started->Succeeded"],
+            "task {id}: {ev:?}"
+        );
+        nodes.insert(ev[3]["Node"].as_str().unwrap().to_owned());
+    }
+    assert!(nodes.iter().all(|n| n == "node-a" || n == "node-b"), "{nodes:?}");
+    let leases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM batchtask WHERE lease_token IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0, "no lease outlives its run");
+}
+
+#[tokio::test]
+async fn a_killed_nodes_tasks_are_rescued_by_another_on_postgres() {
+    let Some(db) = TestPg::create("pg::a_killed_nodes_tasks_are_rescued_by_another_on_postgres").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("work.sh");
+    std::fs::write(&script, "sleep 1.5\necho done\n").unwrap();
+    let def = format!(
+        "[[definition]]\nname = \"work\"\nrunner = \"command\"\ncommand = [\"/bin/sh\", \"{}\"]\nrestarts = 2\n\
+         backoff = \"100ms\"\n",
+        script.display()
+    );
+    let config = dir.path().join("victim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runner]\nnode = \"victim\"\nlease = \"2s\"\nheartbeat = \"500ms\"\ngrace = \"1s\"\npoll = \"100ms\"\n\
+             stop_poll = \"100ms\"\n\n{def}"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let mut victim = crate::process::serve(
+        &dir.path().join("unused.db"),
+        &[("BATCHD_CONFIG", config.as_str()), ("BATCHD_DATABASE", db.url.as_str())],
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let res = client
+            .post(format!("{}/api/v1/BatchTask", victim.base))
+            .basic_auth(ADMIN, Some("pw"))
+            .json(&json!({"Name": "work"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        ids.push(res.json::<i64>().await.unwrap());
+    }
+    let mut conn = db.connect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM batchtask WHERE lease_node = 'victim' AND state = 3")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if held >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the victim started nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.child.kill().unwrap(); // SIGKILL: no release
+    victim.child.wait().unwrap();
+    let killed = chrono::Utc::now();
+    let held: Vec<i32> = sqlx::query_scalar("SELECT batchtask_id FROM batchtask WHERE lease_node = 'victim'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(!held.is_empty(), "the killed node held leases");
+
+    // Another node (its own name) rescues them once the leases run out, and runs them again.
+    let url = db.url.clone();
+    let mut rescuer = crate::runner::spawn_runner_with(&def, |c| {
+        c.database = url;
+        c.runner.node = Some("rescuer".into());
+    })
+    .await;
+    rescuer.user = (ADMIN.into(), "pw".into()); // the victim made the admin
+    for id in &ids {
+        let t = crate::runner::wait_task(&rescuer, *id, Duration::from_secs(60), |t| {
+            matches!(t["State"].as_str(), Some("Succeeded" | "Failed"))
+        })
+        .await;
+        assert_eq!(t["State"], "Succeeded", "restarts cover the lost run: {t}");
+    }
+    for id in &held {
+        let ev = crate::runner::events(&rescuer, i64::from(*id)).await;
+        let rescue = ev
+            .iter()
+            .find(|e| e["Reason"].as_str().unwrap_or("").contains("Lease expired: victim"))
+            .unwrap_or_else(|| panic!("task {id} was not rescued: {ev:?}"));
+        assert_eq!(rescue["Node"], "rescuer");
+        let at = chrono::DateTime::parse_from_rfc3339(rescue["Time"].as_str().unwrap()).unwrap();
+        let after = at.with_timezone(&chrono::Utc) - killed;
+        assert!(after < chrono::Duration::seconds(15), "task {id} stayed held {after} after the kill");
+        let finished = crate::runner::moves(&ev).iter().filter(|m| m.ends_with("->Succeeded")).count();
+        assert_eq!(finished, 1, "task {id} finished once: {ev:?}");
+    }
+}

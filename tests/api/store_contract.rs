@@ -244,8 +244,9 @@ async fn postgres_change_log_ids_become_visible_in_id_order() {
 
 type Story = fn(Arc<dyn Store>, Box<dyn Probe>) -> futures_util::future::BoxFuture<'static, ()>;
 
-const STORIES: [Story; 4] = [
+const STORIES: [Story; 5] = [
     |s, p| Box::pin(tasks_story(s, p)),
+    |s, p| Box::pin(runner_story(s, p)),
     |s, p| Box::pin(list_story(s, p)),
     |s, p| Box::pin(associates_story(s, p)),
     |s, p| Box::pin(identity_story(s, p)),
@@ -1186,4 +1187,140 @@ async fn two_nodes_start_together_on_one_empty_postgres_database() {
     let id = a.create(&json!({"Name": "Shared"})).await;
     assert_eq!(b.task(id).await["Name"], "Shared", "both nodes serve the same tasks");
     assert_eq!(a.store.count_associates().await.unwrap(), 1, "one admin, created once");
+}
+
+/// The runner's store methods (issue 5): claims under a concurrency limit, fenced renewals and
+/// finishes, stop requests, rescue of expired leases, release, events, retention.
+async fn runner_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::store::runner::{
+        Actor, Beat, BeatOutcome, ClaimName, ClaimRequest, Finish, FinishOutcome, FinishResult, Progress, StopResult,
+    };
+    let t0 = micros_now();
+    store.upsert_definition(&definition("job", "runs", 0), t0).await.unwrap(); // restarts 2, concurrency 3
+    store
+        .set_definition_backoff("job", std::time::Duration::from_millis(1), std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        tasks.push(store.create_task(task("job", 1, None), t0).await.unwrap().id);
+    }
+    let req = |node: &str| ClaimRequest {
+        node: node.into(),
+        lease: std::time::Duration::from_secs(30),
+        names: vec![ClaimName { name: "job".into(), concurrency: Some(3) }],
+        max: 10,
+        start: true,
+        associate_id: None,
+    };
+    let claimed = store.claim_tasks(&req("n1"), t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), tasks[..3], "oldest first, up to the limit");
+    for c in &claimed {
+        assert_eq!(
+            (c.task.state, c.task.start_count, c.lease.node.as_str(), c.lease.attempt),
+            (BatchTaskState::Started, 1, "n1", 1)
+        );
+    }
+    assert!(store.claim_tasks(&req("n2"), t0).await.unwrap().is_empty(), "the limit holds across nodes");
+    let token = |i: usize| claimed[i].lease.token.clone();
+
+    // Renewals and finishes are fenced by the token.
+    let lease = std::time::Duration::from_secs(30);
+    let beat = |id, token: String| Beat {
+        id,
+        token,
+        progress: Some(Progress { percent: Some(42), ..Progress::default() }),
+        renew: true,
+    };
+    let out =
+        store.renew_leases(vec![beat(tasks[0], "stale".into()), beat(tasks[0], token(0))], lease, t0).await.unwrap();
+    assert_eq!(out[0], BeatOutcome::Lost);
+    assert!(
+        matches!(out[1], BeatOutcome::Renewed { state: BatchTaskState::Started, stop_requested_by: None, .. }),
+        "{out:?}"
+    );
+    assert_eq!(store.get_task(tasks[0]).await.unwrap().unwrap().progress_percent, 42);
+    let finish = |id, token: String, outcome| Finish {
+        id,
+        token,
+        outcome,
+        result: Some("r".into()),
+        response: None,
+        progress: None,
+        actor: Actor::node("n1", "done"),
+    };
+    let out = store
+        .finish_tasks(
+            vec![
+                finish(tasks[0], "stale".into(), FinishOutcome::Succeeded),
+                finish(tasks[0], token(0), FinishOutcome::Succeeded),
+            ],
+            t0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, [FinishResult::Lost, FinishResult::Done(BatchTaskState::Succeeded)]);
+    let again = store.finish_tasks(vec![finish(tasks[0], token(0), FinishOutcome::Failed { retry: false })], t0).await;
+    assert_eq!(again.unwrap(), [FinishResult::Lost], "a finished run's token writes nothing");
+    assert_eq!(store.get_task(tasks[0]).await.unwrap().unwrap().state, BatchTaskState::Succeeded);
+    let next = store.claim_tasks(&req("n2"), t0).await.unwrap();
+    assert_eq!(next.iter().map(|c| c.task.id).collect::<Vec<_>>(), [tasks[3]], "room for one more");
+
+    // A stop of a held run is recorded for its holder; the run failing then is the stop.
+    let stop =
+        store.request_stop(tasks[1], t0, Actor::associate(1, "stop"), "admin".into(), Box::new(|_| Ok(()))).await;
+    assert!(matches!(stop.unwrap(), StopResult::Requested { ref node, .. } if node == "n1"));
+    assert_eq!(store.pending_stops("n1").await.unwrap(), [(tasks[1], "admin".to_owned())]);
+    let out =
+        store.finish_tasks(vec![finish(tasks[1], token(1), FinishOutcome::Failed { retry: true })], t0).await.unwrap();
+    assert_eq!(out, [FinishResult::Done(BatchTaskState::Failed)]);
+    assert_eq!(store.get_task(tasks[1]).await.unwrap().unwrap().result.as_deref(), Some("Cancelled by admin"));
+
+    // An expired lease writes nothing and is rescued (restarts left: New again).
+    let late = t0 + Duration::seconds(60);
+    let out = store.finish_tasks(vec![finish(tasks[2], token(2), FinishOutcome::Succeeded)], late).await.unwrap();
+    assert_eq!(out, [FinishResult::Lost]);
+    let mut rescued = store.rescue_expired("n3", late, 100, std::time::Duration::from_secs(10)).await.unwrap();
+    rescued.sort_by_key(|r| r.id);
+    assert_eq!(
+        rescued.iter().map(|r| (r.id, r.to)).collect::<Vec<_>>(),
+        [(tasks[2], BatchTaskState::New), (tasks[3], BatchTaskState::New)]
+    );
+    let info = store.lease_info(tasks[2]).await.unwrap().unwrap();
+    assert_eq!((info.state, info.token), (BatchTaskState::New, None));
+
+    // Release hands a node's leases back without counting the attempt.
+    let later = late + Duration::seconds(10);
+    let held = store.claim_tasks(&ClaimRequest { max: 1, ..req("n4") }, later).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(store.release_node("n4", later).await.unwrap(), [held[0].task.id]);
+    assert_eq!(store.get_task(held[0].task.id).await.unwrap().unwrap().state, BatchTaskState::New);
+
+    // The log: every move, in order; none for an internal task.
+    let moves =
+        |events: Vec<batchd::store::runner::TaskEvent>| events.iter().map(|e| (e.from, e.to)).collect::<Vec<_>>();
+    use BatchTaskState::*;
+    assert_eq!(
+        moves(store.task_events(tasks[0]).await.unwrap()),
+        [
+            (None, Some(New)),
+            (Some(New), Some(Aquired)),
+            (Some(Aquired), Some(Started)),
+            (Some(Started), Some(Succeeded))
+        ]
+    );
+    let internal = store.create_task(NewTask { is_internal: true, ..task("quiet", 1, None) }, later).await.unwrap();
+    let quiet = ClaimRequest { names: vec![ClaimName { name: "quiet".into(), concurrency: None }], ..req("n1") };
+    let c = store.claim_tasks(&quiet, later).await.unwrap();
+    assert_eq!(c.len(), 1);
+    let out =
+        store.finish_tasks(vec![finish(internal.id, c[0].lease.token.clone(), FinishOutcome::Succeeded)], later).await;
+    assert_eq!(out.unwrap(), [FinishResult::Done(Succeeded)]);
+    assert!(store.task_events(internal.id).await.unwrap().is_empty());
+
+    // Retention takes finished tasks with their events.
+    let removed = store.purge_finished(Succeeded, later + Duration::days(1), 10).await.unwrap();
+    assert_eq!(removed, 2);
+    assert!(store.get_task(tasks[0]).await.unwrap().is_none());
+    assert!(store.task_events(tasks[0]).await.unwrap().is_empty());
 }
