@@ -275,8 +275,23 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Large blocks (argon2's 19 MiB working set) are always mmapped and unmapped when freed. glibc
+/// otherwise raises its mmap threshold after the first such free and keeps later blocks in
+/// per-thread arenas for good: a burst of logins would pin hundreds of MB.
+fn return_large_blocks_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    return_large_blocks_to_the_os();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

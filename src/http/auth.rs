@@ -217,6 +217,9 @@ pub struct Authenticator {
     last_change: AtomicI64,
     /// Verified against when the user is unknown, so both failures cost the same time.
     dummy_hash: String,
+    /// Bounds argon2 verifications running at once: each takes ~19 MiB and a core for tens of
+    /// milliseconds, so a burst of logins would otherwise cost memory it never gives back.
+    hashing: tokio::sync::Semaphore,
     by_address: RateLimiter<IpAddr>,
     by_name: RateLimiter<String>,
 }
@@ -233,6 +236,9 @@ impl Authenticator {
             access,
             cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(1),
+            ),
             generation: AtomicU64::new(0),
             last_change: AtomicI64::new(0),
             dummy_hash,
@@ -346,7 +352,10 @@ impl Authenticator {
         let found = self.store.associate_credentials(name).await?;
         let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
+        let ok = {
+            let _slot = self.hashing.acquire().await.map_err(|_| unauthorized(Key::AuthFailed))?;
+            tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
+        };
         match found {
             Some(c) if ok && c.associate.active => Ok(c.associate),
             _ => {

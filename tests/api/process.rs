@@ -221,3 +221,34 @@ async fn first_start_without_a_password_prints_a_generated_one_once() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// A burst of password checks (here: wrong passwords, throttling switched off) must not grow the
+/// server by one argon2 working set (~19 MiB) per concurrent request.
+#[tokio::test]
+async fn a_burst_of_logins_keeps_memory_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("burst.db");
+    let config = dir.path().join("burst.toml");
+    std::fs::write(&config, "[auth]\nfailed_logins_per_address = 100000\nfailed_logins_per_name = 100000\n").unwrap();
+    let server = serve(&db, &[("BATCHD_CONFIG", config.to_str().unwrap())]);
+    let c = client();
+    let mut handles = Vec::new();
+    for i in 0..64 {
+        let c = c.clone();
+        let url = format!("{}/api/v1/BatchTask/All", server.base);
+        handles.push(tokio::spawn(async move {
+            c.get(url).basic_auth("admin", Some(format!("wrong-{i}"))).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 401);
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status");
+    // 64 concurrent checks unbounded would peak above 1 GiB; bounded by the core count, ~100 MB.
+    assert!(rss_kb < 200 * 1024, "peak RSS {} MB", rss_kb / 1024);
+}
