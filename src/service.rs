@@ -189,13 +189,14 @@ impl TaskService {
         pre: Precondition,
     ) -> Result<Task, StoreError> {
         update.validate()?;
-        self.update_inner(caller, id, Box::new(move |_, _| Ok(update)), pre).await
+        self.update_with(caller, id, Box::new(move |_, _| Ok(update)), pre).await
     }
 
-    /// The one update path: the change is computed from the stored row inside the write
-    /// transaction, checked against visibility, rights and preconditions, recorded as an event,
-    /// and the runner hears about tasks that left its hands.
-    async fn update_inner(
+    /// The one update path. The change is computed from the stored row inside the write
+    /// transaction (so a JSON Patch or Merge Patch applies to exactly the version it changes),
+    /// checked against visibility, rights and preconditions, recorded as an event, and the
+    /// runner hears about tasks that left its hands.
+    pub async fn update_with(
         &self,
         caller: &Caller,
         id: i32,
@@ -233,19 +234,6 @@ impl TaskService {
             }
         }
         Ok(task)
-    }
-
-    /// An update computed from the stored task inside the write transaction (JSON Patch and Merge
-    /// Patch bodies), so the patch applies to exactly the version it changes. Then the same rules
-    /// as [`TaskService::update`]: visibility, rights, preconditions, state moves, events.
-    pub async fn update_with(
-        &self,
-        caller: &Caller,
-        id: i32,
-        make: UpdateFromTask,
-        pre: Precondition,
-    ) -> Result<Task, StoreError> {
-        self.update_inner(caller, id, make, pre).await
     }
 
     /// Stops a task. `New`/`Aquired` tasks and `Started` tasks no runner holds fail at once; a

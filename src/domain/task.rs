@@ -188,6 +188,16 @@ impl Task {
     pub fn etag(&self) -> String {
         format!("\"{}-{}\"", self.id, self.version)
     }
+
+    /// A runner starts a run: `Started`, one more start, when, and fresh progress. Both stores
+    /// apply this same rule when a claimed task starts.
+    pub fn begin_run(&mut self, now: DateTime<Utc>) {
+        self.state = BatchTaskState::Started;
+        self.start_count = self.start_count.saturating_add(1);
+        self.last_started = Some(now);
+        self.progress_percent = 0;
+        self.progress_description = None;
+    }
 }
 
 /// What a create request may set. Everything else is the server's.

@@ -46,11 +46,7 @@ impl RunRow {
         self.stop_requested_by = None;
     }
     fn start(&mut self, now: DateTime<Utc>) {
-        self.task.state = BatchTaskState::Started;
-        self.task.start_count = self.task.start_count.saturating_add(1);
-        self.task.last_started = Some(now);
-        self.task.progress_percent = 0;
-        self.task.progress_description = None;
+        self.task.begin_run(now);
     }
 }
 
