@@ -140,10 +140,17 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "SuperOffice Batch API compatible batch-task server. Errors use the Error schema; agents answer 200 {Message, MessageDetail} when a parameter is missing."
         },
-        "security": [{"basic": []}],
+        "security": [{"basic": []}, {"soTicket": []}, {"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {
+                "basic": {"type": "http", "scheme": "basic"},
+                "soTicket": {"type": "apiKey", "in": "header", "name": "Authorization",
+                    "description": "SOTicket 7T:... (from POST /api/v1/Ticket); scheme name in any case"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "API token from `batchd token create` or POST /api/v1/Token"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "batchd_session",
+                    "description": "Browser session from POST /api/v1/Session; state-changing requests also send X-XSRF-TOKEN"}
+            },
             "schemas": {
                 "BatchTaskInfo": batch_task_info(),
                 "BatchTaskState": {"type": "string", "enum": states, "description": "Also accepted as numbers on input (All = 99999)."},
