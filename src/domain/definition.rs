@@ -130,6 +130,30 @@ impl RetryPolicy {
 }
 
 /// Texts stored in `Result`. English on purpose: stored data, not a message to the caller.
+/// Where a failed attempt leaves a task: back to `New` at `retry_at` when the policy allows a
+/// restart (the caller stores `retry_at` as the task's earliest next run), else `Failed`. The one
+/// rule both stores apply.
+pub fn end_failed_attempt(
+    task: &mut super::Task,
+    policy: Option<RetryPolicy>,
+    attempt: u32,
+    jitter: f64,
+    now: chrono::DateTime<chrono::Utc>,
+    why: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    match policy.and_then(|p| p.after_failure(attempt, jitter, now)) {
+        Some(when) => {
+            task.state = super::BatchTaskState::New;
+            task.result = Some(results::retry_scheduled(attempt, why));
+            Some(when)
+        }
+        None => {
+            task.state = super::BatchTaskState::Failed;
+            None
+        }
+    }
+}
+
 pub mod results {
     use std::time::Duration;
 

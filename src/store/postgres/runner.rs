@@ -645,21 +645,11 @@ async fn fail_or_retry(
 ) -> Result<BatchTaskState, StoreError> {
     let policy = if retry { Some(retry_policy(conn, &row.task.name).await?) } else { None };
     let attempt = u32::try_from(row.attempts).unwrap_or(0);
-    let again = policy.and_then(|p| p.after_failure(attempt, rand::random::<f64>(), now));
     row.clear_lease();
-    match again {
-        Some(when) => {
-            row.task.state = BatchTaskState::New;
-            row.run_after = Some(at(when));
-            row.task.result = Some(results::retry_scheduled(attempt, why));
-            Ok(BatchTaskState::New)
-        }
-        None => {
-            row.task.state = BatchTaskState::Failed;
-            row.run_after = None;
-            Ok(BatchTaskState::Failed)
-        }
-    }
+    let retry_at =
+        crate::domain::definition::end_failed_attempt(&mut row.task, policy, attempt, rand::random::<f64>(), now, why);
+    row.run_after = retry_at.map(at);
+    Ok(row.task.state)
 }
 
 /// The common case in one statement: a `Started` run under a live lease succeeds. Answers
