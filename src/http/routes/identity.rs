@@ -205,14 +205,26 @@ pub async fn create_ticket(
 /// `DELETE /api/v1/Ticket`: with `SOTicket`, ends that ticket (logout); with a password-grade
 /// credential, ends every ticket of the caller.
 pub async fn delete_ticket(State(app): State<AppState>, auth: Authenticated) -> Result<Response> {
-    let target = match &auth.via {
-        Via::Ticket { secret_hash } => RevokeTarget::Hash(secret_hash.clone()),
-        via if via.may_manage_credentials() => RevokeTarget::AllOf(auth.caller.associate_id),
-        _ => return Err(forbidden(Key::CredentialsTooNarrow)),
-    };
-    app.tasks.store().revoke_credentials(CredentialKind::Ticket, target, Utc::now()).await?;
-    app.auth.forget_associates(&[auth.caller.associate_id]);
+    end_credentials(&app, &auth, CredentialKind::Ticket).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Logout: ends the credential of `kind` the request came with, or, with another
+/// password-grade credential, every credential of that kind the caller has.
+async fn end_credentials(app: &AppState, auth: &Authenticated, kind: CredentialKind) -> Result<()> {
+    let used = match (&auth.via, kind) {
+        (Via::Ticket { secret_hash }, CredentialKind::Ticket)
+        | (Via::Session { secret_hash }, CredentialKind::Session) => Some(secret_hash.clone()),
+        _ => None,
+    };
+    let target = match used {
+        Some(hash) => RevokeTarget::Hash(hash),
+        None if auth.via.may_manage_credentials() => RevokeTarget::AllOf(auth.caller.associate_id),
+        None => return Err(forbidden(Key::CredentialsTooNarrow)),
+    };
+    app.tasks.store().revoke_credentials(kind, target, Utc::now()).await?;
+    app.auth.forget_associates(&[auth.caller.associate_id]);
+    Ok(())
 }
 
 /// `POST /api/v1/Agents/SoPrincipal/AuthenticateUsernamePassword`, modelled on SuperOffice's
@@ -339,13 +351,7 @@ pub async fn current_session(auth: Authenticated) -> Result<Response> {
 /// `DELETE /api/v1/Session`: logout. Ends this session (cookie), or with another password-grade
 /// credential every session of the caller; clears both cookies.
 pub async fn delete_session(State(app): State<AppState>, auth: Authenticated) -> Result<Response> {
-    let target = match &auth.via {
-        Via::Session { secret_hash } => RevokeTarget::Hash(secret_hash.clone()),
-        via if via.may_manage_credentials() => RevokeTarget::AllOf(auth.caller.associate_id),
-        _ => return Err(forbidden(Key::CredentialsTooNarrow)),
-    };
-    app.tasks.store().revoke_credentials(CredentialKind::Session, target, Utc::now()).await?;
-    app.auth.forget_associates(&[auth.caller.associate_id]);
+    end_credentials(&app, &auth, CredentialKind::Session).await?;
     let secure = app.config.access.secure_cookies;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0, true, secure));
