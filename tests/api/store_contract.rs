@@ -124,6 +124,47 @@ async fn sqlite_store_loses_no_concurrent_update() {
     concurrent_updates_story(vec![store]).await;
 }
 
+/// SQLite only: the writer turns off SQLite's automatic checkpoint (it would run inside a
+/// commit) and a checkpoint thread copies the WAL into the database file instead. Without it the
+/// database file would stay as small as the empty schema and the WAL would grow for ever.
+#[tokio::test]
+async fn sqlite_store_checkpoints_the_wal_into_the_database_file() {
+    let (store, _probe, dir) = sqlite_store().await;
+    let db = dir.path().join("contract.db");
+    let empty = std::fs::metadata(&db).unwrap().len();
+    let blob = "x".repeat(8000);
+    for i in 0..200 {
+        let parameters = Some(Parameters(vec![("payload".into(), format!("{i}{blob}"))]));
+        store.create_task(NewTask { parameters, ..task("Checkpointed", 7, None) }, micros_now()).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let size = std::fs::metadata(&db).unwrap().len();
+        if size > empty + 1_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file is still {size} bytes (empty: {empty}) 10 s after 1.6 MB of commits: no checkpoint ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The WAL is reused from its start once checkpointed: the same volume again, spread out so
+    // checkpoints can keep up, does not make it grow by that volume.
+    let wal_path = dir.path().join("contract.db-wal");
+    let wal_before = std::fs::metadata(&wal_path).unwrap().len();
+    for i in 0..200 {
+        let parameters = Some(Parameters(vec![("payload".into(), format!("{i}{blob}"))]));
+        store.create_task(NewTask { parameters, ..task("Checkpointed", 7, None) }, micros_now()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let wal = std::fs::metadata(&wal_path).unwrap().len();
+    assert!(
+        wal < wal_before + 3_000_000,
+        "the WAL grew from {wal_before} to {wal} bytes for the same commits again: it is not being reused"
+    );
+}
+
 #[tokio::test]
 async fn postgres_store_loses_no_concurrent_update_across_two_nodes() {
     let Some(db) = TestPg::create("store_contract::postgres_store_loses_no_concurrent_update_across_two_nodes").await
