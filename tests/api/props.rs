@@ -93,6 +93,13 @@ proptest! {
         prop_assert_eq!(DateTime::parse_from_rfc3339(&text).unwrap().with_timezone(&Utc), instant);
     }
 
+    /// The hand-written HTTP date (Last-Modified) says what chrono's formatter says.
+    #[test]
+    fn http_dates_match_chrono(secs in 0i64..253_402_300_800i64) {
+        let t = DateTime::<Utc>::from_timestamp(secs, 0).unwrap();
+        prop_assert_eq!(time::http_date(t), t.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+    }
+
     /// A zone-less local time read in a zone and written back in that zone shows the same wall
     /// time, except inside a DST gap, where it moves forward by the gap.
     #[test]
