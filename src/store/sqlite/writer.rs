@@ -8,8 +8,11 @@
 //! Checkpoints (copying the WAL back into the database file, with an fsync of that file) run on
 //! a second thread with its own connection. Left to SQLite's automatic checkpoint they would run
 //! inside the writer's commit, and every commit that happened to trigger one, with every caller
-//! waiting on it, took 10-25 ms instead of 1.
+//! waiting on it, took 10-25 ms instead of 1. See [`checkpoint`] for how the WAL still gets
+//! reused from its start.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -37,8 +40,12 @@ impl Writer {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
         let (tx, rx) = mpsc::channel::<Job>();
         let (committed, commits) = mpsc::sync_channel::<()>(1);
-        thread::Builder::new().name("sqlite-writer".into()).spawn(move || run(conn, rx, committed))?;
-        thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || checkpoint(checkpoints, commits))?;
+        let restart_due = Arc::new(AtomicBool::new(false));
+        let due = restart_due.clone();
+        thread::Builder::new().name("sqlite-writer".into()).spawn(move || run(conn, rx, committed, due))?;
+        thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint(checkpoints, commits, restart_due))?;
         Ok(Writer { tx })
     }
 
@@ -84,32 +91,37 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, S
 /// times a second in larger steps rather than after every commit.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
-/// WAL length (pages) past which a checkpoint also makes the next commit start the WAL afresh.
-/// SQLite's own automatic checkpoint uses the same figure.
+/// WAL length (pages) past which the WAL should start afresh. SQLite's own automatic checkpoint
+/// uses the same figure.
 const RESTART_FRAMES: i64 = 1000;
 
 /// Copies committed WAL frames into the database file whenever there are new commits, at most
-/// every [`CHECKPOINT_INTERVAL`]. First PASSIVE, which never blocks the writer or readers and does
-/// the bulk of the copying. But SQLite only reuses the WAL from its start when a commit begins
-/// with every frame copied, which under a steady write load a concurrent checkpoint never
-/// catches; so once the WAL is long, a RESTART follows: it waits for the writer's current batch,
-/// copies the few frames committed meanwhile and lets the next commit restart the WAL. Ends when
-/// the writer thread ends.
-fn checkpoint(conn: Connection, commits: mpsc::Receiver<()>) {
-    let run = |mode: &str| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1));
+/// every [`CHECKPOINT_INTERVAL`]. PASSIVE: it never takes the write lock or waits for readers.
+///
+/// SQLite reuses the WAL from its start only when a write transaction begins with every frame
+/// copied, which a concurrent checkpoint under a steady write load never catches. So once the WAL
+/// is long, this thread sets `restart_due` and the writer, after its next commit, runs a PASSIVE
+/// checkpoint itself, between two transactions: it only copies the frames committed since this
+/// one started (a few milliseconds' worth), and the writer's next transaction restarts the WAL.
+/// Waiting for the write lock here instead would stall the writer in SQLite's busy handler,
+/// which sleeps 1, 2, 5, 10... ms between tries (a 100 ms stall was seen). Ends with the writer.
+fn checkpoint(conn: Connection, commits: mpsc::Receiver<()>, restart_due: Arc<AtomicBool>) {
     while commits.recv().is_ok() {
-        let outcome = match run("PASSIVE") {
-            Ok(frames) if frames > RESTART_FRAMES => run("RESTART").map(|_| ()),
-            other => other.map(|_| ()),
-        };
-        if let Err(e) = outcome {
-            tracing::warn!(error = %e, "WAL checkpoint failed; it will be retried after the next commit");
+        match passive_checkpoint(&conn) {
+            Ok(frames) if frames > RESTART_FRAMES => restart_due.store(true, Ordering::Relaxed),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; it will be retried after the next commit"),
         }
         thread::sleep(CHECKPOINT_INTERVAL);
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>, committed: mpsc::SyncSender<()>) {
+/// Copies what it can of the WAL into the database file; returns the WAL's length in pages.
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, committed: mpsc::SyncSender<()>, restart_due: Arc<AtomicBool>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -132,6 +144,12 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, committed: mpsc::SyncSender<()
         }
         for finish in finishers {
             finish(commit.clone());
+        }
+        if restart_due.swap(false, Ordering::Relaxed) {
+            // Catches up with the checkpoint thread so the next transaction restarts the WAL.
+            if let Err(e) = passive_checkpoint(&conn) {
+                tracing::warn!(error = %e, "WAL checkpoint in the writer failed");
+            }
         }
         // Wakes the checkpoint thread; a wake-up already pending covers this commit too.
         let _ = committed.try_send(());
