@@ -7,6 +7,42 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{BatchTaskState, Task};
 
+/// A task row with its runner columns, as both stores load it inside a write. `T` is how the
+/// store keeps instants: microseconds on SQLite, `timestamptz` on PostgreSQL.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRow<T> {
+    pub task: Task,
+    pub lease_token: Option<String>,
+    pub lease_expires: Option<T>,
+    pub lease_node: Option<String>,
+    pub attempts: i32,
+    pub run_after: Option<T>,
+    pub stop_requested: Option<T>,
+    pub stop_requested_by: Option<String>,
+}
+
+impl<T: PartialOrd + Copy> RunRow<T> {
+    /// The token is this task's live lease.
+    pub fn holds(&self, token: &str, now: T) -> bool {
+        self.task.state.is_active()
+            && self.lease_token.as_deref() == Some(token)
+            && self.lease_expires.is_some_and(|e| e >= now)
+    }
+
+    /// Ends the lease and any stop request with it.
+    pub fn clear_lease(&mut self) {
+        self.lease_token = None;
+        self.lease_expires = None;
+        self.lease_node = None;
+        self.stop_requested = None;
+        self.stop_requested_by = None;
+    }
+
+    pub fn start(&mut self, now: DateTime<Utc>) {
+        self.task.begin_run(now);
+    }
+}
+
 /// Who made a change, for the event log. API writes name the associate, runner writes the node.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Actor {

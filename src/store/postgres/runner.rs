@@ -51,36 +51,7 @@ pub fn at(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// A task row with its runner columns.
-#[derive(Debug, Clone)]
-struct RunRow {
-    task: Task,
-    lease_token: Option<String>,
-    lease_expires: Option<DateTime<Utc>>,
-    lease_node: Option<String>,
-    attempts: i32,
-    run_after: Option<DateTime<Utc>>,
-    stop_requested: Option<DateTime<Utc>>,
-    stop_requested_by: Option<String>,
-}
-
-impl RunRow {
-    /// The token is this task's live lease.
-    fn holds(&self, token: &str, now: DateTime<Utc>) -> bool {
-        self.task.state.is_active()
-            && self.lease_token.as_deref() == Some(token)
-            && self.lease_expires.is_some_and(|e| e >= now)
-    }
-    fn clear_lease(&mut self) {
-        self.lease_token = None;
-        self.lease_expires = None;
-        self.lease_node = None;
-        self.stop_requested = None;
-        self.stop_requested_by = None;
-    }
-    fn start(&mut self, now: DateTime<Utc>) {
-        self.task.begin_run(now);
-    }
-}
+type RunRow = crate::store::runner::RunRow<DateTime<Utc>>;
 
 /// The task columns with NULL for the ParameterObject blob (bookkeeping writes do not need it).
 fn light_columns() -> &'static str {

@@ -18,37 +18,8 @@ use crate::store::runner::{
 
 use super::{TASK_COLUMN_COUNT, TASK_COLUMNS, backend, from_micros, micros, task_from_row};
 
-/// A task row with its runner columns.
-#[derive(Debug, Clone)]
-pub(super) struct RunRow {
-    pub task: Task,
-    pub lease_token: Option<String>,
-    pub lease_expires: Option<i64>,
-    pub lease_node: Option<String>,
-    pub attempts: i32,
-    pub run_after: Option<i64>,
-    pub stop_requested: Option<i64>,
-    pub stop_requested_by: Option<String>,
-}
-
-impl RunRow {
-    /// The token is this task's live lease.
-    fn holds(&self, token: &str, now_us: i64) -> bool {
-        self.task.state.is_active()
-            && self.lease_token.as_deref() == Some(token)
-            && self.lease_expires.is_some_and(|e| e >= now_us)
-    }
-    fn clear_lease(&mut self) {
-        self.lease_token = None;
-        self.lease_expires = None;
-        self.lease_node = None;
-        self.stop_requested = None;
-        self.stop_requested_by = None;
-    }
-    fn start(&mut self, now: DateTime<Utc>) {
-        self.task.begin_run(now);
-    }
-}
+/// A task row with its runner columns, instants in microseconds as the SQLite store keeps them.
+pub(super) type RunRow = crate::store::runner::RunRow<i64>;
 
 /// Loads a row with its runner columns. `with_params`: also the ParameterObject blob (a run needs
 /// it; bookkeeping writes do not, and skipping the blob lookup keeps them cheap).
