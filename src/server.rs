@@ -76,7 +76,11 @@ impl Server {
         auth.spawn_watcher();
         let definitions = BUILTIN_DEFINITIONS.iter().map(|s| (*s).to_owned()).collect();
         let tasks = TaskService::new(store, config.strict_definitions, definitions).with_runner(runner.clone());
-        Ok(Server { state: AppState { config: Arc::new(config), tasks, auth }, listener, runner })
+        Ok(Server {
+            state: AppState { config: Arc::new(config), tasks, auth, metrics: Arc::default() },
+            listener,
+            runner,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {

@@ -141,6 +141,8 @@ pub trait Store: Send + Sync + 'static {
     async fn associate_credentials(&self, name: &str) -> Result<Option<AssociateCredentials>, StoreError>;
     async fn list_associates(&self) -> Result<Vec<Associate>, StoreError>;
     async fn count_associates(&self) -> Result<i64, StoreError>;
+    /// How many tasks are in each state (states with none are left out), for the metrics.
+    async fn count_tasks_by_state(&self) -> Result<Vec<(BatchTaskState, i64)>, StoreError>;
     /// Registers (or refreshes) a task definition's row in `batchtaskdefinition`.
     async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError>;
 

@@ -382,6 +382,15 @@ impl Store for PostgresStore {
         sqlx::query_scalar("SELECT COUNT(*) FROM associate").fetch_one(&self.pool).await.map_err(backend)
     }
 
+    async fn count_tasks_by_state(&self) -> Result<Vec<(BatchTaskState, i64)>, StoreError> {
+        let counts: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM batchtask GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(super::sql::states_with_counts(counts.into_iter().map(|(s, n)| (i64::from(s), n))))
+    }
+
     async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query(

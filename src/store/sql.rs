@@ -265,3 +265,19 @@ pub fn build_filter(filter: &super::TaskFilter, dialect: Dialect) -> (String, Ve
     }
     (b.sql, b.values)
 }
+
+/// `(state number, count)` rows as states; a number no state has counts as `Unknown`.
+pub(crate) fn states_with_counts(
+    rows: impl IntoIterator<Item = (i64, i64)>,
+) -> Vec<(crate::domain::BatchTaskState, i64)> {
+    use crate::domain::BatchTaskState;
+    let mut out: Vec<(BatchTaskState, i64)> = Vec::new();
+    for (number, count) in rows {
+        let state = BatchTaskState::from_number(number).unwrap_or(BatchTaskState::Unknown);
+        match out.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, n)) => *n += count,
+            None => out.push((state, count)),
+        }
+    }
+    out
+}

@@ -7,6 +7,7 @@ mod errors;
 mod formats;
 mod headers;
 mod helpers;
+mod metrics;
 mod odata;
 mod openapi;
 mod patch;

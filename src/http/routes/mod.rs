@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api", get(discovery::version))
         .route("/api/v1", get(discovery::endpoints))
         .route("/api/openapi.json", get(super::openapi::serve))
+        .route("/metrics", get(super::metrics::serve))
         .route("/api/v1/BatchTask", get(batchtask::list).post(batchtask::create))
         .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))

@@ -410,6 +410,17 @@ impl Store for SqliteStore {
         self.read(|conn| conn.query_row("SELECT COUNT(*) FROM associate", [], |r| r.get(0)))
     }
 
+    async fn count_tasks_by_state(&self) -> Result<Vec<(BatchTaskState, i64)>, StoreError> {
+        // Served by the batchtask_state index without touching the rows.
+        let counts: Vec<(i64, i64)> = self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT state, COUNT(*) FROM batchtask GROUP BY state ORDER BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        Ok(sql::states_with_counts(counts))
+    }
+
     async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError> {
         let def = def.clone();
         self.writer
