@@ -516,6 +516,18 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
     assert_eq!(find(states(&[BatchTaskState::New])).await, vec![plain.id, with.id, keep.id, system.id]);
     assert_eq!(find(states(&[BatchTaskState::Started, BatchTaskState::Failed])).await, vec![other.id]);
     assert_eq!(find(states(&[])).await, Vec::<i32>::new(), "no state, no task");
+    // The metrics' counts by state agree with the rows.
+    let mut counts = store.count_tasks_by_state().await.unwrap();
+    counts.sort_by_key(|(s, _)| s.number());
+    let mut model: Vec<(BatchTaskState, i64)> = Vec::new();
+    for t in all.iter() {
+        match model.iter_mut().find(|(s, _)| *s == t.state) {
+            Some((_, n)) => *n += 1,
+            None => model.push((t.state, 1)),
+        }
+    }
+    model.sort_by_key(|(s, _)| s.number());
+    assert_eq!(counts, model);
     let sys = |s: bool| TaskFilter { system: Some(s), ..TaskFilter::default() };
     assert_eq!(find(sys(true)).await, vec![system.id]);
     assert_eq!(find(sys(false)).await, vec![plain.id, with.id, keep.id, other.id]);
