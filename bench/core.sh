@@ -17,39 +17,12 @@ TASKS=${TASKS:-32}
 PHASES=${PHASES:-get put}
 ROUNDS=${ROUNDS:-1}
 
-if [ -z "${BATCHD_BIN:-}" ]; then
-  cargo build --release -q
-  BATCHD_BIN="${CARGO_TARGET_DIR:-target}/release/batchd"
-fi
+. bench/lib.sh
+bin=$(bench_binary)
 dir=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
-BATCHD_ADMIN_PASSWORD=bench BATCHD_LOG=warn "$BATCHD_BIN" serve \
-  --listen 127.0.0.1:$PORT --database "${DATABASE:-sqlite:$dir/bench.db}" 2>"${SERVER_LOG:-$dir/server.log}" &
-server=$!
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/api >/dev/null && break; sleep 0.1; done
-
-for i in $(seq 1 "$TASKS"); do
-  curl -sf -u admin:bench -H 'Content-Type: application/json' \
-    -d '{"Name":"Bench","Description":"benchmark task","ParameterObject":{"k":"v"}}' \
-    http://127.0.0.1:$PORT/api/v1/BatchTask >/dev/null
-done
-export AUTH="Basic $(printf admin:bench | base64)" TASKS CONNS
-
-cpu_ticks() { awk '{print $14 + $15}' /proc/$server/stat; }
-
-# Prints wrk's RESULT line plus the server's CPU time per request, which depends far less on
-# what else the machine is doing than requests/s does.
-run() { # name script
-  local name=$1 script=$2
-  cat "bench/$script" bench/report.lua > "$dir/$name.lua"
-  local before after line rps
-  before=$(cpu_ticks)
-  line=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s "$dir/$name.lua" "http://127.0.0.1:$PORT" | grep RESULT)
-  after=$(cpu_ticks)
-  rps=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$line")
-  printf '%-10s %s server_cpu_us_per_req=%s\n' "$name" "$line" \
-    "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$rps" -v d="$DURATION" 'BEGIN{printf "%.1f", t / hz * 1e6 / (n * d)}')"
-}
+start_server "$bin" "${DATABASE:-sqlite:$dir/bench.db}" "${SERVER_LOG:-$dir/server.log}"
+create_tasks "$TASKS"
 
 echo "batchd core benchmark: wrk -t$THREADS -c$CONNS -d${DURATION}s, $TASKS tasks, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for _ in $(seq 1 "$ROUNDS"); do

@@ -11,37 +11,15 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 PORT=${PORT:-18766}
 TASKS=${TASKS:-32}
-TARGET=${CARGO_TARGET_DIR:-target}
 
-cargo build --release -q
+. bench/lib.sh
+bin=$(bench_binary)
 dir=$(mktemp -d)
 # A private copy: other builds sharing the target directory cannot swap it mid-run.
-cp "$TARGET/release/batchd" "$dir/batchd"
+cp "$bin" "$dir/batchd"
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$dir"' EXIT
-BATCHD_ADMIN_PASSWORD=bench BATCHD_LOG=warn "$dir/batchd" serve \
-  --listen 127.0.0.1:$PORT --database "sqlite:$dir/bench.db" 2>"$dir/server.log" &
-server=$!
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/api >/dev/null && break; sleep 0.1; done
-
-for i in $(seq 1 "$TASKS"); do
-  curl -sf -u admin:bench -H 'Content-Type: application/json' \
-    -d '{"Name":"Bench","Description":"benchmark task","ParameterObject":{"k":"v"}}' \
-    http://127.0.0.1:$PORT/api/v1/BatchTask >/dev/null
-done
-export AUTH="Basic $(printf admin:bench | base64)" TASKS
-
-cpu_ticks() { awk '{print $14 + $15}' /proc/$server/stat; }
-run() { # name script [env...]
-  local name=$1 script=$2; shift 2
-  cat "bench/$script" bench/report.lua > "$dir/$name.lua"
-  local before after line rps
-  before=$(cpu_ticks)
-  line=$(env "$@" wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s "$dir/$name.lua" "http://127.0.0.1:$PORT" | grep RESULT)
-  after=$(cpu_ticks)
-  rps=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$line")
-  printf '%-12s %s server_cpu_us_per_req=%s\n' "$name" "$line" \
-    "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$rps" -v d="$DURATION" 'BEGIN{printf "%.1f", t / hz * 1e6 / (n * d)}')"
-}
+start_server "$dir/batchd" "sqlite:$dir/bench.db" "$dir/server.log"
+create_tasks "$TASKS"
 
 echo "batchd formats benchmark: wrk -t$THREADS -c$CONNS -d${DURATION}s, $TASKS tasks, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 run get-json get.lua ACCEPT=application/json
@@ -54,10 +32,7 @@ run put-xml put.lua CTYPE=application/xml
 kill $server; wait $server 2>/dev/null || true
 sqlite3 "$dir/bench.db" ".read bench/seed_100k.sql"
 echo "tasks: $(sqlite3 "$dir/bench.db" 'SELECT COUNT(*) FROM batchtask')"
-BATCHD_ADMIN_PASSWORD=bench BATCHD_LOG=warn "$dir/batchd" serve \
-  --listen 127.0.0.1:$PORT --database "sqlite:$dir/bench.db" 2>>"$dir/server.log" &
-server=$!
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/api >/dev/null && break; sleep 0.1; done
+start_server "$dir/batchd" "sqlite:$dir/bench.db" "$dir/server.log"
 # Each filter alone, one request at a time: the latency a client sees.
 while read -r q; do
   [ -z "$q" ] && continue
