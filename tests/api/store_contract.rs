@@ -132,11 +132,19 @@ async fn sqlite_store_checkpoints_the_wal_into_the_database_file() {
     let (store, _probe, dir) = sqlite_store().await;
     let db = dir.path().join("contract.db");
     let empty = std::fs::metadata(&db).unwrap().len();
-    let blob = "x".repeat(8000);
-    for i in 0..200 {
-        let parameters = Some(Parameters(vec![("payload".into(), format!("{i}{blob}"))]));
-        store.create_task(NewTask { parameters, ..task("Checkpointed", 7, None) }, micros_now()).await.unwrap();
-    }
+    // 200 tasks with an 8 KB ParameterObject each (1.6 MB), `pause` apart.
+    let create_200 = |pause: std::time::Duration| {
+        let store = store.clone();
+        async move {
+            let blob = "x".repeat(8000);
+            for i in 0..200 {
+                let parameters = Some(Parameters(vec![("payload".into(), format!("{i}{blob}"))]));
+                store.create_task(NewTask { parameters, ..task("Checkpointed", 7, None) }, micros_now()).await.unwrap();
+                tokio::time::sleep(pause).await;
+            }
+        }
+    };
+    create_200(std::time::Duration::ZERO).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let size = std::fs::metadata(&db).unwrap().len();
@@ -153,11 +161,7 @@ async fn sqlite_store_checkpoints_the_wal_into_the_database_file() {
     // checkpoints can keep up, does not make it grow by that volume.
     let wal_path = dir.path().join("contract.db-wal");
     let wal_before = std::fs::metadata(&wal_path).unwrap().len();
-    for i in 0..200 {
-        let parameters = Some(Parameters(vec![("payload".into(), format!("{i}{blob}"))]));
-        store.create_task(NewTask { parameters, ..task("Checkpointed", 7, None) }, micros_now()).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    create_200(std::time::Duration::from_millis(2)).await;
     let wal = std::fs::metadata(&wal_path).unwrap().len();
     assert!(
         wal < wal_before + 3_000_000,

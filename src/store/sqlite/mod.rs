@@ -173,6 +173,39 @@ pub(crate) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     })
 }
 
+/// The common update (Description, Response, Request, progress): a statement that leaves state,
+/// start and lease columns alone, so SQLite maintains only the `updated` index instead of the seven
+/// indexes and partial indexes on those columns. This halves the writer thread's work per PUT.
+fn update_task_content(
+    conn: &Connection,
+    next: &Task,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    id: i32,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE batchtask SET description = ?, response = ?, request = ?, result = ?, progresspercent = ?, \
+         progressdescription = ?, filename = ?, updated = ?, updatedcount = updatedcount + 1, \
+         updated_associate_id = COALESCE(?, updated_associate_id) WHERE batchtask_id = ?",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            next.description,
+            next.response,
+            next.request,
+            next.result,
+            next.progress_percent,
+            next.progress_description,
+            next.file_name,
+            micros(now),
+            actor.associate_id,
+            id
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}
+
 /// Writes every column an update may change, including state, start and lease columns: for a
 /// state move or a run starting.
 fn update_whole_task(
@@ -539,31 +572,7 @@ impl Store for SqliteStore {
                 let run_fields_same =
                     next.start_count == current.start_count && next.last_started == current.last_started;
                 if !moved && run_fields_same {
-                    // The common update (Description, Response, Request, progress): a statement
-                    // that leaves state, start and lease columns alone, so SQLite maintains only the
-                    // `updated` index instead of the seven indexes and partial indexes on those
-                    // columns. This halves the writer thread's work per PUT.
-                    conn.prepare_cached(
-                        "UPDATE batchtask SET description = ?, response = ?, request = ?, result = ?, \
-                         progresspercent = ?, progressdescription = ?, filename = ?, updated = ?, \
-                         updatedcount = updatedcount + 1, updated_associate_id = COALESCE(?, updated_associate_id) \
-                         WHERE batchtask_id = ?",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            next.description,
-                            next.response,
-                            next.request,
-                            next.result,
-                            next.progress_percent,
-                            next.progress_description,
-                            next.file_name,
-                            micros(now),
-                            actor.associate_id,
-                            id
-                        ])
-                    })
-                    .map_err(backend)?;
+                    update_task_content(conn, &next, now, &actor, id)?;
                 } else {
                     update_whole_task(conn, &next, now, &actor, moved, to_new, id)?;
                 }
