@@ -68,7 +68,12 @@ impl AssociateSelector {
         Some(AssociateSelector {
             system: ids.contains(&0),
             all_users: ids.contains(&-1),
-            ids: ids.iter().copied().filter(|i| *i > 0).collect(),
+            ids: {
+                let mut ids: Vec<i32> = ids.iter().copied().filter(|i| *i > 0).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            },
         })
     }
     pub fn matches(&self, task: &Task) -> bool {

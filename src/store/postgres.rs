@@ -123,6 +123,7 @@ fn bind_value(q: PgQuery<'_>, v: SqlValue) -> PgQuery<'_> {
         SqlValue::Text(s) => q.bind(s),
         SqlValue::Time(t) => q.bind(t),
         SqlValue::Bool(b) => q.bind(b),
+        SqlValue::Ints(list) => q.bind(list),
         SqlValue::Null => q.bind(UntypedNull),
     }
 }

@@ -20,6 +20,9 @@ pub enum SqlValue {
     Text(String),
     Time(chrono::DateTime<chrono::Utc>),
     Bool(bool),
+    /// A whole list as one bound value (`json_each` on SQLite, an `int4[]` on PostgreSQL), so a
+    /// list of any length is one placeholder: no expression-depth or bound-variable limit applies.
+    Ints(Vec<i32>),
     Null,
 }
 
@@ -69,6 +72,23 @@ impl Builder {
             Dialect::Postgres => {
                 self.sql.push('$');
                 self.sql.push_str(&self.values.len().to_string());
+            }
+        }
+    }
+
+    /// `column IN (the list)`, the list bound as one value.
+    fn in_list(&mut self, column: &str, ids: Vec<i32>) {
+        self.sql.push_str(column);
+        match self.dialect {
+            Dialect::Sqlite => {
+                self.sql.push_str(" IN (SELECT value FROM json_each(");
+                self.bind(SqlValue::Ints(ids));
+                self.sql.push_str("))");
+            }
+            Dialect::Postgres => {
+                self.sql.push_str(" = ANY(");
+                self.bind(SqlValue::Ints(ids));
+                self.sql.push(')');
             }
         }
     }
@@ -248,11 +268,11 @@ pub fn build_filter(filter: &super::TaskFilter, dialect: Dialect) -> (String, Ve
             b.sql.push_str(" OR t.is_system = ");
             b.bind(SqlValue::Bool(false));
         }
-        for id in &sel.ids {
+        if !sel.ids.is_empty() {
             b.sql.push_str(" OR (t.is_system = ");
             b.bind(SqlValue::Bool(false));
-            b.sql.push_str(" AND t.associate_id = ");
-            b.bind(SqlValue::Int(i64::from(*id)));
+            b.sql.push_str(" AND ");
+            b.in_list("t.associate_id", sel.ids.clone());
             b.sql.push(')');
         }
         b.sql.push(')');

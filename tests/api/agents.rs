@@ -134,6 +134,9 @@ async fn queries_by_state_name_associates_and_system() {
         q("GetBatchTaskInfosByAssociates", json!({"AssociateIds": [alice_id, 0]})).await,
         vec![a1, a2, sys1, sys2]
     );
+    // Any list that fits in the body limit: 100,000 ids is about 700 KB of JSON.
+    let many: Vec<i32> = (1_000..101_000).chain([alice_id]).collect();
+    assert_eq!(q("GetBatchTaskInfosByAssociates", json!({ "AssociateIds": many })).await, vec![a1, a2]);
     assert_eq!(
         q("GetBatchTaskInfosByNameAndAssociates", json!({"Name": "Report", "AssociateIds": [-1]})).await,
         vec![a1, admin1]

@@ -546,6 +546,12 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
     assert_eq!(find(assoc(&[7])).await, vec![plain.id, with.id], "7's user tasks, not the system task it owns");
     assert_eq!(find(assoc(&[0, 8])).await, vec![keep.id, system.id, other.id]);
     assert_eq!(find(assoc(&[12345])).await, Vec::<i32>::new());
+    // A list of any length that fits in a body: one bound value, not one test per id (SQLite
+    // refuses an expression tree over 1000 deep, PostgreSQL more than 65535 bound values).
+    let many: Vec<i32> = (1..=100_000).rev().chain([8, 8]).collect();
+    assert_eq!(find(assoc(&many)).await, vec![plain.id, with.id, keep.id, other.id], "100,000 ids");
+    let many_with_system: Vec<i32> = (100..5_000).chain([0, 7]).collect();
+    assert_eq!(find(assoc(&many_with_system)).await, vec![plain.id, with.id, system.id]);
     let owner = |o: i32| TaskFilter { owner: Some(o), ..TaskFilter::default() };
     assert_eq!(find(owner(7)).await, vec![plain.id, with.id], "owners see their user tasks only");
     assert_eq!(find(owner(8)).await, vec![keep.id, other.id]);

@@ -272,6 +272,7 @@ pub(crate) fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
         SqlValue::Text(s) => Value::Text(s.clone()),
         SqlValue::Time(t) => Value::Integer(micros(*t)),
         SqlValue::Bool(b) => Value::Integer(i64::from(*b)),
+        SqlValue::Ints(list) => Value::Text(serde_json::to_string(list).unwrap_or_else(|_| "[]".into())),
         SqlValue::Null => Value::Null,
     }
 }
