@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::rights::{can_see, rights_for};
+use crate::domain::rights::{can_see, owner_of_new_task, rights_for};
 use crate::domain::{Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
@@ -115,30 +115,9 @@ impl TaskService {
         associate_id: Option<i32>,
         cancellation_given: bool,
     ) -> Result<Task, StoreError> {
-        if caller.read_only {
-            return Err(DomainError::Forbidden { reason: "a read-only token may not create tasks" }.into());
-        }
+        task.associate_id = owner_of_new_task(caller, &task, associate_id)?;
         if self.strict_definitions && !self.known_definitions.iter().any(|d| d == &task.name) {
             return Err(DomainError::UnknownDefinition { name: task.name }.into());
-        }
-        if task.is_system {
-            if !caller.sees_all() {
-                return Err(DomainError::Forbidden { reason: "only workers and admins may create system tasks" }.into());
-            }
-            task.associate_id = 0;
-        } else {
-            task.associate_id = match associate_id {
-                Some(other) if other != caller.associate_id => {
-                    if !caller.is_admin() {
-                        return Err(DomainError::Forbidden {
-                            reason: "only admins may create tasks for another associate",
-                        }
-                        .into());
-                    }
-                    other
-                }
-                _ => caller.associate_id,
-            };
         }
         if !cancellation_given {
             task.cancellation =

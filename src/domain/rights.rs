@@ -2,7 +2,8 @@
 //! and so do the checks the handlers make, so the two cannot disagree.
 
 use super::associate::{Caller, Role};
-use super::task::Task;
+use super::error::DomainError;
+use super::task::{NewTask, Task};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TaskRights {
@@ -38,6 +39,33 @@ pub fn can_see(caller: &Caller, task: &Task) -> bool {
     match caller.role {
         Role::Admin | Role::Worker => true,
         Role::User => !task.is_system && task.associate_id == caller.associate_id,
+    }
+}
+
+/// Whom a new task belongs to, or why the caller may not create it. `for_associate` is the owner
+/// the request names, if any. System tasks belong to no one (0), and internal tasks leave no
+/// events: both are for workers and admins, so a user cannot hide what it runs.
+pub fn owner_of_new_task(caller: &Caller, task: &NewTask, for_associate: Option<i32>) -> Result<i32, DomainError> {
+    if caller.read_only {
+        return Err(DomainError::Forbidden { reason: "a read-only token may not create tasks" });
+    }
+    if task.is_internal && !caller.sees_all() {
+        return Err(DomainError::Forbidden { reason: "only workers and admins may create tasks with IsInternalTask" });
+    }
+    if task.is_system {
+        if !caller.sees_all() {
+            return Err(DomainError::Forbidden { reason: "only workers and admins may create system tasks" });
+        }
+        return Ok(0);
+    }
+    match for_associate {
+        Some(other) if other != caller.associate_id => {
+            if !caller.is_admin() {
+                return Err(DomainError::Forbidden { reason: "only admins may create tasks for another associate" });
+            }
+            Ok(other)
+        }
+        _ => Ok(caller.associate_id),
     }
 }
 

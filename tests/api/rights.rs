@@ -177,6 +177,25 @@ async fn creating_system_tasks_or_tasks_for_others_needs_the_role() {
     }
 }
 
+/// An internal task leaves no event: a user must not be able to run something without a trace.
+#[tokio::test]
+async fn only_workers_and_admins_create_internal_tasks() {
+    let w = World::new().await;
+    for (who, want) in [(Who::User, 403), (Who::Worker, 200), (Who::Admin, 200)] {
+        let c = w.client(who);
+        let res = c.send_json(Method::POST, "/api/v1/BatchTask", &json!({"Name": "i", "IsInternalTask": true})).await;
+        assert_eq!(res.status(), want, "{who:?} internal task");
+        if want == 403 {
+            let body = res.text().await.unwrap();
+            assert!(body.contains("IsInternalTask"), "the refusal names the property: {body}");
+        }
+        let res = c.agent("StartBatchJob", &json!({"BatchTaskInfo": {"Name": "i", "IsInternalTask": "true"}})).await;
+        assert_eq!(res.status(), want, "{who:?} StartBatchJob internal");
+        let res = c.send_json(Method::POST, "/api/v1/BatchTask", &json!({"Name": "i", "IsInternalTask": false})).await;
+        assert_eq!(res.status(), 200, "{who:?} a task that is not internal");
+    }
+}
+
 /// Ids in any list answer: arrays of BatchTaskInfo, or the OData list.
 fn ids(v: &Value) -> BTreeSet<i64> {
     let items = match v {
