@@ -55,6 +55,8 @@ pub fn error_type(status: StatusCode) -> &'static str {
         413 => "PayloadTooLargeException",
         415 => "UnsupportedMediaTypeException",
         429 => "TooManyRequestsException",
+        503 => "ServiceUnavailableException",
+        507 => "InsufficientStorageException",
         _ => "InternalServerException",
     }
 }
@@ -146,6 +148,14 @@ impl From<StoreError> for ApiError {
                 StatusCode::CONFLICT,
                 Msg::new(Key::FieldUnknownValue).arg("field", constraint).arg("value", "duplicate"),
             ),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "storage unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Msg::new(Key::StorageUnavailable))
+            }
+            StoreError::Full(detail) => {
+                tracing::error!(%detail, "storage full");
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, Msg::new(Key::StorageFull))
+            }
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage failure");
                 ApiError::internal()
@@ -153,6 +163,9 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+/// What `Retry-After` says on a 503 or 507.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_owned() } else { s.chars().take(max).chain("…".chars()).collect() }
@@ -165,6 +178,10 @@ pub struct PendingError(pub ApiError);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::INSUFFICIENT_STORAGE {
+            // A restart or a failover takes seconds; freed disk space is noticed on the next write.
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

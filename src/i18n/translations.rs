@@ -213,6 +213,22 @@ fn row(key: Key) -> Option<Row> {
             "Le serveur n'a pas pu traiter la requête. L'erreur a été journalisée.",
             "De server kon het verzoek niet verwerken. De fout is gelogd.",
         ],
+        Key::StorageUnavailable => [
+            "Databasen kan ikke nås akkurat nå. Prøv igjen om litt.",
+            "Databasen kan inte nås just nu. Försök igen om en stund.",
+            "Databasen kan ikke nås lige nu. Prøv igen om lidt.",
+            "Die Datenbank ist gerade nicht erreichbar. Bitte gleich noch einmal versuchen.",
+            "La base de données est injoignable pour le moment. Réessayez dans un instant.",
+            "De database is nu niet bereikbaar. Probeer het zo opnieuw.",
+        ],
+        Key::StorageFull => [
+            "Databasen har ikke plass til endringen. Ingenting ble skrevet.",
+            "Databasen har inte plats för ändringen. Inget skrevs.",
+            "Databasen har ikke plads til ændringen. Intet blev skrevet.",
+            "Die Datenbank hat keinen Platz für die Änderung. Es wurde nichts geschrieben.",
+            "La base de données n'a plus de place pour la modification. Rien n'a été écrit.",
+            "De database heeft geen ruimte voor de wijziging. Er is niets geschreven.",
+        ],
         Key::RequestInvalid => [
             "Forespørselen er ugyldig.",
             "Begäran är ogiltig.",

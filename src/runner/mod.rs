@@ -442,13 +442,19 @@ impl Runner {
         while rx.recv_many(&mut batch, MAX).await > 0 {
             let finishes: Vec<Finish> = batch.iter().map(|j| j.finish.clone()).collect();
             let mut tries = 0;
+            // While the database is only unreachable (a restart, a failover), keep trying for as
+            // long as the leases could still be valid: past that the write would be fenced off.
+            let keep_trying_until = Instant::now() + self.inner.cfg.lease;
             let results = loop {
                 match self.store().finish_tasks(finishes.clone(), Utc::now()).await {
                     Ok(r) => break Some(r),
-                    Err(e) if tries < 5 => {
+                    Err(e)
+                        if tries < 5
+                            || matches!(e, StoreError::Unavailable(_)) && Instant::now() < keep_trying_until =>
+                    {
                         tries += 1;
                         tracing::warn!(error = %e, tries, "writing run outcomes failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                        tokio::time::sleep(Duration::from_millis(100 * tries.min(10))).await;
                     }
                     Err(e) => {
                         // The leases will expire and the rescuer will take the tasks back.

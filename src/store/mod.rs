@@ -17,7 +17,7 @@ pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
@@ -27,6 +27,13 @@ pub enum StoreError {
     /// A uniqueness constraint was hit (`constraint` names it).
     #[error("conflict on {constraint}")]
     Conflict { constraint: &'static str },
+    /// The storage cannot answer now: the connection broke, the database is restarting or
+    /// refuses connections, or stayed locked past the wait. Worth retrying; an HTTP 503.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The storage has no room for the write (disk or quota full). Reads still work; an HTTP 507.
+    #[error("storage full: {0}")]
+    Full(String),
     #[error("storage failure: {0}")]
     Backend(String),
 }

@@ -53,6 +53,10 @@ macro_rules! task_columns {
     };
 }
 const TASK_COLUMNS: &str = task_columns!();
+/// Longest a request waits for a pooled connection. Past it the answer is a 503 with Retry-After:
+/// while the database is down or every connection is busy, a quick "try again" serves the client
+/// better than a request that hangs.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const TASK_COLUMN_COUNT: usize = 24;
 
 // After `task_columns!` so the runner's statements can use it.
@@ -64,13 +68,59 @@ pub struct PostgresStore {
 
 /// Maps a driver error; the case-insensitive associate name index becomes a conflict.
 fn backend(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e
-        && db.is_unique_violation()
-        && db.constraint() == Some("associate_name_key")
-    {
-        return StoreError::Conflict { constraint: "associate_name_key" };
+    use sqlx::Error as E;
+    match &e {
+        E::Database(db) if db.is_unique_violation() && db.constraint() == Some("associate_name_key") => {
+            StoreError::Conflict { constraint: "associate_name_key" }
+        }
+        E::Database(db) => match db.code().as_deref().map(sqlstate_kind) {
+            Some(SqlStateKind::Unavailable) => StoreError::Unavailable(e.to_string()),
+            Some(SqlStateKind::Full) => StoreError::Full(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        },
+        // The connection broke or none could be had in time: the database is down, restarting or
+        // out of connections.
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
     }
-    StoreError::Backend(e.to_string())
+}
+
+/// Runs a read once more when the connection it had was gone (the database restarted or failed
+/// over since the connection was pooled): a read changes nothing, so repeating it is safe, and
+/// the pool hands out a fresh connection the second time.
+async fn read_twice<T, Fut>(read: impl Fn() -> Fut) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    match read().await {
+        Err(StoreError::Unavailable(detail)) => {
+            tracing::debug!(%detail, "a read lost its connection; trying once more");
+            read().await
+        }
+        other => other,
+    }
+}
+
+enum SqlStateKind {
+    Unavailable,
+    Full,
+    Other,
+}
+
+/// What a SQLSTATE says about the server (PostgreSQL's Appendix A).
+fn sqlstate_kind(code: &str) -> SqlStateKind {
+    match code {
+        // class 08: connection exception
+        c if c.starts_with("08") => SqlStateKind::Unavailable,
+        // admin_shutdown, crash_shutdown, cannot_connect_now (a restart), too_many_connections,
+        // out_of_memory: all pass, so the client is told to retry.
+        "57P01" | "57P02" | "57P03" | "53300" | "53200" => SqlStateKind::Unavailable,
+        // disk_full
+        "53100" => SqlStateKind::Full,
+        _ => SqlStateKind::Other,
+    }
 }
 
 impl PostgresStore {
@@ -86,7 +136,7 @@ impl PostgresStore {
             .options([("synchronous_commit", "on"), ("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(1))
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         // sqlx holds an advisory lock while migrating, so nodes starting together take turns.
@@ -275,8 +325,11 @@ impl Store for PostgresStore {
     }
 
     async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        load_task(&mut conn, id, false).await
+        read_twice(|| async move {
+            let mut conn = self.pool.acquire().await.map_err(backend)?;
+            load_task(&mut conn, id, false).await
+        })
+        .await
     }
 
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
@@ -286,13 +339,16 @@ impl Store for PostgresStore {
         }
         let (where_clause, values) = sql::build_filter(filter, Dialect::Postgres);
         let text = format!("SELECT {TASK_COLUMNS} FROM batchtask t{where_clause} ORDER BY t.batchtask_id");
-        // Only constants and numbered placeholders are in the text; every value is bound.
-        let mut q = sqlx::query(AssertSqlSafe(text));
-        for v in values {
-            q = bind_value(q, v);
-        }
-        let rows = q.fetch_all(&self.pool).await.map_err(backend)?;
-        rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
+        read_twice(|| async {
+            // Only constants and numbered placeholders are in the text; every value is bound.
+            let mut q = sqlx::query(AssertSqlSafe(text.clone()));
+            for v in values.iter().cloned() {
+                q = bind_value(q, v);
+            }
+            let rows = q.fetch_all(&self.pool).await.map_err(backend)?;
+            rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
     }
 
     async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError> {
@@ -315,13 +371,15 @@ impl Store for PostgresStore {
             n + 1,
             n + 2
         );
-        // Only constants and numbered placeholders are in the text; every value is bound.
-        let mut sq = sqlx::query(AssertSqlSafe(text));
-        for v in q.values {
-            sq = bind_value(sq, v);
-        }
-        let rows =
-            sq.bind(i64::from(query.top)).bind(i64::from(query.skip)).fetch_all(&self.pool).await.map_err(backend)?;
+        let rows = read_twice(|| async {
+            // Only constants and numbered placeholders are in the text; every value is bound.
+            let mut sq = sqlx::query(AssertSqlSafe(text.clone()));
+            for v in q.values.iter().cloned() {
+                sq = bind_value(sq, v);
+            }
+            sq.bind(i64::from(query.top)).bind(i64::from(query.skip)).fetch_all(&self.pool).await.map_err(backend)
+        })
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(ListRow {
@@ -358,14 +416,17 @@ impl Store for PostgresStore {
             return Ok(None);
         }
         // `lower(name)` is the unique index; COLLATE "C" folds the argument the way the column folds.
-        let row = sqlx::query(
-            "SELECT associate_id, name, role, active, password_hash FROM associate \
-             WHERE lower(name) = lower($1 COLLATE \"C\")",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
+        let row = read_twice(|| async {
+            sqlx::query(
+                "SELECT associate_id, name, role, active, password_hash FROM associate \
+                 WHERE lower(name) = lower($1 COLLATE \"C\")",
+            )
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)
+        })
+        .await?;
         row.map(|r| Ok(AssociateCredentials { associate: associate_from_row(&r)?, password_hash: r.try_get(4)? }))
             .transpose()
             .map_err(backend)
@@ -470,8 +531,11 @@ impl Store for PostgresStore {
         kind: access::CredentialKind,
         secret_hash: &str,
     ) -> Result<Option<access::CredentialMatch>, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        auth::find_credential(&mut conn, kind, secret_hash).await
+        read_twice(|| async move {
+            let mut conn = self.pool.acquire().await.map_err(backend)?;
+            auth::find_credential(&mut conn, kind, secret_hash).await
+        })
+        .await
     }
 
     async fn list_credentials(

@@ -4,6 +4,7 @@ mod agents;
 mod auth;
 mod compat;
 mod errors;
+mod faults;
 mod formats;
 mod headers;
 mod helpers;

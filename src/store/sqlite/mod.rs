@@ -54,9 +54,17 @@ pub struct SqliteStore {
 }
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
-    if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e {
-        if f.code == rusqlite::ErrorCode::ConstraintViolation && msg.contains("associate.name") {
-            return StoreError::Conflict { constraint: "associate_name_key" };
+    use rusqlite::ErrorCode as C;
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        match f.code {
+            C::ConstraintViolation if msg.as_deref().is_some_and(|m| m.contains("associate.name")) => {
+                return StoreError::Conflict { constraint: "associate_name_key" };
+            }
+            // The volume is full (SQLite reports ENOSPC as SQLITE_FULL) or over a quota.
+            C::DiskFull => return StoreError::Full(e.to_string()),
+            // Another process held the file past the busy timeout, or the file is gone for now.
+            C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen => return StoreError::Unavailable(e.to_string()),
+            _ => {}
         }
     }
     StoreError::Backend(e.to_string())

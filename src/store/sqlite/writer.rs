@@ -25,8 +25,9 @@ use crate::store::StoreError;
 /// Most jobs folded into one transaction. Bounds latency for the first job of a big batch.
 const MAX_BATCH: usize = 512;
 
-/// Runs inside the transaction; returns what to do once the commit's outcome is known.
-type Job = Box<dyn FnOnce(&Connection) -> Box<dyn FnOnce(Result<(), String>) + Send> + Send>;
+/// Runs inside the transaction (or, given `None`, is skipped because no transaction could begin);
+/// returns what to do once the commit's outcome is known.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), StoreError>) + Send> + Send>;
 
 #[derive(Clone)]
 pub struct Writer {
@@ -57,12 +58,12 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let outcome = in_savepoint(conn, f);
-            Box::new(move |commit: Result<(), String>| {
+            let outcome = conn.map(|conn| in_savepoint(conn, f));
+            Box::new(move |commit: Result<(), StoreError>| {
                 let result = match (outcome, commit) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(StoreError::Backend(e)),
-                    (Err(e), _) => Err(e),
+                    (Some(Ok(v)), Ok(())) => Ok(v),
+                    (Some(Err(e)), _) | (_, Err(e)) => Err(e),
+                    (None, Ok(())) => Err(StoreError::Backend("the write was not run".into())),
                 };
                 let _ = reply.send(result);
             })
@@ -131,14 +132,16 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, committed: mpsc::SyncSender<()
             }
         }
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "cannot begin a write transaction");
-            // Dropping the jobs drops their reply senders: each caller gets an error, none ran.
-            drop(batch);
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            // Each caller gets the error (a busy or full database says so); none of the jobs ran.
+            let error = super::backend(e);
+            for job in batch {
+                job(None)(Err(error.clone()));
+            }
             continue;
         }
-        let finishers: Vec<_> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = exec(&conn, "COMMIT").map_err(|e| e.to_string());
+        let finishers: Vec<_> = batch.into_iter().map(|job| job(Some(&conn))).collect();
+        let commit = exec(&conn, "COMMIT").map_err(super::backend);
         if commit.is_err() {
             let _ = exec(&conn, "ROLLBACK");
         }
