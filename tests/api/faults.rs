@@ -219,3 +219,265 @@ async fn terminated_postgres_connections_cost_reads_nothing_and_writes_at_most_a
     assert_eq!(refused(true), 0, "a read whose connection was terminated runs again on a fresh one");
     assert_every_answered_task_runs(&app, &created(&answers)).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fault suite on the real binary: real signals, two nodes on one PostgreSQL database, and a
+// SQLite volume that fills up. After each case the invariants are checked in SQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::{Proc, serve_database};
+
+/// Short leases so that a case takes seconds.
+const RUNNER: &str =
+    "[runner]\nlease = \"2s\"\nheartbeat = \"500ms\"\ngrace = \"1s\"\npoll = \"100ms\"\nstop_poll = \"100ms\"\n";
+
+/// `work`: a program of `tenths` tenths of a second; rescued runs are run again (`restarts`).
+fn config(dir: &Path, tenths: u32) -> String {
+    let path = dir.join("batchd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{RUNNER}\n[[definition]]\nname = \"work\"\nrunner = \"command\"\n\
+             command = [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done\"]\n\
+             restarts = 3\nbackoff = \"100ms\"\nconcurrency = 8\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+async fn create_work(base: &str, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let res = http()
+            .post(format!("{base}/api/v1/BatchTask"))
+            .basic_auth("admin", Some("pw"))
+            .json(&json!({"Name": "work"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        ids.push(res.json().await.unwrap());
+    }
+    ids
+}
+
+async fn states(base: &str, ids: &[i64]) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in ids {
+        let res = http().get(format!("{base}/api/v1/BatchTask/{id}")).basic_auth("admin", Some("pw")).send().await;
+        let task: Value = res.unwrap().json().await.unwrap();
+        out.push(task["State"].as_str().unwrap_or("?").to_owned());
+    }
+    out
+}
+
+/// Waits until `count` of `ids` are in `state` (bounded).
+async fn wait_for(base: &str, ids: &[i64], count: usize, state: &[&str], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = states(base, ids).await;
+        if now.iter().filter(|s| state.contains(&s.as_str())).count() >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "waited {within:?} for {count} of {ids:?} in {state:?}: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signal(proc: &Proc, sig: &str) {
+    let pid = proc.child.id().to_string();
+    assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success(), "kill {sig} {pid}");
+}
+
+/// Where a case's tasks live, read the same way on either engine.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// What the invariants look at.
+#[derive(Clone)]
+struct Facts {
+    /// id, state, lease expiry (µs since the epoch), stop requested
+    tasks: Vec<(i64, i32, Option<i64>, bool)>,
+    /// task id, to_state, reason; in the order they were written
+    events: Vec<(i64, Option<i32>, String)>,
+}
+
+impl Db {
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Db::Postgres(url) => url.clone(),
+        }
+    }
+
+    async fn facts(&self) -> Facts {
+        const TASKS: &str = "SELECT batchtask_id, state, LEASE, stop_requested IS NOT NULL FROM batchtask ORDER BY 1";
+        const EVENTS: &str =
+            "SELECT batchtask_id, to_state, COALESCE(reason, '') FROM batchtaskevent ORDER BY batchtaskevent_id";
+        match self {
+            Db::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let mut tasks = conn.prepare(&TASKS.replace("LEASE", "lease_expires")).unwrap();
+                let tasks = tasks
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                let mut events = conn.prepare(EVENTS).unwrap();
+                let events = events
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                Facts { tasks, events }
+            }
+            Db::Postgres(url) => {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+                let lease = "(extract(epoch FROM lease_expires) * 1000000)::int8";
+                let tasks: Vec<(i32, i32, Option<i64>, bool)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(TASKS.replace("LEASE", lease)))
+                        .fetch_all(&mut conn)
+                        .await
+                        .unwrap();
+                let events: Vec<(i32, Option<i32>, String)> =
+                    sqlx::query_as(EVENTS).fetch_all(&mut conn).await.unwrap();
+                Facts {
+                    tasks: tasks.into_iter().map(|(i, s, l, r)| (i64::from(i), s, l, r)).collect(),
+                    events: events.into_iter().map(|(i, s, r)| (i64::from(i), s, r)).collect(),
+                }
+            }
+        }
+    }
+
+    async fn assert_invariants(&self, answered: &[i64]) {
+        let broken = violations(&self.facts().await, answered, chrono::Utc::now().timestamp_micros());
+        assert!(broken.is_empty(), "invariants broken: {broken:#?}");
+    }
+
+    fn rescued(facts: &Facts, id: i64) -> bool {
+        facts.events.iter().any(|e| e.0 == id && e.2.contains("Lease expired"))
+    }
+}
+
+#[tokio::test]
+async fn fault_kill_9_of_a_postgres_node_mid_run_another_node_takes_over() {
+    let Some(pg) = TestPg::create("faults::fault_kill_9_of_a_postgres_node").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 15);
+    let db = Db::Postgres(pg.url.clone());
+    let mut b = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let ids = create_work(&b.base, 6).await;
+    wait_for(&b.base, &ids, 6, &["Started"], Duration::from_secs(20)).await;
+    b.child.kill().unwrap(); // SIGKILL
+    b.child.wait().unwrap();
+    let c = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    wait_for(&c.base, &ids, 6, &["Succeeded"], Duration::from_secs(40)).await;
+    db.assert_invariants(&ids).await;
+    let facts = db.facts().await;
+    assert!(ids.iter().all(|id| Db::rescued(&facts, *id)), "node C rescued every run of the killed node");
+}
+
+/// A node frozen past its lease (a long GC pause, a stopped VM) comes back to find its leases
+/// gone: its late finishes are fenced off, and each attempt is finished once.
+async fn sigstop_past_the_lease(db: Db, second_node: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 30);
+    let b = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let ids = create_work(&b.base, 4).await;
+    wait_for(&b.base, &ids, 4, &["Started"], Duration::from_secs(20)).await;
+    let c = second_node.then(|| serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]));
+    signal(&b, "-STOP");
+    // lease (2 s) + heartbeat (0.5 s) + the rescuer's round, with slack; B's programs end meanwhile.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    signal(&b, "-CONT");
+    let base = c.as_ref().map_or(b.base.clone(), |c| c.base.clone());
+    wait_for(&base, &ids, 4, &["Succeeded", "Failed"], Duration::from_secs(40)).await;
+    // Give B's late finishes time to arrive and be refused.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    db.assert_invariants(&ids).await;
+    if second_node {
+        let facts = db.facts().await;
+        assert!(ids.iter().all(|id| Db::rescued(&facts, *id)), "node C rescued the frozen node's runs");
+        assert_eq!(states(&base, &ids).await, vec!["Succeeded"; 4], "the rescued runs ran again on C");
+    }
+}
+
+#[tokio::test]
+async fn fault_sigstop_of_a_postgres_node_past_its_lease_then_sigcont() {
+    let Some(pg) = TestPg::create("faults::fault_sigstop_of_a_postgres_node").await else { return };
+    sigstop_past_the_lease(Db::Postgres(pg.url.clone()), true).await;
+}
+
+#[tokio::test]
+async fn fault_sigstop_of_a_sqlite_node_past_its_lease_then_sigcont() {
+    let dir = tempfile::tempdir().unwrap();
+    sigstop_past_the_lease(Db::Sqlite(dir.path().join("stop.db")), false).await;
+}
+
+/// No answered task lost; at most one finish per attempt; nothing Aquired or Started past its
+/// lease; every stop ended in a finished state.
+fn violations(facts: &Facts, answered: &[i64], now: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for id in answered {
+        if !facts.tasks.iter().any(|t| t.0 == *id) {
+            out.push(format!("task {id} was answered 200 and is gone"));
+        }
+    }
+    let finished = |s: i32| matches!(s, 4..=6);
+    for &(id, state, lease, stopped) in &facts.tasks {
+        if matches!(state, 2 | 3) && !lease.is_some_and(|l| l >= now) {
+            out.push(format!("task {id} is in state {state} past its lease ({lease:?})"));
+        }
+        if stopped && !finished(state) {
+            out.push(format!("task {id} was asked to stop and is in state {state}"));
+        }
+        // A run begins with a move to New, Aquired or Started; it ends with at most one finish.
+        let mut open = true;
+        for (_, to, reason) in facts.events.iter().filter(|e| e.0 == id) {
+            match to {
+                Some(s) if finished(*s) => {
+                    if !open {
+                        out.push(format!("task {id}: a second finish for one attempt ({reason})"));
+                    }
+                    open = false;
+                }
+                Some(1..=3) => open = true,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_invariant_checks_see_each_kind_of_breakage() {
+    let ok = Facts {
+        tasks: vec![(1, 4, None, false), (2, 3, Some(2_000), false), (3, 5, None, true)],
+        events: vec![
+            (1, Some(1), "created".into()),
+            (1, Some(3), "started".into()),
+            (1, Some(5), "Lease expired".into()),
+            (1, Some(3), "started".into()),
+            (1, Some(4), "succeeded".into()),
+        ],
+    };
+    assert_eq!(violations(&ok, &[1, 2, 3], 1_000), Vec::<String>::new());
+    assert_eq!(violations(&ok, &[1, 9], 1_000).len(), 1, "a lost task");
+    assert_eq!(violations(&ok, &[1], 3_000).len(), 1, "Started past its lease");
+    let mut stop = ok.tasks.clone();
+    stop[0] = (1, 1, None, true);
+    assert_eq!(violations(&Facts { tasks: stop, events: ok.events.clone() }, &[], 1_000).len(), 1, "a stop unfinished");
+    let mut twice = ok.events.clone();
+    twice.push((1, Some(5), "late finish".into()));
+    assert_eq!(violations(&Facts { tasks: ok.tasks.clone(), events: twice }, &[], 1_000).len(), 1, "two finishes");
+}

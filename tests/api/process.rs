@@ -27,10 +27,15 @@ pub fn batchd_bin() -> String {
 
 /// Starts `batchd serve` on a free port over `db`, and waits until `GET /api` answers.
 pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Proc {
+    serve_database(&format!("sqlite:{}", db.display()), extra_env)
+}
+
+/// Starts `batchd serve` on a free port over `database` (a `sqlite:` path or a PostgreSQL URL).
+pub fn serve_database(database: &str, extra_env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(batchd_bin());
     cmd.arg("serve")
         .env("BATCHD_LISTEN", "127.0.0.1:0")
-        .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))
+        .env("BATCHD_DATABASE", database)
         .env("BATCHD_ADMIN_PASSWORD", "pw")
         .env_remove("BATCHD_CONFIG")
         .stdout(Stdio::null())
