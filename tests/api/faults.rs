@@ -481,3 +481,122 @@ fn the_invariant_checks_see_each_kind_of_breakage() {
     twice.push((1, Some(5), "late finish".into()));
     assert_eq!(violations(&Facts { tasks: ok.tasks.clone(), events: twice }, &[], 1_000).len(), 1, "two finishes");
 }
+
+/// A small tmpfs, unmounted when dropped. Mounting needs root (CI runs as root); elsewhere the
+/// case is skipped loudly, or fails when `BATCHD_REQUIRE_FAULTS=1`.
+struct SmallVolume {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallVolume {
+    fn mount(test: &str, size: &str) -> Option<SmallVolume> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vol");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(SmallVolume { path, _dir: dir });
+        }
+        assert!(
+            !std::env::var("BATCHD_REQUIRE_FAULTS").is_ok_and(|v| v == "1"),
+            "BATCHD_REQUIRE_FAULTS=1 but a tmpfs cannot be mounted here: {test} cannot run"
+        );
+        let line = format!("\n**** SKIPPED {test}: mounting a tmpfs needs root ****\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        None
+    }
+
+    fn available(&self) -> u64 {
+        let out = Command::new("df").args(["--output=avail", "-B1"]).arg(&self.path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for SmallVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[tokio::test]
+async fn fault_a_full_sqlite_volume_answers_507_keeps_reads_and_recovers_when_space_returns() {
+    let Some(vol) = SmallVolume::mount("faults::fault_a_full_sqlite_volume", "8m") else { return };
+    let db = Db::Sqlite(vol.path.join("batchd.db"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1);
+    let mut server = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let create = |base: String, i: usize| async move {
+        let res = http()
+            .post(format!("{base}/api/v1/BatchTask"))
+            .basic_auth("admin", Some("pw"))
+            .json(&json!({"Name": "kept", "Description": format!("task {i}"), "Request": "x".repeat(4000)}))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let retry_after = res.headers().contains_key("retry-after");
+        (status, retry_after, res.text().await.unwrap())
+    };
+    let mut answered = Vec::new();
+    for i in 0..20 {
+        let (status, _, body) = create(server.base.clone(), i).await;
+        assert_eq!(status, 200, "{body}");
+        answered.push(body.parse::<i64>().unwrap());
+    }
+    // Leave about 200 KB: a few dozen more tasks, then the volume is full.
+    let filler = vol.path.join("filler");
+    let fill = vol.available().saturating_sub(200 * 1024);
+    std::fs::write(&filler, vec![0u8; usize::try_from(fill).unwrap()]).unwrap();
+    let mut refusals = Vec::new();
+    for i in 20..2_000 {
+        let (status, retry_after, body) = create(server.base.clone(), i).await;
+        match status {
+            200 => answered.push(body.parse::<i64>().unwrap()),
+            _ => {
+                refusals.push((status, retry_after, body));
+                if refusals.len() >= 5 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(!refusals.is_empty(), "the volume never filled up");
+    eprintln!("full volume: {} tasks answered, then {:?}", answered.len(), refusals[0]);
+    for (status, retry_after, body) in &refusals {
+        assert_eq!(*status, 507, "a full volume is a 507: {body}");
+        assert!(*retry_after, "with Retry-After");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["ErrorType"], "InsufficientStorageException", "{body}");
+    }
+    // Reads go on while the volume is full.
+    let res = http().get(format!("{}/api/v1/BatchTask/{}", server.base, answered[0])).basic_auth("admin", Some("pw"));
+    assert_eq!(res.send().await.unwrap().status(), 200);
+
+    // Space returns: writes work again without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, _, body) = create(server.base.clone(), 9_999).await;
+    assert_eq!(status, 200, "writes resume once space returns: {body}");
+    answered.push(body.parse::<i64>().unwrap());
+
+    // And nothing answered was lost, even across a kill -9.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    db.assert_invariants(&answered).await;
+    let server = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let all: Vec<Value> = http()
+        .get(format!("{}/api/v1/BatchTask/All", server.base))
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), answered.len(), "exactly the answered tasks exist");
+}
