@@ -600,3 +600,39 @@ async fn fault_a_full_sqlite_volume_answers_507_keeps_reads_and_recovers_when_sp
         .unwrap();
     assert_eq!(all.len(), answered.len(), "exactly the answered tasks exist");
 }
+
+/// The real thing: the machine's PostgreSQL restarts under load. It would break the other tests
+/// sharing that server, so it runs only in the full suite (`faults/run.sh`, one test at a time).
+#[tokio::test]
+async fn fault_a_postgres_restart_under_load() {
+    if !std::env::var("BATCHD_FAULTS_FULL").is_ok_and(|v| v == "1") {
+        let line = "\n**** SKIPPED faults::fault_a_postgres_restart_under_load: restarts the shared PostgreSQL; \
+                    run by faults/run.sh (BATCHD_FAULTS_FULL=1) ****\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        return;
+    }
+    let Some(pg) = TestPg::create("faults::fault_a_postgres_restart_under_load").await else { return };
+    let app = Arc::new(TestApp::spawn_with(|c| c.database = pg.url.clone()).await);
+    let start = Instant::now();
+    let traffic = tokio::spawn(load(app.clone(), 4, start, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
+    let restarted = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version.to_string_lossy(), "main", "restart"])
+        .status()
+        .unwrap();
+    assert!(restarted.success(), "pg_ctlcluster restart");
+    let restarted_at = start.elapsed();
+    let answers = traffic.await.unwrap();
+    assert_only_200_or_503(&answers);
+    let late = answers.iter().filter(|a| a.at > restarted_at + Duration::from_secs(2)).collect::<Vec<_>>();
+    assert!(!late.is_empty() && late.iter().all(|a| a.status == 200), "service resumed after the restart: {late:?}");
+    eprintln!(
+        "PostgreSQL restart: {} answers, {} of them 503, restart took {:?}",
+        answers.len(),
+        answers.iter().filter(|a| a.status == 503).count(),
+        restarted_at
+    );
+    assert_every_answered_task_runs(&app, &created(&answers)).await;
+    Db::Postgres(pg.url.clone()).assert_invariants(&created(&answers)).await;
+}
