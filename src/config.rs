@@ -9,7 +9,7 @@ use anyhow::Context;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database: String,
@@ -52,8 +52,29 @@ impl Default for Config {
     }
 }
 
+/// The database URL's password and the admin password stay out of `{:?}`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database", &crate::redact::redact_url(&self.database))
+            .field("path_prefix", &self.path_prefix)
+            .field("base_zone", &self.base_zone)
+            .field("strict_definitions", &self.strict_definitions)
+            .field("credential_cache", &self.credential_cache)
+            .field("admin_user", &self.admin_user)
+            .field("admin_password", &self.admin_password.as_ref().map(|_| crate::redact::MASK))
+            .field("access", &self.access)
+            .field("runner", &self.runner)
+            .field("retention", &self.retention)
+            .field("definitions", &self.definitions)
+            .finish()
+    }
+}
+
 /// The file's shape. Everything optional: missing keys keep their defaults.
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: it holds the database URL and app tokens as written.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
@@ -69,7 +90,8 @@ pub struct FileConfig {
     pub definition: Vec<crate::runner::settings::DefinitionFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: it holds the database URL and app tokens as written.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFileConfig {
     pub credential_cache_seconds: Option<u64>,
@@ -241,5 +263,22 @@ impl AccessConfig {
             self.change_poll = Duration::from_millis(v);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_password() {
+        let cfg = Config {
+            database: "postgres://u:SECRET@db/x".into(),
+            admin_password: Some("ADMINPW".into()),
+            ..Config::default()
+        };
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("SECRET") && !text.contains("ADMINPW"), "{text}");
+        assert!(text.contains("postgres://u:***@db/x"), "{text}");
     }
 }
