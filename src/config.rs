@@ -104,6 +104,7 @@ pub struct AuthFileConfig {
     pub failed_logins_per_name: Option<u32>,
     pub failed_login_window_seconds: Option<u64>,
     pub trust_forwarded_for: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub cors_origins: Option<Vec<String>>,
     pub change_poll_millis: Option<u64>,
 }
@@ -174,8 +175,11 @@ pub struct AccessConfig {
     /// Failed logins against one associate name per window before 429 (0 = no limit).
     pub failed_logins_per_name: u32,
     pub failed_login_window: Duration,
-    /// Take the client address from the last `X-Forwarded-For` entry (only behind a proxy).
+    /// Deprecated: believe forwarding headers from any peer (only the last `X-Forwarded-For`
+    /// entry). `trusted_proxies` names the proxies instead.
     pub trust_forwarded_for: bool,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For`, `-Host` and `-Proto` count.
+    pub trusted_proxies: Vec<crate::domain::forwarded::IpNet>,
     /// Origins allowed to call the API from a browser; empty = CORS off; `*` = any (no cookies).
     pub cors_origins: Vec<String>,
     /// How often the server looks for credential changes made by other processes (the CLI).
@@ -193,6 +197,7 @@ impl Default for AccessConfig {
             failed_logins_per_name: 10,
             failed_login_window: Duration::from_secs(60),
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             change_poll: Duration::from_secs(1),
         }
@@ -211,6 +216,7 @@ impl std::fmt::Debug for AccessConfig {
             .field("failed_logins_per_name", &self.failed_logins_per_name)
             .field("failed_login_window", &self.failed_login_window)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .field("change_poll", &self.change_poll)
             .finish()
@@ -248,6 +254,16 @@ impl AccessConfig {
         }
         if let Some(v) = f.trust_forwarded_for {
             self.trust_forwarded_for = v;
+        }
+        if let Some(v) = f.trusted_proxies {
+            self.trusted_proxies = v
+                .iter()
+                .map(|s| {
+                    crate::domain::forwarded::IpNet::parse(s).with_context(|| {
+                        format!("[auth] trusted_proxies: {s:?} is not an address or a CIDR block like 10.0.0.0/8")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
         }
         if let Some(v) = f.cors_origins {
             for o in &v {

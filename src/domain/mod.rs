@@ -6,6 +6,7 @@ pub mod associate;
 pub mod definition;
 pub mod error;
 pub mod filter;
+pub mod forwarded;
 pub mod query;
 pub mod rights;
 pub mod state;

@@ -13,7 +13,7 @@
 //! changes made by the CLI, another process, take effect within one poll interval.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -247,24 +247,6 @@ impl Authenticator {
 
     pub fn access(&self) -> &AccessConfig {
         &self.access
-    }
-
-    /// The client address the throttle counts: the peer, or behind a trusted proxy the last
-    /// `X-Forwarded-For` entry (the one that proxy added).
-    pub fn client_address(&self, parts: &Parts) -> IpAddr {
-        if self.access.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .next_back()
-                .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        {
-            return ip;
-        }
-        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
 
     fn cached(&self, key: &[u8; 32]) -> Option<Authenticated> {
@@ -559,14 +541,14 @@ fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((name.to_owned(), password.to_owned()))
 }
 
-/// The client address the failed-login throttle counts (see [`Authenticator::client_address`]).
+/// The client address the login throttles count (see [`super::forwarded::client_address`]).
 pub struct ClientAddr(pub IpAddr);
 
 impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(state.auth.client_address(parts)))
+        Ok(ClientAddr(super::forwarded::client_address(parts, &state.config.access)))
     }
 }
 
@@ -577,7 +559,7 @@ impl FromRequestParts<AppState> for Authenticated {
         if let Some(done) = parts.extensions.get::<Authenticated>() {
             return Ok(done.clone());
         }
-        let client = state.auth.client_address(parts);
+        let client = super::forwarded::client_address(parts, &state.config.access);
         let auth = state.auth.authenticate(parts.method.as_str(), &parts.headers, client).await?;
         // A read-scope token reads only; other scopes are narrowed through the caller's role.
         if let Via::Token { scope, .. } = &auth.via

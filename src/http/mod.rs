@@ -9,6 +9,7 @@ pub mod body;
 pub mod context;
 pub mod error;
 pub mod format;
+pub mod forwarded;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;

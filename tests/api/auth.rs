@@ -681,7 +681,7 @@ async fn failed_logins_are_throttled_per_name_known_or_not() {
     let app = TestApp::spawn_with(|c| {
         c.access.failed_logins_per_address = 1000;
         c.access.failed_logins_per_name = 2;
-        c.access.trust_forwarded_for = true;
+        c.access.trusted_proxies = vec![batchd::domain::forwarded::IpNet::parse("127.0.0.1").unwrap()];
     })
     .await;
     app.add_associate("ann", Role::User).await;

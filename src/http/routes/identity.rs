@@ -549,7 +549,7 @@ pub async fn create_associate(State(app): State<AppState>, caller: Caller, body:
             .map_err(|e| store_error(e, a.id, &name))?;
     }
     let mut res = json_response(StatusCode::CREATED, &associate_json(&a));
-    let location = format!("{}/api/v1/Associate/{}", app.config.path_prefix.trim_end_matches('/'), a.id);
+    let location = crate::http::forwarded::local_path(&app.config, &format!("/api/v1/Associate/{}", a.id));
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
