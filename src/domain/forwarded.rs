@@ -162,6 +162,51 @@ pub fn valid_authority(value: &str) -> bool {
     host_ok && port_ok
 }
 
+/// `scheme://host[:port]` of an http(s) origin or URL, lower-cased, without a default port
+/// (`:80`, `:443`); `None` when it is not one (`null`, another scheme, no valid host).
+fn normal_origin(url: &str) -> Option<(&'static str, String)> {
+    let (s, rest) = url.trim().split_once("://")?;
+    let s = scheme(s).filter(|_| s.bytes().all(|b| b.is_ascii_alphabetic()))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if !valid_authority(authority) {
+        return None;
+    }
+    Some((s, without_default_port(s, &authority.to_ascii_lowercase())))
+}
+
+fn without_default_port(scheme: &str, authority: &str) -> String {
+    let default = if scheme == "https" { ":443" } else { ":80" };
+    authority.strip_suffix(default).unwrap_or(authority).to_owned()
+}
+
+/// Where a browser says a form comes from: the `Origin` header, else the origin of the
+/// `Referer`, else nothing (not a browser, or one that keeps both to itself).
+pub enum Claimed<'a> {
+    Origin(&'a str),
+    Referer(&'a str),
+    Nothing,
+}
+
+/// May a browser form (the login) be taken from where it says it comes from? Yes from this
+/// server's own pages (an http(s) origin whose host and port are `host`, the host the request
+/// was sent to), from a configured CORS origin (`*` does not count: it allows no credentials),
+/// and from clients that say nothing. Anything else, `null` and unreadable values included, is
+/// another site.
+pub fn form_allowed(claimed: Claimed<'_>, host: Option<&str>, cors_origins: &[String]) -> bool {
+    let url = match claimed {
+        Claimed::Nothing => return true,
+        Claimed::Origin(o) => o,
+        Claimed::Referer(r) => r,
+    };
+    let Some((s, authority)) = normal_origin(url) else { return false };
+    let configured = cors_origins
+        .iter()
+        .filter(|o| o.as_str() != "*")
+        .any(|o| normal_origin(o).is_some_and(|(cs, ca)| cs == s && ca == authority));
+    let own = host.is_some_and(|h| valid_authority(h) && without_default_port(s, &h.to_ascii_lowercase()) == authority);
+    configured || own
+}
+
 /// The value a proxy added to a list header (`a, b, c` → `c`): the nearest proxy appends.
 pub fn last_value(value: &str) -> &str {
     value.rsplit(',').next().unwrap_or("").trim()
@@ -240,6 +285,39 @@ mod tests {
             assert!(!valid_authority(bad), "{bad}");
         }
         assert_eq!(last_value("a, b ,c "), "c");
+    }
+
+    #[test]
+    fn forms_are_taken_from_the_own_host_configured_origins_and_non_browsers() {
+        use Claimed::*;
+        let cors = ["https://app.example.com/".to_owned(), "*".to_owned()];
+        let host = Some("batchd.example:8080");
+        for yes in [
+            Nothing,
+            Origin("http://batchd.example:8080"),
+            Origin("HTTPS://BATCHD.EXAMPLE:8080"),
+            Origin("https://app.example.com"),
+            Referer("http://batchd.example:8080/login?x=1"),
+        ] {
+            assert!(form_allowed(yes, host, &cors));
+        }
+        assert!(form_allowed(Origin("https://batchd.example"), Some("batchd.example:443"), &[]), "default port");
+        assert!(form_allowed(Origin("http://batchd.example:80"), Some("batchd.example"), &[]), "default port");
+        for no in [
+            Origin("https://evil.example"),
+            Origin("null"),
+            Origin(""),
+            Origin("http://batchd.example:8080.evil.example"),
+            Origin("http://batchd.example:9090"),
+            Origin("ftp://batchd.example:8080"),
+            Origin("https://other.example.com"),
+            Referer("https://evil.example/http://batchd.example:8080"),
+            Referer("/relative"),
+        ] {
+            assert!(!form_allowed(no, host, &cors));
+        }
+        assert!(!form_allowed(Origin("http://anything"), None, &[]), "no host known: only configured origins");
+        assert!(!form_allowed(Origin("https://evil.example"), host, &["*".to_owned()]), "* allows no credentials");
         assert_eq!(last_value("only"), "only");
     }
 }

@@ -10,9 +10,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 
 use crate::config::{AccessConfig, Config};
-use crate::domain::forwarded::{self, Trust};
+use crate::domain::forwarded::{self, Claimed, Trust};
+use crate::i18n::{Key, Msg};
 
 use super::AppState;
+use super::error::ApiError;
 
 /// The TCP peer (unspecified when the server was not started with connection info).
 pub fn peer(parts: &Parts) -> IpAddr {
@@ -77,5 +79,33 @@ impl FromRequestParts<AppState> for BaseUrl {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         Ok(BaseUrl(base_url(parts, &state.config)))
+    }
+}
+
+/// Guards a browser form (the login) against other sites: a request whose `Origin` (or, without
+/// one, `Referer`) is neither this server nor a configured CORS origin is refused with 403.
+/// Requests that carry neither header (non-browser clients) pass.
+pub struct FromOwnSite;
+
+impl FromRequestParts<AppState> for FromOwnSite {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let h = &parts.headers;
+        // An unreadable value is claimed as "null": refused, like any opaque origin.
+        let text = |v: &'_ axum::http::HeaderValue| v.to_str().unwrap_or("null").to_owned();
+        let (origin, referer) = (h.get(header::ORIGIN).map(text), h.get(header::REFERER).map(text));
+        let claimed = match (&origin, &referer) {
+            (Some(o), _) => Claimed::Origin(o),
+            (None, Some(r)) => Claimed::Referer(r),
+            (None, None) => Claimed::Nothing,
+        };
+        let access = &state.config.access;
+        let (_, host) = external_origin(h, peer(parts), access);
+        if forwarded::form_allowed(claimed, host, &access.cors_origins) {
+            Ok(FromOwnSite)
+        } else {
+            Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, Msg::new(Key::CrossSiteForm)))
+        }
     }
 }

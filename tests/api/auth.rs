@@ -472,6 +472,51 @@ async fn a_form_login_with_next_redirects_only_to_local_paths() {
     }
 }
 
+#[tokio::test]
+async fn the_login_form_refuses_posts_from_other_sites() {
+    let app = TestApp::spawn_with(|c| c.access.cors_origins = vec!["https://app.example.com".into()]).await;
+    let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let post = |headers: Vec<(&'static str, String)>, password: &'static str| {
+        let mut req = client.post(app.url("/api/v1/Session")).form(&[("UserName", ADMIN), ("Password", password)]);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let own = app.base.clone();
+    let host = own.trim_start_matches("http://").to_owned();
+    for foreign in [
+        vec![("Origin", "https://evil.example".to_owned())],
+        vec![("Origin", "null".to_owned())],
+        vec![("Origin", format!("http://{host}.evil.example"))],
+        vec![("Origin", format!("https://evil.example/{host}"))],
+        vec![("Referer", "https://evil.example/login.html".to_owned())],
+        vec![("Referer", "not a url".to_owned())],
+        // Origin wins over Referer.
+        vec![("Origin", "https://evil.example".to_owned()), ("Referer", format!("{own}/login"))],
+    ] {
+        let what = format!("{foreign:?}");
+        let res = post(foreign, ADMIN_PASSWORD).await.unwrap();
+        assert!(res.headers().get("set-cookie").is_none(), "{what}");
+        assert_error(res, 403, "SoAccessDeniedException", "another site").await;
+    }
+    for allowed in [
+        vec![("Origin", own.clone())],
+        vec![("Origin", own.to_uppercase())],
+        vec![("Referer", format!("{own}/login?next=/x"))],
+        vec![("Origin", "https://app.example.com".to_owned())],
+        vec![],
+    ] {
+        let what = format!("{allowed:?}");
+        let res = post(allowed, ADMIN_PASSWORD).await.unwrap();
+        assert_eq!(res.status(), 200, "{what}");
+        assert!(res.headers().get("set-cookie").is_some(), "{what}");
+    }
+    // A foreign form is refused before the password is looked at.
+    let res = post(vec![("Origin", "https://evil.example".to_owned())], "wrong").await.unwrap();
+    assert_eq!(res.status(), 403);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SO-AppToken
 

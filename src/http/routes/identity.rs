@@ -294,12 +294,14 @@ fn local_redirect(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
-/// `POST /api/v1/Session`: a login form (`UserName`/`Password`, form or JSON). Sets the HttpOnly
+/// `POST /api/v1/Session`: a login form (`UserName`/`Password`, form or JSON), refused when a
+/// browser says it comes from another site. Sets the HttpOnly
 /// session cookie and the readable `XSRF-TOKEN` cookie; answers the session as JSON, or with a
 /// form field `next=/path`, a 303 to that path.
 pub async fn create_session(
     State(app): State<AppState>,
     prefs: Prefs,
+    _: crate::http::forwarded::FromOwnSite,
     client: ClientAddr,
     body: Body,
 ) -> Result<Response> {
