@@ -103,6 +103,8 @@ pub struct AuthFileConfig {
     pub failed_logins_per_address: Option<u32>,
     pub failed_logins_per_name: Option<u32>,
     pub failed_login_window_seconds: Option<u64>,
+    pub password_checks_per_address: Option<u32>,
+    pub credential_cache_entries: Option<usize>,
     pub trust_forwarded_for: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
     pub cors_origins: Option<Vec<String>>,
@@ -174,7 +176,14 @@ pub struct AccessConfig {
     pub failed_logins_per_address: u32,
     /// Failed logins against one associate name per window before 429 (0 = no limit).
     pub failed_logins_per_name: u32,
+    /// The window of the failed-login and password-check throttles.
     pub failed_login_window: Duration,
+    /// Password (argon2) checks one client address may cause per window, right or wrong, before
+    /// 429 (0 = no limit): each costs ~19 MiB and tens of milliseconds of a core.
+    pub password_checks_per_address: u32,
+    /// Verified credentials kept in memory at most; a full cache forgets the least recently
+    /// used first.
+    pub credential_cache_entries: usize,
     /// Deprecated: believe forwarding headers from any peer (only the last `X-Forwarded-For`
     /// entry). `trusted_proxies` names the proxies instead.
     pub trust_forwarded_for: bool,
@@ -196,6 +205,8 @@ impl Default for AccessConfig {
             failed_logins_per_address: 20,
             failed_logins_per_name: 10,
             failed_login_window: Duration::from_secs(60),
+            password_checks_per_address: 60,
+            credential_cache_entries: 10_000,
             trust_forwarded_for: false,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
@@ -215,6 +226,8 @@ impl std::fmt::Debug for AccessConfig {
             .field("failed_logins_per_address", &self.failed_logins_per_address)
             .field("failed_logins_per_name", &self.failed_logins_per_name)
             .field("failed_login_window", &self.failed_login_window)
+            .field("password_checks_per_address", &self.password_checks_per_address)
+            .field("credential_cache_entries", &self.credential_cache_entries)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
@@ -251,6 +264,13 @@ impl AccessConfig {
         if let Some(v) = f.failed_login_window_seconds {
             anyhow::ensure!(v > 0, "[auth] failed_login_window_seconds must be at least 1");
             self.failed_login_window = Duration::from_secs(v);
+        }
+        if let Some(v) = f.password_checks_per_address {
+            self.password_checks_per_address = v;
+        }
+        if let Some(v) = f.credential_cache_entries {
+            anyhow::ensure!(v > 0, "[auth] credential_cache_entries must be at least 1");
+            self.credential_cache_entries = v;
         }
         if let Some(v) = f.trust_forwarded_for {
             self.trust_forwarded_for = v;

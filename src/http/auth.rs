@@ -2,10 +2,12 @@
 //! `Authorization` header (`Basic`, `SOTicket`, `Bearer`) or, when there is none, the session
 //! cookie; the [`Authenticator`] verifies it.
 //!
-//! Speed: a verified credential is cached under the SHA-256 of what the client sent, so argon2
-//! (Basic) or a database lookup (tickets, tokens, sessions) is paid once per credential per cache
-//! period, not per request. Tickets, tokens and sessions are looked up by the SHA-256 of the
-//! secret; nothing is hashed slowly per request.
+//! Speed: a verified credential is cached under a keyed hash of what it is (not of how the
+//! header spells it), so argon2 (Basic) or a database lookup (tickets, tokens, sessions) is paid
+//! once per credential per cache period, not per request. Tickets, tokens and sessions are looked
+//! up by the SHA-256 of the secret; nothing is hashed slowly per request. Password checks are
+//! bounded per client address and in number at once; the cache is bounded and forgets the least
+//! recently used entries first.
 //!
 //! Freshness: every change that ends or narrows a credential (password, role, active flag,
 //! removal, revocation) drops the associate's cache entries at once in this process, and is
@@ -39,11 +41,14 @@ use crate::store::Store;
 use crate::store::access::{CredentialKind, CredentialRow, NewCredential};
 
 use super::AppState;
+use super::clock::Clock;
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
 
-const CACHE_CAPACITY: usize = 10_000;
 const LIMITER_KEYS: usize = 10_000;
+/// Password checks that may wait for a free core; more at once are answered 429. Each waiting
+/// request costs little, but every one of them adds tens of milliseconds to the wait of the next.
+pub const MAX_WAITING_CHECKS: usize = 256;
 /// Longest associate name a throttle key keeps (names are at most 100 characters).
 const NAME_KEY_MAX: usize = 128;
 
@@ -119,12 +124,53 @@ fn unauthorized(key: Key) -> AuthError {
     ApiError::unauthorized(key).into()
 }
 
-fn too_many(wait: Duration) -> AuthError {
+fn throttled(key: Key, wait: Duration) -> AuthError {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let secs = secs.max(1);
     AuthError {
-        error: ApiError::new(StatusCode::TOO_MANY_REQUESTS, Msg::new(Key::TooManyAttempts).arg("seconds", secs)),
+        error: ApiError::new(StatusCode::TOO_MANY_REQUESTS, Msg::new(key).arg("seconds", secs)),
         retry_after: Some(secs),
+    }
+}
+
+/// Too many failed logins.
+fn too_many(wait: Duration) -> AuthError {
+    throttled(Key::TooManyAttempts, wait)
+}
+
+/// Too many password checks (from this address, or waiting at once).
+fn too_busy(wait: Duration) -> AuthError {
+    throttled(Key::PasswordChecksBusy, wait)
+}
+
+/// The throttle key of an associate name: ASCII lower case, as the store compares names.
+fn name_key(name: &str) -> String {
+    name.chars().take(NAME_KEY_MAX).collect::<String>().to_ascii_lowercase()
+}
+
+/// The scheme and the credential of an `Authorization` value, whatever white space separates or
+/// surrounds them.
+fn split_authorization(value: &str) -> (&str, &str) {
+    let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
+    match value.find(|c: char| c.is_ascii_whitespace()) {
+        Some(i) => (&value[..i], value[i..].trim_start_matches(|c: char| c.is_ascii_whitespace())),
+        None => (value, ""),
+    }
+}
+
+/// Counts a request waiting for a password-check slot for as long as it lives (a request
+/// dropped while waiting is uncounted too).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> (Waiting<'a>, usize) {
+        (Waiting(count), count.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -206,8 +252,11 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     ttl: Duration,
     access: AccessConfig,
-    /// SHA-256 of what the client sent (Authorization value, or the session cookie) → who it is.
-    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    /// [`Authenticator::cache_key`] of a credential → who it is.
+    cache: Mutex<Clock<[u8; 32], CacheEntry>>,
+    /// Random per process: cache keys are useless outside it, and a memory dump does not give
+    /// plain SHA-256 of passwords to test guesses against.
+    key_salt: [u8; 32],
     /// Credentials being verified right now (see `verify_once`).
     inflight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped whenever entries are dropped, so a verification that raced a change does not
@@ -220,8 +269,14 @@ pub struct Authenticator {
     /// Bounds argon2 verifications running at once: each takes ~19 MiB and a core for tens of
     /// milliseconds, so a burst of logins would otherwise cost memory it never gives back.
     hashing: tokio::sync::Semaphore,
+    /// Requests waiting for `hashing` (at most [`MAX_WAITING_CHECKS`]).
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Password verifications done (argon2 runs, the decoy for unknown names included).
+    password_checks: AtomicU64,
     by_address: RateLimiter<IpAddr>,
     by_name: RateLimiter<String>,
+    /// Password checks per client address, right or wrong.
+    checks_by_address: RateLimiter<IpAddr>,
 }
 
 impl Authenticator {
@@ -233,13 +288,17 @@ impl Authenticator {
             ttl,
             by_address: RateLimiter::new(access.failed_logins_per_address, window, LIMITER_KEYS),
             by_name: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
+            checks_by_address: RateLimiter::new(access.password_checks_per_address, window, LIMITER_KEYS),
+            cache: Mutex::new(Clock::new(access.credential_cache_entries)),
+            key_salt: random_bytes(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             access,
-            cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(1),
             ),
             generation: AtomicU64::new(0),
+            password_checks: AtomicU64::new(0),
             last_change: AtomicI64::new(0),
             dummy_hash,
         }
@@ -249,9 +308,35 @@ impl Authenticator {
         &self.access
     }
 
+    /// How many passwords have been verified (argon2 runs) since start.
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
+    }
+
+    /// The cache key of a credential: a keyed SHA-256 of its kind and what identifies it (for
+    /// Basic the name in ASCII lower case, as the store compares names, and the password), so
+    /// every spelling of one credential shares one entry and the cache holds no secret in clear.
+    fn cache_key(&self, kind: &str, fields: &[&[u8]]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key_salt);
+        h.update(kind.as_bytes());
+        for f in fields {
+            h.update((f.len() as u64).to_le_bytes());
+            h.update(f);
+        }
+        h.finalize().into()
+    }
+
     fn cached(&self, key: &[u8; 32]) -> Option<Authenticated> {
-        let cache = self.cache.lock().expect("auth cache");
-        cache.get(key).filter(|e| e.until > Instant::now()).map(|e| e.auth.clone())
+        let mut cache = self.cache.lock().expect("auth cache");
+        match cache.get(key) {
+            Some(e) if e.until > Instant::now() => Some(e.auth.clone()),
+            Some(_) => {
+                cache.remove(key);
+                None
+            }
+            None => None,
+        }
     }
 
     fn remember(&self, key: [u8; 32], auth: &Authenticated, until: Instant, generation: u64) {
@@ -260,13 +345,7 @@ impl Authenticator {
         if self.generation.load(Ordering::SeqCst) != generation {
             return;
         }
-        if cache.len() >= CACHE_CAPACITY {
-            let now = Instant::now();
-            cache.retain(|_, e| e.until > now);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
-        }
+        // A full cache evicts one entry not used lately (see `Clock`), never all of them.
         cache.insert(key, CacheEntry { auth: auth.clone(), until });
     }
 
@@ -328,16 +407,13 @@ impl Authenticator {
     /// Checks a name and password, throttled per address and per name. Unknown names cost the
     /// same argon2 verification as wrong passwords; a throttled attempt costs neither.
     pub async fn login(&self, name: &str, password: &str, client: IpAddr) -> Result<Associate, AuthError> {
-        let name_key: String = name.to_lowercase().chars().take(NAME_KEY_MAX).collect();
+        let name_key = name_key(name);
         self.by_address.check(&client).map_err(too_many)?;
         self.by_name.check(&name_key).map_err(too_many)?;
+        self.checks_by_address.try_take(&client).map_err(too_busy)?;
         let found = self.store.associate_credentials(name).await?;
         let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
-        let password = password.to_owned();
-        let ok = {
-            let _slot = self.hashing.acquire().await.map_err(|_| unauthorized(Key::AuthFailed))?;
-            tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
-        };
+        let ok = self.check_password(password.to_owned(), hash).await?;
         match found {
             Some(c) if ok && c.associate.active => Ok(c.associate),
             _ => {
@@ -346,6 +422,23 @@ impl Authenticator {
                 Err(unauthorized(Key::AuthFailed))
             }
         }
+    }
+
+    /// Runs argon2 on a blocking thread, at most one per core at once; beyond
+    /// [`MAX_WAITING_CHECKS`] waiting, 429 at once instead of a longer queue.
+    async fn check_password(&self, password: String, hash: String) -> Result<bool, AuthError> {
+        let _slot = match self.hashing.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let (_waiting, count) = Waiting::enter(&self.waiting);
+                if count > MAX_WAITING_CHECKS {
+                    return Err(too_busy(Duration::from_secs(1)));
+                }
+                self.hashing.acquire().await.map_err(|_| unauthorized(Key::AuthFailed))?
+            }
+        };
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
+        Ok(tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false))
     }
 
     /// Looks a ticket, token or session secret up by its SHA-256. Failures count against the
@@ -419,9 +512,8 @@ impl Authenticator {
         client: IpAddr,
     ) -> Result<Authenticated, AuthError> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let value = value.to_str().map_err(|_| unauthorized(Key::AuthFailed))?.trim();
-            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-            let rest = rest.trim();
+            let value = value.to_str().map_err(|_| unauthorized(Key::AuthFailed))?;
+            let (scheme, rest) = split_authorization(value);
             let kind = if scheme.eq_ignore_ascii_case("basic") {
                 None
             } else if scheme.eq_ignore_ascii_case("soticket") {
@@ -437,23 +529,26 @@ impl Authenticator {
             if rest.is_empty() {
                 return Err(unauthorized(Key::AuthFailed));
             }
-            let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+            let Some(kind) = kind else {
+                let (name, password) = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
+                let key = self.cache_key("basic", &[name.to_ascii_lowercase().as_bytes(), password.as_bytes()]);
+                if let Some(auth) = self.cached(&key) {
+                    return Ok(auth);
+                }
+                return self
+                    .verify_once(key, || async {
+                        let a = self.login(&name, &password, client).await?;
+                        let caller = Caller::new(a.id, a.name, a.role);
+                        Ok((Authenticated { caller, via: Via::Basic }, self.until(None)))
+                    })
+                    .await;
+            };
+            let tag = if kind == CredentialKind::Ticket { "ticket" } else { "token" };
+            let key = self.cache_key(tag, &[rest.as_bytes()]);
             if let Some(auth) = self.cached(&key) {
                 return Ok(auth);
             }
-            return self
-                .verify_once(key, || async {
-                    match kind {
-                        None => {
-                            let (name, password) = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
-                            let a = self.login(&name, &password, client).await?;
-                            let caller = Caller::new(a.id, a.name, a.role);
-                            Ok((Authenticated { caller, via: Via::Basic }, self.until(None)))
-                        }
-                        Some(kind) => self.verify_secret(kind, rest, client).await,
-                    }
-                })
-                .await;
+            return self.verify_once(key, || self.verify_secret(kind, rest, client)).await;
         }
         let Some(secret) = cookie(headers, SESSION_COOKIE) else {
             return Err(unauthorized(Key::AuthRequired));
@@ -467,10 +562,7 @@ impl Authenticator {
                 return Err(unauthorized(Key::AuthXsrfMismatch));
             }
         }
-        let mut h = Sha256::new();
-        h.update(b"session\0");
-        h.update(secret.as_bytes());
-        let key: [u8; 32] = h.finalize().into();
+        let key = self.cache_key("session", &[secret.as_bytes()]);
         if let Some(auth) = self.cached(&key) {
             return Ok(auth);
         }

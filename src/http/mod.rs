@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod context;
 pub mod error;
 pub mod format;

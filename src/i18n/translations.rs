@@ -342,6 +342,14 @@ fn row(key: Key) -> Option<Row> {
             "Trop d'échecs de connexion : réessayez dans {seconds} secondes.",
             "Te veel mislukte aanmeldingen: probeer het over {seconds} seconden opnieuw.",
         ],
+        Key::PasswordChecksBusy => [
+            "For mange passordkontroller på en gang: prøv igjen om {seconds} sekunder.",
+            "För många lösenordskontroller på en gång: försök igen om {seconds} sekunder.",
+            "For mange adgangskodekontroller på én gang: prøv igen om {seconds} sekunder.",
+            "Zu viele Passwortprüfungen auf einmal: versuchen Sie es in {seconds} Sekunden erneut.",
+            "Trop de vérifications de mot de passe à la fois : réessayez dans {seconds} secondes.",
+            "Te veel wachtwoordcontroles tegelijk: probeer het over {seconds} seconden opnieuw.",
+        ],
         Key::CrossSiteForm => [
             "En pålogging sendt fra et annet nettsted avvises: logg på fra denne tjenerens egne sider.",
             "En inloggning som skickats från en annan webbplats avvisas: logga in från den här serverns egna sidor.",

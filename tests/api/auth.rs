@@ -771,6 +771,72 @@ async fn many_clients_logging_in_at_once_as_one_account_are_not_throttled() {
     }
 }
 
+#[tokio::test]
+async fn spellings_of_one_credential_are_verified_once() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let (name, password) = app.add_associate("vera", Role::User).await;
+    let b64 = |n: &str| base64::engine::general_purpose::STANDARD.encode(format!("{n}:{password}"));
+    let before = app.auth.password_checks();
+    let plain = b64(&name);
+    for header in [
+        format!("Basic {plain}"),
+        format!("basic {plain}"),
+        format!("BASIC {plain}"),
+        format!("Basic {}{plain}", " ".repeat(40)),
+        format!("bAsIc\t{plain}  "),
+        format!("Basic {}", b64("VERA")),
+        format!("Basic {}", b64("Vera")),
+    ] {
+        assert_eq!(get_with(&app, &header).await.status(), 200, "{header:?}");
+    }
+    assert_eq!(app.auth.password_checks() - before, 1, "every spelling is the same cached credential");
+}
+
+#[tokio::test]
+async fn a_full_credential_cache_keeps_the_entries_in_use() {
+    let app = TestApp::spawn_with(|c| c.access.credential_cache_entries = 8).await;
+    assert_eq!(app.get(TASKS).await.status(), 200);
+    let checks = app.auth.password_checks();
+    // Three times the capacity of other credentials, the admin's in use all along.
+    for _ in 0..24 {
+        let ticket = ticket_for(&app, ADMIN, ADMIN_PASSWORD).await;
+        assert_eq!(get_with(&app, &format!("SOTicket {ticket}")).await.status(), 200);
+        assert_eq!(app.get(TASKS).await.status(), 200);
+    }
+    assert_eq!(app.auth.password_checks(), checks, "the admin's entry was never evicted");
+}
+
+#[tokio::test]
+async fn password_checks_are_bounded_per_address_right_or_wrong() {
+    let app = TestApp::spawn_with(|c| {
+        c.access.password_checks_per_address = 3;
+        c.access.failed_logins_per_address = 1000;
+        c.access.failed_logins_per_name = 1000;
+    })
+    .await;
+    assert_eq!(app.get(TASKS).await.status(), 200, "one check; cached now");
+    let users: Vec<_> =
+        futures_util::future::join_all(["ua", "ub", "uc"].map(|n| app.add_associate(n, Role::User))).await;
+    assert_eq!(app.as_user(&users[0]).get(TASKS).await.status(), 200);
+    let res = app.client.get(app.url(TASKS)).basic_auth("ub", Some("wrong")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    // Three checks made: the fourth, right password or not, waits.
+    let res = app.as_user(&users[2]).get(TASKS).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_error(res, 429, "TooManyRequestsException", "").await;
+    // Cached credentials need no check, and another address has its own bound.
+    assert_eq!(app.get(TASKS).await.status(), 200);
+    assert_eq!(app.as_user(&users[0]).get(TASKS).await.status(), 200);
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let res = other.get(app.url(TASKS)).basic_auth(&users[2].0, Some(&users[2].1)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -781,6 +847,7 @@ async fn unknown_users_and_wrong_passwords_take_the_same_time() {
     let app = TestApp::spawn_with(|c| {
         c.access.failed_logins_per_address = 0;
         c.access.failed_logins_per_name = 0;
+        c.access.password_checks_per_address = 0;
     })
     .await;
     app.add_associate("tina", Role::User).await;
