@@ -105,6 +105,7 @@ pub struct AuthFileConfig {
     pub failed_login_window_seconds: Option<u64>,
     pub password_checks_per_address: Option<u32>,
     pub credential_cache_entries: Option<usize>,
+    pub device_lifetime: Option<String>,
     pub trust_forwarded_for: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
     pub cors_origins: Option<Vec<String>>,
@@ -184,6 +185,9 @@ pub struct AccessConfig {
     /// Verified credentials kept in memory at most; a full cache forgets the least recently
     /// used first.
     pub credential_cache_entries: usize,
+    /// How long a client that logged in stays known (its address, its device cookie): known
+    /// clients are not held to the per-name limit (`device_lifetime = "30d"`).
+    pub device_lifetime: Duration,
     /// Deprecated: believe forwarding headers from any peer (only the last `X-Forwarded-For`
     /// entry). `trusted_proxies` names the proxies instead.
     pub trust_forwarded_for: bool,
@@ -207,6 +211,7 @@ impl Default for AccessConfig {
             failed_login_window: Duration::from_secs(60),
             password_checks_per_address: 60,
             credential_cache_entries: 10_000,
+            device_lifetime: Duration::from_secs(30 * 24 * 3600),
             trust_forwarded_for: false,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
@@ -228,6 +233,7 @@ impl std::fmt::Debug for AccessConfig {
             .field("failed_login_window", &self.failed_login_window)
             .field("password_checks_per_address", &self.password_checks_per_address)
             .field("credential_cache_entries", &self.credential_cache_entries)
+            .field("device_lifetime", &self.device_lifetime)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
@@ -271,6 +277,10 @@ impl AccessConfig {
         if let Some(v) = f.credential_cache_entries {
             anyhow::ensure!(v > 0, "[auth] credential_cache_entries must be at least 1");
             self.credential_cache_entries = v;
+        }
+        if let Some(v) = f.device_lifetime {
+            self.device_lifetime = duration("device_lifetime", &v)?;
+            anyhow::ensure!(!self.device_lifetime.is_zero(), "[auth] device_lifetime must be longer than 0");
         }
         if let Some(v) = f.trust_forwarded_for {
             self.trust_forwarded_for = v;

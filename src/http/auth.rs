@@ -35,6 +35,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::AccessConfig;
 use crate::domain::access::{Scope, is_read_request, is_safe_method};
+use crate::domain::lockout::{Bucket, Standing};
 use crate::domain::{Associate, Caller};
 use crate::i18n::{Key, Msg};
 use crate::store::Store;
@@ -46,6 +47,8 @@ use super::error::ApiError;
 use super::ratelimit::RateLimiter;
 
 const LIMITER_KEYS: usize = 10_000;
+/// (name, address) pairs remembered as known clients; a full table forgets unused ones first.
+pub const KNOWN_ADDRESSES: usize = 10_000;
 /// Password checks that may wait for a free core; more at once are answered 429. Each waiting
 /// request costs little, but every one of them adds tens of milliseconds to the wait of the next.
 pub const MAX_WAITING_CHECKS: usize = 256;
@@ -56,6 +59,8 @@ pub const SESSION_COOKIE: &str = "batchd_session";
 pub const XSRF_COOKIE: &str = "XSRF-TOKEN";
 pub const XSRF_HEADER: &str = "x-xsrf-token";
 pub const APP_TOKEN_HEADER: &str = "so-apptoken";
+/// Set at a password login: marks the browser or client as one that logged in as that name.
+pub const DEVICE_COOKIE: &str = "batchd_device";
 
 /// How a request proved who it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +241,65 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
+fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn unix_now() -> u64 {
+    Utc::now().timestamp().max(0) as u64
+}
+
+/// A device cookie: a random nonce and an expiry (Unix seconds), signed together with the name
+/// (HMAC-SHA256), base64url. Nothing is stored: the signature is the proof.
+fn sign_device(key: &[u8; 32], nonce: [u8; 16], expires: u64, name_key: &str) -> String {
+    let expires = expires.to_be_bytes();
+    let mac = hmac_sha256(key, &[&nonce, &expires, name_key.as_bytes()]);
+    let mut raw = Vec::with_capacity(56);
+    raw.extend_from_slice(&nonce);
+    raw.extend_from_slice(&expires);
+    raw.extend_from_slice(&mac);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The nonce of a device cookie signed with `key` for `name_key` and not expired at `now`.
+fn open_device(key: &[u8; 32], cookie: &str, name_key: &str, now: u64) -> Option<[u8; 16]> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cookie).ok()?;
+    if raw.len() != 56 {
+        return None;
+    }
+    let (nonce, rest) = raw.split_at(16);
+    let (expires, mac) = rest.split_at(8);
+    if u64::from_be_bytes(expires.try_into().ok()?) <= now {
+        return None;
+    }
+    let want = hmac_sha256(key, &[nonce, expires, name_key.as_bytes()]);
+    if bool::from(want.ct_eq(mac)) { nonce.try_into().ok() } else { None }
+}
+
+/// Who is trying to log in: the client address and the device cookie it sent, if any.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: IpAddr,
+    pub device: Option<String>,
+}
+
+impl Client {
+    pub fn from_headers(addr: IpAddr, headers: &HeaderMap) -> Client {
+        Client { addr, device: cookie(headers, DEVICE_COOKIE).map(str::to_owned) }
+    }
+}
+
 /// Constant-time equality of two strings (their SHA-256, so lengths leak nothing either).
 fn ct_eq_str(a: &str, b: &str) -> bool {
     let a = Sha256::digest(a.as_bytes());
@@ -275,6 +339,15 @@ pub struct Authenticator {
     password_checks: AtomicU64,
     by_address: RateLimiter<IpAddr>,
     by_name: RateLimiter<String>,
+    /// Failures of a known address for a name (see `domain::lockout`).
+    by_pair: RateLimiter<(String, IpAddr)>,
+    /// Failures of a device cookie, by its nonce.
+    by_device: RateLimiter<[u8; 16]>,
+    /// (name key, address) that logged in → when it last did.
+    known: Mutex<Clock<(String, IpAddr), Instant>>,
+    /// Signs device cookies; random per process, so a restart forgets the devices (the known
+    /// addresses too).
+    device_key: [u8; 32],
     /// Password checks per client address, right or wrong.
     checks_by_address: RateLimiter<IpAddr>,
 }
@@ -288,6 +361,10 @@ impl Authenticator {
             ttl,
             by_address: RateLimiter::new(access.failed_logins_per_address, window, LIMITER_KEYS),
             by_name: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
+            by_pair: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
+            by_device: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
+            known: Mutex::new(Clock::new(KNOWN_ADDRESSES)),
+            device_key: random_bytes(),
             checks_by_address: RateLimiter::new(access.password_checks_per_address, window, LIMITER_KEYS),
             cache: Mutex::new(Clock::new(access.credential_cache_entries)),
             key_salt: random_bytes(),
@@ -404,24 +481,72 @@ impl Authenticator {
         });
     }
 
-    /// Checks a name and password, throttled per address and per name. Unknown names cost the
-    /// same argon2 verification as wrong passwords; a throttled attempt costs neither.
-    pub async fn login(&self, name: &str, password: &str, client: IpAddr) -> Result<Associate, AuthError> {
+    /// Checks a name and password. Throttled as `domain::lockout` says: clients that logged in as
+    /// the name before (known address, device cookie) are counted on their own, others per
+    /// address and per name. Unknown names cost the same argon2 verification as wrong passwords;
+    /// a throttled attempt costs neither.
+    pub async fn login(&self, name: &str, password: &str, client: &Client) -> Result<Associate, AuthError> {
         let name_key = name_key(name);
-        self.by_address.check(&client).map_err(too_many)?;
-        self.by_name.check(&name_key).map_err(too_many)?;
-        self.checks_by_address.try_take(&client).map_err(too_busy)?;
+        let nonce = client.device.as_deref().and_then(|d| self.device_nonce(d, &name_key));
+        let pair = (name_key.clone(), client.addr);
+        let standing = match nonce {
+            Some(_) => Standing::Device,
+            None if self.is_known(&pair) => Standing::KnownAddress,
+            None => Standing::Unknown,
+        };
+        for bucket in standing.gates() {
+            match (bucket, &nonce) {
+                (Bucket::Address, _) => self.by_address.check(&client.addr),
+                (Bucket::Name, _) => self.by_name.check(&name_key),
+                (Bucket::Pair, _) => self.by_pair.check(&pair),
+                (Bucket::Device, Some(n)) => self.by_device.check(n),
+                (Bucket::Device, None) => Ok(()),
+            }
+            .map_err(too_many)?;
+        }
+        if standing.checks_bounded() {
+            self.checks_by_address.try_take(&client.addr).map_err(too_busy)?;
+        }
         let found = self.store.associate_credentials(name).await?;
         let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
         let ok = self.check_password(password.to_owned(), hash).await?;
         match found {
-            Some(c) if ok && c.associate.active => Ok(c.associate),
+            Some(c) if ok && c.associate.active => {
+                self.known.lock().expect("known clients").insert(pair, Instant::now());
+                Ok(c.associate)
+            }
             _ => {
-                self.by_address.fail(&client);
-                self.by_name.fail(&name_key);
+                for bucket in standing.charged() {
+                    match (bucket, &nonce) {
+                        (Bucket::Address, _) => self.by_address.fail(&client.addr),
+                        (Bucket::Name, _) => self.by_name.fail(&name_key),
+                        (Bucket::Pair, _) => self.by_pair.fail(&pair),
+                        (Bucket::Device, Some(n)) => self.by_device.fail(n),
+                        (Bucket::Device, None) => {}
+                    }
+                }
                 Err(unauthorized(Key::AuthFailed))
             }
         }
+    }
+
+    /// Has this address logged in as this name within the device lifetime?
+    fn is_known(&self, pair: &(String, IpAddr)) -> bool {
+        let mut known = self.known.lock().expect("known clients");
+        known.get(pair).is_some_and(|at| at.elapsed() < self.access.device_lifetime)
+    }
+
+    /// A device cookie for a client that has just logged in as `name`.
+    pub fn device_cookie(&self, name: &str) -> String {
+        let mut nonce = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let expires = unix_now().saturating_add(self.access.device_lifetime.as_secs());
+        sign_device(&self.device_key, nonce, expires, &name_key(name))
+    }
+
+    /// The nonce of a device cookie this process issued for `name_key`, unexpired.
+    fn device_nonce(&self, cookie: &str, name_key: &str) -> Option<[u8; 16]> {
+        open_device(&self.device_key, cookie, name_key, unix_now())
     }
 
     /// Runs argon2 on a blocking thread, at most one per core at once; beyond
@@ -537,7 +662,7 @@ impl Authenticator {
                 }
                 return self
                     .verify_once(key, || async {
-                        let a = self.login(&name, &password, client).await?;
+                        let a = self.login(&name, &password, &Client::from_headers(client, headers)).await?;
                         let caller = Caller::new(a.id, a.name, a.role);
                         Ok((Authenticated { caller, via: Via::Basic }, self.until(None)))
                     })
@@ -633,14 +758,14 @@ fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((name.to_owned(), password.to_owned()))
 }
 
-/// The client address the login throttles count (see [`super::forwarded::client_address`]).
-pub struct ClientAddr(pub IpAddr);
-
-impl FromRequestParts<AppState> for ClientAddr {
+/// The client of a login: its address as the throttles count it (see
+/// [`super::forwarded::client_address`]) and its device cookie.
+impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(super::forwarded::client_address(parts, &state.config.access)))
+        let addr = super::forwarded::client_address(parts, &state.config.access);
+        Ok(Client::from_headers(addr, &parts.headers))
     }
 }
 
@@ -697,6 +822,28 @@ mod tests {
         assert_eq!(h.len(), 64);
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(xsrf_token("s1"), xsrf_token("s2"));
+    }
+
+    #[test]
+    fn device_cookies_hold_for_their_name_key_and_lifetime_only() {
+        let key = [7u8; 32];
+        let c = sign_device(&key, [1; 16], 1_000, "kim");
+        assert_eq!(open_device(&key, &c, "kim", 999), Some([1; 16]));
+        assert_eq!(open_device(&key, &c, "kim", 1_000), None, "expired");
+        assert_eq!(open_device(&key, &c, "kimberly", 999), None, "another name");
+        assert_eq!(open_device(&[8u8; 32], &c, "kim", 999), None, "another process");
+        let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&c).unwrap();
+        raw[20] ^= 1;
+        let longer = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        assert_eq!(open_device(&key, &longer, "kim", 999), None, "a changed expiry");
+        assert_eq!(open_device(&key, "", "kim", 0), None);
+        assert_eq!(open_device(&key, "!!", "kim", 0), None);
+        // RFC 4231, test case 2 (a short key is zero-padded, as HMAC itself pads it).
+        let mut jefe = [0u8; 32];
+        jefe[..4].copy_from_slice(b"Jefe");
+        let mac = hmac_sha256(&jefe, &[b"what do ya want ", b"for nothing?"]);
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]

@@ -749,6 +749,78 @@ async fn failed_logins_are_throttled_per_name_known_or_not() {
     assert_eq!(app.get(TASKS).await.status(), 200);
 }
 
+/// A client bound to 127.0.0.`last` (all of 127/8 is loopback): a distinct client address.
+fn from_address(last: u8) -> reqwest::Client {
+    let ip = std::net::IpAddr::from([127, 0, 0, last]);
+    reqwest::Client::builder().no_proxy().local_address(ip).build().unwrap()
+}
+
+/// The login form from `client`, with `cookie` if given: the status and the device cookie set.
+async fn form_login(
+    app: &TestApp,
+    client: &reqwest::Client,
+    name: &str,
+    password: &str,
+    cookie: Option<&str>,
+) -> (u16, Option<String>) {
+    let mut req = client.post(app.url("/api/v1/Session")).form(&[("UserName", name), ("Password", password)]);
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    let res = req.send().await.unwrap();
+    let device = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("batchd_device="))
+        .map(|c| c.split(';').next().unwrap().to_owned());
+    (res.status().as_u16(), device)
+}
+
+#[tokio::test]
+async fn failures_from_elsewhere_do_not_lock_out_a_client_that_logged_in_before() {
+    let app = TestApp::spawn_with(|c| {
+        c.access.failed_logins_per_address = 100;
+        c.access.failed_logins_per_name = 10;
+    })
+    .await;
+    let (name, password) = app.add_associate("kim", Role::User).await;
+    // kim logs in from 127.0.0.2 (a known address now) and from 127.0.0.3 (keeping the cookie).
+    assert_eq!(form_login(&app, &from_address(2), &name, &password, None).await.0, 200);
+    let (status, device) = form_login(&app, &from_address(3), &name, &password, None).await;
+    assert_eq!(status, 200);
+    let device = device.expect("a device cookie is set at login");
+    let (_, admin_device) = form_login(&app, &from_address(4), ADMIN, ADMIN_PASSWORD, None).await;
+
+    // Someone fails twelve times for kim, from twelve other addresses.
+    for last in 10..22 {
+        let (status, _) = form_login(&app, &from_address(last), &name, "guess", None).await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    // An unknown address waits, right password or not...
+    assert_eq!(form_login(&app, &from_address(30), &name, &password, None).await.0, 429);
+    // ...as does one with another name's device cookie, or a forged one.
+    let forged = format!("{}A", &device[..device.len() - 1]);
+    for cookie in [admin_device.unwrap(), forged, "batchd_device=garbage".to_owned()] {
+        assert_eq!(form_login(&app, &from_address(31), &name, &password, Some(&cookie)).await.0, 429, "{cookie}");
+    }
+    // kim's known address gets in, over the form and with Basic; a wrong password there is still
+    // checked (401, not 429).
+    assert_eq!(form_login(&app, &from_address(2), &name, &password, None).await.0, 200);
+    let res = from_address(2).get(app.url(TASKS)).basic_auth(&name, Some(&password)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(form_login(&app, &from_address(2), &name, "typo", None).await.0, 401);
+    // So does kim's device cookie, from a new address.
+    assert_eq!(form_login(&app, &from_address(32), &name, &password, Some(&device)).await.0, 200);
+
+    // The device's own failures are counted for the device: after ten it waits too.
+    for _ in 0..10 {
+        assert_eq!(form_login(&app, &from_address(33), &name, "typo", Some(&device)).await.0, 401);
+    }
+    assert_eq!(form_login(&app, &from_address(33), &name, &password, Some(&device)).await.0, 429);
+}
+
 #[tokio::test]
 async fn many_clients_logging_in_at_once_as_one_account_are_not_throttled() {
     let app = TestApp::spawn_with(|c| {
