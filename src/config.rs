@@ -316,6 +316,39 @@ impl AccessConfig {
 mod tests {
     use super::*;
 
+    fn load_text(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batchd.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn the_auth_keys_parse_and_refuse_bad_values() {
+        let cfg = load_text(
+            "[auth]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\"]\n\
+             password_checks_per_address = 5\ncredential_cache_entries = 100\ndevice_lifetime = \"2d\"\n",
+        )
+        .unwrap();
+        let a = &cfg.access;
+        assert_eq!(a.trusted_proxies.len(), 3);
+        assert!(a.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert_eq!((a.password_checks_per_address, a.credential_cache_entries), (5, 100));
+        assert_eq!(a.device_lifetime, Duration::from_secs(2 * 86400));
+        let d = AccessConfig::default();
+        assert!(d.trusted_proxies.is_empty() && !d.trust_forwarded_for);
+        assert_eq!((d.password_checks_per_address, d.credential_cache_entries), (60, 10_000));
+        for bad in [
+            "[auth]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "[auth]\ntrusted_proxies = [\"proxy.example\"]\n",
+            "[auth]\ncredential_cache_entries = 0\n",
+            "[auth]\ndevice_lifetime = \"soon\"\n",
+            "[auth]\ndevice_lifetime = \"0s\"\n",
+        ] {
+            assert!(load_text(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn debug_shows_no_password() {
         let cfg = Config {
