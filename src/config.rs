@@ -9,7 +9,7 @@ use anyhow::Context;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database: String,
@@ -52,8 +52,29 @@ impl Default for Config {
     }
 }
 
+/// The database URL's password and the admin password stay out of `{:?}`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database", &crate::redact::redact_url(&self.database))
+            .field("path_prefix", &self.path_prefix)
+            .field("base_zone", &self.base_zone)
+            .field("strict_definitions", &self.strict_definitions)
+            .field("credential_cache", &self.credential_cache)
+            .field("admin_user", &self.admin_user)
+            .field("admin_password", &self.admin_password.as_ref().map(|_| crate::redact::MASK))
+            .field("access", &self.access)
+            .field("runner", &self.runner)
+            .field("retention", &self.retention)
+            .field("definitions", &self.definitions)
+            .finish()
+    }
+}
+
 /// The file's shape. Everything optional: missing keys keep their defaults.
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: it holds the database URL and app tokens as written.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
@@ -69,7 +90,8 @@ pub struct FileConfig {
     pub definition: Vec<crate::runner::settings::DefinitionFile>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// No `Debug`: it holds the database URL and app tokens as written.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFileConfig {
     pub credential_cache_seconds: Option<u64>,
@@ -81,7 +103,11 @@ pub struct AuthFileConfig {
     pub failed_logins_per_address: Option<u32>,
     pub failed_logins_per_name: Option<u32>,
     pub failed_login_window_seconds: Option<u64>,
+    pub password_checks_per_address: Option<u32>,
+    pub credential_cache_entries: Option<usize>,
+    pub device_lifetime: Option<String>,
     pub trust_forwarded_for: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub cors_origins: Option<Vec<String>>,
     pub change_poll_millis: Option<u64>,
 }
@@ -151,9 +177,22 @@ pub struct AccessConfig {
     pub failed_logins_per_address: u32,
     /// Failed logins against one associate name per window before 429 (0 = no limit).
     pub failed_logins_per_name: u32,
+    /// The window of the failed-login and password-check throttles.
     pub failed_login_window: Duration,
-    /// Take the client address from the last `X-Forwarded-For` entry (only behind a proxy).
+    /// Password (argon2) checks one client address may cause per window, right or wrong, before
+    /// 429 (0 = no limit): each costs ~19 MiB and tens of milliseconds of a core.
+    pub password_checks_per_address: u32,
+    /// Verified credentials kept in memory at most; a full cache forgets the least recently
+    /// used first.
+    pub credential_cache_entries: usize,
+    /// How long a client that logged in stays known (its address, its device cookie): known
+    /// clients are not held to the per-name limit (`device_lifetime = "30d"`).
+    pub device_lifetime: Duration,
+    /// Deprecated: believe forwarding headers from any peer (only the last `X-Forwarded-For`
+    /// entry). `trusted_proxies` names the proxies instead.
     pub trust_forwarded_for: bool,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For`, `-Host` and `-Proto` count.
+    pub trusted_proxies: Vec<crate::domain::forwarded::IpNet>,
     /// Origins allowed to call the API from a browser; empty = CORS off; `*` = any (no cookies).
     pub cors_origins: Vec<String>,
     /// How often the server looks for credential changes made by other processes (the CLI).
@@ -170,7 +209,11 @@ impl Default for AccessConfig {
             failed_logins_per_address: 20,
             failed_logins_per_name: 10,
             failed_login_window: Duration::from_secs(60),
+            password_checks_per_address: 60,
+            credential_cache_entries: 10_000,
+            device_lifetime: Duration::from_secs(30 * 24 * 3600),
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
             change_poll: Duration::from_secs(1),
         }
@@ -188,7 +231,11 @@ impl std::fmt::Debug for AccessConfig {
             .field("failed_logins_per_address", &self.failed_logins_per_address)
             .field("failed_logins_per_name", &self.failed_logins_per_name)
             .field("failed_login_window", &self.failed_login_window)
+            .field("password_checks_per_address", &self.password_checks_per_address)
+            .field("credential_cache_entries", &self.credential_cache_entries)
+            .field("device_lifetime", &self.device_lifetime)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .field("change_poll", &self.change_poll)
             .finish()
@@ -224,8 +271,29 @@ impl AccessConfig {
             anyhow::ensure!(v > 0, "[auth] failed_login_window_seconds must be at least 1");
             self.failed_login_window = Duration::from_secs(v);
         }
+        if let Some(v) = f.password_checks_per_address {
+            self.password_checks_per_address = v;
+        }
+        if let Some(v) = f.credential_cache_entries {
+            anyhow::ensure!(v > 0, "[auth] credential_cache_entries must be at least 1");
+            self.credential_cache_entries = v;
+        }
+        if let Some(v) = f.device_lifetime {
+            self.device_lifetime = duration("device_lifetime", &v)?;
+            anyhow::ensure!(!self.device_lifetime.is_zero(), "[auth] device_lifetime must be longer than 0");
+        }
         if let Some(v) = f.trust_forwarded_for {
             self.trust_forwarded_for = v;
+        }
+        if let Some(v) = f.trusted_proxies {
+            self.trusted_proxies = v
+                .iter()
+                .map(|s| {
+                    crate::domain::forwarded::IpNet::parse(s).with_context(|| {
+                        format!("[auth] trusted_proxies: {s:?} is not an address or a CIDR block like 10.0.0.0/8")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
         }
         if let Some(v) = f.cors_origins {
             for o in &v {
@@ -241,5 +309,55 @@ impl AccessConfig {
             self.change_poll = Duration::from_millis(v);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batchd.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn the_auth_keys_parse_and_refuse_bad_values() {
+        let cfg = load_text(
+            "[auth]\ntrusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\"]\n\
+             password_checks_per_address = 5\ncredential_cache_entries = 100\ndevice_lifetime = \"2d\"\n",
+        )
+        .unwrap();
+        let a = &cfg.access;
+        assert_eq!(a.trusted_proxies.len(), 3);
+        assert!(a.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert_eq!((a.password_checks_per_address, a.credential_cache_entries), (5, 100));
+        assert_eq!(a.device_lifetime, Duration::from_secs(2 * 86400));
+        let d = AccessConfig::default();
+        assert!(d.trusted_proxies.is_empty() && !d.trust_forwarded_for);
+        assert_eq!((d.password_checks_per_address, d.credential_cache_entries), (60, 10_000));
+        for bad in [
+            "[auth]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "[auth]\ntrusted_proxies = [\"proxy.example\"]\n",
+            "[auth]\ncredential_cache_entries = 0\n",
+            "[auth]\ndevice_lifetime = \"soon\"\n",
+            "[auth]\ndevice_lifetime = \"0s\"\n",
+        ] {
+            assert!(load_text(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_no_password() {
+        let cfg = Config {
+            database: "postgres://u:SECRET@db/x".into(),
+            admin_password: Some("ADMINPW".into()),
+            ..Config::default()
+        };
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("SECRET") && !text.contains("ADMINPW"), "{text}");
+        assert!(text.contains("postgres://u:***@db/x"), "{text}");
     }
 }

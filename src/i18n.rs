@@ -87,6 +87,8 @@ pub enum Key {
     AuthXsrfMissing,
     AuthXsrfMismatch,
     TooManyAttempts,
+    CrossSiteForm,
+    PasswordChecksBusy,
     ScopeDenied,
     AdminOnly,
     CredentialsTooNarrow,
@@ -159,6 +161,8 @@ fn english(key: Key) -> &'static str {
         Key::AuthXsrfMissing => "X-XSRF-TOKEN is required on {method} requests authenticated by the session cookie.",
         Key::AuthXsrfMismatch => "X-XSRF-TOKEN does not match the session's XSRF-TOKEN.",
         Key::TooManyAttempts => "Too many failed logins: try again in {seconds} seconds.",
+        Key::PasswordChecksBusy => "Too many password checks at once: try again in {seconds} seconds.",
+        Key::CrossSiteForm => "A login sent from another site is refused: log in from this server's own pages.",
         Key::ScopeDenied => "The token's scope '{scope}' does not allow this request.",
         Key::AdminOnly => "Access denied: only admins may {action}.",
         Key::CredentialsTooNarrow => {
@@ -281,7 +285,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 51] = [
+    const KEYS: [Key; 53] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -324,6 +328,8 @@ mod tests {
         Key::AuthXsrfMissing,
         Key::AuthXsrfMismatch,
         Key::TooManyAttempts,
+        Key::CrossSiteForm,
+        Key::PasswordChecksBusy,
         Key::ScopeDenied,
         Key::AdminOnly,
         Key::CredentialsTooNarrow,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod i18n;
+pub mod redact;
 pub mod runner;
 pub mod server;
 pub mod service;

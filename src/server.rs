@@ -64,8 +64,13 @@ pub async fn bootstrap_admin(store: &Arc<dyn Store>, config: &Config) -> anyhow:
 impl Server {
     /// Opens the store, runs migrations, bootstraps the admin, binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Server> {
-        let store =
-            store::open(&config.database).await.with_context(|| format!("opening database {}", config.database))?;
+        if config.access.trust_forwarded_for {
+            tracing::warn!(
+                "[auth] trust_forwarded_for is deprecated: it lets every client set X-Forwarded-For, -Host and \
+                 -Proto; list your proxies in [auth] trusted_proxies instead"
+            );
+        }
+        let store = store::open(&config.database).await?;
         bootstrap_admin(&store, &config).await?;
         // -- runner (issue 5) --
         let definitions = Arc::new(Definitions::new(config.definitions.clone()));

@@ -6,6 +6,8 @@ pub mod associate;
 pub mod definition;
 pub mod error;
 pub mod filter;
+pub mod forwarded;
+pub mod lockout;
 pub mod query;
 pub mod rights;
 pub mod state;

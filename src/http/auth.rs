@@ -2,10 +2,12 @@
 //! `Authorization` header (`Basic`, `SOTicket`, `Bearer`) or, when there is none, the session
 //! cookie; the [`Authenticator`] verifies it.
 //!
-//! Speed: a verified credential is cached under the SHA-256 of what the client sent, so argon2
-//! (Basic) or a database lookup (tickets, tokens, sessions) is paid once per credential per cache
-//! period, not per request. Tickets, tokens and sessions are looked up by the SHA-256 of the
-//! secret; nothing is hashed slowly per request.
+//! Speed: a verified credential is cached under a keyed hash of what it is (not of how the
+//! header spells it), so argon2 (Basic) or a database lookup (tickets, tokens, sessions) is paid
+//! once per credential per cache period, not per request. Tickets, tokens and sessions are looked
+//! up by the SHA-256 of the secret; nothing is hashed slowly per request. Password checks are
+//! bounded per client address and in number at once; the cache is bounded and forgets the least
+//! recently used entries first.
 //!
 //! Freshness: every change that ends or narrows a credential (password, role, active flag,
 //! removal, revocation) drops the associate's cache entries at once in this process, and is
@@ -13,7 +15,7 @@
 //! changes made by the CLI, another process, take effect within one poll interval.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,17 +35,23 @@ use subtle::ConstantTimeEq;
 
 use crate::config::AccessConfig;
 use crate::domain::access::{Scope, is_read_request, is_safe_method};
+use crate::domain::lockout::{Bucket, Standing};
 use crate::domain::{Associate, Caller};
 use crate::i18n::{Key, Msg};
 use crate::store::Store;
 use crate::store::access::{CredentialKind, CredentialRow, NewCredential};
 
 use super::AppState;
+use super::clock::Clock;
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
 
-const CACHE_CAPACITY: usize = 10_000;
 const LIMITER_KEYS: usize = 10_000;
+/// (name, address) pairs remembered as known clients; a full table forgets unused ones first.
+pub const KNOWN_ADDRESSES: usize = 10_000;
+/// Password checks that may wait for a free core; more at once are answered 429. Each waiting
+/// request costs little, but every one of them adds tens of milliseconds to the wait of the next.
+pub const MAX_WAITING_CHECKS: usize = 256;
 /// Longest associate name a throttle key keeps (names are at most 100 characters).
 const NAME_KEY_MAX: usize = 128;
 
@@ -51,6 +59,8 @@ pub const SESSION_COOKIE: &str = "batchd_session";
 pub const XSRF_COOKIE: &str = "XSRF-TOKEN";
 pub const XSRF_HEADER: &str = "x-xsrf-token";
 pub const APP_TOKEN_HEADER: &str = "so-apptoken";
+/// Set at a password login: marks the browser or client as one that logged in as that name.
+pub const DEVICE_COOKIE: &str = "batchd_device";
 
 /// How a request proved who it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,12 +129,53 @@ fn unauthorized(key: Key) -> AuthError {
     ApiError::unauthorized(key).into()
 }
 
-fn too_many(wait: Duration) -> AuthError {
+fn throttled(key: Key, wait: Duration) -> AuthError {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let secs = secs.max(1);
     AuthError {
-        error: ApiError::new(StatusCode::TOO_MANY_REQUESTS, Msg::new(Key::TooManyAttempts).arg("seconds", secs)),
+        error: ApiError::new(StatusCode::TOO_MANY_REQUESTS, Msg::new(key).arg("seconds", secs)),
         retry_after: Some(secs),
+    }
+}
+
+/// Too many failed logins.
+fn too_many(wait: Duration) -> AuthError {
+    throttled(Key::TooManyAttempts, wait)
+}
+
+/// Too many password checks (from this address, or waiting at once).
+fn too_busy(wait: Duration) -> AuthError {
+    throttled(Key::PasswordChecksBusy, wait)
+}
+
+/// The throttle key of an associate name: ASCII lower case, as the store compares names.
+fn name_key(name: &str) -> String {
+    name.chars().take(NAME_KEY_MAX).collect::<String>().to_ascii_lowercase()
+}
+
+/// The scheme and the credential of an `Authorization` value, whatever white space separates or
+/// surrounds them.
+fn split_authorization(value: &str) -> (&str, &str) {
+    let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
+    match value.find(|c: char| c.is_ascii_whitespace()) {
+        Some(i) => (&value[..i], value[i..].trim_start_matches(|c: char| c.is_ascii_whitespace())),
+        None => (value, ""),
+    }
+}
+
+/// Counts a request waiting for a password-check slot for as long as it lives (a request
+/// dropped while waiting is uncounted too).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> (Waiting<'a>, usize) {
+        (Waiting(count), count.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -190,6 +241,65 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
+fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    for p in parts {
+        inner.update(p);
+    }
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+fn unix_now() -> u64 {
+    Utc::now().timestamp().max(0) as u64
+}
+
+/// A device cookie: a random nonce and an expiry (Unix seconds), signed together with the name
+/// (HMAC-SHA256), base64url. Nothing is stored: the signature is the proof.
+fn sign_device(key: &[u8; 32], nonce: [u8; 16], expires: u64, name_key: &str) -> String {
+    let expires = expires.to_be_bytes();
+    let mac = hmac_sha256(key, &[&nonce, &expires, name_key.as_bytes()]);
+    let mut raw = Vec::with_capacity(56);
+    raw.extend_from_slice(&nonce);
+    raw.extend_from_slice(&expires);
+    raw.extend_from_slice(&mac);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// The nonce of a device cookie signed with `key` for `name_key` and not expired at `now`.
+fn open_device(key: &[u8; 32], cookie: &str, name_key: &str, now: u64) -> Option<[u8; 16]> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cookie).ok()?;
+    if raw.len() != 56 {
+        return None;
+    }
+    let (nonce, rest) = raw.split_at(16);
+    let (expires, mac) = rest.split_at(8);
+    if u64::from_be_bytes(expires.try_into().ok()?) <= now {
+        return None;
+    }
+    let want = hmac_sha256(key, &[nonce, expires, name_key.as_bytes()]);
+    if bool::from(want.ct_eq(mac)) { nonce.try_into().ok() } else { None }
+}
+
+/// Who is trying to log in: the client address and the device cookie it sent, if any.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: IpAddr,
+    pub device: Option<String>,
+}
+
+impl Client {
+    pub fn from_headers(addr: IpAddr, headers: &HeaderMap) -> Client {
+        Client { addr, device: cookie(headers, DEVICE_COOKIE).map(str::to_owned) }
+    }
+}
+
 /// Constant-time equality of two strings (their SHA-256, so lengths leak nothing either).
 fn ct_eq_str(a: &str, b: &str) -> bool {
     let a = Sha256::digest(a.as_bytes());
@@ -206,8 +316,11 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     ttl: Duration,
     access: AccessConfig,
-    /// SHA-256 of what the client sent (Authorization value, or the session cookie) → who it is.
-    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
+    /// [`Authenticator::cache_key`] of a credential → who it is.
+    cache: Mutex<Clock<[u8; 32], CacheEntry>>,
+    /// Random per process: cache keys are useless outside it, and a memory dump does not give
+    /// plain SHA-256 of passwords to test guesses against.
+    key_salt: [u8; 32],
     /// Credentials being verified right now (see `verify_once`).
     inflight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped whenever entries are dropped, so a verification that raced a change does not
@@ -220,8 +333,23 @@ pub struct Authenticator {
     /// Bounds argon2 verifications running at once: each takes ~19 MiB and a core for tens of
     /// milliseconds, so a burst of logins would otherwise cost memory it never gives back.
     hashing: tokio::sync::Semaphore,
+    /// Requests waiting for `hashing` (at most [`MAX_WAITING_CHECKS`]).
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Password verifications done (argon2 runs, the decoy for unknown names included).
+    password_checks: AtomicU64,
     by_address: RateLimiter<IpAddr>,
     by_name: RateLimiter<String>,
+    /// Failures of a known address for a name (see `domain::lockout`).
+    by_pair: RateLimiter<(String, IpAddr)>,
+    /// Failures of a device cookie, by its nonce.
+    by_device: RateLimiter<[u8; 16]>,
+    /// (name key, address) that logged in → when it last did.
+    known: Mutex<Clock<(String, IpAddr), Instant>>,
+    /// Signs device cookies; random per process, so a restart forgets the devices (the known
+    /// addresses too).
+    device_key: [u8; 32],
+    /// Password checks per client address, right or wrong.
+    checks_by_address: RateLimiter<IpAddr>,
 }
 
 impl Authenticator {
@@ -233,13 +361,21 @@ impl Authenticator {
             ttl,
             by_address: RateLimiter::new(access.failed_logins_per_address, window, LIMITER_KEYS),
             by_name: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
+            by_pair: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
+            by_device: RateLimiter::new(access.failed_logins_per_name, window, LIMITER_KEYS),
+            known: Mutex::new(Clock::new(KNOWN_ADDRESSES)),
+            device_key: random_bytes(),
+            checks_by_address: RateLimiter::new(access.password_checks_per_address, window, LIMITER_KEYS),
+            cache: Mutex::new(Clock::new(access.credential_cache_entries)),
+            key_salt: random_bytes(),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             access,
-            cache: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(1),
             ),
             generation: AtomicU64::new(0),
+            password_checks: AtomicU64::new(0),
             last_change: AtomicI64::new(0),
             dummy_hash,
         }
@@ -249,27 +385,35 @@ impl Authenticator {
         &self.access
     }
 
-    /// The client address the throttle counts: the peer, or behind a trusted proxy the last
-    /// `X-Forwarded-For` entry (the one that proxy added).
-    pub fn client_address(&self, parts: &Parts) -> IpAddr {
-        if self.access.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .next_back()
-                .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        {
-            return ip;
+    /// How many passwords have been verified (argon2 runs) since start.
+    pub fn password_checks(&self) -> u64 {
+        self.password_checks.load(Ordering::Relaxed)
+    }
+
+    /// The cache key of a credential: a keyed SHA-256 of its kind and what identifies it (for
+    /// Basic the name in ASCII lower case, as the store compares names, and the password), so
+    /// every spelling of one credential shares one entry and the cache holds no secret in clear.
+    fn cache_key(&self, kind: &str, fields: &[&[u8]]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key_salt);
+        h.update(kind.as_bytes());
+        for f in fields {
+            h.update((f.len() as u64).to_le_bytes());
+            h.update(f);
         }
-        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        h.finalize().into()
     }
 
     fn cached(&self, key: &[u8; 32]) -> Option<Authenticated> {
-        let cache = self.cache.lock().expect("auth cache");
-        cache.get(key).filter(|e| e.until > Instant::now()).map(|e| e.auth.clone())
+        let mut cache = self.cache.lock().expect("auth cache");
+        match cache.get(key) {
+            Some(e) if e.until > Instant::now() => Some(e.auth.clone()),
+            Some(_) => {
+                cache.remove(key);
+                None
+            }
+            None => None,
+        }
     }
 
     fn remember(&self, key: [u8; 32], auth: &Authenticated, until: Instant, generation: u64) {
@@ -278,13 +422,7 @@ impl Authenticator {
         if self.generation.load(Ordering::SeqCst) != generation {
             return;
         }
-        if cache.len() >= CACHE_CAPACITY {
-            let now = Instant::now();
-            cache.retain(|_, e| e.until > now);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
-        }
+        // A full cache evicts one entry not used lately (see `Clock`), never all of them.
         cache.insert(key, CacheEntry { auth: auth.clone(), until });
     }
 
@@ -343,27 +481,89 @@ impl Authenticator {
         });
     }
 
-    /// Checks a name and password, throttled per address and per name. Unknown names cost the
-    /// same argon2 verification as wrong passwords; a throttled attempt costs neither.
-    pub async fn login(&self, name: &str, password: &str, client: IpAddr) -> Result<Associate, AuthError> {
-        let name_key: String = name.to_lowercase().chars().take(NAME_KEY_MAX).collect();
-        self.by_address.check(&client).map_err(too_many)?;
-        self.by_name.check(&name_key).map_err(too_many)?;
+    /// Checks a name and password. Throttled as `domain::lockout` says: clients that logged in as
+    /// the name before (known address, device cookie) are counted on their own, others per
+    /// address and per name. Unknown names cost the same argon2 verification as wrong passwords;
+    /// a throttled attempt costs neither.
+    pub async fn login(&self, name: &str, password: &str, client: &Client) -> Result<Associate, AuthError> {
+        let name_key = name_key(name);
+        let nonce = client.device.as_deref().and_then(|d| self.device_nonce(d, &name_key));
+        let pair = (name_key.clone(), client.addr);
+        let standing = match nonce {
+            Some(_) => Standing::Device,
+            None if self.is_known(&pair) => Standing::KnownAddress,
+            None => Standing::Unknown,
+        };
+        for bucket in standing.gates() {
+            match (bucket, &nonce) {
+                (Bucket::Address, _) => self.by_address.check(&client.addr),
+                (Bucket::Name, _) => self.by_name.check(&name_key),
+                (Bucket::Pair, _) => self.by_pair.check(&pair),
+                (Bucket::Device, Some(n)) => self.by_device.check(n),
+                (Bucket::Device, None) => Ok(()),
+            }
+            .map_err(too_many)?;
+        }
+        if standing.checks_bounded() {
+            self.checks_by_address.try_take(&client.addr).map_err(too_busy)?;
+        }
         let found = self.store.associate_credentials(name).await?;
         let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
-        let password = password.to_owned();
-        let ok = {
-            let _slot = self.hashing.acquire().await.map_err(|_| unauthorized(Key::AuthFailed))?;
-            tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
-        };
+        let ok = self.check_password(password.to_owned(), hash).await?;
         match found {
-            Some(c) if ok && c.associate.active => Ok(c.associate),
+            Some(c) if ok && c.associate.active => {
+                self.known.lock().expect("known clients").insert(pair, Instant::now());
+                Ok(c.associate)
+            }
             _ => {
-                self.by_address.fail(&client);
-                self.by_name.fail(&name_key);
+                for bucket in standing.charged() {
+                    match (bucket, &nonce) {
+                        (Bucket::Address, _) => self.by_address.fail(&client.addr),
+                        (Bucket::Name, _) => self.by_name.fail(&name_key),
+                        (Bucket::Pair, _) => self.by_pair.fail(&pair),
+                        (Bucket::Device, Some(n)) => self.by_device.fail(n),
+                        (Bucket::Device, None) => {}
+                    }
+                }
                 Err(unauthorized(Key::AuthFailed))
             }
         }
+    }
+
+    /// Has this address logged in as this name within the device lifetime?
+    fn is_known(&self, pair: &(String, IpAddr)) -> bool {
+        let mut known = self.known.lock().expect("known clients");
+        known.get(pair).is_some_and(|at| at.elapsed() < self.access.device_lifetime)
+    }
+
+    /// A device cookie for a client that has just logged in as `name`.
+    pub fn device_cookie(&self, name: &str) -> String {
+        let mut nonce = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let expires = unix_now().saturating_add(self.access.device_lifetime.as_secs());
+        sign_device(&self.device_key, nonce, expires, &name_key(name))
+    }
+
+    /// The nonce of a device cookie this process issued for `name_key`, unexpired.
+    fn device_nonce(&self, cookie: &str, name_key: &str) -> Option<[u8; 16]> {
+        open_device(&self.device_key, cookie, name_key, unix_now())
+    }
+
+    /// Runs argon2 on a blocking thread, at most one per core at once; beyond
+    /// [`MAX_WAITING_CHECKS`] waiting, 429 at once instead of a longer queue.
+    async fn check_password(&self, password: String, hash: String) -> Result<bool, AuthError> {
+        let _slot = match self.hashing.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let (_waiting, count) = Waiting::enter(&self.waiting);
+                if count > MAX_WAITING_CHECKS {
+                    return Err(too_busy(Duration::from_secs(1)));
+                }
+                self.hashing.acquire().await.map_err(|_| unauthorized(Key::AuthFailed))?
+            }
+        };
+        self.password_checks.fetch_add(1, Ordering::Relaxed);
+        Ok(tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false))
     }
 
     /// Looks a ticket, token or session secret up by its SHA-256. Failures count against the
@@ -437,9 +637,8 @@ impl Authenticator {
         client: IpAddr,
     ) -> Result<Authenticated, AuthError> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let value = value.to_str().map_err(|_| unauthorized(Key::AuthFailed))?.trim();
-            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-            let rest = rest.trim();
+            let value = value.to_str().map_err(|_| unauthorized(Key::AuthFailed))?;
+            let (scheme, rest) = split_authorization(value);
             let kind = if scheme.eq_ignore_ascii_case("basic") {
                 None
             } else if scheme.eq_ignore_ascii_case("soticket") {
@@ -455,23 +654,26 @@ impl Authenticator {
             if rest.is_empty() {
                 return Err(unauthorized(Key::AuthFailed));
             }
-            let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+            let Some(kind) = kind else {
+                let (name, password) = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
+                let key = self.cache_key("basic", &[name.to_ascii_lowercase().as_bytes(), password.as_bytes()]);
+                if let Some(auth) = self.cached(&key) {
+                    return Ok(auth);
+                }
+                return self
+                    .verify_once(key, || async {
+                        let a = self.login(&name, &password, &Client::from_headers(client, headers)).await?;
+                        let caller = Caller::new(a.id, a.name, a.role);
+                        Ok((Authenticated { caller, via: Via::Basic }, self.until(None)))
+                    })
+                    .await;
+            };
+            let tag = if kind == CredentialKind::Ticket { "ticket" } else { "token" };
+            let key = self.cache_key(tag, &[rest.as_bytes()]);
             if let Some(auth) = self.cached(&key) {
                 return Ok(auth);
             }
-            return self
-                .verify_once(key, || async {
-                    match kind {
-                        None => {
-                            let (name, password) = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
-                            let a = self.login(&name, &password, client).await?;
-                            let caller = Caller::new(a.id, a.name, a.role);
-                            Ok((Authenticated { caller, via: Via::Basic }, self.until(None)))
-                        }
-                        Some(kind) => self.verify_secret(kind, rest, client).await,
-                    }
-                })
-                .await;
+            return self.verify_once(key, || self.verify_secret(kind, rest, client)).await;
         }
         let Some(secret) = cookie(headers, SESSION_COOKIE) else {
             return Err(unauthorized(Key::AuthRequired));
@@ -485,10 +687,7 @@ impl Authenticator {
                 return Err(unauthorized(Key::AuthXsrfMismatch));
             }
         }
-        let mut h = Sha256::new();
-        h.update(b"session\0");
-        h.update(secret.as_bytes());
-        let key: [u8; 32] = h.finalize().into();
+        let key = self.cache_key("session", &[secret.as_bytes()]);
         if let Some(auth) = self.cached(&key) {
             return Ok(auth);
         }
@@ -559,14 +758,14 @@ fn decode_basic(encoded: &str) -> Option<(String, String)> {
     Some((name.to_owned(), password.to_owned()))
 }
 
-/// The client address the failed-login throttle counts (see [`Authenticator::client_address`]).
-pub struct ClientAddr(pub IpAddr);
-
-impl FromRequestParts<AppState> for ClientAddr {
+/// The client of a login: its address as the throttles count it (see
+/// [`super::forwarded::client_address`]) and its device cookie.
+impl FromRequestParts<AppState> for Client {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(state.auth.client_address(parts)))
+        let addr = super::forwarded::client_address(parts, &state.config.access);
+        Ok(Client::from_headers(addr, &parts.headers))
     }
 }
 
@@ -577,7 +776,7 @@ impl FromRequestParts<AppState> for Authenticated {
         if let Some(done) = parts.extensions.get::<Authenticated>() {
             return Ok(done.clone());
         }
-        let client = state.auth.client_address(parts);
+        let client = super::forwarded::client_address(parts, &state.config.access);
         let auth = state.auth.authenticate(parts.method.as_str(), &parts.headers, client).await?;
         // A read-scope token reads only; other scopes are narrowed through the caller's role.
         if let Via::Token { scope, .. } = &auth.via
@@ -623,6 +822,28 @@ mod tests {
         assert_eq!(h.len(), 64);
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(xsrf_token("s1"), xsrf_token("s2"));
+    }
+
+    #[test]
+    fn device_cookies_hold_for_their_name_key_and_lifetime_only() {
+        let key = [7u8; 32];
+        let c = sign_device(&key, [1; 16], 1_000, "kim");
+        assert_eq!(open_device(&key, &c, "kim", 999), Some([1; 16]));
+        assert_eq!(open_device(&key, &c, "kim", 1_000), None, "expired");
+        assert_eq!(open_device(&key, &c, "kimberly", 999), None, "another name");
+        assert_eq!(open_device(&[8u8; 32], &c, "kim", 999), None, "another process");
+        let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&c).unwrap();
+        raw[20] ^= 1;
+        let longer = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw);
+        assert_eq!(open_device(&key, &longer, "kim", 999), None, "a changed expiry");
+        assert_eq!(open_device(&key, "", "kim", 0), None);
+        assert_eq!(open_device(&key, "!!", "kim", 0), None);
+        // RFC 4231, test case 2 (a short key is zero-padded, as HMAC itself pads it).
+        let mut jefe = [0u8; 32];
+        jefe[..4].copy_from_slice(b"Jefe");
+        let mac = hmac_sha256(&jefe, &[b"what do ya want ", b"for nothing?"]);
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]

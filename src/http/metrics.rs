@@ -151,7 +151,12 @@ pub async fn serve(State(app): State<AppState>, caller: Caller) -> Result<Respon
         .into());
     }
     let tasks = app.tasks.store().count_tasks_by_state().await?;
-    let body = app.metrics.render(&tasks);
+    let mut body = app.metrics.render(&tasks);
+    body.push_str(
+        "# HELP batchd_password_checks_total Passwords verified with argon2 (cache misses of Basic and logins).\n\
+         # TYPE batchd_password_checks_total counter\n",
+    );
+    let _ = writeln!(body, "batchd_password_checks_total {}", app.auth.password_checks());
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }

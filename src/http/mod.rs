@@ -6,9 +6,11 @@
 
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod context;
 pub mod error;
 pub mod format;
+pub mod forwarded;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;

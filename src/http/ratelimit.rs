@@ -1,5 +1,6 @@
-//! Failed-login throttling: a token bucket per key (client address, associate name), in memory,
-//! with a bounded number of keys.
+//! Login throttling: a token bucket per key (client address, associate name), in memory, with a
+//! bounded number of keys. Failures take tokens ([`RateLimiter::fail`]); bounds on every attempt,
+//! such as password checks per address, take them with [`RateLimiter::try_take`].
 //!
 //! An attempt is let through while its keys have a token left; each failure takes one. A key
 //! with none left is answered 429 before any lookup or hashing happens, whether or not the name
@@ -60,6 +61,31 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
+    /// Takes a token if there is one (check and take at once, so parallel callers cannot
+    /// overshoot); `Err` says how long until there is. For bounds on every attempt, not only
+    /// failures.
+    pub fn try_take(&self, key: &K) -> Result<(), Duration> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut map = self.buckets.lock().expect("rate limiter");
+        if let Some(b) = map.get_mut(key) {
+            let level = self.level(b, now);
+            if level < 1.0 {
+                return Err(Duration::from_secs_f64((1.0 - level) / self.per_sec));
+            }
+            b.tokens = level - 1.0;
+            b.at = now;
+            return Ok(());
+        }
+        if map.len() >= self.max_keys {
+            self.make_room(&mut map, now);
+        }
+        map.insert(key.clone(), Bucket { tokens: self.capacity - 1.0, at: now });
+        Ok(())
+    }
+
     /// Counts a failure. Parallel attempts that all passed `check` may take the level below
     /// zero (down to minus the capacity): they then wait that much longer, so the long-run rate
     /// of guesses stays bounded by the refill rate.
@@ -116,6 +142,16 @@ mod tests {
         }
         let wait = rl.check(&"a").unwrap_err();
         assert!(wait > Duration::from_secs(70) && wait <= Duration::from_secs(80), "{wait:?}");
+    }
+
+    #[test]
+    fn try_take_checks_and_takes_at_once() {
+        let rl = RateLimiter::new(2, Duration::from_secs(60), 10);
+        assert!(rl.try_take(&"a").is_ok());
+        assert!(rl.try_take(&"a").is_ok());
+        let wait = rl.try_take(&"a").unwrap_err();
+        assert!(wait > Duration::from_secs(20) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(rl.try_take(&"b").is_ok());
     }
 
     #[test]

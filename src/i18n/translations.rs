@@ -358,6 +358,22 @@ fn row(key: Key) -> Option<Row> {
             "Trop d'échecs de connexion : réessayez dans {seconds} secondes.",
             "Te veel mislukte aanmeldingen: probeer het over {seconds} seconden opnieuw.",
         ],
+        Key::PasswordChecksBusy => [
+            "For mange passordkontroller på en gang: prøv igjen om {seconds} sekunder.",
+            "För många lösenordskontroller på en gång: försök igen om {seconds} sekunder.",
+            "For mange adgangskodekontroller på én gang: prøv igen om {seconds} sekunder.",
+            "Zu viele Passwortprüfungen auf einmal: versuchen Sie es in {seconds} Sekunden erneut.",
+            "Trop de vérifications de mot de passe à la fois : réessayez dans {seconds} secondes.",
+            "Te veel wachtwoordcontroles tegelijk: probeer het over {seconds} seconden opnieuw.",
+        ],
+        Key::CrossSiteForm => [
+            "En pålogging sendt fra et annet nettsted avvises: logg på fra denne tjenerens egne sider.",
+            "En inloggning som skickats från en annan webbplats avvisas: logga in från den här serverns egna sidor.",
+            "Et login sendt fra et andet websted afvises: log ind fra denne servers egne sider.",
+            "Eine von einer anderen Website gesendete Anmeldung wird abgelehnt: Melden Sie sich über die eigenen Seiten dieses Servers an.",
+            "Une connexion envoyée depuis un autre site est refusée : connectez-vous depuis les pages de ce serveur.",
+            "Een aanmelding die vanaf een andere site is verzonden, wordt geweigerd: meld u aan via de eigen pagina's van deze server.",
+        ],
         Key::ScopeDenied => [
             "Tokenets omfang '{scope}' tillater ikke denne forespørselen.",
             "Tokens omfång '{scope}' tillåter inte den här begäran.",

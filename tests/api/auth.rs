@@ -472,6 +472,51 @@ async fn a_form_login_with_next_redirects_only_to_local_paths() {
     }
 }
 
+#[tokio::test]
+async fn the_login_form_refuses_posts_from_other_sites() {
+    let app = TestApp::spawn_with(|c| c.access.cors_origins = vec!["https://app.example.com".into()]).await;
+    let client = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let post = |headers: Vec<(&'static str, String)>, password: &'static str| {
+        let mut req = client.post(app.url("/api/v1/Session")).form(&[("UserName", ADMIN), ("Password", password)]);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let own = app.base.clone();
+    let host = own.trim_start_matches("http://").to_owned();
+    for foreign in [
+        vec![("Origin", "https://evil.example".to_owned())],
+        vec![("Origin", "null".to_owned())],
+        vec![("Origin", format!("http://{host}.evil.example"))],
+        vec![("Origin", format!("https://evil.example/{host}"))],
+        vec![("Referer", "https://evil.example/login.html".to_owned())],
+        vec![("Referer", "not a url".to_owned())],
+        // Origin wins over Referer.
+        vec![("Origin", "https://evil.example".to_owned()), ("Referer", format!("{own}/login"))],
+    ] {
+        let what = format!("{foreign:?}");
+        let res = post(foreign, ADMIN_PASSWORD).await.unwrap();
+        assert!(res.headers().get("set-cookie").is_none(), "{what}");
+        assert_error(res, 403, "SoAccessDeniedException", "another site").await;
+    }
+    for allowed in [
+        vec![("Origin", own.clone())],
+        vec![("Origin", own.to_uppercase())],
+        vec![("Referer", format!("{own}/login?next=/x"))],
+        vec![("Origin", "https://app.example.com".to_owned())],
+        vec![],
+    ] {
+        let what = format!("{allowed:?}");
+        let res = post(allowed, ADMIN_PASSWORD).await.unwrap();
+        assert_eq!(res.status(), 200, "{what}");
+        assert!(res.headers().get("set-cookie").is_some(), "{what}");
+    }
+    // A foreign form is refused before the password is looked at.
+    let res = post(vec![("Origin", "https://evil.example".to_owned())], "wrong").await.unwrap();
+    assert_eq!(res.status(), 403);
+}
+
 // ---------------------------------------------------------------------------------------------
 // SO-AppToken
 
@@ -681,7 +726,7 @@ async fn failed_logins_are_throttled_per_name_known_or_not() {
     let app = TestApp::spawn_with(|c| {
         c.access.failed_logins_per_address = 1000;
         c.access.failed_logins_per_name = 2;
-        c.access.trust_forwarded_for = true;
+        c.access.trusted_proxies = vec![batchd::domain::forwarded::IpNet::parse("127.0.0.1").unwrap()];
     })
     .await;
     app.add_associate("ann", Role::User).await;
@@ -702,6 +747,78 @@ async fn failed_logins_are_throttled_per_name_known_or_not() {
     }
     // Other names are not affected.
     assert_eq!(app.get(TASKS).await.status(), 200);
+}
+
+/// A client bound to 127.0.0.`last` (all of 127/8 is loopback): a distinct client address.
+fn from_address(last: u8) -> reqwest::Client {
+    let ip = std::net::IpAddr::from([127, 0, 0, last]);
+    reqwest::Client::builder().no_proxy().local_address(ip).build().unwrap()
+}
+
+/// The login form from `client`, with `cookie` if given: the status and the device cookie set.
+async fn form_login(
+    app: &TestApp,
+    client: &reqwest::Client,
+    name: &str,
+    password: &str,
+    cookie: Option<&str>,
+) -> (u16, Option<String>) {
+    let mut req = client.post(app.url("/api/v1/Session")).form(&[("UserName", name), ("Password", password)]);
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    let res = req.send().await.unwrap();
+    let device = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("batchd_device="))
+        .map(|c| c.split(';').next().unwrap().to_owned());
+    (res.status().as_u16(), device)
+}
+
+#[tokio::test]
+async fn failures_from_elsewhere_do_not_lock_out_a_client_that_logged_in_before() {
+    let app = TestApp::spawn_with(|c| {
+        c.access.failed_logins_per_address = 100;
+        c.access.failed_logins_per_name = 10;
+    })
+    .await;
+    let (name, password) = app.add_associate("kim", Role::User).await;
+    // kim logs in from 127.0.0.2 (a known address now) and from 127.0.0.3 (keeping the cookie).
+    assert_eq!(form_login(&app, &from_address(2), &name, &password, None).await.0, 200);
+    let (status, device) = form_login(&app, &from_address(3), &name, &password, None).await;
+    assert_eq!(status, 200);
+    let device = device.expect("a device cookie is set at login");
+    let (_, admin_device) = form_login(&app, &from_address(4), ADMIN, ADMIN_PASSWORD, None).await;
+
+    // Someone fails twelve times for kim, from twelve other addresses.
+    for last in 10..22 {
+        let (status, _) = form_login(&app, &from_address(last), &name, "guess", None).await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    // An unknown address waits, right password or not...
+    assert_eq!(form_login(&app, &from_address(30), &name, &password, None).await.0, 429);
+    // ...as does one with another name's device cookie, or a forged one.
+    let forged = format!("{}A", &device[..device.len() - 1]);
+    for cookie in [admin_device.unwrap(), forged, "batchd_device=garbage".to_owned()] {
+        assert_eq!(form_login(&app, &from_address(31), &name, &password, Some(&cookie)).await.0, 429, "{cookie}");
+    }
+    // kim's known address gets in, over the form and with Basic; a wrong password there is still
+    // checked (401, not 429).
+    assert_eq!(form_login(&app, &from_address(2), &name, &password, None).await.0, 200);
+    let res = from_address(2).get(app.url(TASKS)).basic_auth(&name, Some(&password)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(form_login(&app, &from_address(2), &name, "typo", None).await.0, 401);
+    // So does kim's device cookie, from a new address.
+    assert_eq!(form_login(&app, &from_address(32), &name, &password, Some(&device)).await.0, 200);
+
+    // The device's own failures are counted for the device: after ten it waits too.
+    for _ in 0..10 {
+        assert_eq!(form_login(&app, &from_address(33), &name, "typo", Some(&device)).await.0, 401);
+    }
+    assert_eq!(form_login(&app, &from_address(33), &name, &password, Some(&device)).await.0, 429);
 }
 
 #[tokio::test]
@@ -726,6 +843,72 @@ async fn many_clients_logging_in_at_once_as_one_account_are_not_throttled() {
     }
 }
 
+#[tokio::test]
+async fn spellings_of_one_credential_are_verified_once() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let (name, password) = app.add_associate("vera", Role::User).await;
+    let b64 = |n: &str| base64::engine::general_purpose::STANDARD.encode(format!("{n}:{password}"));
+    let before = app.auth.password_checks();
+    let plain = b64(&name);
+    for header in [
+        format!("Basic {plain}"),
+        format!("basic {plain}"),
+        format!("BASIC {plain}"),
+        format!("Basic {}{plain}", " ".repeat(40)),
+        format!("bAsIc\t{plain}  "),
+        format!("Basic {}", b64("VERA")),
+        format!("Basic {}", b64("Vera")),
+    ] {
+        assert_eq!(get_with(&app, &header).await.status(), 200, "{header:?}");
+    }
+    assert_eq!(app.auth.password_checks() - before, 1, "every spelling is the same cached credential");
+}
+
+#[tokio::test]
+async fn a_full_credential_cache_keeps_the_entries_in_use() {
+    let app = TestApp::spawn_with(|c| c.access.credential_cache_entries = 8).await;
+    assert_eq!(app.get(TASKS).await.status(), 200);
+    let checks = app.auth.password_checks();
+    // Three times the capacity of other credentials, the admin's in use all along.
+    for _ in 0..24 {
+        let ticket = ticket_for(&app, ADMIN, ADMIN_PASSWORD).await;
+        assert_eq!(get_with(&app, &format!("SOTicket {ticket}")).await.status(), 200);
+        assert_eq!(app.get(TASKS).await.status(), 200);
+    }
+    assert_eq!(app.auth.password_checks(), checks, "the admin's entry was never evicted");
+}
+
+#[tokio::test]
+async fn password_checks_are_bounded_per_address_right_or_wrong() {
+    let app = TestApp::spawn_with(|c| {
+        c.access.password_checks_per_address = 3;
+        c.access.failed_logins_per_address = 1000;
+        c.access.failed_logins_per_name = 1000;
+    })
+    .await;
+    assert_eq!(app.get(TASKS).await.status(), 200, "one check; cached now");
+    let users: Vec<_> =
+        futures_util::future::join_all(["ua", "ub", "uc"].map(|n| app.add_associate(n, Role::User))).await;
+    assert_eq!(app.as_user(&users[0]).get(TASKS).await.status(), 200);
+    let res = app.client.get(app.url(TASKS)).basic_auth("ub", Some("wrong")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    // Three checks made: the fourth, right password or not, waits.
+    let res = app.as_user(&users[2]).get(TASKS).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_error(res, 429, "TooManyRequestsException", "").await;
+    // Cached credentials need no check, and another address has its own bound.
+    assert_eq!(app.get(TASKS).await.status(), 200);
+    assert_eq!(app.as_user(&users[0]).get(TASKS).await.status(), 200);
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let res = other.get(app.url(TASKS)).basic_auth(&users[2].0, Some(&users[2].1)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -736,6 +919,7 @@ async fn unknown_users_and_wrong_passwords_take_the_same_time() {
     let app = TestApp::spawn_with(|c| {
         c.access.failed_logins_per_address = 0;
         c.access.failed_logins_per_name = 0;
+        c.access.password_checks_per_address = 0;
     })
     .await;
     app.add_associate("tina", Role::User).await;

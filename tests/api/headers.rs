@@ -178,3 +178,105 @@ async fn so_culture_is_validated_and_changes_no_number_or_date() {
     }
     assert_eq!(app.get(&path).await.status(), 200, "the refused DELETE deleted nothing");
 }
+
+/// `GET /api`'s `v1`, the endpoint map's keys and a list page's `odata.nextLink`, with `headers`,
+/// from `client`.
+async fn absolute_urls(app: &TestApp, client: &reqwest::Client, headers: &[(&str, &str)]) -> Vec<String> {
+    let send = |path: &str| {
+        let mut req = client.get(app.url(path)).basic_auth(&app.user.0, Some(&app.user.1));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let v: Value = send("/api").await.unwrap().json().await.unwrap();
+    let map: Value = send("/api/v1").await.unwrap().json().await.unwrap();
+    let page: Value = send("/api/v1/BatchTask?$top=1").await.unwrap().json().await.unwrap();
+    let first_key = map.as_object().unwrap().keys().next().unwrap().clone();
+    vec![
+        v["v1"].as_str().unwrap().to_owned(),
+        first_key,
+        page["odata.nextLink"].as_str().unwrap().to_owned(),
+        page["odata.metadata"].as_str().unwrap().to_owned(),
+    ]
+}
+
+fn all_start_with(urls: &[String], base: &str) -> bool {
+    urls.iter().all(|u| u.starts_with(&format!("{base}/api/v1")))
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let app = TestApp::spawn().await;
+    app.create(&json!({"Name": "a"})).await;
+    app.create(&json!({"Name": "b"})).await;
+    let evil =
+        [("Host", "batchd.example:8080"), ("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Proto", "javascript")];
+    let urls = absolute_urls(&app, &app.client, &evil).await;
+    assert!(all_start_with(&urls, "http://batchd.example:8080"), "{urls:?}");
+    // A Host that is no host gives paths without one.
+    let urls = absolute_urls(&app, &app.client, &[("Host", "evil.example/x?")]).await;
+    assert!(all_start_with(&urls, ""), "{urls:?}");
+}
+
+#[tokio::test]
+async fn forwarding_headers_count_from_trusted_proxies_when_well_formed() {
+    let app = TestApp::spawn_with(|c| {
+        c.access.trusted_proxies = vec![batchd::domain::forwarded::IpNet::parse("127.0.0.1/32").unwrap()];
+        c.access.failed_logins_per_address = 2;
+        c.access.failed_logins_per_name = 1000;
+    })
+    .await;
+    app.create(&json!({"Name": "a"})).await;
+    app.create(&json!({"Name": "b"})).await;
+    let host = ("Host", "batchd.internal:8080");
+    let urls = absolute_urls(
+        &app,
+        &app.client,
+        &[host, ("X-Forwarded-Host", "api.example.com"), ("X-Forwarded-Proto", "https")],
+    )
+    .await;
+    assert!(all_start_with(&urls, "https://api.example.com"), "{urls:?}");
+    let urls = absolute_urls(&app, &app.client, &[host, ("X-Forwarded-Host", "a.example, b.example:8443")]).await;
+    assert!(all_start_with(&urls, "http://b.example:8443"), "the nearest proxy's value: {urls:?}");
+    let long = format!("{}.example", "a".repeat(300));
+    for (proto, fwd_host) in [
+        ("javascript", "evil.example/x"),
+        ("https:", "ev il"),
+        ("ftp", "evil.example:99999"),
+        ("http://x", long.as_str()),
+        ("", "\"><script>"),
+    ] {
+        let urls =
+            absolute_urls(&app, &app.client, &[host, ("X-Forwarded-Host", fwd_host), ("X-Forwarded-Proto", proto)])
+                .await;
+        assert!(all_start_with(&urls, "http://batchd.internal:8080"), "{proto} {fwd_host}: {urls:?}");
+    }
+    // Another peer (127.0.0.2 is loopback too, but not listed) is not a proxy.
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let urls =
+        absolute_urls(&app, &other, &[host, ("X-Forwarded-Host", "api.example.com"), ("X-Forwarded-Proto", "https")])
+            .await;
+    assert!(all_start_with(&urls, "http://batchd.internal:8080"), "{urls:?}");
+
+    // The client address: the proxy's X-Forwarded-For entry counts; another peer's does not.
+    let wrong = |client: &reqwest::Client, xff: &str| {
+        client
+            .get(app.url("/api/v1/BatchTask/All"))
+            .basic_auth("nobody", Some("x"))
+            .header("X-Forwarded-For", xff)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(wrong(&app.client, "198.51.100.1").await.unwrap().status(), 401);
+    }
+    assert_eq!(wrong(&app.client, "198.51.100.1").await.unwrap().status(), 429);
+    assert_eq!(wrong(&app.client, "198.51.100.2").await.unwrap().status(), 401, "another client behind the proxy");
+    assert_eq!(wrong(&other, "198.51.100.3").await.unwrap().status(), 401);
+    assert_eq!(wrong(&other, "198.51.100.4").await.unwrap().status(), 401);
+    assert_eq!(wrong(&other, "198.51.100.5").await.unwrap().status(), 429, "an unlisted peer is counted itself");
+}

@@ -18,6 +18,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    pub auth: Arc<batchd::http::auth::Authenticator>,
     pub db_path: std::path::PathBuf,
     pub user: (String, String),
     _dir: tempfile::TempDir,
@@ -44,6 +45,7 @@ impl TestApp {
         let server = Server::build(config).await.expect("server starts");
         let addr = server.local_addr().expect("bound");
         let store = server.state.tasks.store().clone();
+        let auth = server.state.auth.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(server.run(async move {
             let _ = stopped.await;
@@ -52,6 +54,7 @@ impl TestApp {
             base: format!("http://{addr}"),
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             store,
+            auth,
             db_path,
             user: (ADMIN.into(), ADMIN_PASSWORD.into()),
             _dir: dir,

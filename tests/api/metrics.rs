@@ -52,6 +52,7 @@ async fn metrics_count_requests_by_route_template_and_tasks_by_state() {
     assert_eq!(sample(&text, r#"batchd_tasks{state="Failed"}"#), Some(1.0), "{text}");
     assert_eq!(sample(&text, r#"batchd_tasks{state="Started"}"#), Some(0.0), "{text}");
     assert!(sample(&text, "batchd_uptime_seconds").is_some());
+    assert!(sample(&text, "batchd_password_checks_total").is_some_and(|n| n >= 1.0), "{text}");
 }
 
 #[tokio::test]

@@ -234,7 +234,7 @@ async fn a_burst_of_logins_keeps_memory_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("burst.db");
     let config = dir.path().join("burst.toml");
-    std::fs::write(&config, "[auth]\nfailed_logins_per_address = 100000\nfailed_logins_per_name = 100000\n").unwrap();
+    std::fs::write(&config, "[auth]\nfailed_logins_per_address = 100000\nfailed_logins_per_name = 100000\npassword_checks_per_address = 0\n").unwrap();
     let server = serve(&db, &[("BATCHD_CONFIG", config.to_str().unwrap())]);
     let c = client();
     let mut handles = Vec::new();
@@ -256,4 +256,57 @@ async fn a_burst_of_logins_keeps_memory_bounded() {
         .expect("VmHWM in /proc status");
     // 64 concurrent checks unbounded would peak above 1 GiB; bounded by the core count, ~100 MB.
     assert!(rss_kb < 200 * 1024, "peak RSS {} MB", rss_kb / 1024);
+}
+
+/// Runs the binary to completion (killed after 20 s) and answers its exit status and stderr.
+fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(batchd_bin());
+    cmd.args(args).env("BATCHD_LISTEN", "127.0.0.1:0").env_remove("BATCHD_CONFIG").stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn batchd");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("batchd {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
+#[test]
+fn a_failed_start_does_not_print_the_database_password() {
+    // A "database" that hangs up at once, so connecting fails at once (a refused connection is
+    // retried until the pool's timeout).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            drop(s);
+        }
+    });
+    for url in [
+        format!("postgres://u:SECRET@127.0.0.1:{port}/x"),
+        format!("postgres://u@127.0.0.1:{port}/x?password=SECRET"),
+        "mysql://u:SECRET@127.0.0.1/x".to_owned(),
+    ] {
+        for args in [&["serve"][..], &["associate", "list"]] {
+            let (status, stderr) = run_to_end(args, &[("BATCHD_DATABASE", &url)]);
+            assert!(!status.success(), "{args:?} {url}: {stderr}");
+            assert!(!stderr.contains("SECRET"), "{args:?} printed the password: {stderr}");
+            assert!(stderr.contains("127.0.0.1"), "{args:?}: the message still says which database: {stderr}");
+        }
+    }
 }

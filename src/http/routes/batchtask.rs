@@ -19,8 +19,8 @@ use crate::i18n::{Key, Msg};
 use crate::service::StopOutcome;
 use crate::store::{ListQuery, TaskFilter};
 
-use super::discovery::base_url;
 use super::{Query, no_content, precondition, require_object, task_response, tasks_response};
+use crate::http::forwarded::{BaseUrl, local_path};
 
 /// A path id: all digits. Larger than any task id → no such task.
 fn parse_id(raw: &str) -> Result<i32, ApiError> {
@@ -40,7 +40,7 @@ pub async fn create(
     let req = wire::parse_create(&obj)?;
     let task = app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given).await?;
     let mut res = format::respond(prefs.format, &Payload::Int(task.id.into()));
-    let location = format!("{}/api/v1/BatchTask/{}", app.config.path_prefix.trim_end_matches('/'), task.id);
+    let location = local_path(&app.config, &format!("/api/v1/BatchTask/{}", task.id));
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
@@ -252,7 +252,7 @@ pub async fn list(
     State(app): State<AppState>,
     prefs: Prefs,
     RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref());
     let top = parse_count(&q, "$top", DEFAULT_TOP, MAX_TOP)?;
@@ -282,7 +282,6 @@ pub async fn list(
     let more = rows.len() > top as usize;
     rows.truncate(top as usize);
 
-    let base = base_url(&headers, &app);
     let rows: Vec<Map<String, Value>> = rows
         .iter()
         .map(|row| {

@@ -1,27 +1,12 @@
 //! `GET /api` (no credentials) and `GET /api/v1` (the endpoint map).
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::domain::Caller;
-use crate::http::AppState;
+use crate::http::forwarded::BaseUrl;
 
-/// `http://host[/prefix]` as the client reached us.
-pub(crate) fn base_url(headers: &HeaderMap, state: &AppState) -> String {
-    let host =
-        headers.get("x-forwarded-host").or_else(|| headers.get(axum::http::header::HOST)).and_then(|v| v.to_str().ok());
-    let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
-    let prefix = state.config.path_prefix.trim_end_matches('/');
-    match host {
-        Some(h) => format!("{scheme}://{h}{prefix}"),
-        None => prefix.to_owned(),
-    }
-}
-
-pub async fn version(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let base = base_url(&headers, &state);
+pub async fn version(BaseUrl(base): BaseUrl) -> Json<Value> {
     Json(json!({
         "Version": "v1",
         "v1": format!("{base}/api/v1"),
@@ -127,8 +112,7 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("Agents/SoPrincipal/AuthenticateUsernamePassword", &[("POST", "{UserName, Password} Log in for an SOTicket")]),
 ];
 
-pub async fn endpoints(_caller: Caller, State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
-    let base = base_url(&headers, &state);
+pub async fn endpoints(_caller: Caller, BaseUrl(base): BaseUrl) -> Json<Value> {
     let mut map = serde_json::Map::new();
     for (path, verbs) in ENDPOINTS {
         let verbs: serde_json::Map<String, Value> =

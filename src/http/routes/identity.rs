@@ -13,7 +13,7 @@ use crate::domain::associate::valid_associate_name;
 use crate::domain::{Associate, Caller, DomainError, Expected, Field, Role, time};
 use crate::http::AppState;
 use crate::http::auth::{
-    AuthError, Authenticated, ClientAddr, SESSION_COOKIE, Via, XSRF_COOKIE, hash_password, xsrf_token,
+    AuthError, Authenticated, Client, DEVICE_COOKIE, SESSION_COOKIE, Via, XSRF_COOKIE, hash_password, xsrf_token,
 };
 use crate::http::body::Body;
 use crate::http::context::Prefs;
@@ -168,14 +168,14 @@ fn ticket_json(secret: &str, row: &CredentialRow, role: Role, prefs: &Prefs) -> 
 }
 
 /// Who a login endpoint is for: `Authorization: Basic` if sent, else `UserName`/`Password` in the body.
-async fn password_login(app: &AppState, headers: &HeaderMap, body: Body, client: ClientAddr) -> Result<Associate> {
+async fn password_login(app: &AppState, headers: &HeaderMap, body: Body, client: Client) -> Result<Associate> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let is_basic =
             v.to_str().ok().and_then(|v| v.trim().get(..6)).is_some_and(|s| s.eq_ignore_ascii_case("basic "));
         if !is_basic {
             return Err(ApiError::unauthorized(Key::AuthUnsupportedScheme).into());
         }
-        let auth = app.auth.authenticate("POST", headers, client.0).await?;
+        let auth = app.auth.authenticate("POST", headers, client.addr).await?;
         let c = auth.caller;
         return Ok(Associate { id: c.associate_id, name: c.name, role: c.role, active: true });
     }
@@ -185,21 +185,32 @@ async fn password_login(app: &AppState, headers: &HeaderMap, body: Body, client:
         return Err(ApiError::unauthorized(Key::AuthRequired).into());
     }
     let (name, password) = credentials(&props)?;
-    app.auth.login(&name, &password, client.0).await
+    app.auth.login(&name, &password, &client).await
+}
+
+/// Marks the client as one that logged in as `name`: the device cookie (see docs/auth.md,
+/// "Abuse"), so failures of others for that name do not make it wait.
+fn set_device_cookie(app: &AppState, res: &mut Response, name: &str) {
+    let lifetime = app.config.access.device_lifetime.as_secs();
+    let value = app.auth.device_cookie(name);
+    let secure = app.config.access.secure_cookies;
+    res.headers_mut().append(header::SET_COOKIE, cookie_header(DEVICE_COOKIE, &value, lifetime, true, secure));
 }
 
 /// `POST /api/v1/Ticket`: Basic credentials (or `UserName`/`Password` in the body) → an SOTicket.
 pub async fn create_ticket(
     State(app): State<AppState>,
     prefs: Prefs,
-    client: ClientAddr,
+    client: Client,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     let a = password_login(&app, &headers, body, client).await?;
     let (secret, row) =
         app.auth.issue(CredentialKind::Ticket, a.id, Some(app.config.access.ticket_lifetime), None, None).await?;
-    Ok(json_response(StatusCode::OK, &ticket_json(&secret, &row, a.role, &prefs)))
+    let mut res = json_response(StatusCode::OK, &ticket_json(&secret, &row, a.role, &prefs));
+    set_device_cookie(&app, &mut res, &a.name);
+    Ok(res)
 }
 
 /// `DELETE /api/v1/Ticket`: with `SOTicket`, ends that ticket (logout); with a password-grade
@@ -232,7 +243,7 @@ async fn end_credentials(app: &AppState, auth: &Authenticated, kind: CredentialK
 pub async fn authenticate_username_password(
     State(app): State<AppState>,
     prefs: Prefs,
-    client: ClientAddr,
+    client: Client,
     body: Body,
 ) -> Result<Response> {
     let obj = object(body)?;
@@ -248,7 +259,7 @@ pub async fn authenticate_username_password(
         ));
     }
     let (name, password) = credentials(&props)?;
-    let a = match app.auth.login(&name, &password, client.0).await {
+    let a = match app.auth.login(&name, &password, &client).await {
         Ok(a) => a,
         // Agents answer a failed login in the body, as SoPrincipal does; throttling stays a 429.
         Err(e) if e.error.status == StatusCode::UNAUTHORIZED => {
@@ -261,14 +272,16 @@ pub async fn authenticate_username_password(
     };
     let (secret, row) =
         app.auth.issue(CredentialKind::Ticket, a.id, Some(app.config.access.ticket_lifetime), None, None).await?;
-    Ok(json_response(
+    let mut res = json_response(
         StatusCode::OK,
         &json!({
             "AuthenticationSucceeded": true,
             "Credentials": {"Ticket": secret, "Expires": date(row.expires, &prefs)},
             "Response": {"Associate": a.name, "AssociateId": a.id, "RoleName": a.role.as_str()},
         }),
-    ))
+    );
+    set_device_cookie(&app, &mut res, &a.name);
+    Ok(res)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,20 +307,22 @@ fn local_redirect(next: &str) -> Option<&str> {
     ok.then_some(next)
 }
 
-/// `POST /api/v1/Session`: a login form (`UserName`/`Password`, form or JSON). Sets the HttpOnly
+/// `POST /api/v1/Session`: a login form (`UserName`/`Password`, form or JSON), refused when a
+/// browser says it comes from another site. Sets the HttpOnly
 /// session cookie and the readable `XSRF-TOKEN` cookie; answers the session as JSON, or with a
 /// form field `next=/path`, a 303 to that path.
 pub async fn create_session(
     State(app): State<AppState>,
     prefs: Prefs,
-    client: ClientAddr,
+    _: crate::http::forwarded::FromOwnSite,
+    client: Client,
     body: Body,
 ) -> Result<Response> {
     let obj = object(body)?;
     let props = Props::new(&obj);
     let (name, password) = credentials(&props)?;
     let next = text(&props, "next")?;
-    let a = app.auth.login(&name, &password, client.0).await?;
+    let a = app.auth.login(&name, &password, &client).await?;
     let lifetime = app.config.access.session_lifetime;
     let (secret, row) = app.auth.issue(CredentialKind::Session, a.id, Some(lifetime), None, None).await?;
     let xsrf = xsrf_token(&secret);
@@ -329,6 +344,7 @@ pub async fn create_session(
     h.append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, &secret, lifetime.as_secs(), true, secure));
     h.append(header::SET_COOKIE, cookie_header(XSRF_COOKIE, &xsrf, lifetime.as_secs(), false, secure));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set_device_cookie(&app, &mut res, &a.name);
     Ok(res)
 }
 
@@ -549,7 +565,7 @@ pub async fn create_associate(State(app): State<AppState>, caller: Caller, body:
             .map_err(|e| store_error(e, a.id, &name))?;
     }
     let mut res = json_response(StatusCode::CREATED, &associate_json(&a));
-    let location = format!("{}/api/v1/Associate/{}", app.config.path_prefix.trim_end_matches('/'), a.id);
+    let location = crate::http::forwarded::local_path(&app.config, &format!("/api/v1/Associate/{}", a.id));
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
