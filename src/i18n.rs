@@ -285,7 +285,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 53] = [
+    const KEYS: [Key; 55] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,

@@ -504,10 +504,12 @@ impl Authenticator {
             }
             .map_err(too_many)?;
         }
+        let found = self.store.associate_credentials(name).await?;
+        // Counted only once the hash is really to be checked: a lookup the store could not answer
+        // (an outage, retried by the client) costs no argon2 and must not use the address's share.
         if standing.checks_bounded() {
             self.checks_by_address.try_take(&client.addr).map_err(too_busy)?;
         }
-        let found = self.store.associate_credentials(name).await?;
         let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
         let ok = self.check_password(password.to_owned(), hash).await?;
         match found {
