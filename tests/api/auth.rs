@@ -783,6 +783,8 @@ async fn failures_from_elsewhere_do_not_lock_out_a_client_that_logged_in_before(
     let app = TestApp::spawn_with(|c| {
         c.access.failed_logins_per_address = 100;
         c.access.failed_logins_per_name = 10;
+        // Long, so no token refills while a loaded machine runs the test (60 s: one every 6 s).
+        c.access.failed_login_window = Duration::from_secs(3600);
     })
     .await;
     let (name, password) = app.add_associate("kim", Role::User).await;
@@ -883,6 +885,7 @@ async fn a_full_credential_cache_keeps_the_entries_in_use() {
 async fn password_checks_are_bounded_per_address_right_or_wrong() {
     let app = TestApp::spawn_with(|c| {
         c.access.password_checks_per_address = 3;
+        c.access.failed_login_window = Duration::from_secs(3600);
         c.access.failed_logins_per_address = 1000;
         c.access.failed_logins_per_name = 1000;
     })

@@ -225,6 +225,7 @@ async fn forwarding_headers_count_from_trusted_proxies_when_well_formed() {
         c.access.trusted_proxies = vec![batchd::domain::forwarded::IpNet::parse("127.0.0.1/32").unwrap()];
         c.access.failed_logins_per_address = 2;
         c.access.failed_logins_per_name = 1000;
+        c.access.failed_login_window = std::time::Duration::from_secs(3600);
     })
     .await;
     app.create(&json!({"Name": "a"})).await;
