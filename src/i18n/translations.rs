@@ -431,6 +431,14 @@ fn row(key: Key) -> Option<Row> {
             "Names : '{name}' est exécuté par le serveur lui-même, pas par des workers externes.",
             "Names: '{name}' wordt door de server zelf uitgevoerd, niet door externe workers.",
         ],
+        Key::BodyTooDeep => [
+            "Forespørselens innhold er nestet dypere enn {max} nivåer.",
+            "Begärans innehåll är nästlat djupare än {max} nivåer.",
+            "Forespørgslens indhold er indlejret dybere end {max} niveauer.",
+            "Der Inhalt der Anfrage ist tiefer als {max} Ebenen verschachtelt.",
+            "Le corps de la requête est imbriqué sur plus de {max} niveaux.",
+            "De inhoud van het verzoek is dieper genest dan {max} niveaus.",
+        ],
         // Keys added later fall back to English until they get a row here.
         #[allow(unreachable_patterns)]
         _ => return None,

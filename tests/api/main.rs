@@ -7,6 +7,7 @@ mod errors;
 mod formats;
 mod headers;
 mod helpers;
+mod limits;
 mod metrics;
 mod odata;
 mod openapi;
