@@ -100,6 +100,10 @@ pub enum Key {
     PatchTestFailed,
     PatchPathInvalid,
     PatchNotAllowedType,
+    PatchTooManyOperations,
+    PatchTooLarge,
+    PatchTooDeep,
+    TaskContended,
     // -- runner (issue 5) --
     LeaseStale,
     NotExternal,
@@ -179,6 +183,10 @@ fn english(key: Key) -> &'static str {
         Key::PatchNotAllowedType => {
             "PATCH takes application/json-patch+json or application/merge-patch+json, not '{type}'."
         }
+        Key::PatchTooManyOperations => "A JSON Patch may have at most {max} operations; this one has {actual}.",
+        Key::PatchTooLarge => "Patch operation {operation} would make the task document larger than {max} bytes.",
+        Key::PatchTooDeep => "Patch operation {operation} would nest the task document deeper than {max} levels.",
+        Key::TaskContended => "BatchTask id {id} kept changing while the patch was applied; send it again.",
         Key::LeaseStale => {
             "X-Lease-Token: the token is not the current lease of BatchTask id {id} (it expired or the task was taken back)."
         }
@@ -279,7 +287,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 52] = [
+    const KEYS: [Key; 56] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -315,6 +323,10 @@ mod tests {
         Key::PatchTestFailed,
         Key::PatchPathInvalid,
         Key::PatchNotAllowedType,
+        Key::PatchTooManyOperations,
+        Key::PatchTooLarge,
+        Key::PatchTooDeep,
+        Key::TaskContended,
         Key::AuthUnsupportedScheme,
         Key::AuthExpired,
         Key::AuthAppToken,

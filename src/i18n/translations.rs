@@ -439,6 +439,38 @@ fn row(key: Key) -> Option<Row> {
             "Le corps de la requête est imbriqué sur plus de {max} niveaux.",
             "De inhoud van het verzoek is dieper genest dan {max} niveaus.",
         ],
+        Key::PatchTooManyOperations => [
+            "En JSON Patch kan ha høyst {max} operasjoner; denne har {actual}.",
+            "En JSON Patch får ha högst {max} operationer; den här har {actual}.",
+            "En JSON Patch må højst have {max} operationer; denne har {actual}.",
+            "Ein JSON Patch darf höchstens {max} Operationen enthalten; dieser enthält {actual}.",
+            "Un JSON Patch peut contenir au plus {max} opérations ; celui-ci en contient {actual}.",
+            "Een JSON Patch mag hoogstens {max} bewerkingen bevatten; deze bevat er {actual}.",
+        ],
+        Key::PatchTooLarge => [
+            "Patch-operasjon {operation} ville gjort oppgavedokumentet større enn {max} byte.",
+            "Patch-operation {operation} skulle göra uppgiftsdokumentet större än {max} byte.",
+            "Patch-operation {operation} ville gøre opgavedokumentet større end {max} byte.",
+            "Patch-Operation {operation} würde das Aufgabendokument größer als {max} Byte machen.",
+            "L'opération de patch {operation} rendrait le document de la tâche plus grand que {max} octets.",
+            "Patchbewerking {operation} zou het taakdocument groter maken dan {max} bytes.",
+        ],
+        Key::PatchTooDeep => [
+            "Patch-operasjon {operation} ville nestet oppgavedokumentet dypere enn {max} nivåer.",
+            "Patch-operation {operation} skulle nästla uppgiftsdokumentet djupare än {max} nivåer.",
+            "Patch-operation {operation} ville indlejre opgavedokumentet dybere end {max} niveauer.",
+            "Patch-Operation {operation} würde das Aufgabendokument tiefer als {max} Ebenen verschachteln.",
+            "L'opération de patch {operation} imbriquerait le document de la tâche sur plus de {max} niveaux.",
+            "Patchbewerking {operation} zou het taakdocument dieper nesten dan {max} niveaus.",
+        ],
+        Key::TaskContended => [
+            "BatchTask id {id} ble endret gang på gang mens patchen ble brukt; send den på nytt.",
+            "BatchTask id {id} ändrades gång på gång medan patchen tillämpades; skicka den igen.",
+            "BatchTask id {id} blev ændret igen og igen, mens patchen blev anvendt; send den igen.",
+            "BatchTask id {id} hat sich während der Anwendung des Patches wiederholt geändert; senden Sie ihn erneut.",
+            "La BatchTask id {id} a changé à plusieurs reprises pendant l'application du patch ; renvoyez-le.",
+            "BatchTask id {id} veranderde herhaaldelijk terwijl de patch werd toegepast; stuur hem opnieuw.",
+        ],
         // Keys added later fall back to English until they get a row here.
         #[allow(unreachable_patterns)]
         _ => return None,
