@@ -438,17 +438,7 @@ impl Authenticator {
     ) -> Result<Authenticated, AuthError> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let value = value.to_str().map_err(|_| unauthorized(Key::AuthFailed))?.trim();
-            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-            let rest = rest.trim();
-            let kind = if scheme.eq_ignore_ascii_case("basic") {
-                None
-            } else if scheme.eq_ignore_ascii_case("soticket") {
-                Some(CredentialKind::Ticket)
-            } else if scheme.eq_ignore_ascii_case("bearer") {
-                Some(CredentialKind::Token)
-            } else {
-                return Err(unauthorized(Key::AuthUnsupportedScheme));
-            };
+            let (kind, rest) = parse_authorization(value).map_err(unauthorized)?;
             if kind.is_some() && !self.app_token_ok(headers) {
                 return Err(unauthorized(Key::AuthAppToken));
             }
@@ -551,8 +541,25 @@ impl Authenticator {
     }
 }
 
+/// An `Authorization` value split into its scheme (`None` for Basic, else the kind of secret
+/// it carries) and its credentials, trimmed and possibly empty. Schemes match in any case.
+pub fn parse_authorization(value: &str) -> Result<(Option<CredentialKind>, &str), Key> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let kind = if scheme.eq_ignore_ascii_case("basic") {
+        None
+    } else if scheme.eq_ignore_ascii_case("soticket") {
+        Some(CredentialKind::Ticket)
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Some(CredentialKind::Token)
+    } else {
+        return Err(Key::AuthUnsupportedScheme);
+    };
+    Ok((kind, rest.trim()))
+}
+
 /// `base64(name:password)` → name and password.
-fn decode_basic(encoded: &str) -> Option<(String, String)> {
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (name, password) = text.split_once(':')?;
@@ -623,6 +630,14 @@ mod tests {
         assert_eq!(h.len(), 64);
         assert!(h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(xsrf_token("s1"), xsrf_token("s2"));
+    }
+
+    #[test]
+    fn authorization_schemes() {
+        assert_eq!(parse_authorization("basic  YTpi "), Ok((None, "YTpi")));
+        assert_eq!(parse_authorization("SOTicket 7T:x"), Ok((Some(CredentialKind::Ticket), "7T:x")));
+        assert_eq!(parse_authorization("Bearer"), Ok((Some(CredentialKind::Token), "")));
+        assert_eq!(parse_authorization("Digest x"), Err(Key::AuthUnsupportedScheme));
     }
 
     #[test]
