@@ -66,6 +66,7 @@ pub enum Key {
     BodyNotObject,
     BodyMissing,
     BodyTooLarge,
+    BodyTooDeep,
     UnsupportedMediaType,
     BadPathSegment,
     AuthRequired,
@@ -103,6 +104,10 @@ pub enum Key {
     PatchTestFailed,
     PatchPathInvalid,
     PatchNotAllowedType,
+    PatchTooManyOperations,
+    PatchTooLarge,
+    PatchTooDeep,
+    TaskContended,
     // -- runner (issue 5) --
     LeaseStale,
     NotExternal,
@@ -141,6 +146,7 @@ fn english(key: Key) -> &'static str {
         Key::BodyNotObject => "The request body must be an object with the properties of {type}.",
         Key::BodyMissing => "The request body is empty; it must hold a {type}.",
         Key::BodyTooLarge => "The request body is larger than {max} bytes.",
+        Key::BodyTooDeep => "The request body is nested deeper than {max} levels.",
         Key::UnsupportedMediaType => "Content-Type '{type}' is not supported; use {supported}.",
         Key::BadPathSegment => "'{segment}' is neither a task id nor a BatchTaskState name.",
         Key::AuthRequired => "Credentials are required: Basic, SOTicket or Bearer.",
@@ -185,6 +191,10 @@ fn english(key: Key) -> &'static str {
         Key::PatchNotAllowedType => {
             "PATCH takes application/json-patch+json or application/merge-patch+json, not '{type}'."
         }
+        Key::PatchTooManyOperations => "A JSON Patch may have at most {max} operations; this one has {actual}.",
+        Key::PatchTooLarge => "Patch operation {operation} would make the task document larger than {max} bytes.",
+        Key::PatchTooDeep => "Patch operation {operation} would nest the task document deeper than {max} levels.",
+        Key::TaskContended => "BatchTask id {id} kept changing while the patch was applied; send it again.",
         Key::LeaseStale => {
             "X-Lease-Token: the token is not the current lease of BatchTask id {id} (it expired or the task was taken back)."
         }
@@ -285,7 +295,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 55] = [
+    const KEYS: [Key; 60] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -303,6 +313,7 @@ mod tests {
         Key::BodyNotObject,
         Key::BodyMissing,
         Key::BodyTooLarge,
+        Key::BodyTooDeep,
         Key::UnsupportedMediaType,
         Key::BadPathSegment,
         Key::AuthRequired,
@@ -322,6 +333,10 @@ mod tests {
         Key::PatchTestFailed,
         Key::PatchPathInvalid,
         Key::PatchNotAllowedType,
+        Key::PatchTooManyOperations,
+        Key::PatchTooLarge,
+        Key::PatchTooDeep,
+        Key::TaskContended,
         Key::AuthUnsupportedScheme,
         Key::AuthExpired,
         Key::AuthAppToken,

@@ -39,8 +39,13 @@ impl Precondition {
     }
 }
 
-/// Computes an update from the stored task, for this caller (see [`TaskService::update_with`]).
-pub type UpdateFromTask = Box<dyn FnOnce(&Caller, &Task) -> Result<TaskUpdate, DomainError> + Send>;
+/// Computes an update from a snapshot of the task, for this caller (see
+/// [`TaskService::update_with`]). Called again on a newer snapshot when the task changed.
+pub type UpdateFromTask = Arc<dyn Fn(&Caller, &Task) -> Result<TaskUpdate, DomainError> + Send + Sync>;
+
+/// How often [`TaskService::update_with`] computes its update again when the task keeps
+/// changing under it before giving up (409). Each retry follows a write that succeeded.
+const UPDATE_ATTEMPTS: usize = 4;
 
 /// What a stop request did.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +68,15 @@ pub struct TaskService {
 
 fn visible(caller: &Caller, task: &Task) -> Result<(), DomainError> {
     if can_see(caller, task) { Ok(()) } else { Err(DomainError::TaskNotFound { id: task.id.into() }) }
+}
+
+/// Whether this caller may update this version of the task, under these preconditions.
+fn may_update(caller: &Caller, task: &Task, pre: &Precondition) -> Result<(), DomainError> {
+    visible(caller, task)?;
+    if !rights_for(caller, task).update {
+        return Err(DomainError::Forbidden { reason: "you may not update this task" });
+    }
+    pre.check(task)
 }
 
 impl TaskService {
@@ -168,19 +182,50 @@ impl TaskService {
         pre: Precondition,
     ) -> Result<Task, StoreError> {
         update.validate()?;
-        self.update_with(caller, id, Box::new(move |_, _| Ok(update)), pre).await
+        self.write_update(caller, id, update, pre, None).await
     }
 
-    /// The one update path. The change is computed from the stored row inside the write
-    /// transaction (so a JSON Patch or Merge Patch applies to exactly the version it changes),
-    /// checked against visibility, rights and preconditions, recorded as an event, and the
-    /// runner hears about tasks that left its hands.
+    /// An update that depends on the task (a JSON Patch or Merge Patch). It is computed outside
+    /// the store's write transaction, from a snapshot, because computing it can cost far more
+    /// than a write and the SQLite store has one writer; the write then happens only if the task
+    /// is still that version, so the patch applies to exactly the version it changes. A newer
+    /// version means computing again, at most [`UPDATE_ATTEMPTS`] times.
     pub async fn update_with(
         &self,
         caller: &Caller,
         id: i32,
         make: UpdateFromTask,
         pre: Precondition,
+    ) -> Result<Task, StoreError> {
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let not_found = || StoreError::from(DomainError::TaskNotFound { id: id.into() });
+            let snapshot = self.store.get_task(id).await?.ok_or_else(not_found)?;
+            // Refusals first, so a task the caller may not touch costs no computing.
+            may_update(caller, &snapshot, &pre)?;
+            let version = snapshot.version;
+            let (who, make) = (caller.clone(), make.clone());
+            let update = tokio::task::spawn_blocking(move || make(&who, &snapshot))
+                .await
+                .map_err(|e| StoreError::Backend(format!("computing an update failed: {e}")))??;
+            match self.write_update(caller, id, update, pre.clone(), Some(version)).await {
+                Err(StoreError::Rejected(DomainError::Contended { .. })) if attempt < UPDATE_ATTEMPTS => continue,
+                done => return done,
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// The one update path: the update is checked against visibility, rights and preconditions
+    /// on the stored row inside the write transaction (and, with `version`, against the version
+    /// it was computed from), recorded as an event, and the runner hears about tasks that left
+    /// its hands.
+    async fn write_update(
+        &self,
+        caller: &Caller,
+        id: i32,
+        update: TaskUpdate,
+        pre: Precondition,
+        version: Option<i64>,
     ) -> Result<Task, StoreError> {
         let actor = Actor::associate(caller.associate_id, format!("updated by {}", caller.name));
         let caller = caller.clone();
@@ -192,12 +237,10 @@ impl TaskService {
                 now,
                 actor,
                 Box::new(move |task| {
-                    visible(&caller, task)?;
-                    if !rights_for(&caller, task).update {
-                        return Err(DomainError::Forbidden { reason: "you may not update this task" });
+                    if version.is_some_and(|v| v != task.version) {
+                        return Err(DomainError::Contended { id: task.id.into() });
                     }
-                    pre.check(task)?;
-                    let update = make(&caller, task)?;
+                    may_update(&caller, task, &pre)?;
                     update.apply(task, now)
                 }),
             )

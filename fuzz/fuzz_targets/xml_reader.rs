@@ -15,7 +15,7 @@ fn depth(v: &Value) -> usize {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(doc) = xml::parse(data) {
-        // Values nest no deeper than the elements they came from.
+        // The value nests no deeper than the limit, lists of repeated names included.
         assert!(depth(&doc.value) <= xml::MAX_DEPTH, "too deep");
         assert!(!doc.root.is_empty());
     }

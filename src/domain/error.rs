@@ -115,6 +115,16 @@ pub enum DomainError {
     /// A JSON Patch operation named a path the task does not have.
     #[error("patch operation {operation}: path {path} does not exist")]
     PatchPathInvalid { operation: usize, path: String },
+    /// A patch operation would make the task document larger than `max` bytes.
+    #[error("patch operation {operation} would make the task document larger than {max} bytes")]
+    PatchTooLarge { operation: usize, max: usize },
+    /// A patch operation would nest the task document deeper than `max` levels.
+    #[error("patch operation {operation} would nest the task document deeper than {max} levels")]
+    PatchTooDeep { operation: usize, max: usize },
+    /// An update computed from a snapshot of the task found a newer version when it was written,
+    /// on every attempt.
+    #[error("task {id} kept changing while an update was computed from it")]
+    Contended { id: i64 },
     /// A write under a lease token that is not (or no longer) the task's lease.
     #[error("task {id}: the lease token is not the task's current lease")]
     LeaseStale { id: i64 },

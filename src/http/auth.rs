@@ -155,14 +155,6 @@ fn name_key(name: &str) -> String {
 
 /// The scheme and the credential of an `Authorization` value, whatever white space separates or
 /// surrounds them.
-fn split_authorization(value: &str) -> (&str, &str) {
-    let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
-    match value.find(|c: char| c.is_ascii_whitespace()) {
-        Some(i) => (&value[..i], value[i..].trim_start_matches(|c: char| c.is_ascii_whitespace())),
-        None => (value, ""),
-    }
-}
-
 /// Counts a request waiting for a password-check slot for as long as it lives (a request
 /// dropped while waiting is uncounted too).
 struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -639,17 +631,8 @@ impl Authenticator {
         client: IpAddr,
     ) -> Result<Authenticated, AuthError> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
-            let value = value.to_str().map_err(|_| unauthorized(Key::AuthFailed))?;
-            let (scheme, rest) = split_authorization(value);
-            let kind = if scheme.eq_ignore_ascii_case("basic") {
-                None
-            } else if scheme.eq_ignore_ascii_case("soticket") {
-                Some(CredentialKind::Ticket)
-            } else if scheme.eq_ignore_ascii_case("bearer") {
-                Some(CredentialKind::Token)
-            } else {
-                return Err(unauthorized(Key::AuthUnsupportedScheme));
-            };
+            let value = value.to_str().map_err(|_| unauthorized(Key::AuthFailed))?.trim();
+            let (kind, rest) = parse_authorization(value).map_err(unauthorized)?;
             if kind.is_some() && !self.app_token_ok(headers) {
                 return Err(unauthorized(Key::AuthAppToken));
             }
@@ -752,8 +735,28 @@ impl Authenticator {
     }
 }
 
+/// An `Authorization` value split into its scheme (`None` for Basic, else the kind of secret
+/// it carries) and its credentials, trimmed and possibly empty. Schemes match in any case.
+pub fn parse_authorization(value: &str) -> Result<(Option<CredentialKind>, &str), Key> {
+    let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (scheme, rest) = match value.find(|c: char| c.is_ascii_whitespace()) {
+        Some(i) => (&value[..i], &value[i..]),
+        None => (value, ""),
+    };
+    let kind = if scheme.eq_ignore_ascii_case("basic") {
+        None
+    } else if scheme.eq_ignore_ascii_case("soticket") {
+        Some(CredentialKind::Ticket)
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Some(CredentialKind::Token)
+    } else {
+        return Err(Key::AuthUnsupportedScheme);
+    };
+    Ok((kind, rest.trim_matches(|c: char| c.is_ascii_whitespace())))
+}
+
 /// `base64(name:password)` → name and password.
-fn decode_basic(encoded: &str) -> Option<(String, String)> {
+pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (name, password) = text.split_once(':')?;
@@ -846,6 +849,14 @@ mod tests {
         let mac = hmac_sha256(&jefe, &[b"what do ya want ", b"for nothing?"]);
         let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn authorization_schemes() {
+        assert_eq!(parse_authorization("basic  YTpi "), Ok((None, "YTpi")));
+        assert_eq!(parse_authorization("SOTicket 7T:x"), Ok((Some(CredentialKind::Ticket), "7T:x")));
+        assert_eq!(parse_authorization("Bearer"), Ok((Some(CredentialKind::Token), "")));
+        assert_eq!(parse_authorization("Digest x"), Err(Key::AuthUnsupportedScheme));
     }
 
     #[test]

@@ -130,6 +130,13 @@ impl From<DomainError> for ApiError {
                 S::BAD_REQUEST,
                 Msg::new(Key::PatchPathInvalid).arg("operation", operation).arg("path", truncate(&path, 120)),
             ),
+            DomainError::PatchTooLarge { operation, max } => {
+                (S::BAD_REQUEST, Msg::new(Key::PatchTooLarge).arg("operation", operation).arg("max", max))
+            }
+            DomainError::PatchTooDeep { operation, max } => {
+                (S::BAD_REQUEST, Msg::new(Key::PatchTooDeep).arg("operation", operation).arg("max", max))
+            }
+            DomainError::Contended { id } => (S::CONFLICT, Msg::new(Key::TaskContended).arg("id", id)),
             DomainError::LeaseStale { id } => (S::CONFLICT, Msg::new(Key::LeaseStale).arg("id", id)),
             DomainError::NotExternal { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))

@@ -10,6 +10,12 @@
 //! out its leading `/`; keys inside `ParameterObject` are the caller's and keep their case.
 //! All six RFC 6902 operations are accepted (SuperOffice documents four; move and copy cost
 //! nothing more here).
+//!
+//! Bounds: a JSON Patch has at most [`MAX_PATCH_OPERATIONS`] operations, and each operation is
+//! admitted before it runs, so that the document stays within [`MAX_PATCHED_DOCUMENT`] bytes and
+//! [`MAX_DEPTH`] levels after every one (a `copy` of the whole document into itself doubles it,
+//! so a few hundred bytes of patch would otherwise take gigabytes). The caller applies patches
+//! outside the store's writer (see [`crate::service::TaskService::update_with`]).
 
 use json_patch::{PatchErrorKind, PatchOperation};
 use serde_json::{Map, Value};
@@ -18,9 +24,18 @@ use crate::domain::rights::{TaskRights, UPDATABLE_PROPERTIES};
 use crate::domain::{DomainError, Task, TaskUpdate};
 use crate::i18n::{Key, Msg};
 
-use super::body::BodyKind;
+use super::body::{BodyKind, MAX_BODY, MAX_DEPTH, extent};
 use super::error::ApiError;
 use super::wire::{self, PROPERTIES, TaskView};
+
+/// Most operations in one JSON Patch. A task has four updatable properties: a `test` and a
+/// change for each is eight.
+pub const MAX_PATCH_OPERATIONS: usize = 32;
+
+/// Largest the task document may become while a patch is applied, in bytes of compact JSON as
+/// [`extent`] counts them. A stored task's document is at most about 1.3 MiB (a 1 MiB body's
+/// ParameterObject and four 64 KiB texts), so every patch that could succeed fits.
+pub const MAX_PATCHED_DOCUMENT: usize = 2 * MAX_BODY;
 
 /// A parsed, normalised patch, ready to apply to any version of the task.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +89,11 @@ pub fn parse(kind: BodyKind, value: Option<Value>) -> Result<TaskPatch, ApiError
             let Value::Array(ops) = value else {
                 return Err(unreadable("a JSON Patch is an array of operations"));
             };
+            if ops.len() > MAX_PATCH_OPERATIONS {
+                let msg =
+                    Msg::new(Key::PatchTooManyOperations).arg("max", MAX_PATCH_OPERATIONS).arg("actual", ops.len());
+                return Err(ApiError::bad_request(msg));
+            }
             let mut out = Vec::with_capacity(ops.len());
             for (i, mut op) in ops.into_iter().enumerate() {
                 let Some(obj) = op.as_object_mut() else {
@@ -120,18 +140,68 @@ pub fn task_document(task: &Task, rights: TaskRights, zone: chrono_tz::Tz) -> Va
 
 /// Applies `patch` to `doc` (a task's public JSON) and returns the update it amounts to.
 pub fn apply(patch: &TaskPatch, doc: Value) -> Result<TaskUpdate, DomainError> {
+    let too_large = |operation| DomainError::PatchTooLarge { operation, max: MAX_PATCHED_DOCUMENT };
     let mut after = doc.clone();
     match patch {
-        TaskPatch::Json(ops) => json_patch::patch(&mut after, ops).map_err(|e| {
-            let path = e.path.to_string();
-            match e.kind {
-                PatchErrorKind::TestFailed => DomainError::PatchTestFailed { operation: e.operation, path },
-                _ => DomainError::PatchPathInvalid { operation: e.operation, path },
+        TaskPatch::Json(ops) => {
+            let mut room = Room::of(&after);
+            for (operation, op) in ops.iter().enumerate() {
+                room.admit(operation, &after, op)?;
+                // One at a time and without the crate's undo log: on an error `after` is dropped.
+                json_patch::patch_unsafe(&mut after, std::slice::from_ref(op)).map_err(|e| {
+                    let path = e.path.to_string();
+                    match e.kind {
+                        PatchErrorKind::TestFailed => DomainError::PatchTestFailed { operation, path },
+                        _ => DomainError::PatchPathInvalid { operation, path },
+                    }
+                })?;
             }
-        })?,
-        TaskPatch::Merge(m) => json_patch::merge(&mut after, m),
+        }
+        TaskPatch::Merge(m) => {
+            // No deeper than the document or the patch, so only the size needs a check.
+            json_patch::merge(&mut after, m);
+            extent(&after, MAX_PATCHED_DOCUMENT).ok_or_else(|| too_large(0))?;
+        }
     }
     diff_to_update(&doc, &after)
+}
+
+/// The document's size while a JSON Patch runs: an upper bound, since what an operation adds is
+/// counted and what it replaces or removes is not (the body limit bounds what a patch can add
+/// by itself; only `copy` can add more than it carries).
+struct Room {
+    size: usize,
+}
+
+impl Room {
+    fn of(doc: &Value) -> Room {
+        Room { size: extent(doc, usize::MAX).map_or(usize::MAX, |e| e.size) }
+    }
+
+    /// Refuses `op` if its result would break a bound, before it runs. A copied value is
+    /// measured only as far as the room left, so refusing a huge copy costs little.
+    fn admit(&mut self, operation: usize, doc: &Value, op: &PatchOperation) -> Result<(), DomainError> {
+        let (path, value, grows) = match op {
+            PatchOperation::Add(o) => (&o.path, Some(&o.value), true),
+            PatchOperation::Replace(o) => (&o.path, Some(&o.value), true),
+            PatchOperation::Copy(o) => (&o.path, doc.pointer(o.from.as_str()), true),
+            // A moved value keeps the size but may land deeper.
+            PatchOperation::Move(o) => (&o.path, doc.pointer(o.from.as_str()), false),
+            PatchOperation::Remove(_) | PatchOperation::Test(_) => return Ok(()),
+        };
+        // A missing source is the operation's own error, reported when it runs.
+        let Some(value) = value else { return Ok(()) };
+        let budget = if grows { MAX_PATCHED_DOCUMENT.saturating_sub(self.size) } else { MAX_PATCHED_DOCUMENT };
+        let e = extent(value, budget).ok_or(DomainError::PatchTooLarge { operation, max: MAX_PATCHED_DOCUMENT })?;
+        // The value lands under as many containers as its path has segments.
+        if path.count() + e.depth > MAX_DEPTH {
+            return Err(DomainError::PatchTooDeep { operation, max: MAX_DEPTH });
+        }
+        if grows {
+            self.size += e.size;
+        }
+        Ok(())
+    }
 }
 
 /// The changed properties between two task documents, as an update (or the first read-only one).
@@ -218,6 +288,36 @@ mod tests {
         assert_eq!(e.unwrap_err(), DomainError::PatchReadOnly { property: "Name".into() });
         // Removing State would null it, which PUT refuses too.
         assert!(apply(&json_patch(json!([{"op": "remove", "path": "/State"}])), doc()).is_err());
+    }
+
+    #[test]
+    fn patches_are_bounded_while_they_apply() {
+        // Each copy of the whole document doubles it: refused once the next would not fit.
+        let ops: Vec<Value> = (0..30).map(|n| json!({"op": "copy", "from": "", "path": format!("/X{n}")})).collect();
+        let e = apply(&json_patch(Value::Array(ops)), doc()).unwrap_err();
+        let DomainError::PatchTooLarge { operation, max } = e else { panic!("{e:?}") };
+        assert_eq!(max, MAX_PATCHED_DOCUMENT);
+        assert!((8..20).contains(&operation), "refused at operation {operation}");
+        // A value that would land deeper than the limit, by add, copy or move.
+        let nested = |n: usize| (0..n).fold(json!(1), |v, _| json!([v]));
+        let deep_path = format!("/Y{}", "/0".repeat(20));
+        for last in [
+            json!({"op": "add", "path": "/Y/0", "value": nested(MAX_DEPTH - 1)}),
+            json!({"op": "copy", "from": "/Z", "path": deep_path}),
+            json!({"op": "move", "from": "/Z", "path": deep_path}),
+        ] {
+            let add = |path, n| json!({"op": "add", "path": path, "value": nested(n)});
+            let p = json_patch(json!([add("/Y", 20), add("/Z", 20), last]));
+            assert_eq!(apply(&p, doc()).unwrap_err(), DomainError::PatchTooDeep { operation: 2, max: MAX_DEPTH });
+        }
+        // At the limit is fine (then refused as a new property, as always).
+        let p = json_patch(json!([{"op": "add", "path": "/Y", "value": nested(MAX_DEPTH - 1)}]));
+        assert_eq!(apply(&p, doc()).unwrap_err(), DomainError::PatchReadOnly { property: "Y".into() });
+        // Operations are counted before anything else.
+        let many = Value::Array(vec![json!({"op": "test", "path": "/Name", "value": "n"}); MAX_PATCH_OPERATIONS + 1]);
+        assert_eq!(parse(BodyKind::JsonPatch, Some(many)).unwrap_err().msg.key, Key::PatchTooManyOperations);
+        let enough = Value::Array(vec![json!({"op": "test", "path": "/Name", "value": "n"}); MAX_PATCH_OPERATIONS]);
+        assert_eq!(apply(&json_patch(enough), doc()).unwrap(), TaskUpdate::default());
     }
 
     #[test]

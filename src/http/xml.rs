@@ -20,15 +20,18 @@
 //!    array (so a list with two or more items needs no declaration, but a one-item list does).
 //!
 //! Safety: no DTD is accepted (so no entity can expand), only the five predefined entities and
-//! character references are, nesting is at most [`MAX_DEPTH`] deep and a document has at most
+//! character references are, elements nest at most [`MAX_DEPTH`] deep and so does the value they
+//! become (a repeated name's list is a level of its own), and a document has at most
 //! [`MAX_ELEMENTS`] elements. The body limit (1 MiB) bounds the rest.
+
+use std::collections::HashMap;
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use serde_json::{Map, Value};
 
-/// Deepest element nesting accepted. BatchTaskInfo documents need 6.
-pub const MAX_DEPTH: usize = 32;
+pub use super::body::MAX_DEPTH;
+
 /// Most elements in one document.
 pub const MAX_ELEMENTS: usize = 100_000;
 
@@ -45,10 +48,12 @@ pub struct XmlDoc {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid XML at byte {position}: {detail}")]
-pub struct XmlError {
-    pub position: u64,
-    pub detail: String,
+pub enum XmlError {
+    #[error("invalid XML at byte {position}: {detail}")]
+    Invalid { position: u64, detail: String },
+    /// Elements, or the value they make, nest deeper than [`MAX_DEPTH`].
+    #[error("nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
 }
 
 #[derive(Debug, Default)]
@@ -77,7 +82,7 @@ fn is_nil(start: &BytesStart<'_>) -> Result<bool, String> {
 /// the XML declaration is not trusted: .NET writes `utf-16` there when it serialises to a string
 /// that is then sent as UTF-8.
 fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, XmlError> {
-    let bad = |detail: &str| XmlError { position: 0, detail: detail.into() };
+    let bad = |detail: &str| XmlError::Invalid { position: 0, detail: detail.into() };
     let utf16 = |chunks: std::slice::ChunksExact<'_, u8>, big: bool| {
         let units: Vec<u16> = chunks
             .map(|c| if big { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) })
@@ -93,7 +98,7 @@ fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, XmlError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     std::str::from_utf8(bytes)
         .map(Into::into)
-        .map_err(|e| XmlError { position: e.valid_up_to() as u64, detail: "the text is not UTF-8".into() })
+        .map_err(|e| XmlError::Invalid { position: e.valid_up_to() as u64, detail: "the text is not UTF-8".into() })
 }
 
 /// Reads a whole XML document.
@@ -110,7 +115,7 @@ pub fn parse(bytes: &[u8]) -> Result<XmlDoc, XmlError> {
     let mut elements = 0usize;
     loop {
         let position = reader.buffer_position();
-        let fail = |detail: String| XmlError { position, detail };
+        let fail = |detail: String| XmlError::Invalid { position, detail };
         let event = reader.read_event().map_err(|e| fail(e.to_string()))?;
         match event {
             Event::Start(ref s) | Event::Empty(ref s) => {
@@ -122,7 +127,7 @@ pub fn parse(bytes: &[u8]) -> Result<XmlDoc, XmlError> {
                     return Err(fail(format!("more than {MAX_ELEMENTS} elements")));
                 }
                 if stack.len() >= MAX_DEPTH {
-                    return Err(fail(format!("elements nested deeper than {MAX_DEPTH} levels")));
+                    return Err(XmlError::TooDeep);
                 }
                 let name = s.local_name().as_ref().to_owned();
                 // quick-xml lets `<>` through as an element with an empty name (found by fuzzing).
@@ -194,9 +199,9 @@ pub fn parse(bytes: &[u8]) -> Result<XmlDoc, XmlError> {
             }
         }
     }
-    let root = root.ok_or(XmlError { position: 0, detail: "no root element".into() })?;
+    let root = root.ok_or(XmlError::Invalid { position: 0, detail: "no root element".into() })?;
     let name = root.name.clone();
-    Ok(XmlDoc { root: name, value: to_value(root) })
+    Ok(XmlDoc { root: name, value: to_value(root, 0)? })
 }
 
 fn named(list: &[&str], name: &str) -> bool {
@@ -217,20 +222,26 @@ fn pair(node: &Node) -> Option<(&Node, &Node)> {
     Some((key, value))
 }
 
-/// Converts an element by the rules in the module comment. Depth is bounded by the parser.
-fn to_value(node: Node) -> Value {
+/// Converts an element by the rules in the module comment; `above` is how many containers hold
+/// the value. A container past [`MAX_DEPTH`] is refused before its content is converted. The
+/// recursion is bounded by the parser's element depth.
+fn to_value(node: Node, above: usize) -> Result<Value, XmlError> {
+    let container = || if above < MAX_DEPTH { Ok(above + 1) } else { Err(XmlError::TooDeep) };
     if node.nil {
-        return Value::Null;
+        return Ok(Value::Null);
     }
     if is_list(&node.name) {
-        return Value::Array(node.children.into_iter().map(to_value).collect());
+        let level = container()?;
+        return node.children.into_iter().map(|c| to_value(c, level)).collect::<Result<_, _>>().map(Value::Array);
     }
     if node.children.is_empty() {
         if named(&OBJECT_NAMES, &node.name) && node.text.trim().is_empty() {
-            return Value::Object(Map::new());
+            container()?;
+            return Ok(Value::Object(Map::new()));
         }
-        return Value::String(node.text);
+        return Ok(Value::String(node.text));
     }
+    let level = container()?;
     if node.children.iter().all(|c| pair(c).is_some()) {
         let mut map = Map::new();
         for child in node.children {
@@ -245,30 +256,35 @@ fn to_value(node: Node) -> Value {
             }
             if let (Some(k), Some(v)) = (key, value) {
                 let k = if k.nil { String::new() } else { k.text };
-                map.insert(k, to_value(v));
+                map.insert(k, to_value(v, level)?);
             }
         }
-        return Value::Object(map);
+        return Ok(Value::Object(map));
+    }
+    // A name that repeats collects its values in a list, a level of its own, in the place of
+    // the name's first element.
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for child in &node.children {
+        *counts.entry(child.name.as_str()).or_default() += 1;
+    }
+    let listed: Vec<bool> = node.children.iter().map(|c| counts[c.name.as_str()] > 1).collect();
+    drop(counts);
+    if level >= MAX_DEPTH && listed.contains(&true) {
+        return Err(XmlError::TooDeep);
     }
     let mut map = Map::new();
-    // Keys already turned into arrays: a third item appends rather than nesting.
-    let mut repeated: Vec<String> = Vec::new();
-    for child in node.children {
+    for (child, listed) in node.children.into_iter().zip(listed) {
         let name = child.name.clone();
-        let value = to_value(child);
-        match map.get_mut(&name) {
-            Some(Value::Array(items)) if repeated.contains(&name) => items.push(value),
-            Some(prev) => {
-                let first = prev.take();
-                *prev = Value::Array(vec![first, value]);
-                repeated.push(name);
+        if listed {
+            let value = to_value(child, level + 1)?;
+            if let Value::Array(items) = map.entry(name).or_insert_with(|| Value::Array(Vec::new())) {
+                items.push(value);
             }
-            None => {
-                map.insert(name, value);
-            }
+        } else {
+            map.insert(name, to_value(child, level)?);
         }
     }
-    Value::Object(map)
+    Ok(Value::Object(map))
 }
 
 #[cfg(test)]
@@ -325,13 +341,29 @@ mod tests {
     #[test]
     fn refuses_dtds_unknown_entities_and_deep_nesting() {
         let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><x>&lol;</x>"#;
-        assert!(parse(bomb.as_bytes()).unwrap_err().detail.contains("DOCTYPE"));
-        assert!(parse(b"<x>&lol;</x>").unwrap_err().detail.contains("lol"));
+        assert!(parse(bomb.as_bytes()).unwrap_err().to_string().contains("DOCTYPE"));
+        assert!(parse(b"<x>&lol;</x>").unwrap_err().to_string().contains("lol"));
         let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
-        assert!(parse(deep.as_bytes()).unwrap_err().detail.contains("deeper"));
+        assert_eq!(parse(deep.as_bytes()).unwrap_err(), XmlError::TooDeep);
         for bad in ["", "<a>", "<a></b>", "<a/><b/>", "text", "<a>&#0;</a>", "<a x='1></a>", "<>]</>", "<a><></></a>"] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn lists_of_repeated_names_count_as_levels() {
+        let depth = |v: &Value| crate::http::body::extent(v, usize::MAX).unwrap().depth;
+        // Each <a> holds two <a>s: an object and a list per element level.
+        let nest = |n: usize| (0..n).fold("x".to_owned(), |inner, _| format!("<a>{inner}</a><a/>"));
+        let v = read(&format!("<r>{}</r>", nest(MAX_DEPTH / 2)));
+        assert_eq!(depth(&v), MAX_DEPTH);
+        assert_eq!(parse(format!("<r>{}</r>", nest(MAX_DEPTH / 2 + 1)).as_bytes()), Err(XmlError::TooDeep));
+        // An empty object counts as a container too.
+        let v = read(&format!("{}<ParameterObject/>{}", "<a><b/>".repeat(MAX_DEPTH - 1), "</a>".repeat(MAX_DEPTH - 1)));
+        assert_eq!(depth(&v), MAX_DEPTH);
+        // Many repeated names are read in one pass.
+        let many: String = (0..20_000).map(|i| format!("<n{i}/><n{i}/>")).collect();
+        assert_eq!(read(&format!("<r>{many}</r>"))["n7"], json!(["", ""]));
     }
 
     #[test]

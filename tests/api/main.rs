@@ -8,6 +8,7 @@ mod faults;
 mod formats;
 mod headers;
 mod helpers;
+mod limits;
 mod metrics;
 mod odata;
 mod openapi;

@@ -142,7 +142,8 @@ pub async fn patch(
     apply_patch(caller, app, prefs, id, headers, Body { kind, value, root: None }).await
 }
 
-/// Applies a patch body inside the update transaction (see [`crate::http::patch`]).
+/// Applies a patch body to the task (see [`crate::http::patch`] and
+/// [`crate::service::TaskService::update_with`]).
 async fn apply_patch(
     caller: Caller,
     app: AppState,
@@ -153,7 +154,7 @@ async fn apply_patch(
 ) -> Result<Response, ApiError> {
     let parsed = http_patch::parse(body.kind, body.value)?;
     let zone = prefs.zone;
-    let make: crate::service::UpdateFromTask = Box::new(move |caller, task| {
+    let make: crate::service::UpdateFromTask = std::sync::Arc::new(move |caller, task| {
         let doc = http_patch::task_document(task, rights_for(caller, task), zone);
         http_patch::apply(&parsed, doc)
     });
