@@ -40,14 +40,65 @@ pub enum RunnerSpec {
         env: Vec<(String, String)>,
         working_dir: Option<String>,
     },
-    Http {
-        method: String,
-        url: String,
-        headers: Vec<(String, String)>,
-        body: Option<String>,
-    },
+    Http(HttpSpec),
     /// Claimed and run by an outside worker over the API.
     External,
+}
+
+/// One request of the `http` runner; the templates take placeholders (src/runner/template.rs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// How values are escaped into `body`.
+    pub body_format: BodyFormat,
+}
+
+/// What a body template is, which decides how a value is escaped into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// Placeholders stand inside JSON string literals; values are JSON-string-escaped.
+    Json,
+    /// `application/x-www-form-urlencoded`; values are form-encoded.
+    Form,
+    /// Values are pasted as they are.
+    #[default]
+    Text,
+}
+
+impl BodyFormat {
+    pub fn parse(word: &str) -> Option<BodyFormat> {
+        match word.trim().to_ascii_lowercase().as_str() {
+            "json" => Some(BodyFormat::Json),
+            "form" => Some(BodyFormat::Form),
+            "text" => Some(BodyFormat::Text),
+            _ => None,
+        }
+    }
+
+    /// The format a `Content-Type` names: JSON for `application/json` and `*/*+json`, form for
+    /// `application/x-www-form-urlencoded`, text for anything else.
+    pub fn from_content_type(content_type: &str) -> BodyFormat {
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if essence == "application/json" || (essence.contains('/') && essence.ends_with("+json")) {
+            BodyFormat::Json
+        } else if essence == "application/x-www-form-urlencoded" {
+            BodyFormat::Form
+        } else {
+            BodyFormat::Text
+        }
+    }
+
+    /// The `Content-Type` sent when the definition names none.
+    pub fn content_type(self) -> Option<&'static str> {
+        match self {
+            BodyFormat::Json => Some("application/json"),
+            BodyFormat::Form => Some("application/x-www-form-urlencoded"),
+            BodyFormat::Text => None,
+        }
+    }
 }
 
 impl RunnerSpec {
@@ -57,7 +108,7 @@ impl RunnerSpec {
             RunnerSpec::Noop => "noop",
             RunnerSpec::Sleep => "sleep",
             RunnerSpec::Command { .. } => "command",
-            RunnerSpec::Http { .. } => "http",
+            RunnerSpec::Http(_) => "http",
             RunnerSpec::External => "external",
         }
     }
@@ -243,6 +294,23 @@ mod tests {
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn a_content_type_names_the_body_format() {
+        for (ct, f) in [
+            ("application/json", BodyFormat::Json),
+            ("Application/JSON; charset=utf-8", BodyFormat::Json),
+            ("application/vnd.api+json", BodyFormat::Json),
+            ("application/x-www-form-urlencoded", BodyFormat::Form),
+            ("text/plain", BodyFormat::Text),
+            ("application/jsonl", BodyFormat::Text),
+            ("", BodyFormat::Text),
+        ] {
+            assert_eq!(BodyFormat::from_content_type(ct), f, "{ct}");
+        }
+        assert_eq!(BodyFormat::parse(" JSON "), Some(BodyFormat::Json));
+        assert_eq!(BodyFormat::parse("xml"), None);
     }
 
     #[test]

@@ -91,9 +91,7 @@ pub async fn run(mut ctx: Ctx, def: &Definition) -> RunEnd {
         RunnerSpec::Command { program, args, env, working_dir } => {
             Box::pin(super::command::run(&mut ctx, program, args, env, working_dir.as_deref())).await
         }
-        RunnerSpec::Http { method, url, headers, body } => {
-            Box::pin(super::http_runner::run(&mut ctx, method, url, headers, body.as_deref())).await
-        }
+        RunnerSpec::Http(spec) => Box::pin(super::http_runner::run(&mut ctx, spec)).await,
         // Never claimed by this node's runner.
         RunnerSpec::External => RunEnd::Stopped(StopCause::Shutdown),
     }

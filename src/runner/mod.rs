@@ -20,6 +20,7 @@ mod command;
 mod exec;
 mod http_runner;
 mod maintenance;
+mod template;
 pub mod workers;
 
 use std::collections::HashMap;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::domain::definition::{Definition, RetryPolicy, RunnerSpec, parse_duration};
+use crate::domain::definition::{BodyFormat, Definition, HttpSpec, RetryPolicy, RunnerSpec, parse_duration};
 use crate::domain::{CancellationBehaviour, Parameters};
 
 /// How this node runs tasks.
@@ -148,6 +148,7 @@ pub struct DefinitionFile {
     pub url: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub body: Option<String>,
+    pub body_format: Option<String>,
     // rules
     pub timeout: Option<DurationValue>,
     pub restarts: Option<u32>,
@@ -255,11 +256,18 @@ impl DefinitionFile {
         );
         let kind = self.runner.trim().to_ascii_lowercase();
         let has_command_keys = self.command.is_some() || self.env.is_some() || self.working_dir.is_some();
-        let has_http_keys =
-            self.method.is_some() || self.url.is_some() || self.headers.is_some() || self.body.is_some();
+        let has_http_keys = self.method.is_some()
+            || self.url.is_some()
+            || self.headers.is_some()
+            || self.body.is_some()
+            || self.body_format.is_some();
         let runner = match kind.as_str() {
             "command" => {
-                anyhow::ensure!(!has_http_keys, "{}", ctx("method/url/headers/body belong to runner = \"http\""));
+                anyhow::ensure!(
+                    !has_http_keys,
+                    "{}",
+                    ctx("method/url/headers/body/body_format belong to runner = \"http\"")
+                );
                 let mut cmd =
                     self.command.with_context(|| ctx("runner = \"command\" needs command = [program, args...]"))?;
                 anyhow::ensure!(!cmd.is_empty() && !cmd[0].trim().is_empty(), "{}", ctx("command must name a program"));
@@ -294,12 +302,25 @@ impl DefinitionFile {
                         ctx(&format!("headers: {k:?} is not a header name"))
                     );
                 }
-                RunnerSpec::Http {
-                    method,
-                    url,
-                    headers: self.headers.unwrap_or_default().into_iter().collect(),
-                    body: self.body,
+                let mut headers: Vec<(String, String)> = self.headers.unwrap_or_default().into_iter().collect();
+                let content_type =
+                    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.clone());
+                let body_format = match &self.body_format {
+                    Some(f) => {
+                        anyhow::ensure!(self.body.is_some(), "{}", ctx("body_format describes body, which is missing"));
+                        BodyFormat::parse(f)
+                            .with_context(|| ctx(&format!("body_format = {f:?}: use json, form or text")))?
+                    }
+                    None => content_type.as_deref().map_or(BodyFormat::Text, BodyFormat::from_content_type),
+                };
+                if let Some(body) = &self.body {
+                    super::template::check_body(body, body_format)
+                        .map_err(|e| anyhow::anyhow!(ctx(&format!("body: {e}"))))?;
+                    if let (None, Some(ct)) = (&content_type, body_format.content_type()) {
+                        headers.push(("Content-Type".into(), ct.into()));
+                    }
                 }
+                RunnerSpec::Http(HttpSpec { method, url, headers, body: self.body, body_format })
             }
             "external" | "noop" | "sleep" => {
                 anyhow::ensure!(
@@ -437,7 +458,9 @@ mod tests {
         assert!(
             matches!(&r.runner, RunnerSpec::Command { program, args, .. } if program == "/bin/sh" && args.len() == 2)
         );
-        assert!(matches!(&defs[1].runner, RunnerSpec::Http { method, .. } if method == "POST"));
+        assert!(
+            matches!(&defs[1].runner, RunnerSpec::Http(h) if h.method == "POST" && h.body_format == BodyFormat::Text)
+        );
         assert_eq!(defs[3].concurrency, Some(5));
 
         for bad in [
@@ -450,8 +473,38 @@ mod tests {
             "[[definition]]\nname = \"x\"\nrunner = \"noop\"\ntimeout = \"soon\"",
             "[[definition]]\nname = \"x\"\nrunner = \"noop\"\n[[definition]]\nname = \"x\"\nrunner = \"noop\"",
             "[[definition]]\nname = \"x\"\nrunner = \"noop\"\nsurprise = 1",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nbody = \"{}\"\nbody_format = \"xml\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nbody_format = \"json\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"command\"\ncommand = [\"a\"]\nbody_format = \"json\"",
         ] {
             assert!(parse_definitions(bad).is_err(), "should fail: {bad}");
         }
+    }
+
+    #[test]
+    fn a_body_format_comes_from_the_key_or_the_content_type_and_json_bodies_are_checked() {
+        let http = |extra: &str| {
+            parse_definitions(&format!("[[definition]]\nname = \"h\"\nrunner = \"http\"\nurl = \"http://a\"\n{extra}"))
+                .map(|d| match &d[0].runner {
+                    RunnerSpec::Http(h) => h.clone(),
+                    other => panic!("{other:?}"),
+                })
+        };
+        let h = http("headers = { \"content-type\" = \"application/json; charset=utf-8\" }\nbody = '{\"a\": \"{X}\"}'")
+            .unwrap();
+        assert_eq!(h.body_format, BodyFormat::Json);
+        assert_eq!(h.headers.len(), 1, "the named Content-Type stays alone");
+        let h = http("body = 'a={X}'\nbody_format = \"form\"").unwrap();
+        assert_eq!(h.body_format, BodyFormat::Form);
+        assert_eq!(h.headers, [("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned())]);
+        let h = http(
+            "headers = { \"Content-Type\" = \"application/json\" }\nbody = '{\"a\": {X}}'\nbody_format = \"text\"",
+        )
+        .unwrap();
+        assert_eq!(h.body_format, BodyFormat::Text, "the key wins: pasted as it is");
+        let e = http("headers = { \"Content-Type\" = \"application/json\" }\nbody = '{\"a\": {X}}'").unwrap_err();
+        assert!(format!("{e:#}").contains("must stand inside a JSON string"), "{e:#}");
+        let e = http("body = '{\"a\": \"{X}\"'\nbody_format = \"json\"").unwrap_err();
+        assert!(format!("{e:#}").contains("not JSON"), "{e:#}");
     }
 }
