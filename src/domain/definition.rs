@@ -54,7 +54,15 @@ pub struct HttpSpec {
     pub body: Option<String>,
     /// How values are escaped into `body`.
     pub body_format: BodyFormat,
+    /// Redirects followed (at most [`MAX_REDIRECTS`]); with 0 a 3xx answer ends the run as failed.
+    pub follow_redirects: u8,
 }
+
+/// The most redirects a definition may have the http runner follow.
+pub const MAX_REDIRECTS: u8 = 10;
+
+/// The timeout of an http run whose definition names none: a request is never left open forever.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What a body template is, which decides how a value is escaped into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +120,13 @@ impl RunnerSpec {
             RunnerSpec::External => "external",
         }
     }
+    /// The timeout of a run whose definition names none.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        match self {
+            RunnerSpec::Http(_) => Some(HTTP_TIMEOUT),
+            _ => None,
+        }
+    }
     /// Run by the server itself (as opposed to external workers).
     pub fn in_process(&self) -> bool {
         !matches!(self, RunnerSpec::External)
@@ -132,6 +147,11 @@ impl Definition {
             start_interval: None,
             parameters: None,
         }
+    }
+
+    /// How long a run may take: the definition's timeout, else its runner's default.
+    pub fn run_timeout(&self) -> Option<Duration> {
+        self.timeout.or_else(|| self.runner.default_timeout())
     }
 
     pub fn builtins() -> [Definition; 2] {

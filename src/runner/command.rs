@@ -7,14 +7,15 @@
 //! - `state: SucceededManualCleanup` makes a successful run end in that state;
 //! - any other line is output: the last one becomes Response.
 //!
-//! Exit status 0 = success. Stderr is kept (last 4 KiB) for the event log. Stop and timeout send
+//! A line longer than 64 KiB is cut (the rest is read and dropped) and marked `… [truncated N
+//! bytes]`. Exit status 0 = success. Stderr is kept (last 4 KiB) for the event log. Stop and timeout send
 //! SIGTERM to the process group, then SIGKILL after the grace period. The process gets SIGKILL
 //! if the server dies (PR_SET_PDEATHSIG), so a killed server leaves no run behind.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::domain::task::limits;
@@ -22,8 +23,15 @@ use crate::store::runner::Progress;
 
 use super::StopCause;
 use super::exec::{Completed, Ctx, Ended, RunEnd};
+use super::output::{self, Rest, clip, cut};
 
+/// Stderr kept for the event log: its last bytes (read in pieces, at most twice this held).
 const STDERR_TAIL: usize = 4096;
+/// The longest stdout line kept; the rest of a longer one is dropped unread into memory.
+/// Nothing a line can set holds more (`Response`, `Result`: 64 Ki characters).
+const MAX_LINE_BYTES: usize = limits::LONG_TEXT;
+/// Stdout is read in pieces this big.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A stdout line, read.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,10 +87,6 @@ fn signal_group(pid: u32, signal: libc::c_int) {
             libc::kill(-pid, signal);
         }
     }
-}
-
-fn cut(s: &str, max_chars: usize) -> String {
-    if s.chars().count() <= max_chars { s.to_owned() } else { s.chars().take(max_chars).collect() }
 }
 
 pub async fn run(
@@ -144,16 +148,19 @@ pub async fn run(
     let out_reader = tokio::spawn(async move {
         let mut out = Output::default();
         let Some(stdout) = stdout else { return out };
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        let mut reader = BufReader::with_capacity(READ_BUFFER, stdout);
+        let mut bytes = Vec::new();
+        while let Ok(Some(dropped)) = output::read_line(&mut reader, &mut bytes, MAX_LINE_BYTES).await {
+            let rest = if dropped > 0 { Rest::Bytes(dropped) } else { Rest::None };
+            let line = String::from_utf8_lossy(&bytes);
             match parse_line(&line) {
                 Line::Progress { percent, text } => {
                     runner.report_progress(id, Progress { percent: Some(percent), description: text, file_name: None });
                 }
                 Line::File(f) => out.file = Some(cut(&f, limits::FILE_NAME)),
-                Line::Result(r) => out.result = Some(cut(&r, limits::LONG_TEXT)),
+                Line::Result(r) => out.result = Some(clip(r.as_bytes(), rest, limits::LONG_TEXT)),
                 Line::ManualCleanup => out.manual_cleanup = true,
-                Line::Output(o) if !o.trim().is_empty() => out.last = Some(cut(&o, limits::LONG_TEXT)),
+                Line::Output(o) if !o.trim().is_empty() => out.last = Some(clip(o.as_bytes(), rest, limits::LONG_TEXT)),
                 Line::Output(_) => {}
             }
         }
@@ -174,6 +181,9 @@ pub async fn run(
         }
         if tail.len() > STDERR_TAIL {
             tail.drain(..tail.len() - STDERR_TAIL);
+            // Start at a character, not inside one.
+            let start = tail.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count();
+            tail.drain(..start);
         }
         String::from_utf8_lossy(&tail).trim().to_owned()
     });

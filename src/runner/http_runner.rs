@@ -2,13 +2,20 @@
 //!
 //! Templates (URL, header values, body) take `{id}`, `{name}`, `{attempt}`, `{request}` and
 //! `{<ParameterObject key>}`, each value escaped for where it lands (src/runner/template.rs).
-//! Without a `body` template the task's `Request` is sent (if any).
+//! Without a `body` template the task's `Request` is sent (if any). Redirects are followed only
+//! as far as the definition's `follow_redirects`; an unfollowed 3xx fails the run. The response
+//! body is read up to the `Response` limit and the rest left unread.
 
 use crate::domain::definition::HttpSpec;
 use crate::domain::task::limits;
 
 use super::exec::{Completed, Ctx, Ended, RunEnd};
+use super::output::{Rest, clip};
 use super::template::{Target, fill};
+
+/// The most of a response body read: what `Response` can hold (its limit is in characters, and
+/// a character is at least a byte).
+const RESPONSE_BYTES: usize = limits::LONG_TEXT;
 
 /// The value of a placeholder for this run.
 fn value(ctx: &Ctx, key: &str) -> Option<String> {
@@ -19,10 +26,6 @@ fn value(ctx: &Ctx, key: &str) -> Option<String> {
         "request" => Some(ctx.task.request.clone().unwrap_or_default()),
         k => ctx.param(k).map(str::to_owned),
     }
-}
-
-fn cut(s: &str, max_chars: usize) -> String {
-    if s.chars().count() <= max_chars { s.to_owned() } else { s.chars().take(max_chars).collect() }
 }
 
 pub async fn run(ctx: &mut Ctx, spec: &HttpSpec) -> RunEnd {
@@ -48,20 +51,39 @@ pub async fn run(ctx: &mut Ctx, spec: &HttpSpec) -> RunEnd {
         Err(e) => return RunEnd::Completed(Completed::failed(e)),
     };
     let call = async {
-        let res = req.send().await?;
+        let mut res = req.send().await?;
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        Ok::<_, reqwest::Error>((status, text))
+        let length = res.content_length();
+        // Streamed, and no further than the Response limit: a huge or endless body is never held.
+        let mut head: Vec<u8> = Vec::with_capacity(length.map_or(0, |l| l.min(RESPONSE_BYTES as u64) as usize));
+        let mut rest = Rest::None;
+        while let Some(chunk) = res.chunk().await? {
+            let room = RESPONSE_BYTES - head.len();
+            if chunk.len() > room {
+                head.extend_from_slice(&chunk[..room]);
+                rest = match length {
+                    Some(l) => Rest::Bytes(l.saturating_sub(head.len() as u64)),
+                    None => Rest::Unknown,
+                };
+                break;
+            }
+            head.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>((status, head, rest))
     };
     let outcome = tokio::select! {
         r = call => r,
         cause = ctx.stopped() => return RunEnd::Stopped(cause),
     };
     match outcome {
-        Ok((status, text)) => RunEnd::Completed(Completed {
+        Ok((status, head, rest)) => RunEnd::Completed(Completed {
             state: if status.is_success() { Ended::Succeeded } else { Ended::Failed },
-            result: format!("HTTP {}", status.as_u16()),
-            response: (!text.is_empty()).then(|| cut(&text, limits::LONG_TEXT)),
+            result: if status.is_redirection() {
+                format!("HTTP {} (redirect not followed)", status.as_u16())
+            } else {
+                format!("HTTP {}", status.as_u16())
+            },
+            response: (!head.is_empty()).then(|| clip(&head, rest, limits::LONG_TEXT)),
             file_name: None,
             detail: None,
         }),

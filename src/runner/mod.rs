@@ -20,6 +20,7 @@ mod command;
 mod exec;
 mod http_runner;
 mod maintenance;
+mod output;
 mod template;
 pub mod workers;
 
@@ -32,7 +33,7 @@ use chrono::Utc;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::domain::Task;
-use crate::domain::definition::{Definition, results};
+use crate::domain::definition::{Definition, RunnerSpec, results};
 use crate::store::runner::{Actor, Beat, BeatOutcome, ClaimName, ClaimRequest, Finish, FinishOutcome, Lease, Progress};
 use crate::store::{DefinitionRow, Store, StoreError};
 
@@ -77,7 +78,7 @@ impl Definitions {
                         name: d.name.clone(),
                         description: d.description.clone(),
                         runner: d.runner.kind().into(),
-                        timeout_seconds: d.timeout.map_or(0, |t| t.as_secs().try_into().unwrap_or(i64::MAX)),
+                        timeout_seconds: d.run_timeout().map_or(0, |t| t.as_secs().try_into().unwrap_or(i64::MAX)),
                         restarts: i32::try_from(d.retry.restarts).unwrap_or(i32::MAX),
                         start_interval_seconds: d
                             .start_interval
@@ -172,7 +173,8 @@ struct Inner {
     closing: AtomicBool,
     closed: Notify,
     in_process: Vec<ClaimName>,
-    http: reqwest::Client,
+    /// One client per redirect limit in use: reqwest sets the redirect policy per client.
+    http: HashMap<u8, reqwest::Client>,
     started: AtomicBool,
 }
 
@@ -180,6 +182,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct Runner {
     inner: Arc<Inner>,
+}
+
+/// An HTTP client following at most `redirects` redirects (none: a 3xx is the answer).
+fn http_client(redirects: u8) -> reqwest::Client {
+    let policy = match redirects {
+        0 => reqwest::redirect::Policy::none(),
+        n => reqwest::redirect::Policy::limited(usize::from(n)),
+    };
+    // Without a TLS backend the builder has nothing that can fail.
+    reqwest::Client::builder().no_proxy().redirect(policy).build().expect("an HTTP client without TLS builds")
 }
 
 /// The smallest unit of progress write spacing per task.
@@ -190,7 +202,16 @@ impl Runner {
         let (finisher, finish_rx) = mpsc::unbounded_channel();
         let node = cfg.node_name();
         let in_process = defs.claim_names(true);
-        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        let http = defs
+            .all()
+            .iter()
+            .filter_map(|d| match &d.runner {
+                RunnerSpec::Http(h) => Some(h.follow_redirects),
+                _ => None,
+            })
+            .chain([0])
+            .map(|n| (n, http_client(n)))
+            .collect();
         Runner {
             inner: Arc::new(Inner {
                 store,
@@ -338,7 +359,7 @@ impl Runner {
         rt: Arc<RunningTask>,
         stop_rx: watch::Receiver<Option<StopCause>>,
     ) {
-        let timer = def.timeout.map(|t| {
+        let timer = def.run_timeout().map(|t| {
             let rt = rt.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(t).await;
@@ -351,7 +372,7 @@ impl Runner {
             grace: self.inner.cfg.grace,
             stop: stop_rx,
             runner: self.clone(),
-            http: self.inner.http.clone(),
+            http: self.http_client(&def),
         };
         let id = ctx.task.id;
         let end = exec::run(ctx, &def).await;
@@ -410,6 +431,16 @@ impl Runner {
             Some(f) => self.queue_finish(f),
             None => self.forget(id, &lease.token),
         }
+    }
+
+    /// The client for a definition's runs (its redirect limit).
+    fn http_client(&self, def: &Definition) -> reqwest::Client {
+        let redirects = match &def.runner {
+            RunnerSpec::Http(h) => h.follow_redirects,
+            _ => 0,
+        };
+        // Every definition's limit has a client from `new`; building one is the fallback.
+        self.inner.http.get(&redirects).cloned().unwrap_or_else(|| http_client(redirects))
     }
 
     fn queue_finish(&self, finish: Finish) {

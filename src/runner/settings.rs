@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::domain::definition::{BodyFormat, Definition, HttpSpec, RetryPolicy, RunnerSpec, parse_duration};
+use crate::domain::definition::{
+    BodyFormat, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec, parse_duration,
+};
 use crate::domain::{CancellationBehaviour, Parameters};
 
 /// How this node runs tasks.
@@ -149,6 +151,7 @@ pub struct DefinitionFile {
     pub headers: Option<BTreeMap<String, String>>,
     pub body: Option<String>,
     pub body_format: Option<String>,
+    pub follow_redirects: Option<u8>,
     // rules
     pub timeout: Option<DurationValue>,
     pub restarts: Option<u32>,
@@ -260,13 +263,14 @@ impl DefinitionFile {
             || self.url.is_some()
             || self.headers.is_some()
             || self.body.is_some()
-            || self.body_format.is_some();
+            || self.body_format.is_some()
+            || self.follow_redirects.is_some();
         let runner = match kind.as_str() {
             "command" => {
                 anyhow::ensure!(
                     !has_http_keys,
                     "{}",
-                    ctx("method/url/headers/body/body_format belong to runner = \"http\"")
+                    ctx("method/url/headers/body/body_format/follow_redirects belong to runner = \"http\"")
                 );
                 let mut cmd =
                     self.command.with_context(|| ctx("runner = \"command\" needs command = [program, args...]"))?;
@@ -320,7 +324,13 @@ impl DefinitionFile {
                         headers.push(("Content-Type".into(), ct.into()));
                     }
                 }
-                RunnerSpec::Http(HttpSpec { method, url, headers, body: self.body, body_format })
+                let follow_redirects = self.follow_redirects.unwrap_or(0);
+                anyhow::ensure!(
+                    follow_redirects <= MAX_REDIRECTS,
+                    "{}",
+                    ctx(&format!("follow_redirects must be 0 to {MAX_REDIRECTS}"))
+                );
+                RunnerSpec::Http(HttpSpec { method, url, headers, body: self.body, body_format, follow_redirects })
             }
             "external" | "noop" | "sleep" => {
                 anyhow::ensure!(
@@ -340,6 +350,11 @@ impl DefinitionFile {
         def.description = self.description;
         if let Some(t) = self.timeout {
             def.timeout = Some(t.get(&ctx("timeout"))?).filter(|d| !d.is_zero());
+            anyhow::ensure!(
+                def.timeout.is_some() || def.runner.default_timeout().is_none(),
+                "{}",
+                ctx("timeout = 0: this runner's runs always have a timeout (leave the key out for the default)")
+            );
         }
         let mut retry = RetryPolicy::default();
         if let Some(r) = self.restarts {
@@ -476,6 +491,9 @@ mod tests {
             "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nbody = \"{}\"\nbody_format = \"xml\"",
             "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nbody_format = \"json\"",
             "[[definition]]\nname = \"x\"\nrunner = \"command\"\ncommand = [\"a\"]\nbody_format = \"json\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nfollow_redirects = 11",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\ntimeout = 0",
+            "[[definition]]\nname = \"x\"\nrunner = \"noop\"\nfollow_redirects = 1",
         ] {
             assert!(parse_definitions(bad).is_err(), "should fail: {bad}");
         }

@@ -2,14 +2,32 @@
 //! template, see the server's environment, hold unbounded output, follow redirects unasked, or
 //! leave a task Started after its run panicked.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::runner::{hook_server, spawn_runner, wait_task};
+use crate::process::serve;
+use crate::runner::{hook_server, sh, spawn_runner, wait_task};
+use crate::runner_process::{create, get, write_config};
 
 fn ended(t: &Value) -> bool {
     matches!(t["State"].as_str(), Some("Succeeded" | "SucceededManualCleanup" | "Failed"))
+}
+
+/// Waits for a task of a `serve`d binary to end.
+async fn wait_end_at(base: &str, id: i64, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let t = get(base, &format!("/api/v1/BatchTask/{id}")).await;
+        if ended(&t) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "task {id} did not end in {limit:?}: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // ---- values in body templates --------------------------------------------------------------
@@ -61,4 +79,218 @@ body = "contact={{ContactId}}&role=user"
     let (_, _, body) = seen.recv().await.unwrap();
     let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     assert_eq!(pairs, [("contact".to_owned(), hostile.to_owned()), ("role".to_owned(), "user".to_owned())], "{body}");
+}
+
+// ---- bounds on what a run may hold ---------------------------------------------------------
+
+/// Peak resident memory of process `pid` in KiB (VmHWM).
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Starts counting the peak again from the current size (where the kernel allows it) and
+/// returns the peak to compare with.
+fn reset_peak(pid: u32) -> u64 {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    peak_kib(pid)
+}
+
+/// How much a run may add to the server's peak memory: far below the output it is sent.
+const RUN_MEMORY_KIB: u64 = 32 * 1024;
+
+/// The largest `Response`, in characters (CONTRACT.md: 64 KiB).
+const RESPONSE_MAX: usize = 64 * 1024;
+
+/// Splits a truncated text into the kept part and the number of bytes the marker says were cut.
+fn truncated(text: &str) -> (&str, Option<u64>) {
+    let (kept, marker) = text.rsplit_once("… [truncated").unwrap_or_else(|| panic!("no marker: …{}", tail(text)));
+    let n = marker.trim_end_matches(']').trim().strip_suffix(" bytes").map(|n| n.parse().unwrap());
+    (kept, n)
+}
+
+fn tail(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    chars[chars.len().saturating_sub(60)..].iter().collect()
+}
+
+const FLOOD: usize = 50_000_000;
+
+/// Answers every request with 50 MB of `y`: with a Content-Length on `/sized`, close-delimited
+/// otherwise. Stops writing when the client hangs up.
+async fn flood_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let sized = head.starts_with(b"POST /sized") || head.starts_with(b"GET /sized");
+                let length = if sized { format!("Content-Length: {FLOOD}\r\n") } else { String::new() };
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n{length}\r\n");
+                if sock.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'y'; 64 * 1024];
+                let mut sent = 0;
+                while sent < FLOOD {
+                    let n = chunk.len().min(FLOOD - sent);
+                    if sock.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_huge_http_response_is_cut_and_marked_in_bounded_memory() {
+    let flood = flood_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[definition]]\nname = \"sized\"\nrunner = \"http\"\nmethod = \"GET\"\nurl = \"{flood}/sized\"\ntimeout = \"60s\"\n\n\
+             [[definition]]\nname = \"stream\"\nrunner = \"http\"\nmethod = \"GET\"\nurl = \"{flood}/stream\"\ntimeout = \"60s\"\n"
+        ),
+    );
+    let server = serve(&dir.path().join("flood.db"), &[("BATCHD_CONFIG", &config)]);
+    let pid = server.child.id();
+    let warm = create(&server.base, json!({"Name": "Noop"})).await; // the credential check's memory
+    wait_end_at(&server.base, warm, Duration::from_secs(20)).await;
+    let before = reset_peak(pid);
+
+    let id = create(&server.base, json!({"Name": "sized"})).await;
+    let t = wait_end_at(&server.base, id, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Succeeded", "{}", t["Result"]);
+    let response = t["Response"].as_str().unwrap();
+    assert!(response.chars().count() <= RESPONSE_MAX, "{} characters", response.chars().count());
+    let (kept, cut) = truncated(response);
+    assert!(kept.len() > 60_000 && kept.bytes().all(|b| b == b'y'), "kept {} bytes", kept.len());
+    assert_eq!(cut, Some((FLOOD - kept.len()) as u64), "the marker counts the bytes left out");
+
+    let id = create(&server.base, json!({"Name": "stream"})).await;
+    let t = wait_end_at(&server.base, id, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Succeeded", "{}", t["Result"]);
+    let response = t["Response"].as_str().unwrap();
+    assert!(response.chars().count() <= RESPONSE_MAX);
+    let (kept, cut) = truncated(response);
+    assert!(kept.len() > 60_000 && kept.bytes().all(|b| b == b'y'));
+    assert_eq!(cut, None, "no length given, none claimed");
+
+    let grew = peak_kib(pid).saturating_sub(before);
+    assert!(grew < RUN_MEMORY_KIB, "two 50 MB responses raised the server's peak memory by {grew} KiB");
+}
+
+#[tokio::test]
+async fn a_100_mb_output_line_is_cut_and_marked_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 MB on stdout with no newline, then 20 MB on stderr.
+    let script =
+        sh(dir.path(), "head -c 100000000 /dev/zero | tr '\\000' x\nhead -c 20000000 /dev/zero | tr '\\000' e >&2\n");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[definition]]\nname = \"loud\"\nrunner = \"command\"\ncommand = [\"/bin/sh\", \"{script}\"]\ntimeout = \"60s\"\n"
+        ),
+    );
+    let server = serve(&dir.path().join("loud.db"), &[("BATCHD_CONFIG", &config)]);
+    let pid = server.child.id();
+    let warm = create(&server.base, json!({"Name": "Noop"})).await;
+    wait_end_at(&server.base, warm, Duration::from_secs(20)).await;
+    let before = reset_peak(pid);
+
+    let id = create(&server.base, json!({"Name": "loud"})).await;
+    let t = wait_end_at(&server.base, id, Duration::from_secs(60)).await;
+    assert_eq!(t["State"], "Succeeded", "{}", t["Result"]);
+    let response = t["Response"].as_str().unwrap();
+    assert!(response.chars().count() <= RESPONSE_MAX, "{} characters", response.chars().count());
+    let (kept, cut) = truncated(response);
+    assert!(kept.len() > 60_000 && kept.bytes().all(|b| b == b'x'), "kept {} bytes", kept.len());
+    assert_eq!(cut, Some((100_000_000 - kept.len()) as u64));
+    let grew = peak_kib(pid).saturating_sub(before);
+    assert!(grew < RUN_MEMORY_KIB, "a 100 MB line raised the server's peak memory by {grew} KiB");
+
+    let ev = get(&server.base, &format!("/api/v1/BatchTask/{id}/Events")).await;
+    let reason = ev.as_array().unwrap().last().unwrap()["Reason"].as_str().unwrap().to_owned();
+    let stderr = reason.split_once("stderr: ").map_or("", |(_, s)| s);
+    assert!(stderr.len() <= 4096 && stderr.len() > 1000 && stderr.bytes().all(|b| b == b'e'), "{}", tail(&reason));
+}
+
+/// `/moved` answers 302 to `/target`, which counts its visitors.
+async fn redirect_server() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new()
+        .route(
+            "/moved",
+            axum::routing::any(|| async {
+                (axum::http::StatusCode::FOUND, [(axum::http::header::LOCATION, "/target")], "see /target")
+            }),
+        )
+        .route(
+            "/target",
+            axum::routing::any(move || {
+                let hits = counted.clone();
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    "arrived"
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), hits)
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_unless_the_definition_allows_it() {
+    let (base, hits) = redirect_server().await;
+    let app =
+        spawn_runner(&format!("[[definition]]\nname = \"moved\"\nrunner = \"http\"\nurl = \"{base}/moved\"\n")).await;
+    let id = app.create(&json!({"Name": "moved"})).await;
+    let t = wait_task(&app, id, Duration::from_secs(20), ended).await;
+    assert_eq!(t["State"], "Failed", "{t}");
+    let result = t["Result"].as_str().unwrap();
+    assert!(result.starts_with("HTTP 302") && result.contains("not followed"), "{result}");
+    assert_eq!(t["Response"], "see /target");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the target was not visited");
+
+    let app = spawn_runner(&format!(
+        "[[definition]]\nname = \"follows\"\nrunner = \"http\"\nurl = \"{base}/moved\"\nfollow_redirects = 1\n"
+    ))
+    .await;
+    let id = app.create(&json!({"Name": "follows"})).await;
+    let t = wait_task(&app, id, Duration::from_secs(20), ended).await;
+    assert_eq!(t["State"], "Succeeded", "{t}");
+    assert_eq!(t["Response"], "arrived");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_http_definition_without_a_timeout_gets_the_default_one() {
+    let app = spawn_runner(
+        "[[definition]]\nname = \"hook\"\nrunner = \"http\"\nurl = \"http://127.0.0.1:9/x\"\n\n\
+         [[definition]]\nname = \"quick-hook\"\nrunner = \"http\"\nurl = \"http://127.0.0.1:9/x\"\ntimeout = \"20s\"\n",
+    )
+    .await;
+    let conn = rusqlite::Connection::open(&app.db_path).unwrap();
+    let timeout = |name: &str| -> i64 {
+        conn.query_row("SELECT timeout FROM batchtaskdefinition WHERE name = ?", [name], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(timeout("hook"), 300, "an http run is bounded by default");
+    assert_eq!(timeout("quick-hook"), 20);
 }
