@@ -34,15 +34,23 @@ pub struct Definition {
 pub enum RunnerSpec {
     Noop,
     Sleep,
-    Command {
-        program: String,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-        working_dir: Option<String>,
-    },
+    Command(CommandSpec),
     Http(HttpSpec),
     /// Claimed and run by an outside worker over the API.
     External,
+}
+
+/// A program of the `command` runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Set for the program, over what it inherits.
+    pub env: Vec<(String, String)>,
+    /// Names of server environment variables the program gets too; it starts from a clean
+    /// environment otherwise (src/runner/command.rs).
+    pub inherit_env: Vec<String>,
+    pub working_dir: Option<String>,
 }
 
 /// One request of the `http` runner; the templates take placeholders (src/runner/template.rs).
@@ -115,7 +123,7 @@ impl RunnerSpec {
         match self {
             RunnerSpec::Noop => "noop",
             RunnerSpec::Sleep => "sleep",
-            RunnerSpec::Command { .. } => "command",
+            RunnerSpec::Command(_) => "command",
             RunnerSpec::Http(_) => "http",
             RunnerSpec::External => "external",
         }

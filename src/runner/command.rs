@@ -12,12 +12,15 @@
 //! SIGTERM to the process group, then SIGKILL after the grace period. The process gets SIGKILL
 //! if the server dies (PR_SET_PDEATHSIG), so a killed server leaves no run behind.
 
+use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
+use crate::domain::Task;
+use crate::domain::definition::CommandSpec;
 use crate::domain::task::limits;
 use crate::store::runner::Progress;
 
@@ -89,31 +92,70 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-pub async fn run(
-    ctx: &mut Ctx,
-    program: &str,
-    args: &[String],
-    env: &[(String, String)],
-    working_dir: Option<&str>,
-) -> RunEnd {
+/// Variables of the server's environment every program gets, when the server has them: where
+/// programs are, the home directory, the locale (LANG, LANGUAGE and glibc's LC_ categories), the
+/// time zone and the temporary directory. None of them holds a secret.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_ADDRESS",
+    "LC_COLLATE",
+    "LC_CTYPE",
+    "LC_IDENTIFICATION",
+    "LC_MEASUREMENT",
+    "LC_MESSAGES",
+    "LC_MONETARY",
+    "LC_NAME",
+    "LC_NUMERIC",
+    "LC_PAPER",
+    "LC_TELEPHONE",
+    "LC_TIME",
+    "TZ",
+    "TMPDIR",
+];
+
+/// A program's whole environment, later entries winning: [`PASSED_ENV`] and the definition's
+/// `inherit_env` from the server's (`server`), the definition's `env`, then batchd's own
+/// `BATCHD_TASK_ID`, `BATCHD_TASK_NAME`, `BATCHD_ATTEMPT` and `BATCHD_PARAM_<KEY>`. Nothing
+/// else of the server's environment (its credentials, say) reaches a task.
+pub fn environment(
+    server: impl Fn(&str) -> Option<OsString>,
+    spec: &CommandSpec,
+    task: &Task,
+    attempt: i32,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = PASSED_ENV
+        .iter()
+        .copied()
+        .chain(spec.inherit_env.iter().map(String::as_str))
+        .filter_map(|name| server(name).map(|v| (OsString::from(name), v)))
+        .collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env.push(("BATCHD_TASK_ID".into(), task.id.to_string().into()));
+    env.push(("BATCHD_TASK_NAME".into(), task.name.clone().into()));
+    env.push(("BATCHD_ATTEMPT".into(), attempt.to_string().into()));
+    for (k, v) in task.parameters.iter().flat_map(|p| p.0.iter()) {
+        env.push((format!("BATCHD_PARAM_{}", env_key(k)).into(), v.into()));
+    }
+    env
+}
+
+pub async fn run(ctx: &mut Ctx, spec: &CommandSpec) -> RunEnd {
     let task = &ctx.task;
+    let program = spec.program.as_str();
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("BATCHD_TASK_ID", task.id.to_string())
-        .env("BATCHD_TASK_NAME", &task.name)
-        .env("BATCHD_ATTEMPT", ctx.attempt.to_string())
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(environment(|name| std::env::var_os(name), spec, task, ctx.attempt))
         .stdin(if task.request.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    if let Some(params) = &task.parameters {
-        for (k, v) in &params.0 {
-            cmd.env(format!("BATCHD_PARAM_{}", env_key(k)), v);
-        }
-    }
-    if let Some(dir) = working_dir {
+    if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
     #[cfg(target_os = "linux")]
@@ -256,5 +298,64 @@ mod tests {
         assert_eq!(parse_line("hello: world"), Line::Output("hello: world".into()));
         assert_eq!(parse_line("plain"), Line::Output("plain".into()));
         assert_eq!(env_key("Report date-1"), "REPORT_DATE_1");
+    }
+
+    #[test]
+    fn a_program_gets_only_the_passed_and_named_variables() {
+        let server = |name: &str| {
+            ["PATH", "LC_TIME", "AWS_PROFILE", "CLOUD_SECRET", "BATCHD_ADMIN_PASSWORD", "BATCHD_TASK_ID"]
+                .contains(&name)
+                .then(|| OsString::from(format!("server-{name}")))
+        };
+        let spec = CommandSpec {
+            program: "p".into(),
+            args: vec![],
+            env: vec![("PATH".into(), "/opt/bin".into()), ("OUT".into(), "/srv".into())],
+            inherit_env: vec!["AWS_PROFILE".into()],
+            working_dir: None,
+        };
+        let task = Task {
+            id: 7,
+            name: "report".into(),
+            associate_id: 1,
+            details_table: 0,
+            details_record: 0,
+            is_system: false,
+            is_internal: false,
+            parameters: Some(crate::domain::Parameters(vec![("Day".into(), "mon".into())])),
+            last_started: None,
+            created: chrono::DateTime::default(),
+            start_count: 0,
+            database_serial_number: None,
+            context: None,
+            result: None,
+            state: crate::domain::BatchTaskState::Started,
+            description: None,
+            response: None,
+            request: None,
+            progress_description: None,
+            progress_percent: 0,
+            file_name: None,
+            cancellation: Default::default(),
+            version: 1,
+            updated: chrono::DateTime::default(),
+        };
+        let env: std::collections::BTreeMap<String, String> = environment(server, &spec, &task, 2)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        let want = [
+            ("AWS_PROFILE", "server-AWS_PROFILE"),
+            ("BATCHD_ATTEMPT", "2"),
+            ("BATCHD_PARAM_DAY", "mon"),
+            ("BATCHD_TASK_ID", "7"),
+            ("BATCHD_TASK_NAME", "report"),
+            ("LC_TIME", "server-LC_TIME"),
+            ("OUT", "/srv"),
+            ("PATH", "/opt/bin"),
+        ];
+        let want: std::collections::BTreeMap<String, String> =
+            want.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(env, want);
     }
 }

@@ -88,9 +88,7 @@ pub async fn run(mut ctx: Ctx, def: &Definition) -> RunEnd {
     match &def.runner {
         RunnerSpec::Noop => RunEnd::Completed(Completed::ok("ok")),
         RunnerSpec::Sleep => Box::pin(super::builtin::sleep(&mut ctx)).await,
-        RunnerSpec::Command { program, args, env, working_dir } => {
-            Box::pin(super::command::run(&mut ctx, program, args, env, working_dir.as_deref())).await
-        }
+        RunnerSpec::Command(spec) => Box::pin(super::command::run(&mut ctx, spec)).await,
         RunnerSpec::Http(spec) => Box::pin(super::http_runner::run(&mut ctx, spec)).await,
         // Never claimed by this node's runner.
         RunnerSpec::External => RunEnd::Stopped(StopCause::Shutdown),

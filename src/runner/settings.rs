@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::domain::definition::{
-    BodyFormat, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec, parse_duration,
+    BodyFormat, CommandSpec, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec, parse_duration,
 };
 use crate::domain::{CancellationBehaviour, Parameters};
 
@@ -144,6 +144,7 @@ pub struct DefinitionFile {
     // command
     pub command: Option<Vec<String>>,
     pub env: Option<BTreeMap<String, String>>,
+    pub inherit_env: Option<Vec<String>>,
     pub working_dir: Option<String>,
     // http
     pub method: Option<String>,
@@ -258,7 +259,8 @@ impl DefinitionFile {
             "a definition name must be 1 to 254 characters"
         );
         let kind = self.runner.trim().to_ascii_lowercase();
-        let has_command_keys = self.command.is_some() || self.env.is_some() || self.working_dir.is_some();
+        let has_command_keys =
+            self.command.is_some() || self.env.is_some() || self.inherit_env.is_some() || self.working_dir.is_some();
         let has_http_keys = self.method.is_some()
             || self.url.is_some()
             || self.headers.is_some()
@@ -276,15 +278,35 @@ impl DefinitionFile {
                     self.command.with_context(|| ctx("runner = \"command\" needs command = [program, args...]"))?;
                 anyhow::ensure!(!cmd.is_empty() && !cmd[0].trim().is_empty(), "{}", ctx("command must name a program"));
                 let program = cmd.remove(0);
-                RunnerSpec::Command {
+                let inherit_env = self.inherit_env.unwrap_or_default();
+                for name in &inherit_env {
+                    anyhow::ensure!(
+                        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{}",
+                        ctx(&format!("inherit_env: {name:?} is not a variable name (A-Z, a-z, 0-9, _)"))
+                    );
+                    // The server's own settings hold its secrets (BATCHD_ADMIN_PASSWORD,
+                    // BATCHD_DATABASE); batchd sets the BATCHD_ variables a program gets itself.
+                    anyhow::ensure!(
+                        !name.to_ascii_uppercase().starts_with("BATCHD_"),
+                        "{}",
+                        ctx(&format!("inherit_env: {name} is the server's own setting and is never passed on"))
+                    );
+                }
+                RunnerSpec::Command(CommandSpec {
                     program,
                     args: cmd,
                     env: self.env.unwrap_or_default().into_iter().collect(),
+                    inherit_env,
                     working_dir: self.working_dir,
-                }
+                })
             }
             "http" => {
-                anyhow::ensure!(!has_command_keys, "{}", ctx("command/env/working_dir belong to runner = \"command\""));
+                anyhow::ensure!(
+                    !has_command_keys,
+                    "{}",
+                    ctx("command/env/inherit_env/working_dir belong to runner = \"command\"")
+                );
                 let url = self.url.with_context(|| ctx("runner = \"http\" needs url"))?;
                 anyhow::ensure!(
                     url.starts_with("http://"),
@@ -441,6 +463,7 @@ mod tests {
             runner = "command"
             command = ["/bin/sh", "-c", "echo hi"]
             env = { A = "1" }
+            inherit_env = ["AWS_PROFILE"]
             timeout = "10m"
             restarts = 3
             backoff = "2s"
@@ -471,7 +494,7 @@ mod tests {
         assert_eq!(r.retry.restarts, 3);
         assert_eq!(r.cancellation, CancellationBehaviour::CancelWithWarning);
         assert!(
-            matches!(&r.runner, RunnerSpec::Command { program, args, .. } if program == "/bin/sh" && args.len() == 2)
+            matches!(&r.runner, RunnerSpec::Command(c) if c.program == "/bin/sh" && c.args.len() == 2 && c.inherit_env == ["AWS_PROFILE"])
         );
         assert!(
             matches!(&defs[1].runner, RunnerSpec::Http(h) if h.method == "POST" && h.body_format == BodyFormat::Text)
@@ -494,6 +517,9 @@ mod tests {
             "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nfollow_redirects = 11",
             "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\ntimeout = 0",
             "[[definition]]\nname = \"x\"\nrunner = \"noop\"\nfollow_redirects = 1",
+            "[[definition]]\nname = \"x\"\nrunner = \"command\"\ncommand = [\"a\"]\ninherit_env = [\"BATCHD_ADMIN_PASSWORD\"]",
+            "[[definition]]\nname = \"x\"\nrunner = \"command\"\ncommand = [\"a\"]\ninherit_env = [\"A=B\"]",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\ninherit_env = [\"HOME\"]",
         ] {
             assert!(parse_definitions(bad).is_err(), "should fail: {bad}");
         }

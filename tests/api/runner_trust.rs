@@ -2,6 +2,8 @@
 //! template, see the server's environment, hold unbounded output, follow redirects unasked, or
 //! leave a task Started after its run panicked.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -79,6 +81,78 @@ body = "contact={{ContactId}}&role=user"
     let (_, _, body) = seen.recv().await.unwrap();
     let pairs: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     assert_eq!(pairs, [("contact".to_owned(), hostile.to_owned()), ("role".to_owned(), "user".to_owned())], "{body}");
+}
+
+// ---- the environment of a program ----------------------------------------------------------
+
+fn read_env(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+#[tokio::test]
+async fn a_program_gets_a_clean_environment_and_only_what_its_definition_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let script = sh(dir.path(), "env > \"$OUT/$BATCHD_TASK_NAME.env\"\n");
+    let plain = format!(
+        "[[definition]]\nname = \"plain\"\nrunner = \"command\"\ncommand = [\"/bin/sh\", \"{script}\"]\nenv = {{ OUT = \"{d}\" }}\n"
+    );
+    let inherits = format!(
+        "[[definition]]\nname = \"inherits\"\nrunner = \"command\"\ncommand = [\"/bin/sh\", \"{script}\"]\nenv = {{ OUT = \"{d}\" }}\ninherit_env = [\"AWS_PROFILE\", \"NOT_SET_ANYWHERE\"]\n"
+    );
+    let db = dir.path().join("env.db");
+    // `serve` also sets BATCHD_DATABASE and BATCHD_ADMIN_PASSWORD.
+    let server_env = |config: &str| -> Vec<(String, String)> {
+        [
+            ("BATCHD_CONFIG", config),
+            ("CLOUD_SECRET_KEY", "s3cr3t-value"),
+            ("AWS_PROFILE", "batch-profile"),
+            ("HOME", d.as_str()),
+            ("LANG", "C.UTF-8"),
+            ("LC_TIME", "C"),
+            ("TZ", "Europe/Oslo"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    };
+    let run = |config: String, name: &'static str| {
+        let env = server_env(&config);
+        let db = db.clone();
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let server = serve(&db, &env);
+            let id = create(&server.base, json!({"Name": name, "ParameterObject": {"Day": "mon"}})).await;
+            let t = wait_end_at(&server.base, id, Duration::from_secs(20)).await;
+            assert_eq!(t["State"], "Succeeded", "{t}");
+            id
+        }
+    };
+
+    let id = run(write_config(dir.path(), &plain), "plain").await;
+    let env = read_env(&dir.path().join("plain.env"));
+    for secret in ["BATCHD_ADMIN_PASSWORD", "BATCHD_DATABASE", "BATCHD_CONFIG", "CLOUD_SECRET_KEY", "AWS_PROFILE"] {
+        assert!(!env.contains_key(secret), "{secret} reached the task: {env:?}");
+    }
+    assert!(!env.values().any(|v| v.contains("s3cr3t")), "{env:?}");
+    assert_eq!(env.get("PATH"), std::env::var("PATH").ok().as_ref(), "PATH is passed on");
+    assert_eq!(env["HOME"], d);
+    assert_eq!(env["LANG"], "C.UTF-8");
+    assert_eq!(env["LC_TIME"], "C");
+    assert_eq!(env["TZ"], "Europe/Oslo");
+    assert_eq!(env["OUT"], d, "the definition's env");
+    assert_eq!(env["BATCHD_TASK_ID"], id.to_string());
+    assert_eq!(env["BATCHD_TASK_NAME"], "plain");
+    assert_eq!(env["BATCHD_ATTEMPT"], "1");
+    assert_eq!(env["BATCHD_PARAM_DAY"], "mon");
+
+    let id = run(write_config(dir.path(), &format!("{plain}\n{inherits}")), "inherits").await;
+    let env = read_env(&dir.path().join("inherits.env"));
+    assert_eq!(env["AWS_PROFILE"], "batch-profile", "named in inherit_env: {env:?}");
+    assert!(!env.contains_key("NOT_SET_ANYWHERE"));
+    assert!(!env.contains_key("CLOUD_SECRET_KEY") && !env.contains_key("BATCHD_ADMIN_PASSWORD"), "{env:?}");
+    assert_eq!(env["BATCHD_TASK_ID"], id.to_string());
 }
 
 // ---- bounds on what a run may hold ---------------------------------------------------------
