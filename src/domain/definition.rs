@@ -2,6 +2,9 @@
 //! restarts with backoff, cancellation, concurrency, schedule). Pure data and pure rules; the
 //! runner (src/runner) executes them and the config file (src/runner/settings.rs) fills them.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,6 +41,33 @@ pub enum RunnerSpec {
     Http(HttpSpec),
     /// Claimed and run by an outside worker over the API.
     External,
+    /// Rust code of a program that embeds batchd.
+    Embedded(Embedded),
+}
+
+/// A runner written in Rust by a program that embeds batchd as a library: a definition with
+/// [`RunnerSpec::Embedded`] put into `Config::definitions`. The config file cannot name one.
+pub trait EmbeddedRunner: Send + Sync {
+    /// One run of `task`, attempt `attempt` (1-based). `Ok(text)` succeeds and `Err(text)` fails
+    /// the attempt (restarts apply); the text becomes `Result`. A stop or a timeout drops the
+    /// future; a panic fails the attempt.
+    fn run(&self, task: super::Task, attempt: i32) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+}
+
+/// An [`EmbeddedRunner`]; definitions compare it by identity.
+#[derive(Clone)]
+pub struct Embedded(pub Arc<dyn EmbeddedRunner>);
+
+impl PartialEq for Embedded {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Embedded(..)")
+    }
 }
 
 /// A program of the `command` runner.
@@ -126,6 +156,7 @@ impl RunnerSpec {
             RunnerSpec::Command(_) => "command",
             RunnerSpec::Http(_) => "http",
             RunnerSpec::External => "external",
+            RunnerSpec::Embedded(_) => "embedded",
         }
     }
     /// The timeout of a run whose definition names none.
@@ -244,6 +275,9 @@ pub mod results {
     }
     pub fn lease_expired(node: &str) -> String {
         format!("Lease expired: {node} stopped renewing it")
+    }
+    pub fn panicked(what: &str) -> String {
+        format!("The run panicked: {what}")
     }
     pub fn retry_scheduled(attempt: u32, why: &str) -> String {
         format!("Attempt {attempt} failed ({why}); retrying")

@@ -25,11 +25,13 @@ mod template;
 pub mod workers;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::domain::Task;
@@ -183,6 +185,19 @@ struct Inner {
 pub struct Runner {
     inner: Arc<Inner>,
 }
+
+/// A panic's message (`panic!` gives a `&str` or a `String`).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    output::cut(&text, PANIC_TEXT_CHARS)
+}
+
+/// The most of a panic message kept in `Result` and the log.
+const PANIC_TEXT_CHARS: usize = 1024;
 
 /// An HTTP client following at most `redirects` redirects (none: a 3xx is the answer).
 fn http_client(redirects: u8) -> reqwest::Client {
@@ -375,7 +390,16 @@ impl Runner {
             http: self.http_client(&def),
         };
         let id = ctx.task.id;
-        let end = exec::run(ctx, &def).await;
+        // A panic must not leave the task Started, its lease renewed and its slot held: it ends
+        // the attempt as failed, like any failure, so restarts apply and the slot is freed.
+        let end = match AssertUnwindSafe(exec::run(ctx, &def)).catch_unwind().await {
+            Ok(end) => end,
+            Err(payload) => {
+                let what = panic_text(payload.as_ref());
+                tracing::error!(id, name = %def.name, panic = %what, "the run panicked; its attempt failed");
+                exec::RunEnd::Completed(exec::Completed::failed(results::panicked(&what)))
+            }
+        };
         if let Some(t) = timer {
             t.abort();
         }

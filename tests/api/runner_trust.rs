@@ -3,16 +3,21 @@
 //! leave a task Started after its run panicked.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use batchd::domain::Task;
+use batchd::domain::definition::{Definition, Embedded, EmbeddedRunner, RunnerSpec};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::helpers::TestApp;
 use crate::process::serve;
-use crate::runner::{hook_server, sh, spawn_runner, wait_task};
+use crate::runner::{fast, hook_server, sh, spawn_runner, wait_task};
 use crate::runner_process::{create, get, write_config};
 
 fn ended(t: &Value) -> bool {
@@ -367,4 +372,55 @@ async fn an_http_definition_without_a_timeout_gets_the_default_one() {
     };
     assert_eq!(timeout("hook"), 300, "an http run is bounded by default");
     assert_eq!(timeout("quick-hook"), 20);
+}
+
+// ---- a run that panics --------------------------------------------------------------------
+
+/// Panics when `ParameterObject.Panic` is `always`, or `first` on the first attempt.
+struct Panicky;
+
+impl EmbeddedRunner for Panicky {
+    fn run(&self, task: Task, attempt: i32) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+        Box::pin(async move {
+            let when = task.parameters.as_ref().and_then(|p| p.get("Panic")).unwrap_or("never").to_owned();
+            if when == "always" || (when == "first" && attempt == 1) {
+                panic!("boom in task {}", task.id);
+            }
+            Ok(format!("ran attempt {attempt}"))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_panics_fails_its_attempt_and_frees_its_slot() {
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.runner.max_running = 1; // the node's one slot must come back too
+        let runner = Embedded(Arc::new(Panicky));
+        let mut once = Definition::new("panicky", RunnerSpec::Embedded(runner.clone()));
+        once.concurrency = Some(1);
+        let mut retried = Definition::new("panicky-retried", RunnerSpec::Embedded(runner));
+        retried.retry.restarts = 1;
+        retried.retry.backoff = Duration::from_millis(100);
+        c.definitions.extend([once, retried]);
+    })
+    .await;
+    let id = app.create(&json!({"Name": "panicky", "ParameterObject": {"Panic": "always"}})).await;
+    let t = wait_task(&app, id, Duration::from_secs(10), ended).await;
+    assert_eq!(t["State"], "Failed", "{t}");
+    let result = t["Result"].as_str().unwrap();
+    assert!(result.contains("panicked") && result.contains(&format!("boom in task {id}")), "{result}");
+
+    // Same definition (concurrency 1), same node (one slot): runs only if both were freed.
+    let next = app.create(&json!({"Name": "panicky"})).await;
+    let t = wait_task(&app, next, Duration::from_secs(10), ended).await;
+    assert_eq!((t["State"].as_str(), t["Result"].as_str()), (Some("Succeeded"), Some("ran attempt 1")), "{t}");
+
+    // A panic is a failed attempt: the definition's restarts apply.
+    let id = app.create(&json!({"Name": "panicky-retried", "ParameterObject": {"Panic": "first"}})).await;
+    let t = wait_task(&app, id, Duration::from_secs(10), ended).await;
+    assert_eq!((t["State"].as_str(), t["Result"].as_str()), (Some("Succeeded"), Some("ran attempt 2")), "{t}");
+    assert_eq!(t["StartCount"], 2);
+    let ev = crate::runner::events(&app, id).await;
+    assert!(ev.iter().any(|e| e["Reason"].as_str().unwrap_or("").contains("panicked")), "{ev:?}");
 }
