@@ -179,7 +179,7 @@ fn reset_peak(pid: u32) -> u64 {
 /// How much a run may add to the server's peak memory: far below the output it is sent.
 const RUN_MEMORY_KIB: u64 = 32 * 1024;
 
-/// The largest `Response`, in characters (CONTRACT.md: 64 KiB).
+/// The largest `Response`, in characters (64 KiB).
 const RESPONSE_MAX: usize = 64 * 1024;
 
 /// Splits a truncated text into the kept part and the number of bytes the marker says were cut.
