@@ -2,6 +2,9 @@
 //! restarts with backoff, cancellation, concurrency, schedule). Pure data and pure rules; the
 //! runner (src/runner) executes them and the config file (src/runner/settings.rs) fills them.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,20 +37,114 @@ pub struct Definition {
 pub enum RunnerSpec {
     Noop,
     Sleep,
-    Command {
-        program: String,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-        working_dir: Option<String>,
-    },
-    Http {
-        method: String,
-        url: String,
-        headers: Vec<(String, String)>,
-        body: Option<String>,
-    },
+    Command(CommandSpec),
+    Http(HttpSpec),
     /// Claimed and run by an outside worker over the API.
     External,
+    /// Rust code of a program that embeds batchd.
+    Embedded(Embedded),
+}
+
+/// A runner written in Rust by a program that embeds batchd as a library: a definition with
+/// [`RunnerSpec::Embedded`] put into `Config::definitions`. The config file cannot name one.
+pub trait EmbeddedRunner: Send + Sync {
+    /// One run of `task`, attempt `attempt` (1-based). `Ok(text)` succeeds and `Err(text)` fails
+    /// the attempt (restarts apply); the text becomes `Result`. A stop or a timeout drops the
+    /// future; a panic fails the attempt.
+    fn run(&self, task: super::Task, attempt: i32) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+}
+
+/// An [`EmbeddedRunner`]; definitions compare it by identity.
+#[derive(Clone)]
+pub struct Embedded(pub Arc<dyn EmbeddedRunner>);
+
+impl PartialEq for Embedded {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Embedded(..)")
+    }
+}
+
+/// A program of the `command` runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Set for the program, over what it inherits.
+    pub env: Vec<(String, String)>,
+    /// Names of server environment variables the program gets too; it starts from a clean
+    /// environment otherwise (src/runner/command.rs).
+    pub inherit_env: Vec<String>,
+    pub working_dir: Option<String>,
+}
+
+/// One request of the `http` runner; the templates take placeholders (src/runner/template.rs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSpec {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// How values are escaped into `body`.
+    pub body_format: BodyFormat,
+    /// Redirects followed (at most [`MAX_REDIRECTS`]); with 0 a 3xx answer ends the run as failed.
+    pub follow_redirects: u8,
+}
+
+/// The most redirects a definition may have the http runner follow.
+pub const MAX_REDIRECTS: u8 = 10;
+
+/// The timeout of an http run whose definition names none: a request is never left open forever.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a body template is, which decides how a value is escaped into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// Placeholders stand inside JSON string literals; values are JSON-string-escaped.
+    Json,
+    /// `application/x-www-form-urlencoded`; values are form-encoded.
+    Form,
+    /// Values are pasted as they are.
+    #[default]
+    Text,
+}
+
+impl BodyFormat {
+    pub fn parse(word: &str) -> Option<BodyFormat> {
+        match word.trim().to_ascii_lowercase().as_str() {
+            "json" => Some(BodyFormat::Json),
+            "form" => Some(BodyFormat::Form),
+            "text" => Some(BodyFormat::Text),
+            _ => None,
+        }
+    }
+
+    /// The format a `Content-Type` names: JSON for `application/json` and `*/*+json`, form for
+    /// `application/x-www-form-urlencoded`, text for anything else.
+    pub fn from_content_type(content_type: &str) -> BodyFormat {
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if essence == "application/json" || (essence.contains('/') && essence.ends_with("+json")) {
+            BodyFormat::Json
+        } else if essence == "application/x-www-form-urlencoded" {
+            BodyFormat::Form
+        } else {
+            BodyFormat::Text
+        }
+    }
+
+    /// The `Content-Type` sent when the definition names none.
+    pub fn content_type(self) -> Option<&'static str> {
+        match self {
+            BodyFormat::Json => Some("application/json"),
+            BodyFormat::Form => Some("application/x-www-form-urlencoded"),
+            BodyFormat::Text => None,
+        }
+    }
 }
 
 impl RunnerSpec {
@@ -56,9 +153,17 @@ impl RunnerSpec {
         match self {
             RunnerSpec::Noop => "noop",
             RunnerSpec::Sleep => "sleep",
-            RunnerSpec::Command { .. } => "command",
-            RunnerSpec::Http { .. } => "http",
+            RunnerSpec::Command(_) => "command",
+            RunnerSpec::Http(_) => "http",
             RunnerSpec::External => "external",
+            RunnerSpec::Embedded(_) => "embedded",
+        }
+    }
+    /// The timeout of a run whose definition names none.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        match self {
+            RunnerSpec::Http(_) => Some(HTTP_TIMEOUT),
+            _ => None,
         }
     }
     /// Run by the server itself (as opposed to external workers).
@@ -81,6 +186,11 @@ impl Definition {
             start_interval: None,
             parameters: None,
         }
+    }
+
+    /// How long a run may take: the definition's timeout, else its runner's default.
+    pub fn run_timeout(&self) -> Option<Duration> {
+        self.timeout.or_else(|| self.runner.default_timeout())
     }
 
     pub fn builtins() -> [Definition; 2] {
@@ -166,6 +276,9 @@ pub mod results {
     pub fn lease_expired(node: &str) -> String {
         format!("Lease expired: {node} stopped renewing it")
     }
+    pub fn panicked(what: &str) -> String {
+        format!("The run panicked: {what}")
+    }
     pub fn retry_scheduled(attempt: u32, why: &str) -> String {
         format!("Attempt {attempt} failed ({why}); retrying")
     }
@@ -243,6 +356,23 @@ mod tests {
         assert_eq!(parse_duration("-1"), None);
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn a_content_type_names_the_body_format() {
+        for (ct, f) in [
+            ("application/json", BodyFormat::Json),
+            ("Application/JSON; charset=utf-8", BodyFormat::Json),
+            ("application/vnd.api+json", BodyFormat::Json),
+            ("application/x-www-form-urlencoded", BodyFormat::Form),
+            ("text/plain", BodyFormat::Text),
+            ("application/jsonl", BodyFormat::Text),
+            ("", BodyFormat::Text),
+        ] {
+            assert_eq!(BodyFormat::from_content_type(ct), f, "{ct}");
+        }
+        assert_eq!(BodyFormat::parse(" JSON "), Some(BodyFormat::Json));
+        assert_eq!(BodyFormat::parse("xml"), None);
     }
 
     #[test]

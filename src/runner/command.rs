@@ -7,23 +7,34 @@
 //! - `state: SucceededManualCleanup` makes a successful run end in that state;
 //! - any other line is output: the last one becomes Response.
 //!
-//! Exit status 0 = success. Stderr is kept (last 4 KiB) for the event log. Stop and timeout send
+//! A line longer than 64 KiB is cut (the rest is read and dropped) and marked `… [truncated N
+//! bytes]`. Exit status 0 = success. Stderr is kept (last 4 KiB) for the event log. Stop and timeout send
 //! SIGTERM to the process group, then SIGKILL after the grace period. The process gets SIGKILL
 //! if the server dies (PR_SET_PDEATHSIG), so a killed server leaves no run behind.
 
+use std::ffi::OsString;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
+use crate::domain::Task;
+use crate::domain::definition::CommandSpec;
 use crate::domain::task::limits;
 use crate::store::runner::Progress;
 
 use super::StopCause;
 use super::exec::{Completed, Ctx, Ended, RunEnd};
+use super::output::{self, Rest, clip, cut};
 
+/// Stderr kept for the event log: its last bytes (read in pieces, at most twice this held).
 const STDERR_TAIL: usize = 4096;
+/// The longest stdout line kept; the rest of a longer one is dropped unread into memory.
+/// Nothing a line can set holds more (`Response`, `Result`: 64 Ki characters).
+const MAX_LINE_BYTES: usize = limits::LONG_TEXT;
+/// Stdout is read in pieces this big.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A stdout line, read.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,35 +92,70 @@ fn signal_group(pid: u32, signal: libc::c_int) {
     }
 }
 
-fn cut(s: &str, max_chars: usize) -> String {
-    if s.chars().count() <= max_chars { s.to_owned() } else { s.chars().take(max_chars).collect() }
+/// Variables of the server's environment every program gets, when the server has them: where
+/// programs are, the home directory, the locale (LANG, LANGUAGE and glibc's LC_ categories), the
+/// time zone and the temporary directory. None of them holds a secret.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_ADDRESS",
+    "LC_COLLATE",
+    "LC_CTYPE",
+    "LC_IDENTIFICATION",
+    "LC_MEASUREMENT",
+    "LC_MESSAGES",
+    "LC_MONETARY",
+    "LC_NAME",
+    "LC_NUMERIC",
+    "LC_PAPER",
+    "LC_TELEPHONE",
+    "LC_TIME",
+    "TZ",
+    "TMPDIR",
+];
+
+/// A program's whole environment, later entries winning: [`PASSED_ENV`] and the definition's
+/// `inherit_env` from the server's (`server`), the definition's `env`, then batchd's own
+/// `BATCHD_TASK_ID`, `BATCHD_TASK_NAME`, `BATCHD_ATTEMPT` and `BATCHD_PARAM_<KEY>`. Nothing
+/// else of the server's environment (its credentials, say) reaches a task.
+pub fn environment(
+    server: impl Fn(&str) -> Option<OsString>,
+    spec: &CommandSpec,
+    task: &Task,
+    attempt: i32,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = PASSED_ENV
+        .iter()
+        .copied()
+        .chain(spec.inherit_env.iter().map(String::as_str))
+        .filter_map(|name| server(name).map(|v| (OsString::from(name), v)))
+        .collect();
+    env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env.push(("BATCHD_TASK_ID".into(), task.id.to_string().into()));
+    env.push(("BATCHD_TASK_NAME".into(), task.name.clone().into()));
+    env.push(("BATCHD_ATTEMPT".into(), attempt.to_string().into()));
+    for (k, v) in task.parameters.iter().flat_map(|p| p.0.iter()) {
+        env.push((format!("BATCHD_PARAM_{}", env_key(k)).into(), v.into()));
+    }
+    env
 }
 
-pub async fn run(
-    ctx: &mut Ctx,
-    program: &str,
-    args: &[String],
-    env: &[(String, String)],
-    working_dir: Option<&str>,
-) -> RunEnd {
+pub async fn run(ctx: &mut Ctx, spec: &CommandSpec) -> RunEnd {
     let task = &ctx.task;
+    let program = spec.program.as_str();
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("BATCHD_TASK_ID", task.id.to_string())
-        .env("BATCHD_TASK_NAME", &task.name)
-        .env("BATCHD_ATTEMPT", ctx.attempt.to_string())
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(environment(|name| std::env::var_os(name), spec, task, ctx.attempt))
         .stdin(if task.request.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    if let Some(params) = &task.parameters {
-        for (k, v) in &params.0 {
-            cmd.env(format!("BATCHD_PARAM_{}", env_key(k)), v);
-        }
-    }
-    if let Some(dir) = working_dir {
+    if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
     #[cfg(target_os = "linux")]
@@ -144,16 +190,19 @@ pub async fn run(
     let out_reader = tokio::spawn(async move {
         let mut out = Output::default();
         let Some(stdout) = stdout else { return out };
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        let mut reader = BufReader::with_capacity(READ_BUFFER, stdout);
+        let mut bytes = Vec::new();
+        while let Ok(Some(dropped)) = output::read_line(&mut reader, &mut bytes, MAX_LINE_BYTES).await {
+            let rest = if dropped > 0 { Rest::Bytes(dropped) } else { Rest::None };
+            let line = String::from_utf8_lossy(&bytes);
             match parse_line(&line) {
                 Line::Progress { percent, text } => {
                     runner.report_progress(id, Progress { percent: Some(percent), description: text, file_name: None });
                 }
                 Line::File(f) => out.file = Some(cut(&f, limits::FILE_NAME)),
-                Line::Result(r) => out.result = Some(cut(&r, limits::LONG_TEXT)),
+                Line::Result(r) => out.result = Some(clip(r.as_bytes(), rest, limits::LONG_TEXT)),
                 Line::ManualCleanup => out.manual_cleanup = true,
-                Line::Output(o) if !o.trim().is_empty() => out.last = Some(cut(&o, limits::LONG_TEXT)),
+                Line::Output(o) if !o.trim().is_empty() => out.last = Some(clip(o.as_bytes(), rest, limits::LONG_TEXT)),
                 Line::Output(_) => {}
             }
         }
@@ -174,6 +223,9 @@ pub async fn run(
         }
         if tail.len() > STDERR_TAIL {
             tail.drain(..tail.len() - STDERR_TAIL);
+            // Start at a character, not inside one.
+            let start = tail.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count();
+            tail.drain(..start);
         }
         String::from_utf8_lossy(&tail).trim().to_owned()
     });
@@ -246,5 +298,64 @@ mod tests {
         assert_eq!(parse_line("hello: world"), Line::Output("hello: world".into()));
         assert_eq!(parse_line("plain"), Line::Output("plain".into()));
         assert_eq!(env_key("Report date-1"), "REPORT_DATE_1");
+    }
+
+    #[test]
+    fn a_program_gets_only_the_passed_and_named_variables() {
+        let server = |name: &str| {
+            ["PATH", "LC_TIME", "AWS_PROFILE", "CLOUD_SECRET", "BATCHD_ADMIN_PASSWORD", "BATCHD_TASK_ID"]
+                .contains(&name)
+                .then(|| OsString::from(format!("server-{name}")))
+        };
+        let spec = CommandSpec {
+            program: "p".into(),
+            args: vec![],
+            env: vec![("PATH".into(), "/opt/bin".into()), ("OUT".into(), "/srv".into())],
+            inherit_env: vec!["AWS_PROFILE".into()],
+            working_dir: None,
+        };
+        let task = Task {
+            id: 7,
+            name: "report".into(),
+            associate_id: 1,
+            details_table: 0,
+            details_record: 0,
+            is_system: false,
+            is_internal: false,
+            parameters: Some(crate::domain::Parameters(vec![("Day".into(), "mon".into())])),
+            last_started: None,
+            created: chrono::DateTime::default(),
+            start_count: 0,
+            database_serial_number: None,
+            context: None,
+            result: None,
+            state: crate::domain::BatchTaskState::Started,
+            description: None,
+            response: None,
+            request: None,
+            progress_description: None,
+            progress_percent: 0,
+            file_name: None,
+            cancellation: Default::default(),
+            version: 1,
+            updated: chrono::DateTime::default(),
+        };
+        let env: std::collections::BTreeMap<String, String> = environment(server, &spec, &task, 2)
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        let want = [
+            ("AWS_PROFILE", "server-AWS_PROFILE"),
+            ("BATCHD_ATTEMPT", "2"),
+            ("BATCHD_PARAM_DAY", "mon"),
+            ("BATCHD_TASK_ID", "7"),
+            ("BATCHD_TASK_NAME", "report"),
+            ("LC_TIME", "server-LC_TIME"),
+            ("OUT", "/srv"),
+            ("PATH", "/opt/bin"),
+        ];
+        let want: std::collections::BTreeMap<String, String> =
+            want.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        assert_eq!(env, want);
     }
 }

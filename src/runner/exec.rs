@@ -5,9 +5,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::domain::Task;
-use crate::domain::definition::{Definition, RunnerSpec};
+use crate::domain::definition::{Definition, Embedded, RunnerSpec};
+use crate::domain::task::limits;
 use crate::store::runner::Progress;
 
+use super::output::{Rest, clip};
 use super::{Runner, StopCause};
 
 /// What a run gets: the task, a way to report progress, and the stop signal.
@@ -88,14 +90,26 @@ pub async fn run(mut ctx: Ctx, def: &Definition) -> RunEnd {
     match &def.runner {
         RunnerSpec::Noop => RunEnd::Completed(Completed::ok("ok")),
         RunnerSpec::Sleep => Box::pin(super::builtin::sleep(&mut ctx)).await,
-        RunnerSpec::Command { program, args, env, working_dir } => {
-            Box::pin(super::command::run(&mut ctx, program, args, env, working_dir.as_deref())).await
-        }
-        RunnerSpec::Http { method, url, headers, body } => {
-            Box::pin(super::http_runner::run(&mut ctx, method, url, headers, body.as_deref())).await
-        }
+        RunnerSpec::Command(spec) => Box::pin(super::command::run(&mut ctx, spec)).await,
+        RunnerSpec::Http(spec) => Box::pin(super::http_runner::run(&mut ctx, spec)).await,
+        RunnerSpec::Embedded(e) => Box::pin(embedded(&mut ctx, e)).await,
         // Never claimed by this node's runner.
         RunnerSpec::External => RunEnd::Stopped(StopCause::Shutdown),
+    }
+}
+
+async fn embedded(ctx: &mut Ctx, runner: &Embedded) -> RunEnd {
+    let run = runner.0.run(ctx.task.clone(), ctx.attempt);
+    tokio::select! {
+        r = run => {
+            let (text, state) = match r {
+                Ok(text) => (text, Ended::Succeeded),
+                Err(text) => (text, Ended::Failed),
+            };
+            let result = clip(text.as_bytes(), Rest::None, limits::LONG_TEXT);
+            RunEnd::Completed(Completed { state, result, response: None, file_name: None, detail: None })
+        }
+        cause = ctx.stopped() => RunEnd::Stopped(cause),
     }
 }
 

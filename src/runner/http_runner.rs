@@ -1,63 +1,44 @@
 //! The `http` runner: one request to a configured URL; a 2xx status is success.
 //!
 //! Templates (URL, header values, body) take `{id}`, `{name}`, `{attempt}`, `{request}` and
-//! `{<ParameterObject key>}`. Values put into the URL are percent-encoded. Without a `body`
-//! template the task's `Request` is sent (if any).
+//! `{<ParameterObject key>}`, each value escaped for where it lands (src/runner/template.rs).
+//! Without a `body` template the task's `Request` is sent (if any). Redirects are followed only
+//! as far as the definition's `follow_redirects`; an unfollowed 3xx fails the run. The response
+//! body is read up to the `Response` limit and the rest left unread.
 
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-
+use crate::domain::definition::HttpSpec;
 use crate::domain::task::limits;
 
 use super::exec::{Completed, Ctx, Ended, RunEnd};
+use super::output::{Rest, clip};
+use super::template::{Target, fill};
 
-/// Fills `{placeholders}`. `encode` percent-encodes substituted values (for URLs).
-pub fn fill(template: &str, ctx: &Ctx, encode: bool) -> Result<String, String> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 1..];
-        let key = after.find('}').map(|end| (&after[..end], end));
-        // Only `{word}` is a placeholder; other braces (JSON bodies) are text.
-        let Some((key, end)) =
-            key.filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || "_-. ".contains(c)))
-        else {
-            out.push('{');
-            rest = after;
-            continue;
-        };
-        let value = match key {
-            "id" => Some(ctx.task.id.to_string()),
-            "name" => Some(ctx.task.name.clone()),
-            "attempt" => Some(ctx.attempt.to_string()),
-            "request" => Some(ctx.task.request.clone().unwrap_or_default()),
-            k => ctx.param(k).map(str::to_owned),
-        };
-        match value {
-            Some(v) if encode => out.extend(utf8_percent_encode(&v, NON_ALPHANUMERIC)),
-            Some(v) => out.push_str(&v),
-            None => return Err(format!("no value for {{{key}}} (not in ParameterObject)")),
-        }
-        rest = &after[end + 1..];
+/// The most of a response body read: what `Response` can hold (its limit is in characters, and
+/// a character is at least a byte).
+const RESPONSE_BYTES: usize = limits::LONG_TEXT;
+
+/// The value of a placeholder for this run.
+fn value(ctx: &Ctx, key: &str) -> Option<String> {
+    match key {
+        "id" => Some(ctx.task.id.to_string()),
+        "name" => Some(ctx.task.name.clone()),
+        "attempt" => Some(ctx.attempt.to_string()),
+        "request" => Some(ctx.task.request.clone().unwrap_or_default()),
+        k => ctx.param(k).map(str::to_owned),
     }
-    out.push_str(rest);
-    Ok(out)
 }
 
-fn cut(s: &str, max_chars: usize) -> String {
-    if s.chars().count() <= max_chars { s.to_owned() } else { s.chars().take(max_chars).collect() }
-}
-
-pub async fn run(ctx: &mut Ctx, method: &str, url: &str, headers: &[(String, String)], body: Option<&str>) -> RunEnd {
+pub async fn run(ctx: &mut Ctx, spec: &HttpSpec) -> RunEnd {
     let prepared = (|| -> Result<reqwest::RequestBuilder, String> {
-        let url = fill(url, ctx, true).map_err(|e| format!("url: {e}"))?;
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| format!("method: {e}"))?;
+        let value = |k: &str| value(ctx, k);
+        let url = fill(&spec.url, Target::Url, value).map_err(|e| format!("url: {e}"))?;
+        let method = reqwest::Method::from_bytes(spec.method.as_bytes()).map_err(|e| format!("method: {e}"))?;
         let mut req = ctx.http.request(method, &url);
-        for (k, v) in headers {
-            req = req.header(k, fill(v, ctx, false).map_err(|e| format!("header {k}: {e}"))?);
+        for (k, v) in &spec.headers {
+            req = req.header(k, fill(v, Target::Header, value).map_err(|e| format!("header {k}: {e}"))?);
         }
-        let body = match body {
-            Some(b) => Some(fill(b, ctx, false).map_err(|e| format!("body: {e}"))?),
+        let body = match &spec.body {
+            Some(b) => Some(fill(b, Target::Body(spec.body_format), value).map_err(|e| format!("body: {e}"))?),
             None => ctx.task.request.clone(),
         };
         if let Some(b) = body {
@@ -70,20 +51,39 @@ pub async fn run(ctx: &mut Ctx, method: &str, url: &str, headers: &[(String, Str
         Err(e) => return RunEnd::Completed(Completed::failed(e)),
     };
     let call = async {
-        let res = req.send().await?;
+        let mut res = req.send().await?;
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
-        Ok::<_, reqwest::Error>((status, text))
+        let length = res.content_length();
+        // Streamed, and no further than the Response limit: a huge or endless body is never held.
+        let mut head: Vec<u8> = Vec::with_capacity(length.map_or(0, |l| l.min(RESPONSE_BYTES as u64) as usize));
+        let mut rest = Rest::None;
+        while let Some(chunk) = res.chunk().await? {
+            let room = RESPONSE_BYTES - head.len();
+            if chunk.len() > room {
+                head.extend_from_slice(&chunk[..room]);
+                rest = match length {
+                    Some(l) => Rest::Bytes(l.saturating_sub(head.len() as u64)),
+                    None => Rest::Unknown,
+                };
+                break;
+            }
+            head.extend_from_slice(&chunk);
+        }
+        Ok::<_, reqwest::Error>((status, head, rest))
     };
     let outcome = tokio::select! {
         r = call => r,
         cause = ctx.stopped() => return RunEnd::Stopped(cause),
     };
     match outcome {
-        Ok((status, text)) => RunEnd::Completed(Completed {
+        Ok((status, head, rest)) => RunEnd::Completed(Completed {
             state: if status.is_success() { Ended::Succeeded } else { Ended::Failed },
-            result: format!("HTTP {}", status.as_u16()),
-            response: (!text.is_empty()).then(|| cut(&text, limits::LONG_TEXT)),
+            result: if status.is_redirection() {
+                format!("HTTP {} (redirect not followed)", status.as_u16())
+            } else {
+                format!("HTTP {}", status.as_u16())
+            },
+            response: (!head.is_empty()).then(|| clip(&head, rest, limits::LONG_TEXT)),
             file_name: None,
             detail: None,
         }),

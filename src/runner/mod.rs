@@ -20,18 +20,22 @@ mod command;
 mod exec;
 mod http_runner;
 mod maintenance;
+mod output;
+mod template;
 pub mod workers;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::domain::Task;
-use crate::domain::definition::{Definition, results};
+use crate::domain::definition::{Definition, RunnerSpec, results};
 use crate::store::runner::{Actor, Beat, BeatOutcome, ClaimName, ClaimRequest, Finish, FinishOutcome, Lease, Progress};
 use crate::store::{DefinitionRow, Store, StoreError};
 
@@ -76,7 +80,7 @@ impl Definitions {
                         name: d.name.clone(),
                         description: d.description.clone(),
                         runner: d.runner.kind().into(),
-                        timeout_seconds: d.timeout.map_or(0, |t| t.as_secs().try_into().unwrap_or(i64::MAX)),
+                        timeout_seconds: d.run_timeout().map_or(0, |t| t.as_secs().try_into().unwrap_or(i64::MAX)),
                         restarts: i32::try_from(d.retry.restarts).unwrap_or(i32::MAX),
                         start_interval_seconds: d
                             .start_interval
@@ -171,7 +175,8 @@ struct Inner {
     closing: AtomicBool,
     closed: Notify,
     in_process: Vec<ClaimName>,
-    http: reqwest::Client,
+    /// One client per redirect limit in use: reqwest sets the redirect policy per client.
+    http: HashMap<u8, reqwest::Client>,
     started: AtomicBool,
 }
 
@@ -179,6 +184,29 @@ struct Inner {
 #[derive(Clone)]
 pub struct Runner {
     inner: Arc<Inner>,
+}
+
+/// A panic's message (`panic!` gives a `&str` or a `String`).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    output::cut(&text, PANIC_TEXT_CHARS)
+}
+
+/// The most of a panic message kept in `Result` and the log.
+const PANIC_TEXT_CHARS: usize = 1024;
+
+/// An HTTP client following at most `redirects` redirects (none: a 3xx is the answer).
+fn http_client(redirects: u8) -> reqwest::Client {
+    let policy = match redirects {
+        0 => reqwest::redirect::Policy::none(),
+        n => reqwest::redirect::Policy::limited(usize::from(n)),
+    };
+    // Without a TLS backend the builder has nothing that can fail.
+    reqwest::Client::builder().no_proxy().redirect(policy).build().expect("an HTTP client without TLS builds")
 }
 
 /// The smallest unit of progress write spacing per task.
@@ -189,7 +217,16 @@ impl Runner {
         let (finisher, finish_rx) = mpsc::unbounded_channel();
         let node = cfg.node_name();
         let in_process = defs.claim_names(true);
-        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        let http = defs
+            .all()
+            .iter()
+            .filter_map(|d| match &d.runner {
+                RunnerSpec::Http(h) => Some(h.follow_redirects),
+                _ => None,
+            })
+            .chain([0])
+            .map(|n| (n, http_client(n)))
+            .collect();
         Runner {
             inner: Arc::new(Inner {
                 store,
@@ -337,7 +374,7 @@ impl Runner {
         rt: Arc<RunningTask>,
         stop_rx: watch::Receiver<Option<StopCause>>,
     ) {
-        let timer = def.timeout.map(|t| {
+        let timer = def.run_timeout().map(|t| {
             let rt = rt.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(t).await;
@@ -350,10 +387,19 @@ impl Runner {
             grace: self.inner.cfg.grace,
             stop: stop_rx,
             runner: self.clone(),
-            http: self.inner.http.clone(),
+            http: self.http_client(&def),
         };
         let id = ctx.task.id;
-        let end = exec::run(ctx, &def).await;
+        // A panic must not leave the task Started, its lease renewed and its slot held: it ends
+        // the attempt as failed, like any failure, so restarts apply and the slot is freed.
+        let end = match AssertUnwindSafe(exec::run(ctx, &def)).catch_unwind().await {
+            Ok(end) => end,
+            Err(payload) => {
+                let what = panic_text(payload.as_ref());
+                tracing::error!(id, name = %def.name, panic = %what, "the run panicked; its attempt failed");
+                exec::RunEnd::Completed(exec::Completed::failed(results::panicked(&what)))
+            }
+        };
         if let Some(t) = timer {
             t.abort();
         }
@@ -409,6 +455,16 @@ impl Runner {
             Some(f) => self.queue_finish(f),
             None => self.forget(id, &lease.token),
         }
+    }
+
+    /// The client for a definition's runs (its redirect limit).
+    fn http_client(&self, def: &Definition) -> reqwest::Client {
+        let redirects = match &def.runner {
+            RunnerSpec::Http(h) => h.follow_redirects,
+            _ => 0,
+        };
+        // Every definition's limit has a client from `new`; building one is the fallback.
+        self.inner.http.get(&redirects).cloned().unwrap_or_else(|| http_client(redirects))
     }
 
     fn queue_finish(&self, finish: Finish) {

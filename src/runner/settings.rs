@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::domain::definition::{Definition, RetryPolicy, RunnerSpec, parse_duration};
+use crate::domain::definition::{
+    BodyFormat, CommandSpec, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec, parse_duration,
+};
 use crate::domain::{CancellationBehaviour, Parameters};
 
 /// How this node runs tasks.
@@ -142,12 +144,15 @@ pub struct DefinitionFile {
     // command
     pub command: Option<Vec<String>>,
     pub env: Option<BTreeMap<String, String>>,
+    pub inherit_env: Option<Vec<String>>,
     pub working_dir: Option<String>,
     // http
     pub method: Option<String>,
     pub url: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub body: Option<String>,
+    pub body_format: Option<String>,
+    pub follow_redirects: Option<u8>,
     // rules
     pub timeout: Option<DurationValue>,
     pub restarts: Option<u32>,
@@ -254,25 +259,54 @@ impl DefinitionFile {
             "a definition name must be 1 to 254 characters"
         );
         let kind = self.runner.trim().to_ascii_lowercase();
-        let has_command_keys = self.command.is_some() || self.env.is_some() || self.working_dir.is_some();
-        let has_http_keys =
-            self.method.is_some() || self.url.is_some() || self.headers.is_some() || self.body.is_some();
+        let has_command_keys =
+            self.command.is_some() || self.env.is_some() || self.inherit_env.is_some() || self.working_dir.is_some();
+        let has_http_keys = self.method.is_some()
+            || self.url.is_some()
+            || self.headers.is_some()
+            || self.body.is_some()
+            || self.body_format.is_some()
+            || self.follow_redirects.is_some();
         let runner = match kind.as_str() {
             "command" => {
-                anyhow::ensure!(!has_http_keys, "{}", ctx("method/url/headers/body belong to runner = \"http\""));
+                anyhow::ensure!(
+                    !has_http_keys,
+                    "{}",
+                    ctx("method/url/headers/body/body_format/follow_redirects belong to runner = \"http\"")
+                );
                 let mut cmd =
                     self.command.with_context(|| ctx("runner = \"command\" needs command = [program, args...]"))?;
                 anyhow::ensure!(!cmd.is_empty() && !cmd[0].trim().is_empty(), "{}", ctx("command must name a program"));
                 let program = cmd.remove(0);
-                RunnerSpec::Command {
+                let inherit_env = self.inherit_env.unwrap_or_default();
+                for name in &inherit_env {
+                    anyhow::ensure!(
+                        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{}",
+                        ctx(&format!("inherit_env: {name:?} is not a variable name (A-Z, a-z, 0-9, _)"))
+                    );
+                    // The server's own settings hold its secrets (BATCHD_ADMIN_PASSWORD,
+                    // BATCHD_DATABASE); batchd sets the BATCHD_ variables a program gets itself.
+                    anyhow::ensure!(
+                        !name.to_ascii_uppercase().starts_with("BATCHD_"),
+                        "{}",
+                        ctx(&format!("inherit_env: {name} is the server's own setting and is never passed on"))
+                    );
+                }
+                RunnerSpec::Command(CommandSpec {
                     program,
                     args: cmd,
                     env: self.env.unwrap_or_default().into_iter().collect(),
+                    inherit_env,
                     working_dir: self.working_dir,
-                }
+                })
             }
             "http" => {
-                anyhow::ensure!(!has_command_keys, "{}", ctx("command/env/working_dir belong to runner = \"command\""));
+                anyhow::ensure!(
+                    !has_command_keys,
+                    "{}",
+                    ctx("command/env/inherit_env/working_dir belong to runner = \"command\"")
+                );
                 let url = self.url.with_context(|| ctx("runner = \"http\" needs url"))?;
                 anyhow::ensure!(
                     url.starts_with("http://"),
@@ -294,12 +328,31 @@ impl DefinitionFile {
                         ctx(&format!("headers: {k:?} is not a header name"))
                     );
                 }
-                RunnerSpec::Http {
-                    method,
-                    url,
-                    headers: self.headers.unwrap_or_default().into_iter().collect(),
-                    body: self.body,
+                let mut headers: Vec<(String, String)> = self.headers.unwrap_or_default().into_iter().collect();
+                let content_type =
+                    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")).map(|(_, v)| v.clone());
+                let body_format = match &self.body_format {
+                    Some(f) => {
+                        anyhow::ensure!(self.body.is_some(), "{}", ctx("body_format describes body, which is missing"));
+                        BodyFormat::parse(f)
+                            .with_context(|| ctx(&format!("body_format = {f:?}: use json, form or text")))?
+                    }
+                    None => content_type.as_deref().map_or(BodyFormat::Text, BodyFormat::from_content_type),
+                };
+                if let Some(body) = &self.body {
+                    super::template::check_body(body, body_format)
+                        .map_err(|e| anyhow::anyhow!(ctx(&format!("body: {e}"))))?;
+                    if let (None, Some(ct)) = (&content_type, body_format.content_type()) {
+                        headers.push(("Content-Type".into(), ct.into()));
+                    }
                 }
+                let follow_redirects = self.follow_redirects.unwrap_or(0);
+                anyhow::ensure!(
+                    follow_redirects <= MAX_REDIRECTS,
+                    "{}",
+                    ctx(&format!("follow_redirects must be 0 to {MAX_REDIRECTS}"))
+                );
+                RunnerSpec::Http(HttpSpec { method, url, headers, body: self.body, body_format, follow_redirects })
             }
             "external" | "noop" | "sleep" => {
                 anyhow::ensure!(
@@ -319,6 +372,11 @@ impl DefinitionFile {
         def.description = self.description;
         if let Some(t) = self.timeout {
             def.timeout = Some(t.get(&ctx("timeout"))?).filter(|d| !d.is_zero());
+            anyhow::ensure!(
+                def.timeout.is_some() || def.runner.default_timeout().is_none(),
+                "{}",
+                ctx("timeout = 0: this runner's runs always have a timeout (leave the key out for the default)")
+            );
         }
         let mut retry = RetryPolicy::default();
         if let Some(r) = self.restarts {
@@ -405,6 +463,7 @@ mod tests {
             runner = "command"
             command = ["/bin/sh", "-c", "echo hi"]
             env = { A = "1" }
+            inherit_env = ["AWS_PROFILE"]
             timeout = "10m"
             restarts = 3
             backoff = "2s"
@@ -435,9 +494,11 @@ mod tests {
         assert_eq!(r.retry.restarts, 3);
         assert_eq!(r.cancellation, CancellationBehaviour::CancelWithWarning);
         assert!(
-            matches!(&r.runner, RunnerSpec::Command { program, args, .. } if program == "/bin/sh" && args.len() == 2)
+            matches!(&r.runner, RunnerSpec::Command(c) if c.program == "/bin/sh" && c.args.len() == 2 && c.inherit_env == ["AWS_PROFILE"])
         );
-        assert!(matches!(&defs[1].runner, RunnerSpec::Http { method, .. } if method == "POST"));
+        assert!(
+            matches!(&defs[1].runner, RunnerSpec::Http(h) if h.method == "POST" && h.body_format == BodyFormat::Text)
+        );
         assert_eq!(defs[3].concurrency, Some(5));
 
         for bad in [
@@ -450,8 +511,44 @@ mod tests {
             "[[definition]]\nname = \"x\"\nrunner = \"noop\"\ntimeout = \"soon\"",
             "[[definition]]\nname = \"x\"\nrunner = \"noop\"\n[[definition]]\nname = \"x\"\nrunner = \"noop\"",
             "[[definition]]\nname = \"x\"\nrunner = \"noop\"\nsurprise = 1",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nbody = \"{}\"\nbody_format = \"xml\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nbody_format = \"json\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"command\"\ncommand = [\"a\"]\nbody_format = \"json\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\nfollow_redirects = 11",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\ntimeout = 0",
+            "[[definition]]\nname = \"x\"\nrunner = \"noop\"\nfollow_redirects = 1",
+            "[[definition]]\nname = \"x\"\nrunner = \"command\"\ncommand = [\"a\"]\ninherit_env = [\"BATCHD_ADMIN_PASSWORD\"]",
+            "[[definition]]\nname = \"x\"\nrunner = \"command\"\ncommand = [\"a\"]\ninherit_env = [\"A=B\"]",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"http://a\"\ninherit_env = [\"HOME\"]",
         ] {
             assert!(parse_definitions(bad).is_err(), "should fail: {bad}");
         }
+    }
+
+    #[test]
+    fn a_body_format_comes_from_the_key_or_the_content_type_and_json_bodies_are_checked() {
+        let http = |extra: &str| {
+            parse_definitions(&format!("[[definition]]\nname = \"h\"\nrunner = \"http\"\nurl = \"http://a\"\n{extra}"))
+                .map(|d| match &d[0].runner {
+                    RunnerSpec::Http(h) => h.clone(),
+                    other => panic!("{other:?}"),
+                })
+        };
+        let h = http("headers = { \"content-type\" = \"application/json; charset=utf-8\" }\nbody = '{\"a\": \"{X}\"}'")
+            .unwrap();
+        assert_eq!(h.body_format, BodyFormat::Json);
+        assert_eq!(h.headers.len(), 1, "the named Content-Type stays alone");
+        let h = http("body = 'a={X}'\nbody_format = \"form\"").unwrap();
+        assert_eq!(h.body_format, BodyFormat::Form);
+        assert_eq!(h.headers, [("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned())]);
+        let h = http(
+            "headers = { \"Content-Type\" = \"application/json\" }\nbody = '{\"a\": {X}}'\nbody_format = \"text\"",
+        )
+        .unwrap();
+        assert_eq!(h.body_format, BodyFormat::Text, "the key wins: pasted as it is");
+        let e = http("headers = { \"Content-Type\" = \"application/json\" }\nbody = '{\"a\": {X}}'").unwrap_err();
+        assert!(format!("{e:#}").contains("must stand inside a JSON string"), "{e:#}");
+        let e = http("body = '{\"a\": \"{X}\"'\nbody_format = \"json\"").unwrap_err();
+        assert!(format!("{e:#}").contains("not JSON"), "{e:#}");
     }
 }

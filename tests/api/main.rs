@@ -21,5 +21,6 @@ mod rights;
 mod runner;
 mod runner_model;
 mod runner_process;
+mod runner_trust;
 mod runner_workers;
 mod store_contract;

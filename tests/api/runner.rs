@@ -70,7 +70,7 @@ pub async fn stop(app: &TestApp, id: i64) -> reqwest::Response {
     app.request(Method::POST, &format!("/api/v1/BatchTask/{id}/Stop")).send().await.unwrap()
 }
 
-fn sh(dir: &Path, script: &str) -> String {
+pub fn sh(dir: &Path, script: &str) -> String {
     let path = dir.join(format!("script-{}.sh", rand_tag()));
     std::fs::write(&path, script).unwrap();
     path.display().to_string()
@@ -83,7 +83,7 @@ fn rand_tag() -> u64 {
 }
 
 /// A `[[definition]]` running `script` with /bin/sh.
-fn command_def(name: &str, script_path: &str, extra: &str) -> String {
+pub fn command_def(name: &str, script_path: &str, extra: &str) -> String {
     format!(
         "[[definition]]\nname = \"{name}\"\nrunner = \"command\"\ncommand = [\"/bin/sh\", \"{script_path}\"]\n{extra}\n"
     )
@@ -209,7 +209,7 @@ async fn a_failing_command_ends_failed_with_its_status_and_stderr_in_the_log() {
 }
 
 /// A tiny HTTP server recording what it was sent; answers 200 with a body, or 500 on `/fail`.
-async fn hook_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String, String)>) {
+pub async fn hook_server() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String, String)>) {
     use axum::extract::Request;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let app = axum::Router::new().fallback(move |req: Request| {

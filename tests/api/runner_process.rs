@@ -16,7 +16,7 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
-async fn create(base: &str, body: Value) -> i64 {
+pub async fn create(base: &str, body: Value) -> i64 {
     let res = client()
         .post(format!("{base}/api/v1/BatchTask"))
         .basic_auth("admin", Some("pw"))
@@ -28,13 +28,13 @@ async fn create(base: &str, body: Value) -> i64 {
     res.json().await.unwrap()
 }
 
-async fn get(base: &str, path: &str) -> Value {
+pub async fn get(base: &str, path: &str) -> Value {
     let res = client().get(format!("{base}{path}")).basic_auth("admin", Some("pw")).send().await.unwrap();
     assert_eq!(res.status(), 200, "{path}");
     res.json().await.unwrap()
 }
 
-fn write_config(dir: &Path, extra: &str) -> String {
+pub fn write_config(dir: &Path, extra: &str) -> String {
     let path = dir.join("batchd.toml");
     std::fs::write(&path, format!("{CONFIG}\n{extra}")).unwrap();
     path.display().to_string()

@@ -124,7 +124,7 @@ pub async fn acquire(
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let cfg = runner.config();
-    let timeout = runner.definitions().get(&claimed.task.name).and_then(|d| d.timeout).map(|t| t.as_secs_f64());
+    let timeout = runner.definitions().get(&claimed.task.name).and_then(|d| d.run_timeout()).map(|t| t.as_secs_f64());
     let view =
         TaskView { task: &claimed.task, rights: rights_for(&caller, &claimed.task), zone: prefs.zone, select: None };
     let expires = time::format(claimed.lease.expires, prefs.zone);
