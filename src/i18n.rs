@@ -81,7 +81,7 @@ pub enum Key {
     UnknownSelect,
     Cancelled,
     CancelWarning,
-    // -- identity and access (issue 4) --
+    // -- identity and access --
     AuthUnsupportedScheme,
     AuthExpired,
     AuthAppToken,
@@ -108,7 +108,7 @@ pub enum Key {
     PatchTooLarge,
     PatchTooDeep,
     TaskContended,
-    // -- runner (issue 5) --
+    // -- runner --
     LeaseStale,
     NotExternal,
 }

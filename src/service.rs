@@ -61,7 +61,7 @@ pub struct TaskService {
     store: Arc<dyn Store>,
     strict_definitions: bool,
     known_definitions: Arc<Vec<String>>,
-    // -- runner (issue 5) --
+    // -- runner --
     definitions: Arc<Definitions>,
     runner: Option<Runner>,
 }

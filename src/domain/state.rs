@@ -1,4 +1,4 @@
-//! The allowed moves between task states (CONTRACT.md section 3, "Update").
+//! The allowed moves between task states (docs/API.md, "Update").
 
 use super::error::DomainError;
 use super::task::BatchTaskState::{self, *};

@@ -235,7 +235,7 @@ pub struct TaskUpdate {
     pub request: Patch<Option<String>>,
 }
 
-/// Length limits, in characters (CONTRACT.md section 5).
+/// Length limits, in characters (docs/API.md).
 pub mod limits {
     pub const NAME: usize = 254;
     pub const DESCRIPTION: usize = 254;

@@ -69,7 +69,7 @@ pub fn parse_zone(text: &str) -> Option<Tz> {
 }
 
 /// Parses the whole header value `zone[,includeTZOffset]`. batchd always writes an offset
-/// (CONTRACT.md section 2), so `includeTZOffset` is accepted and changes nothing.
+/// (docs/API.md), so `includeTZOffset` is accepted and changes nothing.
 pub fn parse_header(text: &str) -> Option<ZoneSpec> {
     let mut parts = text.split(',');
     let zone = parse_zone(parts.next()?)?;

@@ -37,7 +37,7 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Msg::new(Key::Internal))
     }
 
-    /// SuperOffice's exception name for each status (CONTRACT.md section 2, "Errors").
+    /// SuperOffice's exception name for each status (docs/API.md, "Errors").
     pub fn error_type(&self) -> &'static str {
         error_type(self.status)
     }

@@ -309,7 +309,7 @@ fn row(key: Key) -> Option<Row> {
             "PATCH accepte application/json-patch+json ou application/merge-patch+json, pas '{type}'.",
             "PATCH accepteert application/json-patch+json of application/merge-patch+json, niet '{type}'.",
         ],
-        // -- identity and access (issue 4) --
+        // -- identity and access --
         Key::AuthUnsupportedScheme => [
             "Authorization-skjemaet støttes ikke: bruk Basic, SOTicket eller Bearer.",
             "Authorization-schemat stöds inte: använd Basic, SOTicket eller Bearer.",
@@ -446,7 +446,7 @@ fn row(key: Key) -> Option<Row> {
             "Name : un nom de collaborateur compte de 1 à 100 caractères, sans ':', sans caractères de contrôle ni espaces en début ou en fin.",
             "Name: een medewerkersnaam heeft 1 tot 100 tekens, geen ':', geen stuurtekens en geen spaties aan het begin of eind.",
         ],
-        // -- runner (issue 5) --
+        // -- runner --
         Key::LeaseStale => [
             "X-Lease-Token: tokenet er ikke gjeldende lease for BatchTask {id} (den er utløpt, eller oppgaven ble tatt tilbake).",
             "X-Lease-Token: token är inte den aktuella leasen för BatchTask {id} (den har gått ut eller uppgiften togs tillbaka).",

@@ -1,4 +1,4 @@
-//! The runner: batchd executes the tasks it stores (CONTRACT.md section 4, docs/runner.md).
+//! The runner: batchd executes the tasks it stores (docs/API.md, docs/runner.md).
 //!
 //! One [`Runner`] per server process (a "node"). Its loops:
 //! - **claim**: takes the oldest `New` tasks this node can run, in batches (`New → Aquired →

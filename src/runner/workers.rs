@@ -59,7 +59,7 @@ impl Runner {
                     return Err(DomainError::NotExternal { name: n.clone() }.into());
                 }
                 Some(d) => claim_names.push(ClaimName { name: n.clone(), concurrency: d.concurrency }),
-                // A name with no definition waits for an external worker (CONTRACT.md section 3).
+                // A name with no definition waits for an external worker (docs/API.md).
                 None => claim_names.push(ClaimName { name: n.clone(), concurrency: None }),
             }
         }

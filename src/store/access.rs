@@ -1,4 +1,4 @@
-//! Store types for identity and access (issue 4): tickets, API tokens, browser sessions and
+//! Store types for identity and access: tickets, API tokens, browser sessions and
 //! associate changes. Secrets never reach the store: only the hex SHA-256 of each.
 
 use chrono::{DateTime, Utc};

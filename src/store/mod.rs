@@ -158,7 +158,7 @@ pub trait Store: Send + Sync + 'static {
     /// Registers (or refreshes) a task definition's row in `batchtaskdefinition`.
     async fn upsert_definition(&self, def: &DefinitionRow, now: DateTime<Utc>) -> Result<(), StoreError>;
 
-    // -- identity and access (issue 4): tickets, tokens, sessions, associate management --
+    // -- identity and access: tickets, tokens, sessions, associate management --
     // Types in `store::access`. Every method below that ends or weakens a credential also adds a
     // `credential_change` row in the same transaction (see `credential_changes`).
 
@@ -205,7 +205,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes credentials that expired or were revoked before `before`, and change rows older than it.
     async fn purge_credentials(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    // -- runner (issue 5): claims, leases, heartbeats, progress, events, retention --
+    // -- runner: claims, leases, heartbeats, progress, events, retention --
     // The defaults let a store without runner support compile and serve the API (it cannot run
     // tasks). SQLite and PostgreSQL implement them all (docs/runner.md).
 
@@ -435,7 +435,7 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-// -- runner (issue 5) --
+// -- runner --
 pub mod runner;
 
 fn runner_unsupported() -> StoreError {

@@ -6,8 +6,8 @@
 //! the row `FOR UPDATE`: concurrent changes to one task queue on the row lock instead of losing
 //! updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
 //! so no database is needed to build); the shared contract test (`tests/api/store_contract.rs`)
-//! checks it against the SQLite store. Identity and access (issue 4) is in `postgres/auth.rs`,
-//! which explains its locks (last active admin, change-log order). The runner (issue 5) is in
+//! checks it against the SQLite store. Identity and access is in `postgres/auth.rs`,
+//! which explains its locks (last active admin, change-log order). The runner is in
 //! `postgres/runner.rs` (claims with SKIP LOCKED, concurrency limits across nodes, fencing).
 
 use std::str::FromStr;
@@ -488,7 +488,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    // -- identity and access (issue 4) --
+    // -- identity and access --
     // In `postgres/auth.rs`. Writes are one transaction each: the change, its revocations and its
     // `credential_change` rows commit together or not at all.
 
@@ -571,7 +571,7 @@ impl Store for PostgresStore {
         Ok(n)
     }
 
-    // -- runner (issue 5) --
+    // -- runner --
     // In `postgres/runner.rs`, which explains the locks (fencing, concurrency limits across nodes).
 
     async fn modify_task_as(

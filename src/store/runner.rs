@@ -1,4 +1,4 @@
-//! Types of the runner's store methods (issue 5): claims, leases, heartbeats, finishes, stops,
+//! Types of the runner's store methods: claims, leases, heartbeats, finishes, stops,
 //! events and retention. The methods themselves are on [`super::Store`], at the runner marker.
 
 use std::time::Duration;

@@ -98,7 +98,7 @@ pub async fn update(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
-    // -- runner (issue 5) -- a worker finishing its run under a lease.
+    // -- runner -- a worker finishing its run under a lease.
     if headers.contains_key(super::runner::LEASE_HEADER) {
         return super::runner::finish(caller, app, prefs, id, &headers, body).await;
     }

@@ -36,7 +36,7 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ),
     ("BatchTask/{state}", &[("GET", "User tasks in a BatchTaskState (All = every state)")]),
     ("BatchTask/{id}/Stop", &[("POST", "Stop a task; answers true when the stop took effect")]),
-    // -- runner (issue 5) --
+    // -- runner --
     (
         "BatchTask/Acquire",
         &[("POST", "{Names, Wait} Worker: claim the oldest New task of those names, with a lease token")],
@@ -79,7 +79,7 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         "Agents/Batch/GetSystemBatchTaskInfosByNameAndState",
         &[("POST", "{TaskName, State} System tasks by name and state")],
     ),
-    // -- identity and access (issue 4) --
+    // -- identity and access --
     (
         "Ticket",
         &[

@@ -1,4 +1,4 @@
-//! Identity and access endpoints (issue 4): tickets, browser sessions, API tokens, associates,
+//! Identity and access endpoints: tickets, browser sessions, API tokens, associates,
 //! and the agent-style `SoPrincipal/AuthenticateUsernamePassword`. JSON in (or form), JSON out.
 //! See docs/auth.md for the shapes.
 

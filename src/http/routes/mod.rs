@@ -33,9 +33,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))
         .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
-        // -- formats (issue 3) --
+        // -- formats --
         .route("/api/v1/BatchTask/{key}", axum::routing::patch(batchtask::patch))
-        // -- identity and access (issue 4) --
+        // -- identity and access --
         .route("/api/v1/Ticket", post(identity::create_ticket).delete(identity::delete_ticket))
         .route(
             "/api/v1/Session",
@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/Agents/SoPrincipal/AuthenticateUsernamePassword",
             post(identity::authenticate_username_password),
         )
-        // -- runner (issue 5) --
+        // -- runner --
         .route(
             "/api/v1/BatchTask/Acquire",
             post(runner::acquire)

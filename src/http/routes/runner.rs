@@ -1,4 +1,4 @@
-//! Runner endpoints (issue 5): external workers (Acquire, Heartbeat, finish by PUT with
+//! Runner endpoints: external workers (Acquire, Heartbeat, finish by PUT with
 //! `X-Lease-Token`) and the event log (`GET /BatchTask/{id}/Events`).
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! PostgreSQL side of identity and access (issue 4): free functions the `Store` impl calls, the
+//! PostgreSQL side of identity and access: free functions the `Store` impl calls, the
 //! twins of `src/store/sqlite/auth.rs`. Writers get a connection inside a transaction that the
 //! caller commits; SQLite gets the same atomicity from its single writer.
 //!

@@ -1,4 +1,4 @@
-//! The runner's writes on PostgreSQL (issue 5): free functions the `Store` impl calls inside one
+//! The runner's writes on PostgreSQL: free functions the `Store` impl calls inside one
 //! transaction each, the twins of `src/store/sqlite/runner.rs`. SQLite's single writer makes every
 //! check-then-write atomic; here the same decisions are made under row locks:
 //!

@@ -1,4 +1,4 @@
-//! SQLite side of identity and access (issue 4): free functions the `Store` impl calls, each on
+//! SQLite side of identity and access: free functions the `Store` impl calls, each on
 //! the writer's connection (writes) or a pooled reader (reads). Plain SQL that PostgreSQL also
 //! takes, apart from the `?` placeholders.
 

@@ -34,7 +34,7 @@ use writer::Writer;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_auth.sql")),
-    // 3: runner (issue 5)
+    // 3: runner
     (3, include_str!("../../../migrations/sqlite/0003_runner.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_formats.sql")),
 ];
@@ -500,7 +500,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    // -- identity and access (issue 4) --
+    // -- identity and access --
 
     async fn get_associate(&self, id: i32) -> Result<Option<Associate>, StoreError> {
         self.read(|conn| auth::get_associate(conn, id))
@@ -560,7 +560,7 @@ impl Store for SqliteStore {
         self.writer.write(move |conn| auth::purge_credentials(conn, before)).await
     }
 
-    // -- runner (issue 5) --
+    // -- runner --
 
     async fn modify_task_as(
         &self,

@@ -1,4 +1,4 @@
-//! The runner's writes on SQLite (issue 5). Free functions run inside the writer's transaction:
+//! The runner's writes on SQLite. Free functions run inside the writer's transaction:
 //! each loads the row with its lease columns, changes it in Rust, writes it back with one fixed
 //! UPDATE and logs the state change. The single writer makes every check-then-write atomic.
 
