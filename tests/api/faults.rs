@@ -589,15 +589,7 @@ async fn fault_a_full_sqlite_volume_answers_507_keeps_reads_and_recovers_when_sp
     server.child.wait().unwrap();
     db.assert_invariants(&answered).await;
     let server = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
-    let all: Vec<Value> = http()
-        .get(format!("{}/api/v1/BatchTask/All", server.base))
-        .basic_auth("admin", Some("pw"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = crate::process::all_tasks(&server.base).await;
     assert_eq!(all.len(), answered.len(), "exactly the answered tasks exist");
 }
 

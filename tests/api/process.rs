@@ -57,6 +57,12 @@ pub fn serve_database(database: &str, extra_env: &[(&str, &str)]) -> Proc {
     Proc { child, base: format!("http://{addr}") }
 }
 
+/// Every user task of a server started by [`serve`], as the admin sees them.
+pub async fn all_tasks(base: &str) -> Vec<serde_json::Value> {
+    let res = client().get(format!("{base}/api/v1/BatchTask/All")).basic_auth("admin", Some("pw")).send().await;
+    res.unwrap().json().await.unwrap()
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
@@ -101,15 +107,7 @@ async fn a_killed_server_loses_nothing_it_answered() {
     server.child.wait().unwrap();
 
     let server = serve(&db, &[]);
-    let all: Vec<serde_json::Value> = c
-        .get(format!("{}/api/v1/BatchTask/All", server.base))
-        .basic_auth("admin", Some("pw"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = all_tasks(&server.base).await;
     let mut found: Vec<i64> = all.iter().map(|t| t["Id"].as_i64().unwrap()).collect();
     found.sort();
     ids.sort();
