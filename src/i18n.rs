@@ -66,6 +66,7 @@ pub enum Key {
     BodyNotObject,
     BodyMissing,
     BodyTooLarge,
+    BodyTimeout,
     UnsupportedMediaType,
     BadPathSegment,
     AuthRequired,
@@ -137,6 +138,7 @@ fn english(key: Key) -> &'static str {
         Key::BodyNotObject => "The request body must be an object with the properties of {type}.",
         Key::BodyMissing => "The request body is empty; it must hold a {type}.",
         Key::BodyTooLarge => "The request body is larger than {max} bytes.",
+        Key::BodyTimeout => "The request body did not arrive within {seconds} seconds.",
         Key::UnsupportedMediaType => "Content-Type '{type}' is not supported; use {supported}.",
         Key::BadPathSegment => "'{segment}' is neither a task id nor a BatchTaskState name.",
         Key::AuthRequired => "Credentials are required: Basic, SOTicket or Bearer.",
@@ -277,7 +279,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 51] = [
+    const KEYS: [Key; 52] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -295,6 +297,7 @@ mod tests {
         Key::BodyNotObject,
         Key::BodyMissing,
         Key::BodyTooLarge,
+        Key::BodyTimeout,
         Key::UnsupportedMediaType,
         Key::BadPathSegment,
         Key::AuthRequired,
