@@ -27,6 +27,11 @@ pub fn batchd_bin() -> String {
 
 /// Starts `batchd serve` on a free port over `db`, and waits until `GET /api` answers.
 pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Proc {
+    serve_with(db, extra_env, |_| {})
+}
+
+/// [`serve`], with the command changed by `tweak` first (limits, say).
+pub fn serve_with(db: &Path, extra_env: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Proc {
     let mut cmd = Command::new(batchd_bin());
     cmd.arg("serve")
         .env("BATCHD_LISTEN", "127.0.0.1:0")
@@ -38,6 +43,7 @@ pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Proc {
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
+    tweak(&mut cmd);
     let mut child = cmd.spawn().expect("spawn batchd");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
