@@ -230,3 +230,24 @@ async fn a_server_out_of_file_descriptors_keeps_serving() {
     let res = client().get(format!("{}/api", server.base)).send().await.expect("served afterwards");
     assert_eq!(res.status(), 200);
 }
+
+#[test]
+fn the_http_table_is_read_and_checked() {
+    use batchd::config::{Config, HttpConfig};
+    let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/batchd.example.toml"));
+    assert_eq!(Config::load(Some(example)).unwrap().http, HttpConfig::default(), "the example shows the defaults");
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| {
+        let path = dir.path().join("http.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path))
+    };
+    let c = load("[http]\nheader_read_timeout = \"500ms\"\nkeep_alive_timeout = 5\nmax_connections = 3\n").unwrap();
+    assert_eq!(c.http.header_read_timeout, ms(500));
+    assert_eq!(c.http.keep_alive_timeout, Duration::from_secs(5));
+    assert_eq!(c.http.body_read_timeout, HttpConfig::default().body_read_timeout);
+    assert_eq!(c.http.max_connections, 3);
+    for bad in ["max_connections = 0", "keep_alive_timeout = 0", "body_read_timeout = \"soon\"", "idle = \"1s\""] {
+        assert!(load(&format!("[http]\n{bad}\n")).is_err(), "{bad} is refused");
+    }
+}
