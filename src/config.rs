@@ -31,6 +31,8 @@ pub struct Config {
     pub retention: crate::runner::settings::RetentionConfig,
     /// Task definitions, the built-ins included (see `batchd.example.toml`).
     pub definitions: Vec<crate::domain::definition::Definition>,
+    /// Connection limits and timeouts.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -48,6 +50,7 @@ impl Default for Config {
             runner: Default::default(),
             retention: Default::default(),
             definitions: crate::runner::settings::default_definitions(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -88,6 +91,7 @@ pub struct FileConfig {
     pub retention: Option<crate::runner::settings::RetentionFile>,
     #[serde(default)]
     pub definition: Vec<crate::runner::settings::DefinitionFile>,
+    pub http: Option<HttpFile>,
 }
 
 /// No `Debug`: it holds the database URL and app tokens as written.
@@ -150,6 +154,9 @@ impl Config {
             r.apply(&mut cfg.retention)?;
         }
         cfg.definitions = crate::runner::settings::build_definitions(file.definition)?;
+        if let Some(h) = file.http {
+            h.apply(&mut cfg.http)?;
+        }
         Ok(cfg)
     }
 }
@@ -158,6 +165,61 @@ impl Config {
 pub fn normalize_prefix(p: &str) -> String {
     let t = p.trim().trim_matches('/');
     if t.is_empty() { String::new() } else { format!("/{t}") }
+}
+
+/// Connection limits and timeouts (`[http]` in the file; see docs/DECISIONS.md, Connections).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// How long a request head may take: from accept for the first request, from its first
+    /// byte for later ones on a kept-alive connection.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for the next request's first byte.
+    pub keep_alive_timeout: Duration,
+    /// How long a request body may take to arrive, whole (408 after that).
+    pub body_read_timeout: Duration,
+    /// Connections open at once; at most the open-file limit less a reserve (see
+    /// `crate::http::serve::connection_cap`). Beyond it, new clients wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub header_read_timeout: Option<crate::runner::settings::DurationValue>,
+    pub keep_alive_timeout: Option<crate::runner::settings::DurationValue>,
+    pub body_read_timeout: Option<crate::runner::settings::DurationValue>,
+    pub max_connections: Option<usize>,
+}
+
+impl HttpFile {
+    fn apply(self, cfg: &mut HttpConfig) -> anyhow::Result<()> {
+        for (slot, value, key) in [
+            (&mut cfg.header_read_timeout, self.header_read_timeout, "http.header_read_timeout"),
+            (&mut cfg.keep_alive_timeout, self.keep_alive_timeout, "http.keep_alive_timeout"),
+            (&mut cfg.body_read_timeout, self.body_read_timeout, "http.body_read_timeout"),
+        ] {
+            if let Some(v) = value {
+                *slot = v.get(key)?;
+                anyhow::ensure!(!slot.is_zero(), "{key} must be more than 0");
+            }
+        }
+        if let Some(n) = self.max_connections {
+            anyhow::ensure!(n > 0, "http.max_connections must be at least 1");
+            cfg.max_connections = n;
+        }
+        Ok(())
+    }
 }
 
 // -- identity and access (issue 4) --

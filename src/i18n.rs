@@ -67,6 +67,7 @@ pub enum Key {
     BodyMissing,
     BodyTooLarge,
     BodyTooDeep,
+    BodyTimeout,
     UnsupportedMediaType,
     BadPathSegment,
     AuthRequired,
@@ -147,6 +148,7 @@ fn english(key: Key) -> &'static str {
         Key::BodyMissing => "The request body is empty; it must hold a {type}.",
         Key::BodyTooLarge => "The request body is larger than {max} bytes.",
         Key::BodyTooDeep => "The request body is nested deeper than {max} levels.",
+        Key::BodyTimeout => "The request body did not arrive within {seconds} seconds.",
         Key::UnsupportedMediaType => "Content-Type '{type}' is not supported; use {supported}.",
         Key::BadPathSegment => "'{segment}' is neither a task id nor a BatchTaskState name.",
         Key::AuthRequired => "Credentials are required: Basic, SOTicket or Bearer.",
@@ -295,7 +297,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 60] = [
+    const KEYS: [Key; 61] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -314,6 +316,7 @@ mod tests {
         Key::BodyMissing,
         Key::BodyTooLarge,
         Key::BodyTooDeep,
+        Key::BodyTimeout,
         Key::UnsupportedMediaType,
         Key::BadPathSegment,
         Key::AuthRequired,

@@ -97,6 +97,7 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let runner = self.runner.clone();
         runner.start().await;
+        let limits = self.state.config.http.clone();
         let app = app(self.state);
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
@@ -108,13 +109,8 @@ impl Server {
                 runner.shutdown().await;
             }
         };
-        let serve = async move {
-            axum::serve(self.listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(signal)
-                .await
-        };
-        let (served, ()) = tokio::join!(serve, drain);
-        served?;
+        let serve = crate::http::serve::serve(self.listener, app, &limits, signal);
+        tokio::join!(serve, drain);
         Ok(())
     }
 }

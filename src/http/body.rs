@@ -1,7 +1,7 @@
 //! Request bodies of every accepted Content-Type, read into one shape: a `serde_json::Value`.
 //! JSON is parsed as is; form bodies become objects (dotted keys nest, repeated keys make lists);
 //! XML is read by [`super::xml`] (the root element's content is the value). Anything else is a
-//! 415. Bodies over 1 MiB are a 413.
+//! 415. Bodies over 1 MiB are a 413; bodies slower than `[http] body_read_timeout` a 408.
 //!
 //! No value read from a body, or built from one (a patched task document), nests deeper than
 //! [`MAX_DEPTH`]: building, cloning, comparing, serialising and dropping a `Value` all recurse
@@ -10,6 +10,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use std::time::Duration;
+
 use axum::http::{HeaderMap, StatusCode, header};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
@@ -116,7 +118,9 @@ pub struct Body {
     pub root: Option<String>,
 }
 
-pub async fn read_bytes(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+/// The body, whole: a 413 past [`MAX_BODY`], a 408 when it takes longer than `deadline`
+/// (`[http] body_read_timeout`) to arrive.
+pub async fn read_bytes(req: Request, deadline: Duration) -> Result<(HeaderMap, Bytes), ApiError> {
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Msg::new(Key::BodyTooLarge).arg("max", MAX_BODY));
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BODY as u64 {
@@ -125,16 +129,24 @@ pub async fn read_bytes(req: Request) -> Result<(HeaderMap, Bytes), ApiError> {
     }
     let (parts, body) = req.into_parts();
     let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| {
-            ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", "the connection broke while sending it"))
-        })?;
-        if buf.len() + chunk.len() > MAX_BODY {
-            return Err(too_large());
+    let read = async {
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                ApiError::bad_request(
+                    Msg::new(Key::BodyUnreadable).arg("detail", "the connection broke while sending it"),
+                )
+            })?;
+            if buf.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
+        Ok(buf)
+    };
+    let buf = tokio::time::timeout(deadline, read).await.map_err(|_| {
+        ApiError::new(StatusCode::REQUEST_TIMEOUT, Msg::new(Key::BodyTimeout).arg("seconds", deadline.as_secs_f64()))
+    })??;
     Ok((parts.headers, Bytes::from(buf)))
 }
 
@@ -198,9 +210,9 @@ fn check_json_depth(bytes: &[u8]) -> Result<(), ApiError> {
 impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let kind = body_kind(req.headers())?;
-        let (_, bytes) = read_bytes(req).await?;
+        let (_, bytes) = read_bytes(req, state.config.http.body_read_timeout).await?;
         let (value, root) = parse_with_root(kind, &bytes)?;
         Ok(Body { kind, value, root })
     }

@@ -50,6 +50,7 @@ pub fn error_type(status: StatusCode) -> &'static str {
         403 => "SoAccessDeniedException",
         404 => "SoNotFoundException",
         405 => "MethodNotAllowedException",
+        408 => "RequestTimeoutException",
         409 => "SoConflictException",
         412 => "SoPreconditionFailedException",
         413 => "PayloadTooLargeException",

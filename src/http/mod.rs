@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod patch;
 pub mod ratelimit;
 pub mod routes;
+pub mod serve;
 pub mod wire;
 pub mod xml;
 

@@ -157,6 +157,14 @@ fn row(key: Key) -> Option<Row> {
             "Le corps de la requête dépasse {max} octets.",
             "De inhoud van het verzoek is groter dan {max} bytes.",
         ],
+        Key::BodyTimeout => [
+            "Forespørselens innhold kom ikke fram innen {seconds} sekunder.",
+            "Begärans innehåll kom inte fram inom {seconds} sekunder.",
+            "Forespørgslens indhold nåede ikke frem inden for {seconds} sekunder.",
+            "Der Inhalt der Anfrage ist nicht innerhalb von {seconds} Sekunden angekommen.",
+            "Le corps de la requête n'est pas arrivé en {seconds} secondes.",
+            "De inhoud van het verzoek is niet binnen {seconds} seconden aangekomen.",
+        ],
         Key::UnsupportedMediaType => [
             "Content-Type '{type}' støttes ikke; bruk {supported}.",
             "Content-Type '{type}' stöds inte; använd {supported}.",

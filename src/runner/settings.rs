@@ -89,7 +89,7 @@ pub enum DurationValue {
 }
 
 impl DurationValue {
-    fn get(&self, key: &str) -> anyhow::Result<Duration> {
+    pub fn get(&self, key: &str) -> anyhow::Result<Duration> {
         match self {
             DurationValue::Seconds(s) if s.is_finite() && *s >= 0.0 => Ok(Duration::from_secs_f64(*s)),
             DurationValue::Text(t) => {

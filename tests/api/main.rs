@@ -3,6 +3,7 @@
 mod agents;
 mod auth;
 mod compat;
+mod conn;
 mod errors;
 mod faults;
 mod formats;

@@ -27,11 +27,20 @@ pub fn batchd_bin() -> String {
 
 /// Starts `batchd serve` on a free port over `db`, and waits until `GET /api` answers.
 pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Proc {
-    serve_database(&format!("sqlite:{}", db.display()), extra_env)
+    serve_with(db, extra_env, |_| {})
+}
+
+/// [`serve`], with the command changed by `tweak` first (limits, say).
+pub fn serve_with(db: &Path, extra_env: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Proc {
+    serve_database_with(&format!("sqlite:{}", db.display()), extra_env, tweak)
 }
 
 /// Starts `batchd serve` on a free port over `database` (a `sqlite:` path or a PostgreSQL URL).
 pub fn serve_database(database: &str, extra_env: &[(&str, &str)]) -> Proc {
+    serve_database_with(database, extra_env, |_| {})
+}
+
+fn serve_database_with(database: &str, extra_env: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Proc {
     let mut cmd = Command::new(batchd_bin());
     cmd.arg("serve")
         .env("BATCHD_LISTEN", "127.0.0.1:0")
@@ -43,6 +52,7 @@ pub fn serve_database(database: &str, extra_env: &[(&str, &str)]) -> Proc {
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
+    tweak(&mut cmd);
     let mut child = cmd.spawn().expect("spawn batchd");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -137,7 +137,7 @@ pub async fn patch(
             ));
         }
     };
-    let (_, bytes) = body::read_bytes(request).await?;
+    let (_, bytes) = body::read_bytes(request, app.config.http.body_read_timeout).await?;
     let value = body::parse(kind, &bytes)?;
     apply_patch(caller, app, prefs, id, headers, Body { kind, value, root: None }).await
 }
