@@ -24,9 +24,9 @@ pub struct Config {
     /// First admin, created when there are no associates (`BATCHD_ADMIN_USER`/`_PASSWORD`).
     pub admin_user: Option<String>,
     pub admin_password: Option<String>,
-    // -- identity and access (issue 4) --
+    // -- identity and access --
     pub access: AccessConfig,
-    // -- runner (issue 5) --
+    // -- runner --
     pub runner: crate::runner::settings::RunnerConfig,
     pub retention: crate::runner::settings::RetentionConfig,
     /// Task definitions, the built-ins included (see `batchd.example.toml`).
@@ -86,7 +86,7 @@ pub struct FileConfig {
     pub base_timezone: Option<String>,
     pub strict_definitions: Option<bool>,
     pub auth: Option<AuthFileConfig>,
-    // -- runner (issue 5) --
+    // -- runner --
     pub runner: Option<crate::runner::settings::RunnerFile>,
     pub retention: Option<crate::runner::settings::RetentionFile>,
     #[serde(default)]
@@ -99,7 +99,7 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthFileConfig {
     pub credential_cache_seconds: Option<u64>,
-    // -- identity and access (issue 4) --
+    // -- identity and access --
     pub ticket_lifetime: Option<String>,
     pub session_lifetime: Option<String>,
     pub app_tokens: Option<Vec<String>>,
@@ -146,7 +146,7 @@ impl Config {
             }
             cfg.access.apply(auth)?;
         }
-        // -- runner (issue 5) --
+        // -- runner --
         if let Some(r) = file.runner {
             r.apply(&mut cfg.runner)?;
         }
@@ -222,7 +222,7 @@ impl HttpFile {
     }
 }
 
-// -- identity and access (issue 4) --
+// -- identity and access --
 
 /// Tickets, tokens, sessions, app tokens, login throttling and CORS (`[auth]` in the file).
 #[derive(Clone)]

@@ -72,7 +72,7 @@ impl Server {
         }
         let store = store::open(&config.database).await?;
         bootstrap_admin(&store, &config).await?;
-        // -- runner (issue 5) --
+        // -- runner --
         let definitions = Arc::new(Definitions::new(config.definitions.clone()));
         definitions.mirror(&store).await.context("registering task definitions")?;
         let runner = Runner::new(store.clone(), definitions, config.runner.clone(), config.retention.clone());

@@ -50,14 +50,14 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Agents",
     "Batch",
     "Stop",
-    // identity and access (issue 4)
+    // identity and access
     "Associate",
     "Ticket",
     "Token",
     "Session",
     "SoPrincipal",
     "AuthenticateUsernamePassword",
-    // -- runner (issue 5) --
+    // -- runner --
     "Acquire",
     "Heartbeat",
     "Events",
