@@ -628,3 +628,53 @@ async fn fault_a_postgres_restart_under_load() {
     assert_every_answered_task_runs(&app, &created(&answers)).await;
     Db::Postgres(pg.url.clone()).assert_invariants(&created(&answers)).await;
 }
+
+/// Slow clients and a connection flood while tasks run: 300 connections that dribble a header a
+/// byte every 200 ms, and 300 more that connect and say nothing, against a cap of 128. The tasks
+/// still end, real clients are still served once the floods time out, and the invariants hold.
+#[tokio::test]
+async fn fault_a_slow_client_and_connection_flood_while_tasks_run() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batchd.toml");
+    let limits = "[http]\nmax_connections = 128\nheader_read_timeout = \"1s\"\nkeep_alive_timeout = \"1s\"\n";
+    std::fs::write(&path, format!("{limits}{}", std::fs::read_to_string(config(dir.path(), 10)).unwrap())).unwrap();
+    let db = Db::Sqlite(dir.path().join("flood.db"));
+    let server = serve_database(&db.url(), &[("BATCHD_CONFIG", path.to_str().unwrap())]);
+    let ids = create_work(&server.base, 8).await;
+    let target = server.base.trim_start_matches("http://").to_owned();
+    let start = Instant::now();
+    let mut flood = Vec::new();
+    for i in 0..600 {
+        let target = target.clone();
+        flood.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(&target).await else { return };
+            if i % 2 == 0 {
+                for b in b"GET /api HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle().take(100) {
+                    if s.write_all(&[*b]).await.is_err() {
+                        return; // closed by the header deadline
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            } else {
+                let mut buf = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(20), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+                    .await;
+            }
+        }));
+    }
+    // A real client gets through while the flood is on: the deadlines make room.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = http().get(format!("{}/api", server.base)).send().await.expect("served during the flood");
+    assert_eq!(res.status(), 200);
+    let served_after = start.elapsed();
+    for f in flood {
+        tokio::time::timeout(Duration::from_secs(25), f).await.expect("every flood connection was closed").unwrap();
+    }
+    let mut more = create_work(&server.base, 2).await;
+    let mut all = ids.clone();
+    all.append(&mut more);
+    wait_for(&server.base, &all, all.len(), &["Succeeded"], Duration::from_secs(30)).await;
+    db.assert_invariants(&all).await;
+    eprintln!("flood: a client was served {served_after:?} into a flood of 600 connections");
+}
