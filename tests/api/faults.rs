@@ -369,12 +369,11 @@ impl Db {
     }
 }
 
-#[tokio::test]
-async fn fault_kill_9_of_a_postgres_node_mid_run_another_node_takes_over() {
-    let Some(pg) = TestPg::create("faults::fault_kill_9_of_a_postgres_node").await else { return };
+/// Node B is killed with running tasks; node C (on SQLite: B's restart on the same file) takes
+/// them over, and each runs again to its end.
+async fn kill_9_mid_run(db: Db) {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), 15);
-    let db = Db::Postgres(pg.url.clone());
     let mut b = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
     let ids = create_work(&b.base, 6).await;
     wait_for(&b.base, &ids, 6, &["Started"], Duration::from_secs(20)).await;
@@ -384,7 +383,19 @@ async fn fault_kill_9_of_a_postgres_node_mid_run_another_node_takes_over() {
     wait_for(&c.base, &ids, 6, &["Succeeded"], Duration::from_secs(40)).await;
     db.assert_invariants(&ids).await;
     let facts = db.facts().await;
-    assert!(ids.iter().all(|id| Db::rescued(&facts, *id)), "node C rescued every run of the killed node");
+    assert!(ids.iter().all(|id| Db::rescued(&facts, *id)), "every run of the killed node was rescued");
+}
+
+#[tokio::test]
+async fn fault_kill_9_of_a_postgres_node_mid_run_another_node_takes_over() {
+    let Some(pg) = TestPg::create("faults::fault_kill_9_of_a_postgres_node").await else { return };
+    kill_9_mid_run(Db::Postgres(pg.url.clone())).await;
+}
+
+#[tokio::test]
+async fn fault_kill_9_of_a_sqlite_node_mid_run_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    kill_9_mid_run(Db::Sqlite(dir.path().join("kill.db"))).await;
 }
 
 /// A node frozen past its lease (a long GC pause, a stopped VM) comes back to find its leases
