@@ -1,4 +1,4 @@
-//! Identity and access (issue 4): every credential type, each way it can fail, the CLI beside a
+//! Identity and access: every credential type, each way it can fail, the CLI beside a
 //! running server, throttling, timing, app tokens, CORS.
 
 use std::io::Write;

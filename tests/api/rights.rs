@@ -1,4 +1,4 @@
-//! The rights matrix (CONTRACT.md section 5): three roles × every task endpoint × own, another
+//! The rights matrix (docs/API.md): three roles × every task endpoint × own, another
 //! user's and a system task, asserting status codes and TableRight; then every list and agent
 //! query, asserting that nothing a caller may not see leaks into it.
 

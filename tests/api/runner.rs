@@ -1,4 +1,4 @@
-//! The runner (issue 5): each runner kind end to end, timeouts, restarts, stop in every state and
+//! The runner: each runner kind end to end, timeouts, restarts, stop in every state and
 //! for every cancellation behaviour, events, retention, concurrency, schedules.
 
 use std::path::Path;

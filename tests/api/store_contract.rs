@@ -1252,7 +1252,7 @@ async fn two_nodes_start_together_on_one_empty_postgres_database() {
     assert_eq!(a.store.count_associates().await.unwrap(), 1, "one admin, created once");
 }
 
-/// The runner's store methods (issue 5): claims under a concurrency limit, fenced renewals and
+/// The runner's store methods: claims under a concurrency limit, fenced renewals and
 /// finishes, stop requests, rescue of expired leases, release, events, retention.
 async fn runner_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     use batchd::store::runner::{

@@ -148,7 +148,7 @@ function assertValidDate(value, what) {
   assert.ok(!Number.isNaN(value.getTime()), `${what} is an invalid Date`);
 }
 
-// RFC 3339 with explicit offset, 0-7 fractional digits (CONTRACT.md section 2)
+// RFC 3339 with explicit offset, 0-7 fractional digits (docs/API.md)
 const WIRE_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,7})?[+-]\d{2}:\d{2}$/;
 
 const PROPERTIES = [
