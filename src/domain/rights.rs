@@ -96,32 +96,7 @@ mod tests {
     use crate::domain::{BatchTaskState, Caller};
 
     fn task(owner: i32, system: bool, state: BatchTaskState) -> Task {
-        Task {
-            id: 1,
-            name: "t".into(),
-            associate_id: owner,
-            details_table: 0,
-            details_record: 0,
-            is_system: system,
-            is_internal: false,
-            parameters: None,
-            last_started: None,
-            created: chrono::DateTime::default(),
-            start_count: 0,
-            database_serial_number: None,
-            context: None,
-            result: None,
-            state,
-            description: None,
-            response: None,
-            request: None,
-            progress_description: None,
-            progress_percent: 0,
-            file_name: None,
-            cancellation: Default::default(),
-            version: 1,
-            updated: chrono::DateTime::default(),
-        }
+        Task { is_system: system, ..Task::fixture(1, "t", owner, state) }
     }
 
     #[test]

@@ -285,6 +285,39 @@ impl NewTask {
     }
 }
 
+#[cfg(test)]
+impl Task {
+    /// A user task of `owner` in `state`, with nothing else set: the fixture of the unit tests.
+    pub(crate) fn fixture(id: i32, name: &str, owner: i32, state: BatchTaskState) -> Task {
+        Task {
+            id,
+            name: name.into(),
+            associate_id: owner,
+            details_table: 0,
+            details_record: 0,
+            is_system: false,
+            is_internal: false,
+            parameters: None,
+            last_started: None,
+            created: DateTime::default(),
+            start_count: 0,
+            database_serial_number: None,
+            context: None,
+            result: None,
+            state,
+            description: None,
+            response: None,
+            request: None,
+            progress_description: None,
+            progress_percent: 0,
+            file_name: None,
+            cancellation: Default::default(),
+            version: 1,
+            updated: DateTime::default(),
+        }
+    }
+}
+
 impl TaskUpdate {
     pub fn validate(&self) -> Result<(), DomainError> {
         if let Patch::Set(s) = self.state {

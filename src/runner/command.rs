@@ -315,30 +315,8 @@ mod tests {
             working_dir: None,
         };
         let task = Task {
-            id: 7,
-            name: "report".into(),
-            associate_id: 1,
-            details_table: 0,
-            details_record: 0,
-            is_system: false,
-            is_internal: false,
             parameters: Some(crate::domain::Parameters(vec![("Day".into(), "mon".into())])),
-            last_started: None,
-            created: chrono::DateTime::default(),
-            start_count: 0,
-            database_serial_number: None,
-            context: None,
-            result: None,
-            state: crate::domain::BatchTaskState::Started,
-            description: None,
-            response: None,
-            request: None,
-            progress_description: None,
-            progress_percent: 0,
-            file_name: None,
-            cancellation: Default::default(),
-            version: 1,
-            updated: chrono::DateTime::default(),
+            ..Task::fixture(7, "report", 1, crate::domain::BatchTaskState::Started)
         };
         let env: std::collections::BTreeMap<String, String> = environment(server, &spec, &task, 2)
             .into_iter()
