@@ -228,6 +228,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process::{Proc, serve_database};
+use crate::runner_process;
 
 /// Short leases so that a case takes seconds.
 const RUNNER: &str =
@@ -255,15 +256,7 @@ fn http() -> reqwest::Client {
 async fn create_work(base: &str, n: usize) -> Vec<i64> {
     let mut ids = Vec::new();
     for _ in 0..n {
-        let res = http()
-            .post(format!("{base}/api/v1/BatchTask"))
-            .basic_auth("admin", Some("pw"))
-            .json(&json!({"Name": "work"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        ids.push(res.json().await.unwrap());
+        ids.push(runner_process::create(base, json!({"Name": "work"})).await);
     }
     ids
 }
@@ -271,8 +264,7 @@ async fn create_work(base: &str, n: usize) -> Vec<i64> {
 async fn states(base: &str, ids: &[i64]) -> Vec<String> {
     let mut out = Vec::new();
     for id in ids {
-        let res = http().get(format!("{base}/api/v1/BatchTask/{id}")).basic_auth("admin", Some("pw")).send().await;
-        let task: Value = res.unwrap().json().await.unwrap();
+        let task = runner_process::get(base, &format!("/api/v1/BatchTask/{id}")).await;
         out.push(task["State"].as_str().unwrap_or("?").to_owned());
     }
     out
