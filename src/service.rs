@@ -232,7 +232,7 @@ impl TaskService {
         let now = now();
         let task = self
             .store
-            .modify_task_as(
+            .modify_task(
                 id,
                 now,
                 actor,
@@ -307,7 +307,7 @@ impl TaskService {
         let actor = Actor::associate(caller.associate_id, format!("deleted by {}", caller.name));
         let caller = caller.clone();
         self.store
-            .delete_task_as(
+            .delete_task(
                 id,
                 now(),
                 actor,

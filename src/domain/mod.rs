@@ -10,6 +10,7 @@ pub mod forwarded;
 pub mod lockout;
 pub mod query;
 pub mod rights;
+pub mod run;
 pub mod state;
 pub mod task;
 pub mod time;

@@ -144,9 +144,24 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks matching `filter`, oldest id first.
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
     /// Atomically reads, changes and writes one task. `version` and `updated` are set by the store.
-    async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError>;
-    /// Deletes the task with its blob and links, if `guard` agrees.
-    async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError>;
+    /// A move to another state ends any lease (the holder is fenced out) and is logged as done by
+    /// `actor`; the rule is [`crate::domain::run::by_hand`].
+    async fn modify_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: runner::Actor,
+        change: TaskChange,
+    ) -> Result<Task, StoreError>;
+    /// Deletes the task with its blob and links, if `guard` agrees, and logs the deletion as done
+    /// by `actor` (the log outlives the task).
+    async fn delete_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: runner::Actor,
+        guard: DeleteGuard,
+    ) -> Result<(), StoreError>;
     async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError>;
 
     async fn create_associate(&self, new: NewAssociate, now: DateTime<Utc>) -> Result<Associate, StoreError>;
@@ -206,33 +221,7 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_credentials(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     // -- runner: claims, leases, heartbeats, progress, events, retention --
-    // The defaults let a store without runner support compile and serve the API (it cannot run
-    // tasks). SQLite and PostgreSQL implement them all (docs/runner.md).
-
-    /// [`Store::modify_task`] that records who changed the task in the event log (when the
-    /// state changes) and revokes the lease when the task leaves `Aquired`/`Started`.
-    async fn modify_task_as(
-        &self,
-        id: i32,
-        now: DateTime<Utc>,
-        actor: runner::Actor,
-        change: TaskChange,
-    ) -> Result<Task, StoreError> {
-        let _ = actor;
-        self.modify_task(id, now, change).await
-    }
-
-    /// [`Store::delete_task`] that records the deletion in the event log.
-    async fn delete_task_as(
-        &self,
-        id: i32,
-        now: DateTime<Utc>,
-        actor: runner::Actor,
-        guard: DeleteGuard,
-    ) -> Result<(), StoreError> {
-        let _ = (now, actor);
-        self.delete_task(id, guard).await
-    }
+    // The rules are in `crate::domain::run`; a store selects, locks, loads and writes.
 
     /// Creates the task and, in the same transaction, claims it for `claim.node` when its name
     /// is in `claim.names`, no older task of that name is waiting and the concurrency limit allows.
@@ -241,10 +230,7 @@ pub trait Store: Send + Sync + 'static {
         new: NewTask,
         now: DateTime<Utc>,
         claim: &runner::ClaimRequest,
-    ) -> Result<(Task, Option<runner::Lease>), StoreError> {
-        let _ = claim;
-        Ok((self.create_task(new, now).await?, None))
-    }
+    ) -> Result<(Task, Option<runner::Lease>), StoreError>;
 
     /// Claims up to `req.max` of the oldest claimable `New` tasks (`New → Aquired`, and
     /// `→ Started` when `req.start`), in one transaction.
@@ -252,10 +238,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         req: &runner::ClaimRequest,
         now: DateTime<Utc>,
-    ) -> Result<Vec<runner::Claimed>, StoreError> {
-        let _ = (req, now);
-        Err(runner_unsupported())
-    }
+    ) -> Result<Vec<runner::Claimed>, StoreError>;
 
     /// Renews leases and writes progress, each fenced by its token, in one transaction. Answers
     /// in the order of `beats`.
@@ -264,10 +247,7 @@ pub trait Store: Send + Sync + 'static {
         beats: Vec<runner::Beat>,
         lease: std::time::Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<runner::BeatOutcome>, StoreError> {
-        let _ = (beats, lease, now);
-        Err(runner_unsupported())
-    }
+    ) -> Result<Vec<runner::BeatOutcome>, StoreError>;
 
     /// Ends runs (or starts, or releases them), each fenced by its token, in one transaction.
     /// A failed run with restarts left goes back to `New` with a backoff. Answers in order.
@@ -275,10 +255,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         finishes: Vec<runner::Finish>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<runner::FinishResult>, StoreError> {
-        let _ = (finishes, now);
-        Err(runner_unsupported())
-    }
+    ) -> Result<Vec<runner::FinishResult>, StoreError>;
 
     /// Stops a task: `New`/`Aquired`/unheld `Started` → `Failed` at once; `Started` under a live
     /// lease → the request is recorded for the holder. `guard` checks rights and preconditions.
@@ -289,51 +266,13 @@ pub trait Store: Send + Sync + 'static {
         actor: runner::Actor,
         by: String,
         guard: DeleteGuard,
-    ) -> Result<runner::StopResult, StoreError> {
-        // Without leases nothing is held: every stop takes effect at once.
-        let _ = actor;
-        let refused = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let seen = refused.clone();
-        let result = self
-            .modify_task(
-                id,
-                now,
-                Box::new(move |task| {
-                    guard(task)?;
-                    if task.state.is_finished()
-                        || task.cancellation == crate::domain::CancellationBehaviour::CannotCancel
-                    {
-                        *seen.lock().expect("stop flag") = Some(task.clone());
-                        return Err(DomainError::StopRefused);
-                    }
-                    let mut next = task.clone();
-                    next.state = BatchTaskState::Failed;
-                    next.result = Some(crate::domain::definition::results::cancelled(&by));
-                    Ok(next)
-                }),
-            )
-            .await;
-        match result {
-            Ok(task) => Ok(runner::StopResult::Failed(task)),
-            Err(StoreError::Rejected(DomainError::StopRefused)) => {
-                let task = refused.lock().expect("stop flag").take().ok_or(StoreError::NotFound)?;
-                Ok(runner::StopResult::Refused(task))
-            }
-            Err(e) => Err(e),
-        }
-    }
+    ) -> Result<runner::StopResult, StoreError>;
 
     /// The lease columns of a task.
-    async fn lease_info(&self, id: i32) -> Result<Option<runner::LeaseInfo>, StoreError> {
-        let _ = id;
-        Err(runner_unsupported())
-    }
+    async fn lease_info(&self, id: i32) -> Result<Option<runner::LeaseInfo>, StoreError>;
 
     /// `Started` tasks `node` holds that someone asked to stop: (id, who asked).
-    async fn pending_stops(&self, node: &str) -> Result<Vec<(i32, String)>, StoreError> {
-        let _ = node;
-        Ok(Vec::new())
-    }
+    async fn pending_stops(&self, node: &str) -> Result<Vec<(i32, String)>, StoreError>;
 
     /// Tasks whose lease ran out go back to `New` (or `Failed` when their restarts are used up,
     /// or when a stop was asked). Also fails `Started` tasks whose stop request is older than
@@ -344,22 +283,13 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: usize,
         stop_grace: std::time::Duration,
-    ) -> Result<Vec<runner::Rescued>, StoreError> {
-        let _ = (node, now, limit, stop_grace);
-        Ok(Vec::new())
-    }
+    ) -> Result<Vec<runner::Rescued>, StoreError>;
 
     /// Hands back every lease `node` holds (`New` again, the attempt not counted).
-    async fn release_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
-        let _ = (node, now);
-        Ok(Vec::new())
-    }
+    async fn release_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<i32>, StoreError>;
 
     /// The task's event log, oldest first.
-    async fn task_events(&self, id: i32) -> Result<Vec<runner::TaskEvent>, StoreError> {
-        let _ = id;
-        Ok(Vec::new())
-    }
+    async fn task_events(&self, id: i32) -> Result<Vec<runner::TaskEvent>, StoreError>;
 
     /// Removes up to `limit` tasks in `state` last updated before `before`, with their blobs,
     /// links and events. Answers how many went.
@@ -368,16 +298,10 @@ pub trait Store: Send + Sync + 'static {
         state: BatchTaskState,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<usize, StoreError> {
-        let _ = (state, before, limit);
-        Ok(0)
-    }
+    ) -> Result<usize, StoreError>;
 
     /// Removes the event logs of tasks deleted before `before` (their last event says so).
-    async fn purge_deleted_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
-        let _ = (before, limit);
-        Ok(0)
-    }
+    async fn purge_deleted_events(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError>;
 
     /// A recurring definition: when due, creates `new` and moves the schedule on, in one
     /// transaction. Answers the task created (if any) and when the next one is due.
@@ -386,10 +310,7 @@ pub trait Store: Send + Sync + 'static {
         tick: &runner::ScheduleTick,
         now: DateTime<Utc>,
         new: NewTask,
-    ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
-        let _ = (tick, now, new);
-        Err(runner_unsupported())
-    }
+    ) -> Result<(Option<Task>, DateTime<Utc>), StoreError>;
 
     /// Stores a definition's retry backoff beside its row (the rescuer reads it).
     async fn set_definition_backoff(
@@ -397,10 +318,7 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         backoff: std::time::Duration,
         max_backoff: std::time::Duration,
-    ) -> Result<(), StoreError> {
-        let _ = (name, backoff, max_backoff);
-        Ok(())
-    }
+    ) -> Result<(), StoreError>;
 }
 
 /// The `batchtaskdefinition` mirror of a configured definition.
@@ -437,7 +355,3 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 // -- runner --
 pub mod runner;
-
-fn runner_unsupported() -> StoreError {
-    StoreError::Backend("this store does not support running tasks yet (see docs/runner.md)".into())
-}

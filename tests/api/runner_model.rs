@@ -235,7 +235,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance(ms) => now += ms,
             Op::RunAgain => {
                 let r = store
-                    .modify_task_as(
+                    .modify_task(
                         id,
                         t,
                         actor(),

@@ -13,6 +13,7 @@ use batchd::domain::{
     BatchTaskState, CancellationBehaviour, DomainError, NewTask, Parameters, Patch, Role, Task, TaskUpdate,
 };
 use batchd::store::access::{AssociateChange, CredentialKind, CredentialRow, NewCredential, RevokeTarget};
+use batchd::store::runner::Actor;
 use batchd::store::{self, AssociateSelector, DefinitionRow, ListQuery, NewAssociate, Store, StoreError, TaskFilter};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use chrono_tz::Tz;
@@ -426,6 +427,7 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
         .modify_task(
             other.id,
             t1,
+            Actor::default(),
             Box::new(move |t| {
                 update(|u| {
                     u.state = Patch::Set(BatchTaskState::Started);
@@ -447,6 +449,7 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
         .modify_task(
             other.id,
             t2,
+            Actor::default(),
             Box::new(|t| {
                 let mut n = t.clone();
                 n.result = Some("rows: 12".into());
@@ -480,6 +483,7 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
         .modify_task(
             plain.id,
             t2,
+            Actor::default(),
             Box::new(move |t| {
                 update(|u| {
                     u.state = Patch::Set(BatchTaskState::Succeeded);
@@ -500,7 +504,7 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
         "{refused:?}"
     );
     assert_eq!(store.get_task(plain.id).await.unwrap().unwrap(), before);
-    let missing = store.modify_task(999_999, t2, Box::new(|t| Ok(t.clone()))).await;
+    let missing = store.modify_task(999_999, t2, Actor::default(), Box::new(|t| Ok(t.clone()))).await;
     assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
 
     // find_tasks: each filter field, checked against expected ids and against TaskFilter::matches.
@@ -568,6 +572,8 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
     let refused = store
         .delete_task(
             with.id,
+            Utc::now(),
+            Actor::default(),
             Box::new(|t| Err(DomainError::TaskBusy { id: t.id.into(), state: BatchTaskState::Started })),
         )
         .await;
@@ -581,6 +587,8 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
     store
         .delete_task(
             with.id,
+            Utc::now(),
+            Actor::default(),
             Box::new(move |t| {
                 *seen_in_guard.lock().unwrap() = Some(t.clone());
                 Ok(())
@@ -597,9 +605,9 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
         "another task's blob stays"
     );
     assert_eq!((probe.blob_rows(keep.details_record).await, probe.link_rows(keep.id).await), (1, 1));
-    let again = store.delete_task(with.id, Box::new(|_| Ok(()))).await;
+    let again = store.delete_task(with.id, Utc::now(), Actor::default(), Box::new(|_| Ok(()))).await;
     assert!(matches!(again, Err(StoreError::NotFound)), "{again:?}");
-    store.delete_task(plain.id, Box::new(|_| Ok(()))).await.unwrap();
+    store.delete_task(plain.id, Utc::now(), Actor::default(), Box::new(|_| Ok(()))).await.unwrap();
     assert_eq!(ids(&store.find_tasks(&TaskFilter::default()).await.unwrap()), vec![keep.id, system.id, other.id]);
 
     // Ids are 32-bit: the last one is handed out, the next create fails and leaves nothing.
@@ -631,7 +639,12 @@ async fn list_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let e = mk(task("Export", 7, Some("delta a x")), t0 + minute * 4).await;
     let t5 = t0 + minute * 5;
     store
-        .modify_task(b, t5, Box::new(move |t| update(|u| u.state = Patch::Set(BatchTaskState::Started)).apply(t, t5)))
+        .modify_task(
+            b,
+            t5,
+            Actor::default(),
+            Box::new(move |t| update(|u| u.state = Patch::Set(BatchTaskState::Started)).apply(t, t5)),
+        )
         .await
         .unwrap();
 
@@ -1141,6 +1154,7 @@ async fn concurrent_updates_story(stores: Vec<Arc<dyn Store>>) {
                 .modify_task(
                     task.id,
                     Utc::now(),
+                    Actor::default(),
                     Box::new(move |t| {
                         let mut next = t.clone();
                         next.description = Some(format!("{}{i},", t.description.as_deref().unwrap_or("")));

@@ -19,6 +19,7 @@ use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgRow, PgTypeInfo, Postgres};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
+use crate::domain::run;
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
@@ -299,17 +300,7 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
             .await
             .map_err(backend)?;
     }
-    if !new.is_internal {
-        runner::insert_event(
-            conn,
-            id,
-            now,
-            None,
-            Some(BatchTaskState::New),
-            &Actor::associate(new.associate_id, "created"),
-        )
-        .await?;
-    }
+    runner::write_events(conn, run::created(id, new, now).as_slice()).await?;
     Ok(id)
 }
 
@@ -349,14 +340,6 @@ impl Store for PostgresStore {
             rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
         })
         .await
-    }
-
-    async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError> {
-        self.modify_task_as(id, now, Actor::default(), change).await
-    }
-
-    async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError> {
-        self.delete_task_as(id, Utc::now(), Actor::default(), guard).await
     }
 
     async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
@@ -574,7 +557,7 @@ impl Store for PostgresStore {
     // -- runner --
     // In `postgres/runner.rs`, which explains the locks (fencing, concurrency limits across nodes).
 
-    async fn modify_task_as(
+    async fn modify_task(
         &self,
         id: i32,
         now: DateTime<Utc>,
@@ -582,12 +565,12 @@ impl Store for PostgresStore {
         change: TaskChange,
     ) -> Result<Task, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let task = runner::modify_task_as(&mut tx, id, runner::at(now), &actor, change).await?;
+        let task = runner::modify_task(&mut tx, id, runner::at(now), &actor, change).await?;
         tx.commit().await.map_err(backend)?;
         Ok(task)
     }
 
-    async fn delete_task_as(
+    async fn delete_task(
         &self,
         id: i32,
         now: DateTime<Utc>,
@@ -597,8 +580,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let current = load_task(&mut tx, id, true).await?.ok_or(StoreError::NotFound)?;
         guard(&current)?;
-        // The log outlives the task (audit); retention removes it later.
-        runner::record_event(&mut tx, &current, runner::at(now), Some(current.state), None, &actor).await?;
+        runner::write_events(&mut tx, run::deleted(&current, &actor, runner::at(now)).as_slice()).await?;
         runner::delete_rows(&mut tx, id, false).await?;
         tx.commit().await.map_err(backend)
     }

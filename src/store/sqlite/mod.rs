@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
 
+use crate::domain::run;
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
@@ -221,8 +222,7 @@ fn update_whole_task(
     next: &Task,
     now: DateTime<Utc>,
     actor: &Actor,
-    moved: bool,
-    to_new: bool,
+    by_hand: &run::ByHand,
     id: i32,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -252,13 +252,13 @@ fn update_whole_task(
             next.file_name,
             micros(now),
             actor.associate_id,
-            moved,
-            moved,
-            moved,
-            moved,
-            moved,
-            to_new,
-            to_new,
+            by_hand.ends_lease,
+            by_hand.ends_lease,
+            by_hand.ends_lease,
+            by_hand.ends_lease,
+            by_hand.ends_lease,
+            by_hand.resets_attempts,
+            by_hand.resets_attempts,
             id
         ])
     })
@@ -346,16 +346,7 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
             .and_then(|mut s| s.execute(params![TABLE_BINARYOBJECT, blob, id]))
             .map_err(backend)?;
     }
-    if !new.is_internal {
-        runner::insert_event(
-            conn,
-            id,
-            now,
-            None,
-            Some(BatchTaskState::New),
-            &Actor::associate(new.associate_id, "created"),
-        )?;
-    }
+    runner::write_events(conn, &run::created(id, new, now))?;
     Ok(id)
 }
 
@@ -382,14 +373,6 @@ impl Store for SqliteStore {
             let rows = stmt.query_map(params_from_iter(values.iter().map(to_sql)), task_from_row)?;
             rows.collect()
         })
-    }
-
-    async fn modify_task(&self, id: i32, now: DateTime<Utc>, change: TaskChange) -> Result<Task, StoreError> {
-        self.modify_task_as(id, now, Actor::default(), change).await
-    }
-
-    async fn delete_task(&self, id: i32, guard: DeleteGuard) -> Result<(), StoreError> {
-        self.delete_task_as(id, Utc::now(), Actor::default(), guard).await
     }
 
     async fn list_tasks(&self, query: &ListQuery) -> Result<Vec<ListRow>, StoreError> {
@@ -560,9 +543,7 @@ impl Store for SqliteStore {
         self.writer.write(move |conn| auth::purge_credentials(conn, before)).await
     }
 
-    // -- runner --
-
-    async fn modify_task_as(
+    async fn modify_task(
         &self,
         id: i32,
         now: DateTime<Utc>,
@@ -574,20 +555,15 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 let next = change(&current)?;
-                let moved = next.state != current.state;
-                // Leaving a state (by hand or by a rule) ends any lease: a runner still holding it is
-                // fenced out. Back to New by hand starts the restart count afresh.
-                let to_new = moved && next.state == BatchTaskState::New;
+                let by_hand = run::by_hand(&current, &next, &actor, now);
                 let run_fields_same =
                     next.start_count == current.start_count && next.last_started == current.last_started;
-                if !moved && run_fields_same {
+                if next.state == current.state && run_fields_same {
                     update_task_content(conn, &next, now, &actor, id)?;
                 } else {
-                    update_whole_task(conn, &next, now, &actor, moved, to_new, id)?;
+                    update_whole_task(conn, &next, now, &actor, &by_hand, id)?;
                 }
-                if moved {
-                    runner::record_event(conn, &next, now, Some(current.state), Some(next.state), &actor)?;
-                }
+                runner::write_events(conn, &by_hand.event)?;
                 // What was just written, without reading it back: the writer thread is the one
                 // serial resource of the SQLite store. Times are cut to the stored precision.
                 let last_started = next.last_started.map(crate::domain::time::truncate_micros);
@@ -596,7 +572,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn delete_task_as(
+    async fn delete_task(
         &self,
         id: i32,
         now: DateTime<Utc>,
@@ -607,8 +583,7 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 guard(&current)?;
-                // The log outlives the task (audit); retention removes it later.
-                runner::record_event(conn, &current, now, Some(current.state), None, &actor)?;
+                runner::write_events(conn, &run::deleted(&current, &actor, now))?;
                 runner::delete_rows(conn, id, false)
             })
             .await

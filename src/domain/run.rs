@@ -1,0 +1,889 @@
+//! The rules of a run's life: who may claim, start, renew, finish, stop, rescue and release a
+//! task, what each does to the row, and which events it logs.
+//!
+//! Every rule is a pure function of the row as loaded (inside the store's transaction), the
+//! definition's policy, `now` and, where a backoff is drawn, a jitter value in `[0, 1)`. It answers
+//! what the caller is told and, when something is to be written, a [`Change`]: the whole row to
+//! store and the events to log with it. The stores only select, lock, load and write
+//! (`src/store/sqlite/runner.rs`, `src/store/postgres/runner.rs`), so both engines cannot drift.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::definition::{RetryPolicy, end_failed_attempt, format_duration, results};
+use super::task::limits;
+use super::{BatchTaskState, CancellationBehaviour, Task};
+
+/// A task row with its runner columns, as a store loads it. Times are instants; each store
+/// converts them at its edge, as it does for the task's own columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub task: Task,
+    pub lease_token: Option<String>,
+    pub lease_expires: Option<DateTime<Utc>>,
+    pub lease_node: Option<String>,
+    /// Runs since the task was last made `New` by hand (1 = first run); a released run is not counted.
+    pub attempts: i32,
+    /// Not claimable before this (a retry's backoff).
+    pub run_after: Option<DateTime<Utc>>,
+    pub stop_requested: Option<DateTime<Utc>>,
+    pub stop_requested_by: Option<String>,
+}
+
+impl RunRow {
+    /// The token is this task's live lease.
+    pub fn holds(&self, token: &str, now: DateTime<Utc>) -> bool {
+        self.task.state.is_active() && self.lease_token.as_deref() == Some(token) && self.lease_live(now)
+    }
+
+    fn lease_live(&self, now: DateTime<Utc>) -> bool {
+        self.lease_token.is_some() && self.lease_expires.is_some_and(|e| e >= now)
+    }
+
+    /// Ends the lease and any stop request with it.
+    fn clear_lease(&mut self) {
+        self.lease_token = None;
+        self.lease_expires = None;
+        self.lease_node = None;
+        self.stop_requested = None;
+        self.stop_requested_by = None;
+    }
+}
+
+/// Who made a change, for the event log. API writes name the associate, runner writes the node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Actor {
+    pub associate_id: Option<i32>,
+    pub node: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl Actor {
+    pub fn associate(id: i32, reason: impl Into<String>) -> Actor {
+        Actor { associate_id: Some(id), node: None, reason: Some(reason.into()) }
+    }
+    pub fn node(node: &str, reason: impl Into<String>) -> Actor {
+        Actor { associate_id: None, node: Some(node.to_owned()), reason: Some(reason.into()) }
+    }
+    fn because(&self, reason: String) -> Actor {
+        Actor { reason: Some(reason), ..self.clone() }
+    }
+    /// The actor's own reason, or `default`.
+    fn reason_or(&self, default: &str) -> String {
+        self.reason.clone().unwrap_or_else(|| default.to_owned())
+    }
+}
+
+/// One entry for the event log, written in the same transaction as the change it records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEvent {
+    pub task_id: i32,
+    pub at: DateTime<Utc>,
+    /// `None`: the task was created.
+    pub from: Option<BatchTaskState>,
+    /// `None`: the task was deleted.
+    pub to: Option<BatchTaskState>,
+    pub associate_id: Option<i32>,
+    pub node: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Longest reason kept in the event log, in characters.
+pub const REASON_MAX: usize = 4096;
+
+impl RunEvent {
+    /// The event of a move of `task`, or none: `IsInternalTask` tasks keep no log.
+    pub fn of(
+        task: &Task,
+        at: DateTime<Utc>,
+        from: Option<BatchTaskState>,
+        to: Option<BatchTaskState>,
+        actor: &Actor,
+    ) -> Option<RunEvent> {
+        (!task.is_internal).then(|| RunEvent {
+            task_id: task.id,
+            at,
+            from,
+            to,
+            associate_id: actor.associate_id,
+            node: actor.node.as_deref().map(|n| stored_text(n, limits::NAME)),
+            reason: actor.reason.as_deref().map(|r| stored_text(r, REASON_MAX)),
+        })
+    }
+}
+
+/// Text as both stores keep it: at most `max` characters, and U+0000 (which PostgreSQL text
+/// cannot hold, and a program's output may contain) replaced by U+FFFD.
+pub fn stored_text(s: &str, max: usize) -> String {
+    let cut = match s.char_indices().nth(max) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    };
+    if cut.contains('\0') { cut.replace('\0', "\u{FFFD}") } else { cut.to_owned() }
+}
+
+fn stored_long(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(|t| stored_text(t, limits::LONG_TEXT))
+}
+
+/// What a rule decided for one row: the row to write and the events to log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The whole row as it is to be stored; `task.version` and `task.updated` included.
+    pub row: RunRow,
+    pub events: Vec<RunEvent>,
+}
+
+/// Builds a [`Change`] as a rule goes: events in order, and the version moved once when a
+/// client can see the change.
+struct Draft {
+    row: RunRow,
+    now: DateTime<Utc>,
+    events: Vec<RunEvent>,
+}
+
+impl Draft {
+    fn new(row: RunRow, now: DateTime<Utc>) -> Draft {
+        Draft { row, now, events: Vec::new() }
+    }
+    fn log(&mut self, from: BatchTaskState, to: BatchTaskState, actor: &Actor) {
+        self.events.extend(RunEvent::of(&self.row.task, self.now, Some(from), Some(to), actor));
+    }
+    /// A change a client can see: the version (ETag) and `updated` move.
+    fn visible(mut self) -> Change {
+        self.row.task.version += 1;
+        self.row.task.updated = self.now;
+        Change { row: self.row, events: self.events }
+    }
+    /// Bookkeeping only (a lease renewal, a stop request): the ETag stays.
+    fn unseen(self) -> Change {
+        Change { row: self.row, events: self.events }
+    }
+    /// `Aquired → Started`: one more start, when, and fresh progress.
+    fn start(&mut self, actor: &Actor) {
+        let from = self.row.task.state;
+        self.row.task.begin_run(self.now);
+        self.log(from, BatchTaskState::Started, actor);
+    }
+}
+
+/// A definition's rules for its runs, as the store keeps them beside the definition row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunPolicy {
+    pub retry: RetryPolicy,
+}
+
+impl RunPolicy {
+    /// A task with no definition row (its definition was removed): no restarts.
+    pub fn undefined() -> RunPolicy {
+        RunPolicy { retry: RetryPolicy { restarts: 0, ..RetryPolicy::default() } }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Claims
+
+/// What a claim takes and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRequest {
+    pub node: String,
+    pub lease: Duration,
+    /// Names that may be claimed, each with its definition's concurrency limit.
+    pub names: Vec<ClaimName>,
+    pub max: usize,
+    /// Move on to `Started` in the same transaction (the server's own runner starts at once;
+    /// external workers start with their first heartbeat).
+    pub start: bool,
+    /// The associate claiming (external workers), for the events.
+    pub associate_id: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimName {
+    pub name: String,
+    /// At most this many tasks of the name `Aquired` or `Started` at once, across all nodes.
+    pub concurrency: Option<u32>,
+}
+
+impl ClaimName {
+    /// How many more may be claimed with `active` of the name `Aquired` or `Started` now
+    /// (`usize::MAX` when unlimited).
+    pub fn room(&self, active: i64) -> usize {
+        match self.concurrency {
+            None => usize::MAX,
+            Some(limit) => usize::try_from(i64::from(limit) - active).unwrap_or(0),
+        }
+    }
+}
+
+/// A lease as granted to its holder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub token: String,
+    pub expires: DateTime<Utc>,
+    pub node: String,
+    /// Run number since the task was last New by a user's hand (1 = first run).
+    pub attempt: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub task: Task,
+    pub lease: Lease,
+}
+
+/// When a lease granted or renewed at `now` runs out.
+pub fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::days(365 * 100))
+}
+
+/// `New → Aquired` (and `→ Started` when the claim starts) under the lease `token`. None when
+/// the row is not claimable: not `New`, or waiting out a retry's backoff. A batch may share one
+/// token: a later claim of any of its tasks gets a new one, so fencing per lease still holds.
+pub fn claim(row: RunRow, req: &ClaimRequest, token: &str, now: DateTime<Utc>) -> Option<(Claimed, Change)> {
+    if row.task.state != BatchTaskState::New || row.run_after.is_some_and(|r| r > now) {
+        return None;
+    }
+    let mut d = Draft::new(row, now);
+    let r = &mut d.row;
+    r.lease_token = Some(token.to_owned());
+    r.lease_expires = Some(lease_until(now, req.lease));
+    r.lease_node = Some(req.node.clone());
+    r.attempts += 1;
+    r.run_after = None;
+    r.stop_requested = None;
+    r.stop_requested_by = None;
+    r.task.state = BatchTaskState::Aquired;
+    let actor = Actor { associate_id: req.associate_id, node: Some(req.node.clone()), reason: None };
+    let claimed = actor.because(format!("claimed, attempt {}", d.row.attempts));
+    d.log(BatchTaskState::New, BatchTaskState::Aquired, &claimed);
+    if req.start {
+        d.start(&actor.because("started".into()));
+    }
+    let change = d.visible();
+    let lease = Lease {
+        token: token.to_owned(),
+        expires: change.row.lease_expires.unwrap_or(now),
+        node: req.node.clone(),
+        attempt: change.row.attempts,
+    };
+    Some((Claimed { task: change.row.task.clone(), lease }, change))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Heartbeats
+
+/// Progress as reported by a run. `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub percent: Option<i16>,
+    pub description: Option<String>,
+    pub file_name: Option<String>,
+}
+
+impl Progress {
+    pub fn is_empty(&self) -> bool {
+        self.percent.is_none() && self.description.is_none() && self.file_name.is_none()
+    }
+    /// Later values win.
+    pub fn merge(&mut self, later: Progress) {
+        if later.percent.is_some() {
+            self.percent = later.percent;
+        }
+        if later.description.is_some() {
+            self.description = later.description;
+        }
+        if later.file_name.is_some() {
+            self.file_name = later.file_name;
+        }
+    }
+    /// Writes the reported values into the task: percent clamped to 0–100, texts bounded.
+    fn apply(&self, task: &mut Task) {
+        if let Some(pc) = self.percent {
+            task.progress_percent = pc.clamp(0, 100);
+        }
+        if let Some(d) = &self.description {
+            task.progress_description = Some(stored_text(d, limits::PROGRESS_DESCRIPTION));
+        }
+        if let Some(f) = &self.file_name {
+            task.file_name = Some(stored_text(f, limits::FILE_NAME));
+        }
+    }
+}
+
+/// A lease renewal, optionally carrying progress, fenced by the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beat {
+    pub id: i32,
+    pub token: String,
+    pub progress: Option<Progress>,
+    /// Renew the lease (progress alone may be flushed without renewing).
+    pub renew: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeatOutcome {
+    Renewed {
+        expires: DateTime<Utc>,
+        state: BatchTaskState,
+        /// Who asked the run to stop, if anyone did.
+        stop_requested_by: Option<String>,
+    },
+    /// The token is not (or no longer) the task's lease: the holder must stop without writing.
+    Lost,
+}
+
+/// Renews the lease and writes the progress, if the token holds the live lease. Progress is
+/// visible (the ETag moves); a bare renewal is not.
+pub fn renew(row: RunRow, beat: &Beat, lease: Duration, now: DateTime<Utc>) -> (BeatOutcome, Option<Change>) {
+    if row.task.id != beat.id || !row.holds(&beat.token, now) {
+        return (BeatOutcome::Lost, None);
+    }
+    let mut d = Draft::new(row, now);
+    if beat.renew {
+        d.row.lease_expires = Some(lease_until(now, lease));
+    }
+    let progress = beat.progress.as_ref().filter(|p| !p.is_empty());
+    if let Some(p) = progress {
+        p.apply(&mut d.row.task);
+    }
+    let answer = BeatOutcome::Renewed {
+        expires: d.row.lease_expires.unwrap_or(now),
+        state: d.row.task.state,
+        stop_requested_by: d.row.stop_requested_by.clone(),
+    };
+    let change = match (progress.is_some(), beat.renew) {
+        (true, _) => Some(d.visible()),
+        (false, true) => Some(d.unseen()),
+        (false, false) => None,
+    };
+    (answer, change)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finishes
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishOutcome {
+    Succeeded,
+    SucceededManualCleanup,
+    /// `retry`: counts as a failed attempt, run again if the definition's restarts allow.
+    Failed {
+        retry: bool,
+    },
+    /// Hand the task back untouched (shutdown): `New` again, the attempt not counted.
+    Release,
+    /// Aquired → Started (an external worker saying it began).
+    Start,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub id: i32,
+    pub token: String,
+    pub outcome: FinishOutcome,
+    pub result: Option<String>,
+    pub response: Option<String>,
+    pub progress: Option<Progress>,
+    pub actor: Actor,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishResult {
+    /// Written; the task is now in this state (read the task for the rest).
+    Done(BatchTaskState),
+    /// Stale token or expired lease: nothing was written.
+    Lost,
+}
+
+/// Ends (or starts, or releases) a run, if the token holds the live lease.
+pub fn finish(
+    row: RunRow,
+    f: &Finish,
+    policy: &RunPolicy,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> (FinishResult, Option<Change>) {
+    if row.task.id != f.id || !row.holds(&f.token, now) {
+        return (FinishResult::Lost, None);
+    }
+    let mut d = Draft::new(row, now);
+    // Ending a run that was never reported as started starts it first, so StartCount is right.
+    if d.row.task.state == BatchTaskState::Aquired && f.outcome != FinishOutcome::Release {
+        let reason = if f.outcome == FinishOutcome::Start { f.actor.reason_or("started") } else { "started".into() };
+        d.start(&f.actor.because(reason));
+    }
+    if let Some(p) = &f.progress {
+        p.apply(&mut d.row.task);
+    }
+    match f.outcome {
+        FinishOutcome::Start => {}
+        FinishOutcome::Succeeded | FinishOutcome::SucceededManualCleanup => {
+            let to = if f.outcome == FinishOutcome::Succeeded {
+                BatchTaskState::Succeeded
+            } else {
+                BatchTaskState::SucceededManualCleanup
+            };
+            if f.progress.as_ref().is_none_or(|p| p.percent.is_none()) {
+                d.row.task.progress_percent = 100;
+            }
+            d.row.task.state = to;
+            d.row.task.result = stored_long(&f.result);
+            d.row.task.response = stored_long(&f.response);
+            d.row.run_after = None;
+            d.row.clear_lease();
+            d.log(BatchTaskState::Started, to, &f.actor.because(f.actor.reason_or("succeeded")));
+        }
+        FinishOutcome::Failed { retry } => {
+            let why = stored_long(&f.result).unwrap_or_else(|| "failed".into());
+            d.row.task.response = stored_long(&f.response);
+            d.row.task.result = stored_long(&f.result);
+            // A run that fails after a stop was asked is the stop taking effect: no retry, and
+            // the Result says who cancelled it.
+            let cancelled_by = d.row.stop_requested_by.clone();
+            if let Some(by) = &cancelled_by {
+                d.row.task.result = Some(results::cancelled(by));
+            }
+            let to = fail_or_retry(&mut d.row, (retry && cancelled_by.is_none()).then_some(policy), now, jitter, &why);
+            let reason = match to {
+                BatchTaskState::New => format!(
+                    "{}; retry {} of {} after {}",
+                    f.actor.reason_or(&why),
+                    d.row.attempts,
+                    policy.retry.restarts,
+                    format_duration(d.row.run_after.map_or(Duration::ZERO, |r| (r - now).to_std().unwrap_or_default()))
+                ),
+                _ => f.actor.reason_or(&why),
+            };
+            d.log(BatchTaskState::Started, to, &f.actor.because(reason));
+        }
+        FinishOutcome::Release => {
+            let from = d.row.task.state;
+            hand_back(&mut d.row);
+            d.log(from, BatchTaskState::New, &f.actor.because(f.actor.reason_or("released")));
+        }
+    }
+    let change = d.visible();
+    (FinishResult::Done(change.row.task.state), Some(change))
+}
+
+/// Ends a failed attempt: back to `New` after a backoff when the policy (if any) has restarts
+/// left, else `Failed`. Answers the state it moved to.
+fn fail_or_retry(
+    row: &mut RunRow,
+    policy: Option<&RunPolicy>,
+    now: DateTime<Utc>,
+    jitter: f64,
+    why: &str,
+) -> BatchTaskState {
+    let attempt = u32::try_from(row.attempts).unwrap_or(0);
+    row.clear_lease();
+    row.run_after = end_failed_attempt(&mut row.task, policy.map(|p| p.retry), attempt, jitter, now, why);
+    row.task.state
+}
+
+/// `New` again with the attempt not counted: the run was handed back, not failed.
+fn hand_back(row: &mut RunRow) {
+    row.clear_lease();
+    row.attempts = (row.attempts - 1).max(0);
+    row.run_after = None;
+    row.task.state = BatchTaskState::New;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stops
+
+/// What a stop request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopResult {
+    /// Stopped at once (`New`, `Aquired`, or `Started` with no live lease): now `Failed`.
+    Failed(Task),
+    /// `Started` under a live lease: the request is recorded; the holder stops the run.
+    Requested { task: Task, node: String },
+    /// Finished already, or `CannotCancel`.
+    Refused(Task),
+}
+
+/// A stop asked by `by`: refused for a finished or `CannotCancel` task; recorded for the holder
+/// of a live lease on a `Started` run (once: asking again changes nothing); else `Failed` at once.
+pub fn stop(row: RunRow, by: &str, actor: &Actor, now: DateTime<Utc>) -> (StopResult, Option<Change>) {
+    let from = row.task.state;
+    if from.is_finished() || row.task.cancellation == CancellationBehaviour::CannotCancel {
+        return (StopResult::Refused(row.task), None);
+    }
+    let by = stored_text(by, limits::NAME);
+    let mut d = Draft::new(row, now);
+    if from == BatchTaskState::Started && d.row.lease_live(now) {
+        let node = d.row.lease_node.clone().unwrap_or_default();
+        if d.row.stop_requested.is_some() {
+            return (StopResult::Requested { task: d.row.task, node }, None);
+        }
+        d.row.stop_requested = Some(now);
+        d.row.stop_requested_by = Some(by.clone());
+        d.log(from, from, &actor.because(format!("stop requested by {by}")));
+        let change = d.unseen();
+        return (StopResult::Requested { task: change.row.task.clone(), node }, Some(change));
+    }
+    d.row.clear_lease();
+    d.row.run_after = None;
+    d.row.task.state = BatchTaskState::Failed;
+    d.row.task.result = Some(results::cancelled(&by));
+    d.log(from, BatchTaskState::Failed, &actor.because(results::cancelled(&by)));
+    let change = d.visible();
+    (StopResult::Failed(change.row.task.clone()), Some(change))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rescue and release
+
+/// A task the rescuer moved after its lease ran out, or its holder ignored a stop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rescued {
+    pub id: i32,
+    pub to: BatchTaskState,
+}
+
+/// The rescuer's rule for an `Aquired`/`Started` row, run by node `rescuer`:
+/// - a stop was asked and the lease ran out, or the stop is older than `stop_grace` while the
+///   run goes on: `Failed`, cancelled by whoever asked;
+/// - the lease ran out: a failed attempt (retried while restarts are left);
+/// - otherwise the row is left alone (None).
+pub fn rescue(
+    row: RunRow,
+    rescuer: &str,
+    policy: &RunPolicy,
+    now: DateTime<Utc>,
+    stop_grace: Duration,
+    jitter: f64,
+) -> Option<(Rescued, Change)> {
+    let from = row.task.state;
+    if !from.is_active() {
+        return None;
+    }
+    let expired = row.lease_expires.is_some_and(|e| e < now);
+    let stop_overdue =
+        from == BatchTaskState::Started && row.stop_requested.is_some_and(|asked| lease_until(asked, stop_grace) < now);
+    let holder = row.lease_node.clone().unwrap_or_else(|| "?".into());
+    let mut d = Draft::new(row, now);
+    let reason = match d.row.stop_requested_by.clone() {
+        Some(by) if expired || stop_overdue => {
+            d.row.clear_lease();
+            d.row.task.state = BatchTaskState::Failed;
+            d.row.task.result = Some(results::cancelled(&by));
+            format!("{}; {holder} did not end the run in time", results::cancelled(&by))
+        }
+        _ if expired => {
+            let why = results::lease_expired(&holder);
+            if fail_or_retry(&mut d.row, Some(policy), now, jitter, &why) == BatchTaskState::Failed {
+                d.row.task.result = Some(why.clone());
+            }
+            why
+        }
+        _ => return None,
+    };
+    let to = d.row.task.state;
+    d.log(from, to, &Actor::node(rescuer, reason));
+    let change = d.visible();
+    Some((Rescued { id: change.row.task.id, to }, change))
+}
+
+/// A node hands back a lease it holds (it restarted, so the run is gone): `New` again, the
+/// attempt not counted.
+pub fn release(row: RunRow, node: &str, now: DateTime<Utc>) -> Option<Change> {
+    let from = row.task.state;
+    if !from.is_active() {
+        return None;
+    }
+    let mut d = Draft::new(row, now);
+    hand_back(&mut d.row);
+    d.log(from, BatchTaskState::New, &Actor::node(node, format!("released: node {node} restarted")));
+    Some(d.visible())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Changes by hand (the API)
+
+/// What a change made through the API (PUT, PATCH, an agent) does to the runner columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ByHand {
+    /// The state moved: any lease ends (a runner still holding it is fenced out), with its stop request.
+    pub ends_lease: bool,
+    /// Back to `New` by hand: the run count and any retry's backoff start afresh.
+    pub resets_attempts: bool,
+    pub event: Option<RunEvent>,
+}
+
+pub fn by_hand(current: &Task, next: &Task, actor: &Actor, now: DateTime<Utc>) -> ByHand {
+    let moved = next.state != current.state;
+    ByHand {
+        ends_lease: moved,
+        resets_attempts: moved && next.state == BatchTaskState::New,
+        event: if moved { RunEvent::of(next, now, Some(current.state), Some(next.state), actor) } else { None },
+    }
+}
+
+/// The event of a task's creation by its owner.
+pub fn created(task_id: i32, new: &super::NewTask, now: DateTime<Utc>) -> Option<RunEvent> {
+    (!new.is_internal).then(|| RunEvent {
+        task_id,
+        at: now,
+        from: None,
+        to: Some(BatchTaskState::New),
+        associate_id: Some(new.associate_id),
+        node: None,
+        reason: Some("created".into()),
+    })
+}
+
+/// The event of a task's deletion (the log outlives the task, for audit; retention removes it).
+pub fn deleted(task: &Task, actor: &Actor, now: DateTime<Utc>) -> Option<RunEvent> {
+    RunEvent::of(task, now, Some(task.state), None, actor)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recurring definitions
+
+/// A recurring definition's next occurrence, created atomically with moving the schedule on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleTick {
+    pub name: String,
+    pub interval: Duration,
+    /// Skip the occurrence while a task of this name is New, Aquired or Started.
+    pub skip_if_active: bool,
+}
+
+/// What a tick does: `Some(next)` when the occurrence is due now (create its task unless
+/// skipped, and move the schedule to `next`); `None` when not due yet. Missed occurrences (no
+/// node ran) are not made up for: the next one is always in the future.
+pub fn schedule_due(
+    next_start: Option<DateTime<Utc>>,
+    interval: Duration,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let due = next_start.unwrap_or(now);
+    if due > now {
+        return None;
+    }
+    let step = chrono::Duration::from_std(interval)
+        .unwrap_or(chrono::Duration::days(365 * 100))
+        .max(chrono::Duration::microseconds(1));
+    let next = due + step;
+    Some(if next <= now { now + step } else { next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BatchTaskState as S;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    fn new_row() -> RunRow {
+        RunRow {
+            task: Task::fixture(7, "Job", 5, S::New),
+            lease_token: None,
+            lease_expires: None,
+            lease_node: None,
+            attempts: 0,
+            run_after: None,
+            stop_requested: None,
+            stop_requested_by: None,
+        }
+    }
+
+    fn req(start: bool) -> ClaimRequest {
+        ClaimRequest {
+            node: "n1".into(),
+            lease: Duration::from_secs(1),
+            names: vec![],
+            max: 1,
+            start,
+            associate_id: None,
+        }
+    }
+
+    fn policy(restarts: u32) -> RunPolicy {
+        RunPolicy {
+            retry: RetryPolicy { restarts, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(8) },
+        }
+    }
+
+    fn running() -> RunRow {
+        claim(new_row(), &req(true), "tok", at(0)).unwrap().1.row
+    }
+
+    fn finishing(outcome: FinishOutcome) -> Finish {
+        Finish {
+            id: 7,
+            token: "tok".into(),
+            outcome,
+            result: None,
+            response: None,
+            progress: None,
+            actor: Actor::node("n1", "because"),
+        }
+    }
+
+    #[test]
+    fn a_claim_takes_only_a_new_task_past_its_backoff() {
+        let (claimed, change) = claim(new_row(), &req(true), "tok", at(0)).unwrap();
+        assert_eq!(claimed.lease.attempt, 1);
+        assert_eq!(claimed.lease.expires, at(1000));
+        assert_eq!(change.row.task.state, S::Started);
+        assert_eq!(change.row.task.start_count, 1);
+        assert_eq!(change.row.task.version, 2, "a claim moves the ETag once");
+        let moves: Vec<_> = change.events.iter().map(|e| (e.from, e.to, e.reason.clone().unwrap())).collect();
+        assert_eq!(
+            moves,
+            [
+                (Some(S::New), Some(S::Aquired), "claimed, attempt 1".to_owned()),
+                (Some(S::Aquired), Some(S::Started), "started".to_owned())
+            ]
+        );
+        assert!(claim(change.row, &req(true), "t2", at(1)).is_none(), "a running task is not claimable");
+        let waiting = RunRow { run_after: Some(at(500)), ..new_row() };
+        assert!(claim(waiting.clone(), &req(false), "t", at(499)).is_none());
+        assert_eq!(claim(waiting, &req(false), "t", at(500)).unwrap().1.row.task.state, S::Aquired);
+    }
+
+    #[test]
+    fn room_under_a_concurrency_limit() {
+        let name = |c| ClaimName { name: "x".into(), concurrency: c };
+        assert_eq!(name(None).room(1_000), usize::MAX);
+        assert_eq!(name(Some(3)).room(1), 2);
+        assert_eq!(name(Some(3)).room(5), 0);
+    }
+
+    #[test]
+    fn only_the_live_lease_renews_and_only_progress_moves_the_etag() {
+        let row = running();
+        let beat = |token: &str, renew, progress| Beat { id: 7, token: token.into(), progress, renew };
+        assert_eq!(renew(row.clone(), &beat("old", true, None), Duration::from_secs(1), at(10)).0, BeatOutcome::Lost);
+        assert_eq!(renew(row.clone(), &beat("tok", true, None), Duration::from_secs(1), at(1001)).0, BeatOutcome::Lost);
+        let (answer, change) = renew(row.clone(), &beat("tok", true, None), Duration::from_secs(1), at(500));
+        assert!(matches!(answer, BeatOutcome::Renewed { expires, .. } if expires == at(1500)));
+        assert_eq!(change.unwrap().row.task.version, row.task.version);
+        let p = Progress { percent: Some(140), description: Some("a\0b".into()), file_name: None };
+        let (_, change) = renew(row.clone(), &beat("tok", false, Some(p)), Duration::from_secs(1), at(500));
+        let change = change.unwrap();
+        assert_eq!(change.row.task.version, row.task.version + 1);
+        assert_eq!(change.row.task.progress_percent, 100);
+        assert_eq!(change.row.task.progress_description.as_deref(), Some("a\u{FFFD}b"));
+        assert_eq!(change.row.lease_expires, row.lease_expires, "progress alone does not renew");
+        assert!(renew(row, &beat("tok", false, None), Duration::from_secs(1), at(500)).1.is_none());
+    }
+
+    #[test]
+    fn a_failure_retries_with_backoff_until_the_restarts_are_used() {
+        let f = finishing(FinishOutcome::Failed { retry: true });
+        let (done, change) =
+            finish(running(), &Finish { result: Some("exit 3".into()), ..f.clone() }, &policy(1), at(10), 0.0);
+        assert_eq!(done, FinishResult::Done(S::New));
+        let row = change.unwrap().row;
+        assert_eq!(row.run_after, Some(at(10 + 500)), "half the first backoff at jitter 0");
+        assert!(row.lease_token.is_none());
+        // The second run fails too: no restarts left.
+        let again = claim(RunRow { run_after: None, ..row }, &req(true), "tok", at(600)).unwrap().1.row;
+        let (done, change) = finish(again, &f, &policy(1), at(700), 0.0);
+        assert_eq!(done, FinishResult::Done(S::Failed));
+        assert_eq!(change.unwrap().events.last().unwrap().reason.as_deref(), Some("because"));
+    }
+
+    #[test]
+    fn a_failure_after_a_stop_is_the_stop_not_a_retry() {
+        let (_, change) = stop(running(), "Ann", &Actor::associate(5, "stop"), at(10));
+        let row = change.unwrap().row;
+        let (done, change) = finish(row, &finishing(FinishOutcome::Failed { retry: true }), &policy(5), at(20), 0.5);
+        assert_eq!(done, FinishResult::Done(S::Failed));
+        assert_eq!(change.unwrap().row.task.result.as_deref(), Some("Cancelled by Ann"));
+    }
+
+    #[test]
+    fn finishing_an_aquired_run_starts_it_first_and_keeps_the_reported_progress() {
+        let row = claim(new_row(), &req(false), "tok", at(0)).unwrap().1.row;
+        let f = Finish {
+            progress: Some(Progress { percent: None, description: Some("done".into()), file_name: None }),
+            ..finishing(FinishOutcome::Succeeded)
+        };
+        let (_, change) = finish(row, &f, &policy(0), at(5), 0.0);
+        let change = change.unwrap();
+        assert_eq!(change.row.task.start_count, 1);
+        assert_eq!(change.row.task.progress_percent, 100);
+        assert_eq!(change.row.task.progress_description.as_deref(), Some("done"));
+        let moves: Vec<_> = change.events.iter().map(|e| (e.from, e.to)).collect();
+        assert_eq!(moves, [(Some(S::Aquired), Some(S::Started)), (Some(S::Started), Some(S::Succeeded))]);
+    }
+
+    #[test]
+    fn a_stale_token_writes_nothing() {
+        for outcome in [FinishOutcome::Succeeded, FinishOutcome::Release, FinishOutcome::Start] {
+            let f = Finish { token: "other".into(), ..finishing(outcome) };
+            assert_eq!(finish(running(), &f, &policy(0), at(5), 0.0), (FinishResult::Lost, None));
+        }
+    }
+
+    #[test]
+    fn a_stop_is_asked_once_of_a_live_run_and_is_immediate_otherwise() {
+        let actor = Actor::associate(5, "stop");
+        let (answer, change) = stop(running(), "Ann", &actor, at(10));
+        assert!(matches!(answer, StopResult::Requested { ref node, .. } if node == "n1"));
+        let row = change.unwrap().row;
+        assert_eq!(row.task.version, running().task.version, "asking is not visible");
+        assert!(stop(row.clone(), "Bob", &actor, at(11)).1.is_none(), "asking twice changes nothing");
+        // Past the lease nobody holds the run: the stop is immediate.
+        let (answer, _) = stop(row, "Bob", &actor, at(2000));
+        assert!(matches!(answer, StopResult::Failed(ref t) if t.result.as_deref() == Some("Cancelled by Bob")));
+        let done = RunRow { task: Task { state: S::Succeeded, ..new_row().task }, ..new_row() };
+        assert!(matches!(stop(done, "Ann", &actor, at(0)), (StopResult::Refused(_), None)));
+    }
+
+    #[test]
+    fn the_rescuer_fails_ignored_stops_and_retries_lost_leases() {
+        let live = running();
+        assert!(rescue(live.clone(), "r", &policy(1), at(999), Duration::from_secs(5), 0.0).is_none());
+        let (rescued, change) = rescue(live.clone(), "r", &policy(1), at(1001), Duration::from_secs(5), 0.0).unwrap();
+        assert_eq!(rescued.to, S::New);
+        assert_eq!(change.events[0].reason.as_deref(), Some("Lease expired: n1 stopped renewing it"));
+        let (rescued, change) = rescue(live.clone(), "r", &policy(0), at(1001), Duration::from_secs(5), 0.0).unwrap();
+        assert_eq!(rescued.to, S::Failed);
+        assert_eq!(change.row.task.result.as_deref(), Some("Lease expired: n1 stopped renewing it"));
+        // A stop ignored past the grace, while the holder keeps renewing.
+        let asked = stop(live, "Ann", &Actor::default(), at(100)).1.unwrap().row;
+        let renewed = RunRow { lease_expires: Some(at(60_000)), ..asked };
+        assert!(rescue(renewed.clone(), "r", &policy(1), at(5_100), Duration::from_secs(5), 0.0).is_none());
+        let (rescued, change) = rescue(renewed, "r", &policy(1), at(5_101), Duration::from_secs(5), 0.0).unwrap();
+        assert_eq!(rescued.to, S::Failed);
+        assert_eq!(change.row.task.result.as_deref(), Some("Cancelled by Ann"));
+    }
+
+    #[test]
+    fn a_release_hands_the_run_back_uncounted() {
+        let change = release(running(), "n1", at(5)).unwrap();
+        assert_eq!(change.row.task.state, S::New);
+        assert_eq!(change.row.attempts, 0);
+        assert!(change.row.lease_token.is_none());
+        assert!(release(new_row(), "n1", at(5)).is_none());
+    }
+
+    #[test]
+    fn internal_tasks_keep_no_events_and_texts_are_bounded() {
+        let mut row = new_row();
+        row.task.is_internal = true;
+        assert!(claim(row, &req(true), "t", at(0)).unwrap().1.events.is_empty());
+        assert_eq!(stored_text("abcdef", 3), "abc");
+        assert_eq!(stored_text("é\0é", 10), "é\u{FFFD}é");
+    }
+
+    #[test]
+    fn a_schedule_never_makes_up_for_missed_occurrences() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(schedule_due(Some(at(1)), minute, at(0)), None);
+        assert_eq!(schedule_due(None, minute, at(0)), Some(at(60_000)));
+        assert_eq!(schedule_due(Some(at(0)), minute, at(30_000)), Some(at(60_000)));
+        assert_eq!(schedule_due(Some(at(0)), minute, at(600_000)), Some(at(660_000)));
+    }
+}
