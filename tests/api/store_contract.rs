@@ -102,21 +102,31 @@ async fn pg_store(db: &TestPg) -> (Arc<dyn Store>, PgProbe) {
     (store, probe)
 }
 
-#[tokio::test]
-async fn sqlite_store_keeps_the_contract() {
-    for story in STORIES {
-        let (store, probe, _dir) = sqlite_store().await;
-        story(store, Box::new(probe)).await;
-    }
+/// One test per story and engine, so a failure names both. The PostgreSQL half skips (or fails
+/// under `BATCHD_REQUIRE_PG=1`) as every PostgreSQL test does.
+macro_rules! stories {
+    ($($story:ident: $sqlite:ident, $postgres:ident;)*) => {$(
+        #[tokio::test]
+        async fn $sqlite() {
+            let (store, probe, _dir) = sqlite_store().await;
+            $story(store, Box::new(probe)).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let Some(db) = TestPg::create(concat!("store_contract::", stringify!($postgres))).await else { return };
+            let (store, probe) = pg_store(&db).await;
+            $story(store, Box::new(probe)).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn postgres_store_keeps_the_contract() {
-    for story in STORIES {
-        let Some(db) = TestPg::create("store_contract::postgres_store_keeps_the_contract").await else { return };
-        let (store, probe) = pg_store(&db).await;
-        story(store, Box::new(probe)).await;
-    }
+stories! {
+    tasks_story: sqlite_tasks_story, postgres_tasks_story;
+    runner_story: sqlite_runner_story, postgres_runner_story;
+    list_story: sqlite_list_story, postgres_list_story;
+    associates_story: sqlite_associates_story, postgres_associates_story;
+    identity_story: sqlite_identity_story, postgres_identity_story;
 }
 
 #[tokio::test]
@@ -287,16 +297,6 @@ async fn postgres_change_log_ids_become_visible_in_id_order() {
     let (_, who) = store.credential_changes(seen).await.unwrap();
     assert_eq!(who, vec![early.id, late.id], "the next poll sees both, in commit order");
 }
-
-type Story = fn(Arc<dyn Store>, Box<dyn Probe>) -> futures_util::future::BoxFuture<'static, ()>;
-
-const STORIES: [Story; 5] = [
-    |s, p| Box::pin(tasks_story(s, p)),
-    |s, p| Box::pin(runner_story(s, p)),
-    |s, p| Box::pin(list_story(s, p)),
-    |s, p| Box::pin(associates_story(s, p)),
-    |s, p| Box::pin(identity_story(s, p)),
-];
 
 // ---------------------------------------------------------------------------------------------
 // Stories
