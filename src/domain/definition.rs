@@ -23,6 +23,9 @@ pub struct Definition {
     /// A run taking longer is stopped (like a stop request) and counts as a failed attempt.
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// Crashes in a row (the run's lease ran out with no outcome) after which a task ends
+    /// `Failed` instead of running again.
+    pub rescues: u32,
     /// Default `CancellationBehaviour` of new tasks whose create body names none.
     pub cancellation: CancellationBehaviour,
     /// At most this many tasks of this definition `Aquired` or `Started` at once, across all nodes.
@@ -181,6 +184,7 @@ impl Definition {
             runner,
             timeout: None,
             retry: RetryPolicy::default(),
+            rescues: super::run::DEFAULT_RESCUES,
             cancellation: CancellationBehaviour::CanCancel,
             concurrency: None,
             start_interval: None,
@@ -189,6 +193,11 @@ impl Definition {
     }
 
     /// How long a run may take: the definition's timeout, else its runner's default.
+    /// The rules the stores keep beside the definition row, for the run rules to read.
+    pub fn run_policy(&self) -> super::run::RunPolicy {
+        super::run::RunPolicy { retry: self.retry, rescues: self.rescues }
+    }
+
     pub fn run_timeout(&self) -> Option<Duration> {
         self.timeout.or_else(|| self.runner.default_timeout())
     }
@@ -240,30 +249,6 @@ impl RetryPolicy {
 }
 
 /// Texts stored in `Result`. English on purpose: stored data, not a message to the caller.
-/// Where a failed attempt leaves a task: back to `New` at `retry_at` when the policy allows a
-/// restart (the caller stores `retry_at` as the task's earliest next run), else `Failed`. The one
-/// rule both stores apply.
-pub fn end_failed_attempt(
-    task: &mut super::Task,
-    policy: Option<RetryPolicy>,
-    attempt: u32,
-    jitter: f64,
-    now: chrono::DateTime<chrono::Utc>,
-    why: &str,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    match policy.and_then(|p| p.after_failure(attempt, jitter, now)) {
-        Some(when) => {
-            task.state = super::BatchTaskState::New;
-            task.result = Some(results::retry_scheduled(attempt, why));
-            Some(when)
-        }
-        None => {
-            task.state = super::BatchTaskState::Failed;
-            None
-        }
-    }
-}
-
 pub mod results {
     use std::time::Duration;
 
@@ -275,6 +260,16 @@ pub mod results {
     }
     pub fn lease_expired(node: &str) -> String {
         format!("Lease expired: {node} stopped renewing it")
+    }
+    /// A crashed run put back for another attempt.
+    pub fn rescued(node: &str) -> String {
+        format!("Rescued: {node} stopped renewing the lease mid-run; running again")
+    }
+    /// The crash that used up the definition's `rescues`.
+    pub fn rescued_out(crashes: u32, node: &str) -> String {
+        format!(
+            "Rescued {crashes} times in a row: each run's node stopped renewing its lease (last {node}); not run again"
+        )
     }
     pub fn panicked(what: &str) -> String {
         format!("The run panicked: {what}")

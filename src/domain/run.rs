@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::definition::{RetryPolicy, end_failed_attempt, format_duration, results};
+use super::definition::{RetryPolicy, format_duration, results};
 use super::task::limits;
 use super::{BatchTaskState, CancellationBehaviour, Task};
 
@@ -23,8 +23,15 @@ pub struct RunRow {
     pub lease_token: Option<String>,
     pub lease_expires: Option<DateTime<Utc>>,
     pub lease_node: Option<String>,
-    /// Runs since the task was last made `New` by hand (1 = first run); a released run is not counted.
+    /// Runs since the task was last made `New` by hand (1 = first run); a released run is not
+    /// counted. A program reads it as `BATCHD_ATTEMPT`.
     pub attempts: i32,
+    /// Of those runs, how many failed on their own (an exit code, an error status, a timeout):
+    /// what the definition's `restarts` are counted against.
+    pub failures: i32,
+    /// Crashes in a row: runs whose lease ran out with no outcome (their node died or froze).
+    /// Back to 0 when a run ends on its own; the definition's `rescues` bounds it.
+    pub rescues: i32,
     /// Not claimable before this (a retry's backoff).
     pub run_after: Option<DateTime<Utc>>,
     pub stop_requested: Option<DateTime<Utc>>,
@@ -172,12 +179,27 @@ impl Draft {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunPolicy {
     pub retry: RetryPolicy,
+    /// After this many crashes in a row the task ends `Failed` instead of running again, so a
+    /// task that kills its node cannot take down node after node. At least 1.
+    pub rescues: u32,
+}
+
+/// Crashes in a row that end a task, unless its definition says otherwise.
+pub const DEFAULT_RESCUES: u32 = 3;
+/// The most a definition may set: a task crashing its node more often than this is not worth
+/// running again.
+pub const MAX_RESCUES: u32 = 100;
+
+impl Default for RunPolicy {
+    fn default() -> Self {
+        RunPolicy { retry: RetryPolicy::default(), rescues: DEFAULT_RESCUES }
+    }
 }
 
 impl RunPolicy {
     /// A task with no definition row (its definition was removed): no restarts.
     pub fn undefined() -> RunPolicy {
-        RunPolicy { retry: RetryPolicy { restarts: 0, ..RetryPolicy::default() } }
+        RunPolicy { retry: RetryPolicy { restarts: 0, ..RetryPolicy::default() }, ..RunPolicy::default() }
     }
 }
 
@@ -433,6 +455,7 @@ pub fn finish(
             d.row.task.result = stored_long(&f.result);
             d.row.task.response = stored_long(&f.response);
             d.row.run_after = None;
+            d.row.rescues = 0;
             d.row.clear_lease();
             d.log(BatchTaskState::Started, to, &f.actor.because(f.actor.reason_or("succeeded")));
         }
@@ -451,7 +474,7 @@ pub fn finish(
                 BatchTaskState::New => format!(
                     "{}; retry {} of {} after {}",
                     f.actor.reason_or(&why),
-                    d.row.attempts,
+                    d.row.failures,
                     policy.retry.restarts,
                     format_duration(d.row.run_after.map_or(Duration::ZERO, |r| (r - now).to_std().unwrap_or_default()))
                 ),
@@ -469,8 +492,8 @@ pub fn finish(
     (FinishResult::Done(change.row.task.state), Some(change))
 }
 
-/// Ends a failed attempt: back to `New` after a backoff when the policy (if any) has restarts
-/// left, else `Failed`. Answers the state it moved to.
+/// Ends a run that failed on its own: back to `New` after a backoff while the policy (if any)
+/// has restarts left for its failures, else `Failed`. Answers the state it moved to.
 fn fail_or_retry(
     row: &mut RunRow,
     policy: Option<&RunPolicy>,
@@ -478,9 +501,17 @@ fn fail_or_retry(
     jitter: f64,
     why: &str,
 ) -> BatchTaskState {
-    let attempt = u32::try_from(row.attempts).unwrap_or(0);
     row.clear_lease();
-    row.run_after = end_failed_attempt(&mut row.task, policy.map(|p| p.retry), attempt, jitter, now, why);
+    row.failures = row.failures.saturating_add(1);
+    row.rescues = 0;
+    let failure = u32::try_from(row.failures).unwrap_or(0);
+    row.run_after = policy.and_then(|p| p.retry.after_failure(failure, jitter, now));
+    row.task.state = if row.run_after.is_some() {
+        row.task.result = Some(results::retry_scheduled(u32::try_from(row.attempts).unwrap_or(0), why));
+        BatchTaskState::New
+    } else {
+        BatchTaskState::Failed
+    };
     row.task.state
 }
 
@@ -547,8 +578,10 @@ pub struct Rescued {
 
 /// The rescuer's rule for an `Aquired`/`Started` row, run by node `rescuer`:
 /// - a stop was asked and the lease ran out, or the stop is older than `stop_grace` while the
-///   run goes on: `Failed`, cancelled by whoever asked;
-/// - the lease ran out: a failed attempt (retried while restarts are left);
+///   run goes on: `Failed`, cancelled by whoever asked (a stop wins over running again);
+/// - the lease ran out: the run crashed with its node, which is not the task's failure. The task
+///   goes back to `New` at once for another attempt (its restarts untouched), unless this is the
+///   policy's `rescues`-th crash in a row: then `Failed`, saying so;
 /// - otherwise the row is left alone (None).
 pub fn rescue(
     row: RunRow,
@@ -556,7 +589,6 @@ pub fn rescue(
     policy: &RunPolicy,
     now: DateTime<Utc>,
     stop_grace: Duration,
-    jitter: f64,
 ) -> Option<(Rescued, Change)> {
     let from = row.task.state;
     if !from.is_active() {
@@ -575,11 +607,20 @@ pub fn rescue(
             format!("{}; {holder} did not end the run in time", results::cancelled(&by))
         }
         _ if expired => {
+            d.row.clear_lease();
+            d.row.run_after = None;
+            d.row.rescues = d.row.rescues.saturating_add(1);
+            let crashes = u32::try_from(d.row.rescues).unwrap_or(u32::MAX);
             let why = results::lease_expired(&holder);
-            if fail_or_retry(&mut d.row, Some(policy), now, jitter, &why) == BatchTaskState::Failed {
-                d.row.task.result = Some(why.clone());
+            if crashes >= policy.rescues.max(1) {
+                d.row.task.state = BatchTaskState::Failed;
+                d.row.task.result = Some(results::rescued_out(crashes, &holder));
+                d.row.task.result.clone().unwrap_or_default()
+            } else {
+                d.row.task.state = BatchTaskState::New;
+                d.row.task.result = Some(results::rescued(&holder));
+                format!("{why}; rescued, crash {crashes} of {} in a row, running again", policy.rescues)
             }
-            why
         }
         _ => return None,
     };
@@ -610,7 +651,8 @@ pub fn release(row: RunRow, node: &str, now: DateTime<Utc>) -> Option<Change> {
 pub struct ByHand {
     /// The state moved: any lease ends (a runner still holding it is fenced out), with its stop request.
     pub ends_lease: bool,
-    /// Back to `New` by hand: the run count and any retry's backoff start afresh.
+    /// Back to `New` by hand: the counts of runs, failures and crashes, and any retry's backoff,
+    /// start afresh.
     pub resets_attempts: bool,
     pub event: Option<RunEvent>,
 }
@@ -692,6 +734,8 @@ mod tests {
             run_after: None,
             stop_requested: None,
             stop_requested_by: None,
+            failures: 0,
+            rescues: 0,
         }
     }
 
@@ -709,6 +753,7 @@ mod tests {
     fn policy(restarts: u32) -> RunPolicy {
         RunPolicy {
             retry: RetryPolicy { restarts, backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(8) },
+            rescues: 3,
         }
     }
 
@@ -841,23 +886,72 @@ mod tests {
         assert!(matches!(stop(done, "Ann", &actor, at(0)), (StopResult::Refused(_), None)));
     }
 
+    fn rescued(row: RunRow, policy: &RunPolicy, now: DateTime<Utc>) -> Option<(Rescued, Change)> {
+        rescue(row, "r", policy, now, Duration::from_secs(5))
+    }
+
     #[test]
-    fn the_rescuer_fails_ignored_stops_and_retries_lost_leases() {
+    fn a_crashed_run_runs_again_without_spending_a_restart() {
         let live = running();
-        assert!(rescue(live.clone(), "r", &policy(1), at(999), Duration::from_secs(5), 0.0).is_none());
-        let (rescued, change) = rescue(live.clone(), "r", &policy(1), at(1001), Duration::from_secs(5), 0.0).unwrap();
-        assert_eq!(rescued.to, S::New);
-        assert_eq!(change.events[0].reason.as_deref(), Some("Lease expired: n1 stopped renewing it"));
-        let (rescued, change) = rescue(live.clone(), "r", &policy(0), at(1001), Duration::from_secs(5), 0.0).unwrap();
-        assert_eq!(rescued.to, S::Failed);
-        assert_eq!(change.row.task.result.as_deref(), Some("Lease expired: n1 stopped renewing it"));
-        // A stop ignored past the grace, while the holder keeps renewing.
-        let asked = stop(live, "Ann", &Actor::default(), at(100)).1.unwrap().row;
-        let renewed = RunRow { lease_expires: Some(at(60_000)), ..asked };
-        assert!(rescue(renewed.clone(), "r", &policy(1), at(5_100), Duration::from_secs(5), 0.0).is_none());
-        let (rescued, change) = rescue(renewed, "r", &policy(1), at(5_101), Duration::from_secs(5), 0.0).unwrap();
-        assert_eq!(rescued.to, S::Failed);
+        assert!(rescued(live.clone(), &policy(0), at(999)).is_none(), "the lease still holds");
+        let (r, change) = rescued(live, &policy(0), at(1001)).unwrap();
+        assert_eq!(r.to, S::New);
+        let row = change.row;
+        assert_eq!((row.rescues, row.failures, row.run_after), (1, 0, None), "claimable at once");
+        assert!(row.lease_token.is_none());
+        let reason = change.events[0].reason.clone().unwrap();
+        assert!(reason.starts_with("Lease expired: n1 stopped renewing it; rescued, crash 1 of 3"), "{reason}");
+        // The next run is attempt 2, and its own failure still has the restart it had.
+        let (claimed, again) = claim(row, &req(true), "t2", at(1002)).unwrap();
+        assert_eq!((claimed.lease.attempt, again.row.task.start_count), (2, 2));
+        let f = Finish { token: "t2".into(), ..finishing(FinishOutcome::Failed { retry: true }) };
+        let (done, change) = finish(again.row, &f, &policy(1), at(1003), 0.0);
+        assert_eq!(done, FinishResult::Done(S::New), "restarts count failures, not crashes");
+        let row = change.unwrap().row;
+        assert_eq!((row.failures, row.rescues), (1, 0), "a run that ends on its own ends the streak");
+        assert!(row.task.result.as_deref().unwrap().starts_with("Attempt 2 failed"));
+    }
+
+    #[test]
+    fn the_rescues_th_crash_in_a_row_fails_the_task() {
+        let policy = RunPolicy { rescues: 2, ..policy(5) };
+        let mut row = running();
+        let (r, change) = rescued(row, &policy, at(1001)).unwrap();
+        assert_eq!(r.to, S::New);
+        row = claim(change.row, &req(true), "tok", at(2000)).unwrap().1.row;
+        let (r, change) = rescued(row, &policy, at(3001)).unwrap();
+        assert_eq!(r.to, S::Failed);
+        let result = change.row.task.result.unwrap();
+        assert!(result.starts_with("Rescued 2 times in a row"), "{result}");
+        assert!(result.contains("last n1"), "{result}");
+        // A limit of 1 fails the first crash.
+        let (r, _) = rescued(running(), &RunPolicy { rescues: 1, ..policy }, at(1001)).unwrap();
+        assert_eq!(r.to, S::Failed);
+    }
+
+    #[test]
+    fn a_stop_asked_before_the_crash_wins() {
+        let asked = stop(running(), "Ann", &Actor::default(), at(100)).1.unwrap().row;
+        let (r, change) = rescued(asked.clone(), &policy(3), at(1001)).unwrap();
+        assert_eq!(r.to, S::Failed);
         assert_eq!(change.row.task.result.as_deref(), Some("Cancelled by Ann"));
+        // Ignored past the grace while the holder keeps renewing: failed too.
+        let renewed = RunRow { lease_expires: Some(at(60_000)), ..asked };
+        assert!(rescued(renewed.clone(), &policy(1), at(5_100)).is_none());
+        let (r, change) = rescued(renewed, &policy(1), at(5_101)).unwrap();
+        assert_eq!(r.to, S::Failed);
+        assert_eq!(change.row.task.result.as_deref(), Some("Cancelled by Ann"));
+    }
+
+    #[test]
+    fn by_hand_to_new_starts_every_count_afresh() {
+        let done = Task { state: S::Failed, ..new_row().task };
+        let again = Task { state: S::New, ..done.clone() };
+        let b = by_hand(&done, &again, &Actor::associate(5, "again"), at(0));
+        assert!(b.ends_lease && b.resets_attempts);
+        assert_eq!(b.event.unwrap().to, Some(S::New));
+        let same = by_hand(&done, &done, &Actor::default(), at(0));
+        assert!(!same.ends_lease && !same.resets_attempts && same.event.is_none());
     }
 
     #[test]

@@ -91,7 +91,7 @@ impl Definitions {
                     Utc::now(),
                 )
                 .await?;
-            store.set_definition_backoff(&d.name, d.retry.backoff, d.retry.max_backoff).await?;
+            store.set_run_policy(&d.name, &d.run_policy()).await?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::domain::definition::{
     BodyFormat, CommandSpec, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec, parse_duration,
 };
+use crate::domain::run::MAX_RESCUES;
 use crate::domain::{CancellationBehaviour, Parameters};
 
 /// How this node runs tasks.
@@ -158,6 +159,7 @@ pub struct DefinitionFile {
     pub restarts: Option<u32>,
     pub backoff: Option<DurationValue>,
     pub max_backoff: Option<DurationValue>,
+    pub rescues: Option<u32>,
     pub cancellation: Option<String>,
     pub concurrency: Option<u32>,
     pub start_interval: Option<DurationValue>,
@@ -390,6 +392,14 @@ impl DefinitionFile {
         }
         anyhow::ensure!(retry.backoff <= retry.max_backoff, "{}", ctx("backoff must not exceed max_backoff"));
         def.retry = retry;
+        if let Some(r) = self.rescues {
+            anyhow::ensure!(
+                (1..=MAX_RESCUES).contains(&r),
+                "{}",
+                ctx(&format!("rescues = {r}: crashes in a row that end the task, from 1 to {MAX_RESCUES}"))
+            );
+            def.rescues = r;
+        }
         if let Some(c) = self.cancellation {
             def.cancellation = CancellationBehaviour::parse(&c).with_context(|| {
                 ctx(&format!("cancellation = {c:?}: use CanCancel, CancelWithWarning or CannotCancel"))

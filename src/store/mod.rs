@@ -312,13 +312,9 @@ pub trait Store: Send + Sync + 'static {
         new: NewTask,
     ) -> Result<(Option<Task>, DateTime<Utc>), StoreError>;
 
-    /// Stores a definition's retry backoff beside its row (the rescuer reads it).
-    async fn set_definition_backoff(
-        &self,
-        name: &str,
-        backoff: std::time::Duration,
-        max_backoff: std::time::Duration,
-    ) -> Result<(), StoreError>;
+    /// Stores a definition's run policy (backoff, rescues) beside its row, where the rules read it
+    /// inside each transaction (`restarts` is the row's own `autorestartcount`).
+    async fn set_run_policy(&self, name: &str, policy: &crate::domain::run::RunPolicy) -> Result<(), StoreError>;
 }
 
 /// The `batchtaskdefinition` mirror of a configured definition.
@@ -355,3 +351,21 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 
 // -- runner --
 pub mod runner;
+
+/// A definition's run policy from its stored columns, as both engines keep them.
+pub(crate) fn policy_from(
+    restarts: i64,
+    backoff_ms: i64,
+    max_backoff_ms: i64,
+    rescues: i64,
+) -> crate::domain::run::RunPolicy {
+    let ms = |v: i64| std::time::Duration::from_millis(u64::try_from(v).unwrap_or(0));
+    crate::domain::run::RunPolicy {
+        retry: crate::domain::definition::RetryPolicy {
+            restarts: u32::try_from(restarts).unwrap_or(0),
+            backoff: ms(backoff_ms),
+            max_backoff: ms(max_backoff_ms),
+        },
+        rescues: u32::try_from(rescues).unwrap_or(crate::domain::run::DEFAULT_RESCUES),
+    }
+}

@@ -19,7 +19,7 @@ use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgRow, PgTypeInfo, Postgres};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
-use crate::domain::run;
+use crate::domain::run::{self, RunPolicy};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
@@ -713,13 +713,8 @@ impl Store for PostgresStore {
         Ok(out)
     }
 
-    async fn set_definition_backoff(
-        &self,
-        name: &str,
-        backoff: Duration,
-        max_backoff: Duration,
-    ) -> Result<(), StoreError> {
+    async fn set_run_policy(&self, name: &str, policy: &RunPolicy) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
-        runner::set_definition_backoff(&mut conn, name, backoff, max_backoff).await
+        runner::set_run_policy(&mut conn, name, policy).await
     }
 }

@@ -30,10 +30,10 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use crate::domain::definition::RetryPolicy;
 use crate::domain::run::{self, Change, RunEvent, RunPolicy, RunRow};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK};
 use crate::domain::{BatchTaskState, NewTask, Task};
+use crate::store::policy_from;
 use crate::store::runner::{
     Actor, Beat, BeatOutcome, ClaimName, ClaimRequest, Claimed, Finish, FinishResult, Lease, LeaseInfo, Rescued,
     ScheduleTick, StopResult, TaskEvent,
@@ -66,7 +66,8 @@ fn run_rows_sql(with_params: bool, lock: bool) -> &'static str {
             ["", " FOR UPDATE OF t"].map(|suffix| {
                 format!(
                     "SELECT {columns}, t.lease_token, t.lease_expires, t.lease_node, t.attempts, t.run_after, \
-                     t.stop_requested, t.stop_requested_by FROM batchtask t WHERE t.batchtask_id = ANY($1) \
+                     t.stop_requested, t.stop_requested_by, t.failures, t.rescues FROM batchtask t \
+                     WHERE t.batchtask_id = ANY($1) \
                      ORDER BY t.batchtask_id{suffix}"
                 )
             })
@@ -86,6 +87,8 @@ fn run_row_from(r: &PgRow) -> Result<RunRow, sqlx::Error> {
         run_after: r.try_get(n + 4)?,
         stop_requested: r.try_get(n + 5)?,
         stop_requested_by: r.try_get(n + 6)?,
+        failures: r.try_get(n + 7)?,
+        rescues: r.try_get(n + 8)?,
     })
 }
 
@@ -130,13 +133,14 @@ async fn write(conn: &mut PgConnection, changes: &[Change]) -> Result<(), StoreE
          progressdescription = v.progressdescription, filename = v.filename, lease_token = v.lease_token, \
          lease_expires = v.lease_expires, lease_node = v.lease_node, attempts = v.attempts, \
          run_after = v.run_after, stop_requested = v.stop_requested, stop_requested_by = v.stop_requested_by, \
-         updated = v.updated, updatedcount = v.updatedcount \
+         updated = v.updated, updatedcount = v.updatedcount, failures = v.failures, rescues = v.rescues \
          FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], \
          $7::smallint[], $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::text[], $13::integer[], \
-         $14::timestamptz[], $15::timestamptz[], $16::text[], $17::timestamptz[], $18::bigint[]) \
+         $14::timestamptz[], $15::timestamptz[], $16::text[], $17::timestamptz[], $18::bigint[], $19::integer[], \
+         $20::integer[]) \
          AS v (id, state, result, response, startcount, laststarted, progresspercent, progressdescription, \
          filename, lease_token, lease_expires, lease_node, attempts, run_after, stop_requested, \
-         stop_requested_by, updated, updatedcount) WHERE t.batchtask_id = v.id",
+         stop_requested_by, updated, updatedcount, failures, rescues) WHERE t.batchtask_id = v.id",
     )
     .bind(tasks().map(|t| t.id).collect::<Vec<_>>())
     .bind(tasks().map(|t| t.state.number()).collect::<Vec<_>>())
@@ -156,6 +160,8 @@ async fn write(conn: &mut PgConnection, changes: &[Change]) -> Result<(), StoreE
     .bind(rows().map(|r| r.stop_requested_by.clone()).collect::<Vec<_>>())
     .bind(tasks().map(|t| t.updated).collect::<Vec<_>>())
     .bind(tasks().map(|t| t.version).collect::<Vec<_>>())
+    .bind(rows().map(|r| r.failures).collect::<Vec<_>>())
+    .bind(rows().map(|r| r.rescues).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
@@ -227,21 +233,17 @@ async fn policies<'a>(
     let mut names: Vec<&str> = names.collect();
     names.sort_unstable();
     names.dedup();
-    let found: Vec<(String, i32, i64, i64)> = sqlx::query_as(
-        "SELECT name, autorestartcount, backoff_ms, max_backoff_ms FROM batchtaskdefinition WHERE name = ANY($1)",
+    let found: Vec<(String, i32, i64, i64, i32)> = sqlx::query_as(
+        "SELECT name, autorestartcount, backoff_ms, max_backoff_ms, rescues FROM batchtaskdefinition \
+         WHERE name = ANY($1)",
     )
     .bind(&names)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
     let mut out: HashMap<String, RunPolicy> = names.iter().map(|n| ((*n).to_owned(), RunPolicy::undefined())).collect();
-    for (name, restarts, backoff, max) in found {
-        let retry = RetryPolicy {
-            restarts: u32::try_from(restarts).unwrap_or(0),
-            backoff: Duration::from_millis(u64::try_from(backoff).unwrap_or(0)),
-            max_backoff: Duration::from_millis(u64::try_from(max).unwrap_or(0)),
-        };
-        out.insert(name, RunPolicy { retry });
+    for (name, restarts, backoff, max, rescues) in found {
+        out.insert(name, policy_from(restarts.into(), backoff, max, rescues.into()));
     }
     Ok(out)
 }
@@ -275,6 +277,8 @@ pub async fn modify_task(
          stop_requested = CASE WHEN $13 THEN NULL ELSE stop_requested END, \
          stop_requested_by = CASE WHEN $13 THEN NULL ELSE stop_requested_by END, \
          attempts = CASE WHEN $14 THEN 0 ELSE attempts END, \
+         failures = CASE WHEN $14 THEN 0 ELSE failures END, \
+         rescues = CASE WHEN $14 THEN 0 ELSE rescues END, \
          run_after = CASE WHEN $14 THEN NULL ELSE run_after END \
          WHERE batchtask_id = $15",
     )
@@ -606,7 +610,7 @@ pub async fn rescue(
         .into_iter()
         .filter_map(|row| {
             let policy = policy_of(&policies, &row.task.name);
-            run::rescue(row, node, &policy, now, stop_grace, rand::random())
+            run::rescue(row, node, &policy, now, stop_grace)
         })
         .unzip();
     write(conn, &changes).await?;
@@ -753,15 +757,12 @@ pub async fn schedule_tick(
     Ok((created, next))
 }
 
-pub async fn set_definition_backoff(
-    conn: &mut PgConnection,
-    name: &str,
-    backoff: Duration,
-    max_backoff: Duration,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE batchtaskdefinition SET backoff_ms = $1, max_backoff_ms = $2 WHERE name = $3")
-        .bind(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX))
-        .bind(i64::try_from(max_backoff.as_millis()).unwrap_or(i64::MAX))
+pub async fn set_run_policy(conn: &mut PgConnection, name: &str, policy: &RunPolicy) -> Result<(), StoreError> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query("UPDATE batchtaskdefinition SET backoff_ms = $1, max_backoff_ms = $2, rescues = $3 WHERE name = $4")
+        .bind(ms(policy.retry.backoff))
+        .bind(ms(policy.retry.max_backoff))
+        .bind(i32::try_from(policy.rescues).unwrap_or(i32::MAX))
         .bind(name)
         .execute(&mut *conn)
         .await

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
 
-use crate::domain::run;
+use crate::domain::run::{self, RunPolicy};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // 3: runner
     (3, include_str!("../../../migrations/sqlite/0003_runner.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_formats.sql")),
+    (5, include_str!("../../../migrations/sqlite/0005_rescues.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
@@ -226,17 +227,19 @@ fn update_whole_task(
     id: i32,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "UPDATE batchtask SET state = ?, description = ?, response = ?, request = ?, result = ?, \
-         startcount = ?, laststarted = ?, progresspercent = ?, progressdescription = ?, filename = ?, \
-         updated = ?, updatedcount = updatedcount + 1, updated_associate_id = COALESCE(?, updated_associate_id), \
-         lease_token = CASE WHEN ? THEN NULL ELSE lease_token END, \
-         lease_expires = CASE WHEN ? THEN NULL ELSE lease_expires END, \
-         lease_node = CASE WHEN ? THEN NULL ELSE lease_node END, \
-         stop_requested = CASE WHEN ? THEN NULL ELSE stop_requested END, \
-         stop_requested_by = CASE WHEN ? THEN NULL ELSE stop_requested_by END, \
-         attempts = CASE WHEN ? THEN 0 ELSE attempts END, \
-         run_after = CASE WHEN ? THEN NULL ELSE run_after END \
-         WHERE batchtask_id = ?",
+        "UPDATE batchtask SET state = ?1, description = ?2, response = ?3, request = ?4, result = ?5, \
+         startcount = ?6, laststarted = ?7, progresspercent = ?8, progressdescription = ?9, filename = ?10, \
+         updated = ?11, updatedcount = updatedcount + 1, updated_associate_id = COALESCE(?12, updated_associate_id), \
+         lease_token = CASE WHEN ?13 THEN NULL ELSE lease_token END, \
+         lease_expires = CASE WHEN ?13 THEN NULL ELSE lease_expires END, \
+         lease_node = CASE WHEN ?13 THEN NULL ELSE lease_node END, \
+         stop_requested = CASE WHEN ?13 THEN NULL ELSE stop_requested END, \
+         stop_requested_by = CASE WHEN ?13 THEN NULL ELSE stop_requested_by END, \
+         attempts = CASE WHEN ?14 THEN 0 ELSE attempts END, \
+         failures = CASE WHEN ?14 THEN 0 ELSE failures END, \
+         rescues = CASE WHEN ?14 THEN 0 ELSE rescues END, \
+         run_after = CASE WHEN ?14 THEN NULL ELSE run_after END \
+         WHERE batchtask_id = ?15",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -253,11 +256,6 @@ fn update_whole_task(
             micros(now),
             actor.associate_id,
             by_hand.ends_lease,
-            by_hand.ends_lease,
-            by_hand.ends_lease,
-            by_hand.ends_lease,
-            by_hand.ends_lease,
-            by_hand.resets_attempts,
             by_hand.resets_attempts,
             id
         ])
@@ -686,13 +684,8 @@ impl Store for SqliteStore {
         self.writer.write(move |conn| runner::schedule_tick(conn, &tick, now, new)).await
     }
 
-    async fn set_definition_backoff(
-        &self,
-        name: &str,
-        backoff: std::time::Duration,
-        max_backoff: std::time::Duration,
-    ) -> Result<(), StoreError> {
-        let name = name.to_owned();
-        self.writer.write(move |conn| runner::set_definition_backoff(conn, &name, backoff, max_backoff)).await
+    async fn set_run_policy(&self, name: &str, policy: &RunPolicy) -> Result<(), StoreError> {
+        let (name, policy) = (name.to_owned(), *policy);
+        self.writer.write(move |conn| runner::set_run_policy(conn, &name, &policy)).await
     }
 }

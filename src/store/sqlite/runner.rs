@@ -8,11 +8,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::domain::definition::RetryPolicy;
 use crate::domain::run::{self, Change, RunEvent, RunPolicy, RunRow};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK};
 use crate::domain::{BatchTaskState, NewTask, Task};
 use crate::store::StoreError;
+use crate::store::policy_from;
 use crate::store::runner::{
     Actor, Beat, BeatOutcome, ClaimName, ClaimRequest, Claimed, Finish, FinishResult, Lease, LeaseInfo, Rescued,
     ScheduleTick, StopResult, TaskEvent,
@@ -22,7 +22,7 @@ use super::{TASK_COLUMN_COUNT, TASK_COLUMNS, backend, from_micros, micros, task_
 
 /// The runner columns after the task's own, in `RunRow` order.
 const RUN_COLUMNS: &str = "t.lease_token, t.lease_expires, t.lease_node, t.attempts, t.run_after, t.stop_requested, \
-                           t.stop_requested_by";
+                           t.stop_requested_by, t.failures, t.rescues";
 
 fn run_row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     let n = TASK_COLUMN_COUNT;
@@ -36,6 +36,8 @@ fn run_row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         run_after: instant(n + 4)?,
         stop_requested: instant(n + 5)?,
         stop_requested_by: r.get(n + 6)?,
+        failures: r.get(n + 7)?,
+        rescues: r.get(n + 8)?,
     })
 }
 
@@ -69,7 +71,7 @@ fn write(conn: &Connection, change: &Change) -> Result<(), StoreError> {
         "UPDATE batchtask SET state = ?, result = ?, response = ?, startcount = ?, laststarted = ?, \
          progresspercent = ?, progressdescription = ?, filename = ?, lease_token = ?, lease_expires = ?, \
          lease_node = ?, attempts = ?, run_after = ?, stop_requested = ?, stop_requested_by = ?, \
-         updated = ?, updatedcount = ? WHERE batchtask_id = ?",
+         failures = ?, rescues = ?, updated = ?, updatedcount = ? WHERE batchtask_id = ?",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -88,6 +90,8 @@ fn write(conn: &Connection, change: &Change) -> Result<(), StoreError> {
             row.run_after.map(micros),
             row.stop_requested.map(micros),
             row.stop_requested_by,
+            row.failures,
+            row.rescues,
             micros(t.updated),
             t.version,
             t.id,
@@ -152,20 +156,14 @@ impl<'c> Policies<'c> {
         let found = self
             .conn
             .prepare_cached(
-                "SELECT autorestartcount, backoff_ms, max_backoff_ms FROM batchtaskdefinition WHERE name = ?",
+                "SELECT autorestartcount, backoff_ms, max_backoff_ms, rescues FROM batchtaskdefinition WHERE name = ?",
             )
             .and_then(|mut s| {
-                s.query_row([name], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))).optional()
+                s.query_row([name], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()
             })
             .map_err(backend)?;
         let policy = match found {
-            Some((restarts, backoff, max)) => RunPolicy {
-                retry: RetryPolicy {
-                    restarts: u32::try_from(restarts).unwrap_or(0),
-                    backoff: Duration::from_millis(u64::try_from(backoff).unwrap_or(0)),
-                    max_backoff: Duration::from_millis(u64::try_from(max).unwrap_or(0)),
-                },
-            },
+            Some((restarts, backoff, max, rescues)) => policy_from(restarts, backoff, max, rescues),
             None => RunPolicy::undefined(),
         };
         self.known.insert(name.to_owned(), policy);
@@ -384,7 +382,7 @@ pub(super) fn rescue(
     let mut out = Vec::new();
     for row in load_run_rows(conn, &ids, false)? {
         let policy = policies.of(&row.task.name)?;
-        if let Some((rescued, change)) = run::rescue(row, node, &policy, now, stop_grace, rand::random()) {
+        if let Some((rescued, change)) = run::rescue(row, node, &policy, now, stop_grace) {
             write(conn, &change)?;
             out.push(rescued);
         }
@@ -525,20 +523,12 @@ pub(super) fn schedule_tick(
     Ok((created, from_micros(micros(next))))
 }
 
-pub(super) fn set_definition_backoff(
-    conn: &Connection,
-    name: &str,
-    backoff: Duration,
-    max_backoff: Duration,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE batchtaskdefinition SET backoff_ms = ?, max_backoff_ms = ? WHERE name = ?")
-        .and_then(|mut s| {
-            s.execute(params![
-                i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX),
-                i64::try_from(max_backoff.as_millis()).unwrap_or(i64::MAX),
-                name
-            ])
-        })
-        .map_err(backend)?;
+pub(super) fn set_run_policy(conn: &Connection, name: &str, policy: &RunPolicy) -> Result<(), StoreError> {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "UPDATE batchtaskdefinition SET backoff_ms = ?, max_backoff_ms = ?, rescues = ? WHERE name = ?",
+    )
+    .and_then(|mut s| s.execute(params![ms(policy.retry.backoff), ms(policy.retry.max_backoff), policy.rescues, name]))
+    .map_err(backend)?;
     Ok(())
 }
