@@ -157,7 +157,7 @@ async fn associate_named(db: &DbArgs, name: &str) -> anyhow::Result<(std::sync::
 
 fn change_error(e: StoreError, name: &str) -> anyhow::Error {
     match e {
-        StoreError::Conflict { constraint: "last_admin" } => {
+        StoreError::LastAdmin => {
             anyhow::anyhow!("refused: {name:?} is the last active admin; make another admin first")
         }
         other => other.into(),
@@ -329,7 +329,7 @@ async fn run() -> anyhow::Result<()> {
                     .await
                 {
                     Ok(a) => println!("added associate {} (id {}, role {})", a.name, a.id, a.role.as_str()),
-                    Err(StoreError::Conflict { .. }) => {
+                    Err(StoreError::DuplicateName) => {
                         anyhow::bail!("an associate named {name:?} already exists")
                     }
                     Err(e) => return Err(e.into()),

@@ -46,7 +46,7 @@ pub async fn bootstrap_admin(store: &Arc<dyn Store>, config: &Config) -> anyhow:
     {
         Ok(_) => {}
         // Another node sharing the database created the first admin a moment ago.
-        Err(StoreError::Conflict { .. }) => return Ok(()),
+        Err(StoreError::DuplicateName) => return Ok(()),
         Err(e) => return Err(e.into()),
     }
     if generated {

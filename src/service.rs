@@ -10,7 +10,7 @@ use crate::domain::rights::{can_see, owner_of_new_task, rights_for};
 use crate::domain::{Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
-use crate::store::{Store, StoreError, TaskFilter};
+use crate::store::{BackendError, Store, StoreError, TaskFilter};
 
 /// Conditions a write is made under (`If-Match`, `If-Unmodified-Since`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -206,7 +206,7 @@ impl TaskService {
             let (who, make) = (caller.clone(), make.clone());
             let update = tokio::task::spawn_blocking(move || make(&who, &snapshot))
                 .await
-                .map_err(|e| StoreError::Backend(format!("computing an update failed: {e}")))??;
+                .map_err(|e| StoreError::Backend(BackendError::with_context("computing an update failed", e)))??;
             match self.write_update(caller, id, update, pre.clone(), Some(version)).await {
                 Err(StoreError::Rejected(DomainError::Contended { .. })) if attempt < UPDATE_ATTEMPTS => continue,
                 done => return done,

@@ -152,10 +152,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Rejected(d) => d.into(),
             StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::TaskNotFound).arg("id", "?")),
-            StoreError::Conflict { constraint } => ApiError::new(
+            StoreError::DuplicateName => ApiError::new(
                 StatusCode::CONFLICT,
-                Msg::new(Key::FieldUnknownValue).arg("field", constraint).arg("value", "duplicate"),
+                Msg::new(Key::FieldUnknownValue).arg("field", "associate_name_key").arg("value", "duplicate"),
             ),
+            StoreError::LastAdmin => ApiError::new(StatusCode::CONFLICT, Msg::new(Key::LastAdmin)),
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "storage unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Msg::new(Key::StorageUnavailable))
@@ -164,8 +165,9 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "storage full");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, Msg::new(Key::StorageFull))
             }
-            StoreError::Backend(detail) => {
-                tracing::error!(%detail, "storage failure");
+            StoreError::Backend(e) => {
+                // The whole chain for the operator; the client gets the fixed 500 text only.
+                tracing::error!(detail = %e.chain(), "storage failure");
                 ApiError::internal()
             }
         }
@@ -258,4 +260,33 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     parts.headers.insert(header::CONTENT_TYPE, prefs.format.content_type());
     parts.headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(prefs.lang.code()));
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::i18n::Lang;
+    use crate::store::BackendError;
+
+    #[test]
+    fn a_storage_failure_answers_500_and_says_nothing_of_it() {
+        let driver = std::io::Error::other("password authentication failed for user \"batchd\" (secret hunter2)");
+        let e = ApiError::from(StoreError::Backend(BackendError::with_context("SELECT * FROM ticket", driver)));
+        assert_eq!(
+            (e.status, e.msg.key, e.error_type()),
+            (StatusCode::INTERNAL_SERVER_ERROR, Key::Internal, "InternalServerException")
+        );
+        for lang in [Lang::En, Lang::Nb] {
+            let text = e.msg.render(lang);
+            assert!(!text.contains("hunter2") && !text.contains("ticket"), "{text}");
+        }
+    }
+
+    #[test]
+    fn typed_conflicts_answer_409() {
+        let last = ApiError::from(StoreError::LastAdmin);
+        assert_eq!((last.status, last.msg.key), (StatusCode::CONFLICT, Key::LastAdmin));
+        let dup = ApiError::from(StoreError::DuplicateName);
+        assert_eq!((dup.status, dup.msg.key), (StatusCode::CONFLICT, Key::FieldUnknownValue));
+    }
 }

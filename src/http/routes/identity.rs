@@ -144,10 +144,7 @@ fn store_error(e: StoreError, id: impl ToString, name: &str) -> AuthError {
         StoreError::NotFound => {
             ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", id)).into()
         }
-        StoreError::Conflict { constraint: "last_admin" } => {
-            ApiError::new(StatusCode::CONFLICT, Msg::new(Key::LastAdmin)).into()
-        }
-        StoreError::Conflict { .. } => {
+        StoreError::DuplicateName => {
             ApiError::new(StatusCode::CONFLICT, Msg::new(Key::AssociateNameTaken).arg("name", name)).into()
         }
         other => other.into(),
