@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::domain::{DomainError, Expected};
 use crate::i18n::{Key, Msg, TypeWord};
+use crate::identity::IdentityError;
 use crate::store::StoreError;
 
 use super::context::Prefs;
@@ -171,6 +172,40 @@ impl From<StoreError> for ApiError {
                 ApiError::internal()
             }
         }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> ApiError {
+        use StatusCode as S;
+        let (status, msg) = match e {
+            IdentityError::Rejected(d) => return d.into(),
+            IdentityError::Store(e) => return e.into(),
+            IdentityError::CredentialsTooNarrow => (S::FORBIDDEN, Msg::new(Key::CredentialsTooNarrow)),
+            IdentityError::AdminOnly { action } => (S::FORBIDDEN, Msg::new(Key::AdminOnly).arg("action", action)),
+            IdentityError::AssociateNotFound { id } => (S::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", id)),
+            IdentityError::NoSuchName { name } => (S::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", name)),
+            IdentityError::CallerGone => (S::UNAUTHORIZED, Msg::new(Key::AuthFailed)),
+            IdentityError::NameInvalid { .. } => (S::BAD_REQUEST, Msg::new(Key::AssociateNameInvalid)),
+            IdentityError::NameTaken { name } => (S::CONFLICT, Msg::new(Key::AssociateNameTaken).arg("name", name)),
+            IdentityError::LastAdmin => (S::CONFLICT, Msg::new(Key::LastAdmin)),
+            IdentityError::ScopeTooWide { scope, name, role } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::ScopeTooWide)
+                    .arg("scope", scope.as_str())
+                    .arg("needed", scope.required_role().as_str())
+                    .arg("name", name)
+                    .arg("role", role.as_str()),
+            ),
+            IdentityError::TokenNotFound { id } => {
+                (S::NOT_FOUND, Msg::new(Key::CredentialNotFound).arg("kind", "Token").arg("id", id))
+            }
+            IdentityError::Hashing(detail) => {
+                tracing::error!(%detail, "hashing a password failed");
+                return ApiError::internal();
+            }
+        };
+        ApiError { status, msg }
     }
 }
 
