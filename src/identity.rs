@@ -158,6 +158,10 @@ pub fn may_manage_associates(who: Principal<'_>) -> Result<()> {
 
 /// Does `who` see (and revoke) every associate's tokens, or only its own?
 pub fn sees_all_tokens(who: Principal<'_>) -> bool {
+    admin_or_operator(who)
+}
+
+fn admin_or_operator(who: Principal<'_>) -> bool {
     match who {
         Principal::Operator => true,
         Principal::Request(auth) => auth.caller.is_admin(),
@@ -165,7 +169,7 @@ pub fn sees_all_tokens(who: Principal<'_>) -> bool {
 }
 
 fn admin_only(who: Principal<'_>, action: &'static str) -> Result<()> {
-    if sees_all_tokens(who) { Ok(()) } else { Err(IdentityError::AdminOnly { action }) }
+    if admin_or_operator(who) { Ok(()) } else { Err(IdentityError::AdminOnly { action }) }
 }
 
 /// A refusal of the identity service. Its text is what the CLI prints; HTTP maps it in
