@@ -4,6 +4,7 @@
 //! - [`domain`]: task types, state moves, rights, dates, the filter language. No I/O.
 //! - [`store`]: the `Store` trait and its SQLite (and PostgreSQL) implementations.
 //! - [`service`]: the Batch operations for a caller, over a store.
+//! - [`identity`]: passwords, secrets and the credential rules, over a store (REST and the CLI).
 //! - [`runner`]: runs the stored tasks (claims with leases, progress, stop, workers, upkeep).
 //! - [`http`]: routing, negotiation, auth, the error path.
 //! - [`server`]: wiring it together, start-up and shutdown. The binary adds the CLI.
@@ -12,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod i18n;
+pub mod identity;
 pub mod redact;
 pub mod runner;
 pub mod server;

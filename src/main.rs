@@ -8,12 +8,11 @@ use chrono::Utc;
 use clap::{Args, Parser, Subcommand};
 
 use batchd::config::Config;
+use batchd::domain::Role;
 use batchd::domain::access::{Scope, parse_duration};
-use batchd::domain::{Associate, Role, associate::valid_associate_name};
-use batchd::http::auth::{hash_password, hash_secret, new_token_secret};
+use batchd::identity::{AssociateEdit, AssociateRequest, IdentityError, IdentityService, Principal, TokenRequest};
 use batchd::server::{Server, shutdown_signal};
-use batchd::store::access::{AssociateChange, CredentialKind, NewCredential, RevokeTarget};
-use batchd::store::{self, NewAssociate, StoreError};
+use batchd::store;
 
 /// mimalloc rather than glibc malloc: cheaper for the request path's many small allocations, and
 /// it gives freed large blocks (argon2's 19 MiB per login) back to the OS instead of keeping them
@@ -147,26 +146,26 @@ enum AssociateCommand {
     },
 }
 
-/// Opens the store and finds an associate by name (any letter case).
-async fn associate_named(db: &DbArgs, name: &str) -> anyhow::Result<(std::sync::Arc<dyn store::Store>, Associate)> {
-    let store = store::open(&load_config(db)?.database).await?;
-    let found = store.associate_credentials(name).await?.map(|c| c.associate);
-    let a = found.with_context(|| format!("no associate is named {name:?}"))?;
-    Ok((store, a))
+/// The identity service over the configured store. The CLI acts as the operator
+/// ([`Principal::Operator`]): whoever can run it has the database anyway.
+async fn identity(db: &DbArgs) -> anyhow::Result<IdentityService> {
+    let cfg = load_config(db)?;
+    Ok(IdentityService::new(store::open(&cfg.database).await?, &cfg.access))
 }
 
-fn change_error(e: StoreError, name: &str) -> anyhow::Error {
+fn change_error(e: IdentityError, name: &str) -> anyhow::Error {
     match e {
-        StoreError::Conflict { constraint: "last_admin" } => {
+        IdentityError::LastAdmin => {
             anyhow::anyhow!("refused: {name:?} is the last active admin; make another admin first")
         }
         other => other.into(),
     }
 }
 
-async fn change_associate(db: &DbArgs, name: &str, change: AssociateChange, done: &str) -> anyhow::Result<()> {
-    let (store, a) = associate_named(db, name).await?;
-    store.update_associate(a.id, change, Utc::now()).await.map_err(|e| change_error(e, &a.name))?;
+async fn change_associate(db: &DbArgs, name: &str, edit: AssociateEdit, done: &str) -> anyhow::Result<()> {
+    let ids = identity(db).await?;
+    let a = ids.associate_named(name).await?;
+    ids.update_associate(Principal::Operator, a.id, edit).await.map_err(|e| change_error(e, &a.name))?;
     // A running server drops its cached credentials for this associate within one poll interval.
     println!("{done} {} (id {})", a.name, a.id);
     Ok(())
@@ -184,48 +183,26 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let (store, a) = associate_named(&db, &associate).await?;
-            anyhow::ensure!(
-                scope.required_role() <= a.role,
-                "scope {} needs the {} role, and {} has the {} role",
-                scope.as_str(),
-                scope.required_role().as_str(),
-                a.name,
-                a.role.as_str()
-            );
-            let secret = new_token_secret();
-            let now = Utc::now();
-            let row = store
-                .create_credential(
-                    NewCredential {
-                        kind: CredentialKind::Token,
-                        associate_id: a.id,
-                        secret_hash: hash_secret(&secret),
-                        expires: lifetime.and_then(|l| chrono::Duration::from_std(l).ok()).map(|l| now + l),
-                        scope: Some(scope),
-                        name,
-                    },
-                    now,
-                )
-                .await?;
+            let request = TokenRequest { scope, lifetime, label: name, associate: Some(associate) };
+            let t = identity(&db).await?.create_token(Principal::Operator, request).await?;
             eprintln!(
                 "created token {} for {} (scope {}, expires {}); it is shown only this once:",
-                row.id,
-                a.name,
+                t.row.id,
+                t.row.associate_name,
                 scope.as_str(),
-                row.expires.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339())
+                t.row.expires.map_or_else(|| "never".to_owned(), |e| e.to_rfc3339())
             );
-            println!("{secret}");
+            println!("{}", t.secret);
         }
         TokenCommand::List { associate, db } => {
-            let store = store::open(&load_config(&db)?.database).await?;
+            let ids = identity(&db).await?;
             let owner = match associate {
-                Some(n) => Some(associate_named(&db, &n).await?.1.id),
+                Some(n) => Some(ids.associate_named(&n).await?.id),
                 None => None,
             };
             let now = Utc::now();
             println!("{:>6}  {:<16}  {:<6}  {:<8}  {:<25}  NAME", "ID", "ASSOCIATE", "SCOPE", "STATE", "EXPIRES");
-            for t in store.list_credentials(CredentialKind::Token, owner).await? {
+            for t in ids.list_tokens(Principal::Operator, owner).await? {
                 let state = if t.revoked.is_some() {
                     "revoked"
                 } else if t.is_live(now) {
@@ -245,11 +222,7 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { id, db } => {
-            let store = store::open(&load_config(&db)?.database).await?;
-            let n = store
-                .revoke_credentials(CredentialKind::Token, RevokeTarget::Id { id, owner: None }, Utc::now())
-                .await?;
-            anyhow::ensure!(n > 0, "no live token has id {id}");
+            identity(&db).await?.revoke_token(Principal::Operator, &id.to_string()).await?;
             println!("revoked token {id}");
         }
     }
@@ -310,10 +283,8 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Associate { command } => match command {
             AssociateCommand::Add { name, admin, role, db } => {
-                anyhow::ensure!(
-                    valid_associate_name(&name),
-                    "{name:?} is not a valid associate name (1-100 characters, no ':')"
-                );
+                // Checked before the password is asked for.
+                batchd::identity::check_name(&name)?;
                 let role = match (admin, role) {
                     (true, _) => Role::Admin,
                     (false, Some(r)) => {
@@ -322,23 +293,15 @@ async fn run() -> anyhow::Result<()> {
                     (false, None) => Role::User,
                 };
                 let password = read_password()?;
-                let store = store::open(&load_config(&db)?.database).await?;
-                let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
-                match store
-                    .create_associate(NewAssociate { name: name.clone(), password_hash: hash, role }, Utc::now())
-                    .await
-                {
-                    Ok(a) => println!("added associate {} (id {}, role {})", a.name, a.id, a.role.as_str()),
-                    Err(StoreError::Conflict { .. }) => {
-                        anyhow::bail!("an associate named {name:?} already exists")
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                let ids = identity(&db).await?;
+                let a = ids
+                    .create_associate(Principal::Operator, AssociateRequest { name, password, role, active: None })
+                    .await?;
+                println!("added associate {} (id {}, role {})", a.name, a.id, a.role.as_str());
             }
             AssociateCommand::List { db } => {
-                let store = store::open(&load_config(&db)?.database).await?;
                 println!("{:>6}  {:<8}  {:<6}  NAME", "ID", "ROLE", "ACTIVE");
-                for a in store.list_associates().await? {
+                for a in identity(&db).await?.list_associates(Principal::Operator).await? {
                     println!(
                         "{:>6}  {:<8}  {:<6}  {}",
                         a.id,
@@ -349,28 +312,30 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
             AssociateCommand::Passwd { name, db } => {
-                let (_, a) = associate_named(&db, &name).await?;
+                let ids = identity(&db).await?;
+                let a = ids.associate_named(&name).await?;
                 let password = read_password()?;
-                let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
-                let change = AssociateChange { password_hash: Some(hash), ..Default::default() };
-                change_associate(&db, &a.name, change, "changed the password of").await?;
+                let edit = AssociateEdit { password: Some(password), ..Default::default() };
+                ids.update_associate(Principal::Operator, a.id, edit).await.map_err(|e| change_error(e, &a.name))?;
+                println!("changed the password of {} (id {})", a.name, a.id);
             }
             AssociateCommand::SetRole { name, role, db } => {
                 let role = Role::parse(&role).with_context(|| format!("role {role:?}: use user, worker or admin"))?;
-                let change = AssociateChange { role: Some(role), ..Default::default() };
-                change_associate(&db, &name, change, &format!("role {} for", role.as_str())).await?;
+                let edit = AssociateEdit { role: Some(role), ..Default::default() };
+                change_associate(&db, &name, edit, &format!("role {} for", role.as_str())).await?;
             }
             AssociateCommand::Disable { name, db } => {
-                let change = AssociateChange { active: Some(false), ..Default::default() };
-                change_associate(&db, &name, change, "disabled").await?;
+                let edit = AssociateEdit { active: Some(false), ..Default::default() };
+                change_associate(&db, &name, edit, "disabled").await?;
             }
             AssociateCommand::Enable { name, db } => {
-                let change = AssociateChange { active: Some(true), ..Default::default() };
-                change_associate(&db, &name, change, "enabled").await?;
+                let edit = AssociateEdit { active: Some(true), ..Default::default() };
+                change_associate(&db, &name, edit, "enabled").await?;
             }
             AssociateCommand::Remove { name, db } => {
-                let (store, a) = associate_named(&db, &name).await?;
-                store.delete_associate(a.id, Utc::now()).await.map_err(|e| change_error(e, &a.name))?;
+                let ids = identity(&db).await?;
+                let a = ids.associate_named(&name).await?;
+                ids.delete_associate(Principal::Operator, a.id).await.map_err(|e| change_error(e, &a.name))?;
                 println!("removed {} (id {}); its tasks stay", a.name, a.id);
             }
         },

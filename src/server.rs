@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::Role;
-use crate::http::auth::{Authenticator, hash_password};
+use crate::http::auth::Authenticator;
 use crate::http::{AppState, app};
+use crate::identity::{IdentityService, hash_password};
 use crate::runner::{Definitions, Runner};
 use crate::service::TaskService;
 use crate::store::{self, NewAssociate, Store, StoreError};
@@ -46,7 +47,7 @@ pub async fn bootstrap_admin(store: &Arc<dyn Store>, config: &Config) -> anyhow:
     {
         Ok(_) => {}
         // Another node sharing the database created the first admin a moment ago.
-        Err(StoreError::Conflict { .. }) => return Ok(()),
+        Err(StoreError::DuplicateName) => return Ok(()),
         Err(e) => return Err(e.into()),
     }
     if generated {
@@ -80,9 +81,10 @@ impl Server {
         let auth = Arc::new(Authenticator::new(store.clone(), config.credential_cache, config.access.clone()));
         auth.spawn_watcher();
         let definitions = BUILTIN_DEFINITIONS.iter().map(|s| (*s).to_owned()).collect();
+        let identity = IdentityService::new(store.clone(), &config.access).notifying(auth.clone());
         let tasks = TaskService::new(store, config.strict_definitions, definitions).with_runner(runner.clone());
         Ok(Server {
-            state: AppState { config: Arc::new(config), tasks, auth, metrics: Arc::default() },
+            state: AppState { config: Arc::new(config), tasks, identity, auth, metrics: Arc::default() },
             listener,
             runner,
         })

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::rights::{can_see, owner_of_new_task, rights_for};
-use crate::domain::{Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
+use crate::domain::rights::{can_see, list_owner, owner_of_new_task, rights_for};
+use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
-use crate::store::{Store, StoreError, TaskFilter};
+use crate::store::{BackendError, ListQuery, ListRow, Store, StoreError, TaskFilter};
 
 /// Conditions a write is made under (`If-Match`, `If-Unmodified-Since`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -168,10 +168,28 @@ impl TaskService {
         Ok(self.store.get_task(id).await?.filter(|t| can_see(caller, t)))
     }
 
-    /// Tasks matching `filter`, limited to what the caller may see.
+    /// Tasks matching `filter`, limited to what the caller may see (the agents' lists).
     pub async fn find(&self, caller: &Caller, mut filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
-        filter.owner = caller.owner_filter();
+        filter.owner = list_owner(caller);
         self.store.find_tasks(&filter).await
+    }
+
+    /// The OData list, limited to what the caller may see (whatever `query.owner` said).
+    pub async fn list(&self, caller: &Caller, mut query: ListQuery) -> Result<Vec<ListRow>, StoreError> {
+        query.owner = list_owner(caller);
+        self.store.list_tasks(&query).await
+    }
+
+    /// How many tasks are in each state. The counts cover every task, so only callers who see
+    /// every task may read them.
+    pub async fn count_by_state(&self, caller: &Caller) -> Result<Vec<(BatchTaskState, i64)>, StoreError> {
+        if !caller.sees_all() {
+            return Err(DomainError::Forbidden {
+                reason: "the metrics count every task: only workers and admins may read them",
+            }
+            .into());
+        }
+        self.store.count_tasks_by_state().await
     }
 
     pub async fn update(
@@ -206,7 +224,7 @@ impl TaskService {
             let (who, make) = (caller.clone(), make.clone());
             let update = tokio::task::spawn_blocking(move || make(&who, &snapshot))
                 .await
-                .map_err(|e| StoreError::Backend(format!("computing an update failed: {e}")))??;
+                .map_err(|e| StoreError::Backend(BackendError::with_context("computing an update failed", e)))??;
             match self.write_update(caller, id, update, pre.clone(), Some(version)).await {
                 Err(StoreError::Rejected(DomainError::Contended { .. })) if attempt < UPDATE_ATTEMPTS => continue,
                 done => return done,
@@ -343,5 +361,70 @@ fn not_found_as(e: StoreError, id: i32) -> StoreError {
     match e {
         StoreError::NotFound => StoreError::Rejected(DomainError::TaskNotFound { id: id.into() }),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Role;
+
+    fn callers() -> [Caller; 4] {
+        [
+            Caller::new(10, "u", Role::User),
+            Caller::new(20, "w", Role::Worker),
+            Caller::new(30, "a", Role::Admin),
+            Caller { read_only: true, ..Caller::new(10, "u", Role::User) },
+        ]
+    }
+
+    #[test]
+    fn the_list_rule_selects_what_can_see_allows() {
+        let tasks = [
+            Task::fixture(1, "t", 10, BatchTaskState::New),
+            Task::fixture(2, "t", 11, BatchTaskState::New),
+            Task { is_system: true, ..Task::fixture(3, "t", 10, BatchTaskState::New) },
+            Task { is_system: true, ..Task::fixture(4, "t", 0, BatchTaskState::Succeeded) },
+        ];
+        for caller in callers() {
+            let filter = TaskFilter { owner: list_owner(&caller), ..TaskFilter::default() };
+            for t in &tasks {
+                assert_eq!(filter.matches(t), can_see(&caller, t), "{caller:?} on task {}", t.id);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_and_finds_hold_only_what_the_caller_may_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open(dir.path().join("t.db").to_str().unwrap()).unwrap());
+        let service = TaskService::new(store.clone(), false, Vec::new());
+        let new = |owner: i32, system: bool| NewTask {
+            name: "t".into(),
+            associate_id: owner,
+            is_system: system,
+            ..NewTask::default()
+        };
+        let mine = store.create_task(new(10, false), now()).await.unwrap();
+        store.create_task(new(11, false), now()).await.unwrap();
+        store.create_task(new(10, true), now()).await.unwrap();
+        let everyone = ListQuery { filter: None, order_by: Vec::new(), top: 100, skip: 0, owner: None };
+        for caller in callers() {
+            let listed: Vec<i32> =
+                service.list(&caller, everyone.clone()).await.unwrap().iter().map(|r| r.task.id).collect();
+            let found: Vec<i32> =
+                service.find(&caller, TaskFilter::default()).await.unwrap().iter().map(|t| t.id).collect();
+            let want = if caller.sees_all() { vec![1, 2, 3] } else { vec![mine.id] };
+            assert_eq!((&listed, &found), (&want, &want), "{caller:?}");
+        }
+        // Asking for someone else's tasks does not widen a user's list.
+        let user = &callers()[0];
+        let theirs = ListQuery { owner: Some(11), ..everyone };
+        let listed = service.list(user, theirs).await.unwrap();
+        assert_eq!(listed.iter().map(|r| r.task.id).collect::<Vec<_>>(), vec![mine.id]);
+        let counted = service.count_by_state(user).await;
+        assert!(matches!(counted, Err(StoreError::Rejected(DomainError::Forbidden { .. }))), "{counted:?}");
+        assert_eq!(service.count_by_state(&callers()[1]).await.unwrap(), vec![(BatchTaskState::New, 3)]);
     }
 }

@@ -60,10 +60,6 @@ impl Caller {
     pub fn sees_all(&self) -> bool {
         matches!(self.role, Role::Admin | Role::Worker)
     }
-    /// The owner filter a list query needs for this caller (`None` = no restriction).
-    pub fn owner_filter(&self) -> Option<i32> {
-        if self.sees_all() { None } else { Some(self.associate_id) }
-    }
 }
 
 /// Associate names: 1 to 100 characters, no control characters, no `:` (it would break Basic auth).

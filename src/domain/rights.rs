@@ -42,6 +42,13 @@ pub fn can_see(caller: &Caller, task: &Task) -> bool {
     }
 }
 
+/// [`can_see`] for a whole list: whose tasks the caller may list. `None` = every task;
+/// `Some(id)` = only that associate's tasks that are not system tasks (what the stores' `owner`
+/// filter selects).
+pub fn list_owner(caller: &Caller) -> Option<i32> {
+    if caller.sees_all() { None } else { Some(caller.associate_id) }
+}
+
 /// Whom a new task belongs to, or why the caller may not create it. `for_associate` is the owner
 /// the request names, if any. System tasks belong to no one (0), and internal tasks leave no
 /// events: both are for workers and admins, so a user cannot hide what it runs.

@@ -1,6 +1,7 @@
 //! Who is calling. The [`Authenticated`] extractor (and [`Caller`], which wraps it) reads the
 //! `Authorization` header (`Basic`, `SOTicket`, `Bearer`) or, when there is none, the session
-//! cookie; the [`Authenticator`] verifies it.
+//! cookie; the [`Authenticator`] verifies it. This is the HTTP side only: hashing, secrets and
+//! the rules about credentials are the identity service's (`src/identity.rs`).
 //!
 //! Speed: a verified credential is cached under a keyed hash of what it is (not of how the
 //! header spells it), so argon2 (Basic) or a database lookup (tickets, tokens, sessions) is paid
@@ -20,9 +21,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -38,8 +36,9 @@ use crate::domain::access::{Scope, is_read_request, is_safe_method};
 use crate::domain::lockout::{Bucket, Standing};
 use crate::domain::{Associate, Caller};
 use crate::i18n::{Key, Msg};
+use crate::identity::{Authenticated, ChangeListener, Via, hash_password, hash_secret, random_bytes, verify_password};
 use crate::store::Store;
-use crate::store::access::{CredentialKind, CredentialRow, NewCredential};
+use crate::store::access::CredentialKind;
 
 use super::AppState;
 use super::clock::Clock;
@@ -62,40 +61,6 @@ pub const APP_TOKEN_HEADER: &str = "so-apptoken";
 /// Set at a password login: marks the browser or client as one that logged in as that name.
 pub const DEVICE_COOKIE: &str = "batchd_device";
 
-/// How a request proved who it is.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Via {
-    Basic,
-    /// `secret_hash`: hex SHA-256 of the ticket, so logout can revoke exactly this one.
-    Ticket {
-        secret_hash: String,
-    },
-    Token {
-        id: i64,
-        scope: Scope,
-    },
-    Session {
-        secret_hash: String,
-    },
-}
-
-impl Via {
-    /// May this credential create or revoke tickets and tokens?
-    pub fn may_manage_credentials(&self) -> bool {
-        match self {
-            Via::Token { scope, .. } => scope.may_manage_credentials(),
-            _ => true,
-        }
-    }
-}
-
-/// The caller of a request and how it proved it.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub caller: Caller,
-    pub via: Via,
-}
-
 /// An authentication failure: the error, and for 429 how long to wait.
 #[derive(Debug, Clone)]
 pub struct AuthError {
@@ -111,6 +76,12 @@ impl From<ApiError> for AuthError {
 
 impl From<crate::store::StoreError> for AuthError {
     fn from(e: crate::store::StoreError) -> AuthError {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<crate::identity::IdentityError> for AuthError {
+    fn from(e: crate::identity::IdentityError) -> AuthError {
         ApiError::from(e).into()
     }
 }
@@ -169,46 +140,6 @@ impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// Hashes a password with argon2id (the crate's default parameters).
-pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
-
-/// Hex SHA-256: how tickets, tokens and sessions are stored and looked up.
-pub fn hash_secret(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
-fn random_bytes() -> [u8; 32] {
-    let mut b = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    b
-}
-
-/// A new SOTicket: `7T:` and 256 random bits in base64, the shape SuperOffice tickets have.
-pub fn new_ticket_secret() -> String {
-    format!("7T:{}", base64::engine::general_purpose::STANDARD.encode(random_bytes()))
-}
-
-/// A new API token; the prefix lets secret scanners recognise a leaked one.
-pub fn new_token_secret() -> String {
-    format!("batchd_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes()))
-}
-
-pub fn new_session_secret() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes())
 }
 
 /// The XSRF token of a session: derived from the session secret, so it needs no storage, and
@@ -707,31 +638,12 @@ impl Authenticator {
         }
         result
     }
+}
 
-    /// Stores a new ticket, session or token for `associate` and returns the secret (shown once).
-    pub async fn issue(
-        &self,
-        kind: CredentialKind,
-        associate_id: i32,
-        lifetime: Option<Duration>,
-        scope: Option<Scope>,
-        name: Option<String>,
-    ) -> Result<(String, CredentialRow), AuthError> {
-        let secret = match kind {
-            CredentialKind::Ticket => new_ticket_secret(),
-            CredentialKind::Token => new_token_secret(),
-            CredentialKind::Session => new_session_secret(),
-        };
-        let now = Utc::now();
-        let expires = lifetime.and_then(|l| chrono::Duration::from_std(l).ok()).map(|l| now + l);
-        let row = self
-            .store
-            .create_credential(
-                NewCredential { kind, associate_id, secret_hash: hash_secret(&secret), expires, scope, name },
-                now,
-            )
-            .await?;
-        Ok((secret, row))
+/// The service's changes drop this process's cache entries at once.
+impl ChangeListener for Authenticator {
+    fn associates_changed(&self, ids: &[i32]) {
+        self.forget_associates(ids);
     }
 }
 
@@ -818,14 +730,7 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_random_and_hashes_hex() {
-        let a = new_ticket_secret();
-        assert!(a.starts_with("7T:") && a.len() == 47, "{a}");
-        assert_ne!(a, new_ticket_secret());
-        assert!(new_token_secret().starts_with("batchd_"));
-        let h = hash_secret("x");
-        assert_eq!(h.len(), 64);
-        assert!(h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    fn xsrf_tokens_differ_by_session() {
         assert_ne!(xsrf_token("s1"), xsrf_token("s2"));
     }
 

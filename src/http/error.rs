@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::domain::{DomainError, Expected};
 use crate::i18n::{Key, Msg, TypeWord};
+use crate::identity::IdentityError;
 use crate::store::StoreError;
 
 use super::context::Prefs;
@@ -152,10 +153,11 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Rejected(d) => d.into(),
             StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::TaskNotFound).arg("id", "?")),
-            StoreError::Conflict { constraint } => ApiError::new(
+            StoreError::DuplicateName => ApiError::new(
                 StatusCode::CONFLICT,
-                Msg::new(Key::FieldUnknownValue).arg("field", constraint).arg("value", "duplicate"),
+                Msg::new(Key::FieldUnknownValue).arg("field", "associate_name_key").arg("value", "duplicate"),
             ),
+            StoreError::LastAdmin => ApiError::new(StatusCode::CONFLICT, Msg::new(Key::LastAdmin)),
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "storage unavailable");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Msg::new(Key::StorageUnavailable))
@@ -164,11 +166,46 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%detail, "storage full");
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, Msg::new(Key::StorageFull))
             }
-            StoreError::Backend(detail) => {
-                tracing::error!(%detail, "storage failure");
+            StoreError::Backend(e) => {
+                // The whole chain for the operator; the client gets the fixed 500 text only.
+                tracing::error!(detail = %e.chain(), "storage failure");
                 ApiError::internal()
             }
         }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> ApiError {
+        use StatusCode as S;
+        let (status, msg) = match e {
+            IdentityError::Rejected(d) => return d.into(),
+            IdentityError::Store(e) => return e.into(),
+            IdentityError::CredentialsTooNarrow => (S::FORBIDDEN, Msg::new(Key::CredentialsTooNarrow)),
+            IdentityError::AdminOnly { action } => (S::FORBIDDEN, Msg::new(Key::AdminOnly).arg("action", action)),
+            IdentityError::AssociateNotFound { id } => (S::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", id)),
+            IdentityError::NoSuchName { name } => (S::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", name)),
+            IdentityError::CallerGone => (S::UNAUTHORIZED, Msg::new(Key::AuthFailed)),
+            IdentityError::NameInvalid { .. } => (S::BAD_REQUEST, Msg::new(Key::AssociateNameInvalid)),
+            IdentityError::NameTaken { name } => (S::CONFLICT, Msg::new(Key::AssociateNameTaken).arg("name", name)),
+            IdentityError::LastAdmin => (S::CONFLICT, Msg::new(Key::LastAdmin)),
+            IdentityError::ScopeTooWide { scope, name, role } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::ScopeTooWide)
+                    .arg("scope", scope.as_str())
+                    .arg("needed", scope.required_role().as_str())
+                    .arg("name", name)
+                    .arg("role", role.as_str()),
+            ),
+            IdentityError::TokenNotFound { id } => {
+                (S::NOT_FOUND, Msg::new(Key::CredentialNotFound).arg("kind", "Token").arg("id", id))
+            }
+            IdentityError::Hashing(detail) => {
+                tracing::error!(%detail, "hashing a password failed");
+                return ApiError::internal();
+            }
+        };
+        ApiError { status, msg }
     }
 }
 
@@ -258,4 +295,33 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     parts.headers.insert(header::CONTENT_TYPE, prefs.format.content_type());
     parts.headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(prefs.lang.code()));
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::i18n::Lang;
+    use crate::store::BackendError;
+
+    #[test]
+    fn a_storage_failure_answers_500_and_says_nothing_of_it() {
+        let driver = std::io::Error::other("password authentication failed for user \"batchd\" (secret hunter2)");
+        let e = ApiError::from(StoreError::Backend(BackendError::with_context("SELECT * FROM ticket", driver)));
+        assert_eq!(
+            (e.status, e.msg.key, e.error_type()),
+            (StatusCode::INTERNAL_SERVER_ERROR, Key::Internal, "InternalServerException")
+        );
+        for lang in [Lang::En, Lang::Nb] {
+            let text = e.msg.render(lang);
+            assert!(!text.contains("hunter2") && !text.contains("ticket"), "{text}");
+        }
+    }
+
+    #[test]
+    fn typed_conflicts_answer_409() {
+        let last = ApiError::from(StoreError::LastAdmin);
+        assert_eq!((last.status, last.msg.key), (StatusCode::CONFLICT, Key::LastAdmin));
+        let dup = ApiError::from(StoreError::DuplicateName);
+        assert_eq!((dup.status, dup.msg.key), (StatusCode::CONFLICT, Key::FieldUnknownValue));
+    }
 }

@@ -15,7 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::domain::{BatchTaskState, Caller, DomainError};
+use crate::domain::{BatchTaskState, Caller};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 
@@ -144,13 +144,7 @@ impl Timer {
 
 /// `GET /metrics`
 pub async fn serve(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    if !caller.sees_all() {
-        return Err(DomainError::Forbidden {
-            reason: "the metrics count every task: only workers and admins may read them",
-        }
-        .into());
-    }
-    let tasks = app.tasks.store().count_tasks_by_state().await?;
+    let tasks = app.tasks.count_by_state(&caller).await?;
     let mut body = app.metrics.render(&tasks);
     body.push_str(
         "# HELP batchd_password_checks_total Passwords verified with argon2 (cache misses of Basic and logins).\n\

@@ -38,6 +38,7 @@ use auth::Authenticator;
 pub struct AppState {
     pub config: Arc<Config>,
     pub tasks: TaskService,
+    pub identity: crate::identity::IdentityService,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<metrics::Metrics>,
 }

@@ -12,7 +12,10 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Associate, BatchTaskState, DomainError, NewTask, Role, Task};
 
+pub use error::BackendError;
+
 pub mod access;
+mod error;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -24,9 +27,13 @@ pub enum StoreError {
     /// A rule refused the change; nothing was written.
     #[error(transparent)]
     Rejected(#[from] DomainError),
-    /// A uniqueness constraint was hit (`constraint` names it).
-    #[error("conflict on {constraint}")]
-    Conflict { constraint: &'static str },
+    /// Another associate has this name already (names compare case-insensitively for ASCII:
+    /// the `associate_name_key` index).
+    #[error("an associate has this name already")]
+    DuplicateName,
+    /// The change would leave no active admin; nothing was written.
+    #[error("the last active admin cannot be demoted, disabled or removed")]
+    LastAdmin,
     /// The storage cannot answer now: the connection broke, the database is restarting or
     /// refuses connections, or stayed locked past the wait. Worth retrying; an HTTP 503.
     #[error("storage unavailable: {0}")]
@@ -34,8 +41,9 @@ pub enum StoreError {
     /// The storage has no room for the write (disk or quota full). Reads still work; an HTTP 507.
     #[error("storage full: {0}")]
     Full(String),
-    #[error("storage failure: {0}")]
-    Backend(String),
+    /// Anything else the storage did wrong; an HTTP 500 whose body says nothing of it.
+    #[error(transparent)]
+    Backend(BackendError),
 }
 
 /// A change to one task: gets the stored row, returns the row to store (or a refusal).
@@ -180,7 +188,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_associate(&self, id: i32) -> Result<Option<Associate>, StoreError>;
     /// Changes name, password hash, role or active flag. A password change also revokes the
     /// associate's tickets and sessions (not its API tokens). Refuses with
-    /// `Conflict { constraint: "last_admin" }` to leave no active admin; `NotFound` for no such id.
+    /// `LastAdmin` to leave no active admin, `DuplicateName` for a taken name; `NotFound` for no
+    /// such id.
     async fn update_associate(
         &self,
         id: i32,

@@ -183,7 +183,7 @@ async fn a_ticket_from_basic_credentials_authenticates_with_any_scheme_case_and_
     // Only hashes reach the database.
     let bytes = database_bytes(&app);
     assert!(!contains(&bytes, &ticket) && !contains(&bytes, &ticket[3..]), "the ticket text is stored");
-    assert!(contains(&bytes, &batchd::http::auth::hash_secret(&ticket)), "its hash is");
+    assert!(contains(&bytes, &batchd::identity::hash_secret(&ticket)), "its hash is");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use batchd::config::Config;
 use batchd::domain::Role;
-use batchd::http::auth::hash_password;
+use batchd::identity::hash_password;
 use batchd::server::Server;
 use batchd::store::{NewAssociate, Store};
 use reqwest::{Method, RequestBuilder, Response};

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use batchd::http::auth::hash_secret;
+use batchd::identity::hash_secret;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};

@@ -771,7 +771,7 @@ async fn associates_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     assert_eq!((alice.name.as_str(), alice.role, alice.active), ("Alice", Role::User, true));
     for dup in ["Alice", "alice", "ALICE", "aLiCe"] {
         let res = store.create_associate(new(dup, Role::Admin), now).await;
-        assert!(matches!(res, Err(StoreError::Conflict { constraint: "associate_name_key" })), "{dup}: {res:?}");
+        assert!(matches!(res, Err(StoreError::DuplicateName)), "{dup}: {res:?}");
     }
     let bob = store.create_associate(new("Bob", Role::Worker), now).await.unwrap();
     let root = store.create_associate(new("root", Role::Admin), now).await.unwrap();
@@ -780,7 +780,7 @@ async fn associates_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let zoe = store.create_associate(new("Zoë", Role::User), now).await.unwrap();
     let zoe_upper = store.create_associate(new("ZOË", Role::User), now).await.unwrap();
     let res = store.create_associate(new("zoë", Role::User), now).await;
-    assert!(matches!(res, Err(StoreError::Conflict { .. })), "{res:?}");
+    assert!(matches!(res, Err(StoreError::DuplicateName)), "{res:?}");
     assert_eq!(store.associate_credentials("zOë").await.unwrap().map(|c| c.associate), Some(zoe.clone()));
 
     let creds = store.associate_credentials("ALICE").await.unwrap().expect("found whatever the case");
@@ -978,7 +978,7 @@ async fn identity_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     assert_eq!((m.row.associate_name.as_str(), &m.associate), ("Ursula", &ula));
     assert_eq!(store.associate_credentials("ursula").await.unwrap().map(|c| c.associate), Some(ula.clone()));
     let taken = store.update_associate(ula.id, change(|c| c.name = Some("ROOT".into())), at(3)).await;
-    assert!(matches!(taken, Err(StoreError::Conflict { constraint: "associate_name_key" })), "{taken:?}");
+    assert!(matches!(taken, Err(StoreError::DuplicateName)), "{taken:?}");
     assert_eq!(store.get_associate(ula.id).await.unwrap().as_ref(), Some(&ula));
     assert_eq!(store.update_associate(ula.id, AssociateChange::default(), at(3)).await.unwrap(), ula);
     assert_eq!(store.credential_changes(c2).await.unwrap(), (c2, vec![]), "renames and no-ops end nothing");
@@ -1000,7 +1000,7 @@ async fn identity_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
 
     // The last active admin cannot be demoted, disabled or removed; an inactive admin does not count.
     let last_admin = |r: Result<Associate, StoreError>| {
-        assert!(matches!(r, Err(StoreError::Conflict { constraint: "last_admin" })), "{r:?}");
+        assert!(matches!(r, Err(StoreError::LastAdmin)), "{r:?}");
     };
     let ann = store.update_associate(ann.id, change(|c| c.role = Some(Role::Worker)), at(5)).await.unwrap();
     last_admin(store.update_associate(root.id, change(|c| c.role = Some(Role::Worker)), at(5)).await);
@@ -1015,7 +1015,7 @@ async fn identity_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
             .await,
     );
     let res = store.delete_associate(root.id, at(5)).await;
-    assert!(matches!(res, Err(StoreError::Conflict { constraint: "last_admin" })), "{res:?}");
+    assert!(matches!(res, Err(StoreError::LastAdmin)), "{res:?}");
     assert_eq!(store.get_associate(root.id).await.unwrap().as_ref(), Some(&root), "refusals change nothing");
     let kept = store
         .update_associate(
@@ -1118,7 +1118,7 @@ async fn last_admin_race_story(stores: Vec<Arc<dyn Store>>) {
         };
         assert!(ra.is_ok() != rb.is_ok(), "round {round}: exactly one may win: {ra:?} {rb:?}");
         let lost = if ra.is_ok() { &rb } else { &ra };
-        assert!(matches!(lost, Err(StoreError::Conflict { constraint: "last_admin" })), "round {round}: {lost:?}");
+        assert!(matches!(lost, Err(StoreError::LastAdmin)), "round {round}: {lost:?}");
         let admins: Vec<Associate> = stores[0]
             .list_associates()
             .await

@@ -278,8 +278,9 @@ pub async fn list(
         _ => None,
     };
     // One row more than asked tells whether there is a next page.
-    let query = ListQuery { filter, order_by, top: top.saturating_add(1), skip, owner: caller.owner_filter() };
-    let mut rows = app.tasks.store().list_tasks(&query).await?;
+    // The service narrows `owner` to what the caller may see.
+    let query = ListQuery { filter, order_by, top: top.saturating_add(1), skip, owner: None };
+    let mut rows = app.tasks.list(&caller, query).await?;
     let more = rows.len() > top as usize;
     rows.truncate(top as usize);
 

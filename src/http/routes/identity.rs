@@ -1,6 +1,9 @@
 //! Identity and access endpoints: tickets, browser sessions, API tokens, associates,
 //! and the agent-style `SoPrincipal/AuthenticateUsernamePassword`. JSON in (or form), JSON out.
-//! See docs/auth.md for the shapes.
+//! See docs/auth.md for the shapes. The rules are the identity service's (`src/identity.rs`):
+//! these handlers read the request, call it and write the answer. Where a handler checks the
+//! caller before reading the request, the service checks again; the early check keeps "you may
+//! not" the first answer, whatever else is wrong with the request.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -9,20 +12,20 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::domain::access::{Scope, parse_duration};
-use crate::domain::associate::valid_associate_name;
-use crate::domain::{Associate, Caller, DomainError, Expected, Field, Role, time};
+use crate::domain::{Associate, DomainError, Expected, Field, Role, time};
 use crate::http::AppState;
-use crate::http::auth::{
-    AuthError, Authenticated, Client, DEVICE_COOKIE, SESSION_COOKIE, Via, XSRF_COOKIE, hash_password, xsrf_token,
-};
+use crate::http::auth::{AuthError, Client, DEVICE_COOKIE, SESSION_COOKIE, XSRF_COOKIE, xsrf_token};
 use crate::http::body::Body;
 use crate::http::context::Prefs;
 use crate::http::error::ApiError;
 use crate::http::format::{self, Payload};
 use crate::http::wire::Props;
 use crate::i18n::{Key, Msg};
-use crate::store::StoreError;
-use crate::store::access::{AssociateChange, CredentialKind, CredentialRow, RevokeTarget};
+use crate::identity::{
+    self, AssociateEdit, AssociateRequest, Authenticated, Principal, TokenRequest, Via, may_manage_associates,
+    may_manage_credentials,
+};
+use crate::store::access::{CredentialKind, CredentialRow};
 
 use super::Query;
 
@@ -31,18 +34,6 @@ type Result<T> = std::result::Result<T, AuthError>;
 fn json_response(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).expect("JSON values serialise");
     (status, [(header::CONTENT_TYPE, format::Format::Json.content_type())], bytes).into_response()
-}
-
-fn forbidden(key: Key) -> AuthError {
-    ApiError::new(StatusCode::FORBIDDEN, Msg::new(key)).into()
-}
-
-fn admin_only(caller: &Caller, action: &'static str) -> Result<()> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, Msg::new(Key::AdminOnly).arg("action", action)).into())
-    }
 }
 
 fn date(d: Option<DateTime<Utc>>, prefs: &Prefs) -> Value {
@@ -108,52 +99,6 @@ fn credentials(props: &Props<'_>) -> Result<(String, String)> {
     Ok((required(name, "UserName")?, required(text(props, "Password")?, "Password")?))
 }
 
-fn check_name(name: &str) -> Result<()> {
-    if valid_associate_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(Msg::new(Key::AssociateNameInvalid)).into())
-    }
-}
-
-fn check_password(p: &str) -> Result<()> {
-    if p.is_empty() {
-        return Err(ApiError::from(DomainError::Required { field: Field::Param("Password") }).into());
-    }
-    if p.chars().count() > 1024 {
-        return Err(ApiError::from(DomainError::TooLong {
-            field: Field::Param("Password"),
-            max: 1024,
-            actual: p.chars().count(),
-        })
-        .into());
-    }
-    Ok(())
-}
-
-async fn hash(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .ok_or_else(|| AuthError::from(ApiError::internal()))
-}
-
-fn store_error(e: StoreError, id: impl ToString, name: &str) -> AuthError {
-    match e {
-        StoreError::NotFound => {
-            ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", id)).into()
-        }
-        StoreError::Conflict { constraint: "last_admin" } => {
-            ApiError::new(StatusCode::CONFLICT, Msg::new(Key::LastAdmin)).into()
-        }
-        StoreError::Conflict { .. } => {
-            ApiError::new(StatusCode::CONFLICT, Msg::new(Key::AssociateNameTaken).arg("name", name)).into()
-        }
-        other => other.into(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tickets
 
@@ -206,9 +151,8 @@ pub async fn create_ticket(
     body: Body,
 ) -> Result<Response> {
     let a = password_login(&app, &headers, body, client).await?;
-    let (secret, row) =
-        app.auth.issue(CredentialKind::Ticket, a.id, Some(app.config.access.ticket_lifetime), None, None).await?;
-    let mut res = json_response(StatusCode::OK, &ticket_json(&secret, &row, a.role, &prefs));
+    let t = app.identity.issue_ticket(a.id).await?;
+    let mut res = json_response(StatusCode::OK, &ticket_json(&t.secret, &t.row, a.role, &prefs));
     set_device_cookie(&app, &mut res, &a.name);
     Ok(res)
 }
@@ -216,26 +160,8 @@ pub async fn create_ticket(
 /// `DELETE /api/v1/Ticket`: with `SOTicket`, ends that ticket (logout); with a password-grade
 /// credential, ends every ticket of the caller.
 pub async fn delete_ticket(State(app): State<AppState>, auth: Authenticated) -> Result<Response> {
-    end_credentials(&app, &auth, CredentialKind::Ticket).await?;
+    app.identity.logout(&auth, CredentialKind::Ticket).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Logout: ends the credential of `kind` the request came with, or, with another
-/// password-grade credential, every credential of that kind the caller has.
-async fn end_credentials(app: &AppState, auth: &Authenticated, kind: CredentialKind) -> Result<()> {
-    let used = match (&auth.via, kind) {
-        (Via::Ticket { secret_hash }, CredentialKind::Ticket)
-        | (Via::Session { secret_hash }, CredentialKind::Session) => Some(secret_hash.clone()),
-        _ => None,
-    };
-    let target = match used {
-        Some(hash) => RevokeTarget::Hash(hash),
-        None if auth.via.may_manage_credentials() => RevokeTarget::AllOf(auth.caller.associate_id),
-        None => return Err(forbidden(Key::CredentialsTooNarrow)),
-    };
-    app.tasks.store().revoke_credentials(kind, target, Utc::now()).await?;
-    app.auth.forget_associates(&[auth.caller.associate_id]);
-    Ok(())
 }
 
 /// `POST /api/v1/Agents/SoPrincipal/AuthenticateUsernamePassword`, modelled on SuperOffice's
@@ -270,13 +196,12 @@ pub async fn authenticate_username_password(
         }
         Err(e) => return Err(e),
     };
-    let (secret, row) =
-        app.auth.issue(CredentialKind::Ticket, a.id, Some(app.config.access.ticket_lifetime), None, None).await?;
+    let t = app.identity.issue_ticket(a.id).await?;
     let mut res = json_response(
         StatusCode::OK,
         &json!({
             "AuthenticationSucceeded": true,
-            "Credentials": {"Ticket": secret, "Expires": date(row.expires, &prefs)},
+            "Credentials": {"Ticket": t.secret, "Expires": date(t.row.expires, &prefs)},
             "Response": {"Associate": a.name, "AssociateId": a.id, "RoleName": a.role.as_str()},
         }),
     );
@@ -324,7 +249,7 @@ pub async fn create_session(
     let next = text(&props, "next")?;
     let a = app.auth.login(&name, &password, &client).await?;
     let lifetime = app.config.access.session_lifetime;
-    let (secret, row) = app.auth.issue(CredentialKind::Session, a.id, Some(lifetime), None, None).await?;
+    let identity::Issued { secret, row } = app.identity.issue_session(a.id).await?;
     let xsrf = xsrf_token(&secret);
     let secure = app.config.access.secure_cookies;
     let mut res = match next.as_deref().and_then(local_redirect) {
@@ -367,7 +292,7 @@ pub async fn current_session(auth: Authenticated) -> Result<Response> {
 /// `DELETE /api/v1/Session`: logout. Ends this session (cookie), or with another password-grade
 /// credential every session of the caller; clears both cookies.
 pub async fn delete_session(State(app): State<AppState>, auth: Authenticated) -> Result<Response> {
-    end_credentials(&app, &auth, CredentialKind::Session).await?;
+    app.identity.logout(&auth, CredentialKind::Session).await?;
     let secure = app.config.access.secure_cookies;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().append(header::SET_COOKIE, cookie_header(SESSION_COOKIE, "", 0, true, secure));
@@ -392,10 +317,6 @@ fn token_json(row: &CredentialRow, prefs: &Prefs) -> Value {
     })
 }
 
-fn manage_guard(auth: &Authenticated) -> Result<()> {
-    if auth.via.may_manage_credentials() { Ok(()) } else { Err(forbidden(Key::CredentialsTooNarrow)) }
-}
-
 /// `GET /api/v1/Token`: the caller's tokens; an admin sees all (`?associateId=` narrows).
 pub async fn list_tokens(
     State(app): State<AppState>,
@@ -403,22 +324,17 @@ pub async fn list_tokens(
     auth: Authenticated,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
-    manage_guard(&auth)?;
+    let who = Principal::Request(&auth);
+    may_manage_credentials(who)?;
     let q = Query::parse(raw.as_deref());
-    let owner = if auth.caller.is_admin() {
-        match q.get("associateId") {
-            Some(v) => Some(v.trim().parse::<i32>().map_err(|_| {
-                ApiError::from(DomainError::WrongType {
-                    field: Field::Param("associateId"),
-                    expected: Expected::Integer,
-                })
-            })?),
-            None => None,
-        }
-    } else {
-        Some(auth.caller.associate_id)
+    // Only the callers who may use `associateId` hear that it is not a number.
+    let associate = match q.get("associateId") {
+        Some(v) if identity::sees_all_tokens(who) => Some(v.trim().parse::<i32>().map_err(|_| {
+            ApiError::from(DomainError::WrongType { field: Field::Param("associateId"), expected: Expected::Integer })
+        })?),
+        _ => None,
     };
-    let rows = app.tasks.store().list_credentials(CredentialKind::Token, owner).await?;
+    let rows = app.identity.list_tokens(who, associate).await?;
     Ok(json_response(StatusCode::OK, &Value::Array(rows.iter().map(|r| token_json(r, &prefs)).collect())))
 }
 
@@ -430,7 +346,8 @@ pub async fn create_token(
     auth: Authenticated,
     body: Body,
 ) -> Result<Response> {
-    manage_guard(&auth)?;
+    let who = Principal::Request(&auth);
+    may_manage_credentials(who)?;
     let obj = object(body)?;
     let props = Props::new(&obj);
     let scope_text = required(text(&props, "Scope")?, "Scope")?;
@@ -445,38 +362,12 @@ pub async fn create_token(
     };
     let label = text(&props, "Name")?;
     if let Some(l) = &label {
-        crate::domain::task::check_length(Field::Param("Name"), l, 254).map_err(ApiError::from)?;
+        identity::check_label(l)?;
     }
-    let caller = &auth.caller;
-    let target = match text(&props, "Associate")? {
-        Some(name) if !name.eq_ignore_ascii_case(&caller.name) => {
-            admin_only(caller, "create tokens for other associates")?;
-            app.tasks.store().associate_credentials(&name).await?.map(|c| c.associate).ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::AssociateNotFound).arg("id", &name))
-            })?
-        }
-        _ => {
-            // The stored role, not the request's (which a token scope may have narrowed).
-            app.tasks
-                .store()
-                .get_associate(caller.associate_id)
-                .await?
-                .ok_or_else(|| ApiError::unauthorized(Key::AuthFailed))?
-        }
-    };
-    if scope.required_role() > target.role {
-        return Err(ApiError::bad_request(
-            Msg::new(Key::ScopeTooWide)
-                .arg("scope", scope.as_str())
-                .arg("needed", scope.required_role().as_str())
-                .arg("name", &target.name)
-                .arg("role", target.role.as_str()),
-        )
-        .into());
-    }
-    let (secret, row) = app.auth.issue(CredentialKind::Token, target.id, lifetime, Some(scope), label).await?;
-    let mut body = token_json(&row, &prefs);
-    body["Token"] = Value::from(secret);
+    let associate = text(&props, "Associate")?;
+    let t = app.identity.create_token(who, TokenRequest { scope, lifetime, label, associate }).await?;
+    let mut body = token_json(&t.row, &prefs);
+    body["Token"] = Value::from(t.secret);
     let mut res = json_response(StatusCode::CREATED, &body);
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
@@ -488,27 +379,8 @@ pub async fn delete_token(
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    manage_guard(&auth)?;
-    let not_found = || {
-        AuthError::from(ApiError::new(
-            StatusCode::NOT_FOUND,
-            Msg::new(Key::CredentialNotFound).arg("kind", "Token").arg("id", &id),
-        ))
-    };
-    let n: i64 = id.trim().parse().map_err(|_| not_found())?;
-    let owner = if auth.caller.is_admin() { None } else { Some(auth.caller.associate_id) };
-    let store = app.tasks.store();
-    // Whose it was, for the cache: found before revoking (revoked rows are skipped by the store).
-    let whose = store.list_credentials(CredentialKind::Token, owner).await?.into_iter().find(|r| r.id == n);
-    let revoked =
-        store.revoke_credentials(CredentialKind::Token, RevokeTarget::Id { id: n, owner }, Utc::now()).await?;
-    match (revoked, whose) {
-        (0, _) | (_, None) => Err(not_found()),
-        (_, Some(row)) => {
-            app.auth.forget_associates(&[row.associate_id]);
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-    }
+    app.identity.revoke_token(Principal::Request(&auth), &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -525,45 +397,37 @@ fn parse_associate_id(raw: &str) -> Result<i32> {
 }
 
 /// `GET /api/v1/Associate`
-pub async fn list_associates(State(app): State<AppState>, caller: Caller) -> Result<Response> {
-    admin_only(&caller, "manage associates")?;
-    let all = app.tasks.store().list_associates().await?;
+pub async fn list_associates(State(app): State<AppState>, auth: Authenticated) -> Result<Response> {
+    let all = app.identity.list_associates(Principal::Request(&auth)).await?;
     Ok(json_response(StatusCode::OK, &Value::Array(all.iter().map(associate_json).collect())))
 }
 
 /// `GET /api/v1/Associate/{id}`
-pub async fn get_associate(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response> {
-    admin_only(&caller, "manage associates")?;
-    let id = parse_associate_id(&id)?;
-    let a = app.tasks.store().get_associate(id).await?.ok_or_else(|| store_error(StoreError::NotFound, id, ""))?;
+pub async fn get_associate(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let who = Principal::Request(&auth);
+    may_manage_associates(who)?;
+    let a = app.identity.get_associate(who, parse_associate_id(&id)?).await?;
     Ok(json_response(StatusCode::OK, &associate_json(&a)))
 }
 
 /// `POST /api/v1/Associate`: `{"Name", "Password", "Role"?: user|worker|admin, "Active"?}`.
-pub async fn create_associate(State(app): State<AppState>, caller: Caller, body: Body) -> Result<Response> {
-    admin_only(&caller, "manage associates")?;
+pub async fn create_associate(State(app): State<AppState>, auth: Authenticated, body: Body) -> Result<Response> {
+    let who = Principal::Request(&auth);
+    may_manage_associates(who)?;
     let obj = object(body)?;
     let props = Props::new(&obj);
+    // Read and checked in this order, so the first thing wrong is the one reported.
     let name = required(text(&props, "Name")?, "Name")?;
-    check_name(&name)?;
+    identity::check_name(&name)?;
     let password = required(text(&props, "Password")?, "Password")?;
-    check_password(&password)?;
+    identity::check_password(&password)?;
     let role = role(&props)?.unwrap_or(Role::User);
     let active = boolean(&props, "Active")?;
-    let store = app.tasks.store();
-    let mut a = store
-        .create_associate(
-            crate::store::NewAssociate { name: name.clone(), password_hash: hash(password).await?, role },
-            Utc::now(),
-        )
-        .await
-        .map_err(|e| store_error(e, 0, &name))?;
-    if active == Some(false) {
-        a = store
-            .update_associate(a.id, AssociateChange { active: Some(false), ..Default::default() }, Utc::now())
-            .await
-            .map_err(|e| store_error(e, a.id, &name))?;
-    }
+    let a = app.identity.create_associate(who, AssociateRequest { name, password, role, active }).await?;
     let mut res = json_response(StatusCode::CREATED, &associate_json(&a));
     let location = crate::http::forwarded::local_path(&app.config, &format!("/api/v1/Associate/{}", a.id));
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -575,42 +439,36 @@ pub async fn create_associate(State(app): State<AppState>, caller: Caller, body:
 /// `PUT /api/v1/Associate/{id}`: any of `Name`, `Password`, `Role`, `Active`.
 pub async fn update_associate(
     State(app): State<AppState>,
-    caller: Caller,
+    auth: Authenticated,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response> {
-    admin_only(&caller, "manage associates")?;
+    let who = Principal::Request(&auth);
+    may_manage_associates(who)?;
     let id = parse_associate_id(&id)?;
     let obj = object(body)?;
     let props = Props::new(&obj);
     let name = text(&props, "Name")?;
     if let Some(n) = &name {
-        check_name(n)?;
+        identity::check_name(n)?;
     }
-    let password_hash = match text(&props, "Password")? {
-        Some(p) => {
-            check_password(&p)?;
-            Some(hash(p).await?)
-        }
-        None => None,
-    };
-    let change =
-        AssociateChange { name: name.clone(), password_hash, role: role(&props)?, active: boolean(&props, "Active")? };
-    let a = app
-        .tasks
-        .store()
-        .update_associate(id, change, Utc::now())
-        .await
-        .map_err(|e| store_error(e, id, name.as_deref().unwrap_or("")))?;
-    app.auth.forget_associates(&[id]);
+    let password = text(&props, "Password")?;
+    if let Some(p) = &password {
+        identity::check_password(p)?;
+    }
+    let edit = AssociateEdit { name, password, role: role(&props)?, active: boolean(&props, "Active")? };
+    let a = app.identity.update_associate(who, id, edit).await?;
     Ok(json_response(StatusCode::OK, &associate_json(&a)))
 }
 
 /// `DELETE /api/v1/Associate/{id}`: removes the associate and its credentials (its tasks stay).
-pub async fn delete_associate(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response> {
-    admin_only(&caller, "manage associates")?;
-    let id = parse_associate_id(&id)?;
-    app.tasks.store().delete_associate(id, Utc::now()).await.map_err(|e| store_error(e, id, ""))?;
-    app.auth.forget_associates(&[id]);
+pub async fn delete_associate(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let who = Principal::Request(&auth);
+    may_manage_associates(who)?;
+    app.identity.delete_associate(who, parse_associate_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

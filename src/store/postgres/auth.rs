@@ -105,7 +105,7 @@ pub async fn update_associate(
     let role = change.role.unwrap_or(current.role);
     let active = change.active.unwrap_or(current.active);
     if removes_last_admin(&current, role == Role::Admin && active, other_admins) {
-        return Err(StoreError::Conflict { constraint: "last_admin" });
+        return Err(StoreError::LastAdmin);
     }
     let name = change.name.unwrap_or_else(|| current.name.clone());
     sqlx::query(
@@ -139,7 +139,7 @@ pub async fn delete_associate(conn: &mut PgConnection, id: i32, now: DateTime<Ut
     let (current, other_admins) = lock_for_change(conn, id).await?;
     let current = current.ok_or(StoreError::NotFound)?;
     if removes_last_admin(&current, false, other_admins) {
-        return Err(StoreError::Conflict { constraint: "last_admin" });
+        return Err(StoreError::LastAdmin);
     }
     // Tickets, tokens and sessions go with it (ON DELETE CASCADE); tasks stay.
     sqlx::query("DELETE FROM associate WHERE associate_id = $1").bind(id).execute(&mut *conn).await.map_err(backend)?;

@@ -29,8 +29,8 @@ use super::runner::{
 };
 use super::sql::{self, Dialect, SqlValue};
 use super::{
-    AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
-    TaskFilter, access,
+    AssociateCredentials, BackendError, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store,
+    StoreError, TaskChange, TaskFilter, access,
 };
 
 mod auth;
@@ -67,24 +67,24 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
-/// Maps a driver error; the case-insensitive associate name index becomes a conflict.
+/// Maps a driver error; the case-insensitive associate name index becomes `DuplicateName`.
 fn backend(e: sqlx::Error) -> StoreError {
     use sqlx::Error as E;
     match &e {
         E::Database(db) if db.is_unique_violation() && db.constraint() == Some("associate_name_key") => {
-            StoreError::Conflict { constraint: "associate_name_key" }
+            StoreError::DuplicateName
         }
         E::Database(db) => match db.code().as_deref().map(sqlstate_kind) {
             Some(SqlStateKind::Unavailable) => StoreError::Unavailable(e.to_string()),
             Some(SqlStateKind::Full) => StoreError::Full(e.to_string()),
-            _ => StoreError::Backend(e.to_string()),
+            _ => StoreError::Backend(BackendError::new(e)),
         },
         // The connection broke or none could be had in time: the database is down, restarting or
         // out of connections.
         E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
             StoreError::Unavailable(e.to_string())
         }
-        _ => StoreError::Backend(e.to_string()),
+        _ => StoreError::Backend(BackendError::new(e)),
     }
 }
 

@@ -52,7 +52,7 @@ pub fn update_associate(
     let role = change.role.unwrap_or(current.role);
     let active = change.active.unwrap_or(current.active);
     if removes_last_admin(conn, &current, role == Role::Admin && active)? {
-        return Err(StoreError::Conflict { constraint: "last_admin" });
+        return Err(StoreError::LastAdmin);
     }
     let name = change.name.unwrap_or_else(|| current.name.clone());
     conn.prepare_cached(
@@ -76,7 +76,7 @@ pub fn update_associate(
 pub fn delete_associate(conn: &Connection, id: i32, now: DateTime<Utc>) -> Result<(), StoreError> {
     let current = get_associate(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
     if removes_last_admin(conn, &current, false)? {
-        return Err(StoreError::Conflict { constraint: "last_admin" });
+        return Err(StoreError::LastAdmin);
     }
     // Credentials go with it (ON DELETE CASCADE); deleted explicitly too, in case foreign keys are off.
     for kind in [CredentialKind::Ticket, CredentialKind::Token, CredentialKind::Session] {

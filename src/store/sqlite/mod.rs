@@ -27,8 +27,8 @@ use super::runner::{
 };
 use super::sql::{self, Dialect, SqlValue};
 use super::{
-    AssociateCredentials, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store, StoreError, TaskChange,
-    TaskFilter,
+    AssociateCredentials, BackendError, DefinitionRow, DeleteGuard, ListQuery, ListRow, NewAssociate, Store,
+    StoreError, TaskChange, TaskFilter,
 };
 use writer::Writer;
 
@@ -60,7 +60,7 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         match f.code {
             C::ConstraintViolation if msg.as_deref().is_some_and(|m| m.contains("associate.name")) => {
-                return StoreError::Conflict { constraint: "associate_name_key" };
+                return StoreError::DuplicateName;
             }
             // The volume is full (SQLite reports ENOSPC as SQLITE_FULL) or over a quota.
             C::DiskFull => return StoreError::Full(e.to_string()),
@@ -69,7 +69,7 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
             _ => {}
         }
     }
-    StoreError::Backend(e.to_string())
+    StoreError::Backend(BackendError::new(e))
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -386,7 +386,7 @@ impl Store for SqliteStore {
             (conn, rows)
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
+        .map_err(|e| StoreError::Backend(BackendError::with_context("listing tasks", e)))?;
         let mut pool = self.readers.lock().expect("reader pool");
         if pool.len() < 8 {
             pool.push(conn);
