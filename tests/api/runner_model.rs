@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use batchd::domain::definition::RetryPolicy;
+use batchd::domain::run::RunPolicy;
 use batchd::domain::{BatchTaskState as S, NewTask};
 use batchd::store::runner::{
     Actor, Beat, BeatOutcome, ClaimName, ClaimRequest, Finish, FinishOutcome, FinishResult, StopResult,
@@ -22,6 +24,8 @@ use crate::pg::TestPg;
 const LEASE_MS: i64 = 1000;
 const STOP_GRACE_MS: i64 = 500;
 const RESTARTS: i32 = 1;
+/// Crashes in a row that end the task: small, so sequences reach it.
+const RESCUES: u32 = 2;
 const WORKERS: usize = 3;
 
 #[derive(Debug, Clone)]
@@ -32,6 +36,8 @@ enum Op {
     Succeed(usize),
     Fail(usize),
     Release(usize),
+    /// The worker's node dies: it never writes again, and its lease runs out.
+    Crash(usize),
     Stop,
     Rescue,
     Advance(i64),
@@ -46,7 +52,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => w.clone().prop_map(Op::Beat),
         2 => w.clone().prop_map(Op::Succeed),
         2 => w.clone().prop_map(Op::Fail),
-        1 => w.prop_map(Op::Release),
+        1 => w.clone().prop_map(Op::Release),
+        2 => w.prop_map(Op::Crash),
         1 => Just(Op::Stop),
         2 => Just(Op::Rescue),
         3 => (100i64..1500).prop_map(Op::Advance),
@@ -61,22 +68,37 @@ struct Model {
     holder: Option<usize>,
     expires: i64,
     attempts: i32,
+    /// Runs that failed on their own (what restarts count).
+    failures: i32,
+    /// Crashes in a row.
+    rescues: u32,
+    /// The live lease's token (its holder may have crashed and forgotten it).
+    token: Option<String>,
     stop_at: Option<i64>,
     start_count: i32,
 }
 
 impl Model {
-    fn live(&self, w: usize, now: i64) -> bool {
-        self.state.is_active() && self.holder == Some(w) && self.expires >= now
+    /// Worker `w`, knowing `token`, holds the live lease (a crashed worker forgot its token).
+    fn live(&self, w: usize, token: &Option<String>, now: i64) -> bool {
+        self.state.is_active() && self.holder == Some(w) && self.expires >= now && *token == self.token
     }
     fn end_lease(&mut self) {
         self.holder = None;
         self.stop_at = None;
     }
-    /// A failed attempt: back to New while restarts last (backoff 0 in this model).
+    /// A run that failed on its own: back to New while restarts last (backoff 0 in this model).
     fn fail(&mut self, retry: bool) {
         self.end_lease();
-        self.state = if retry && self.attempts <= RESTARTS { S::New } else { S::Failed };
+        self.failures += 1;
+        self.rescues = 0;
+        self.state = if retry && self.failures <= RESTARTS { S::New } else { S::Failed };
+    }
+    /// A run whose lease ran out with no outcome: run again, unless it is the RESCUES-th crash in a row.
+    fn crashed(&mut self) {
+        self.end_lease();
+        self.rescues += 1;
+        self.state = if self.rescues >= RESCUES { S::Failed } else { S::New };
     }
 }
 
@@ -103,11 +125,25 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
         )
         .await
         .unwrap();
-    store.set_definition_backoff("m", Duration::ZERO, Duration::ZERO).await.unwrap();
+    let policy = RunPolicy {
+        retry: RetryPolicy { restarts: RESTARTS as u32, backoff: Duration::ZERO, max_backoff: Duration::ZERO },
+        rescues: RESCUES,
+    };
+    store.set_run_policy("m", &policy).await.unwrap();
     let task =
         store.create_task(NewTask { name: "m".into(), associate_id: 1, ..NewTask::default() }, base).await.unwrap();
     let id = task.id;
-    let mut m = Model { state: S::New, holder: None, expires: 0, attempts: 0, stop_at: None, start_count: 0 };
+    let mut m = Model {
+        state: S::New,
+        holder: None,
+        expires: 0,
+        attempts: 0,
+        failures: 0,
+        rescues: 0,
+        token: None,
+        stop_at: None,
+        start_count: 0,
+    };
     let mut tokens: Vec<Option<String>> = vec![None; WORKERS];
     let mut now = 0i64;
     let actor = || Actor::node("model", "test");
@@ -140,6 +176,7 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
                 if m.state == S::New {
                     prop_assert_eq!(got.len(), 1, "claim of a New task");
                     tokens[w] = Some(got[0].lease.token.clone());
+                    m.token = tokens[w].clone();
                     m.state = S::Aquired;
                     m.holder = Some(w);
                     m.expires = now + LEASE_MS;
@@ -152,7 +189,7 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
             }
             Op::Start(w) => {
                 let r = store.finish_tasks(vec![finish(w, &tokens, FinishOutcome::Start)], t).await.unwrap();
-                if m.live(w, now) {
+                if m.live(w, &tokens[w], now) {
                     prop_assert!(matches!(r[0], FinishResult::Done(_)), "write refused");
                     if m.state == S::Aquired {
                         m.state = S::Started;
@@ -166,7 +203,7 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
             Op::Beat(w) => {
                 let beat = Beat { id, token: tokens[w].clone().unwrap_or_default(), progress: None, renew: true };
                 let r = store.renew_leases(vec![beat], Duration::from_millis(LEASE_MS as u64), t).await.unwrap();
-                if m.live(w, now) {
+                if m.live(w, &tokens[w], now) {
                     prop_assert!(matches!(r[0], BeatOutcome::Renewed { .. }), "beat refused");
                     m.expires = now + LEASE_MS;
                 } else {
@@ -181,7 +218,7 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
                     _ => FinishOutcome::Release,
                 };
                 let r = store.finish_tasks(vec![finish(w, &tokens, outcome.clone())], t).await.unwrap();
-                if m.live(w, now) {
+                if m.live(w, &tokens[w], now) {
                     prop_assert!(matches!(r[0], FinishResult::Done(_)), "write refused");
                     if m.state == S::Aquired && outcome != FinishOutcome::Release {
                         m.start_count += 1;
@@ -189,6 +226,7 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
                     match outcome {
                         FinishOutcome::Succeeded => {
                             m.end_lease();
+                            m.rescues = 0;
                             m.state = S::Succeeded;
                         }
                         FinishOutcome::Release => {
@@ -227,13 +265,14 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
                         m.end_lease();
                         m.state = S::Failed;
                     } else {
-                        m.fail(true);
+                        m.crashed();
                     }
                 } else if m.state == S::Started && m.stop_at.is_some_and(|s| s < now - STOP_GRACE_MS) {
                     m.end_lease();
                     m.state = S::Failed;
                 }
             }
+            Op::Crash(w) => tokens[w] = None,
             Op::Advance(ms) => now += ms,
             Op::RunAgain => {
                 let r = store
@@ -254,6 +293,8 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
                 if m.state.is_finished() {
                     m.state = S::New;
                     m.attempts = 0;
+                    m.failures = 0;
+                    m.rescues = 0;
                 }
             }
         }
@@ -265,8 +306,8 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
         prop_assert_eq!(after.start_count, m.start_count, "after {:?}", op);
         let lease = store.lease_info(id).await.unwrap().unwrap();
         match m.holder {
-            Some(w) if m.state.is_active() => {
-                prop_assert_eq!(&lease.token, &tokens[w], "the holder's token is the lease");
+            Some(_) if m.state.is_active() => {
+                prop_assert_eq!(&lease.token, &m.token, "the holder's token is the lease");
                 prop_assert_eq!(lease.stop_requested_by.is_some(), m.stop_at.is_some());
             }
             _ => prop_assert!(lease.token.is_none(), "no lease outside Aquired/Started: {:?}", lease),

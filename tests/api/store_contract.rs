@@ -7,8 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use batchd::domain::Associate;
 use batchd::domain::access::Scope;
+use batchd::domain::definition::RetryPolicy;
 use batchd::domain::filter;
 use batchd::domain::query::Column;
+use batchd::domain::run::RunPolicy;
 use batchd::domain::{
     BatchTaskState, CancellationBehaviour, DomainError, NewTask, Parameters, Patch, Role, Task, TaskUpdate,
 };
@@ -1275,7 +1277,17 @@ async fn runner_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let t0 = micros_now();
     store.upsert_definition(&definition("job", "runs", 0), t0).await.unwrap(); // restarts 2, concurrency 3
     store
-        .set_definition_backoff("job", std::time::Duration::from_millis(1), std::time::Duration::from_secs(1))
+        .set_run_policy(
+            "job",
+            &RunPolicy {
+                retry: RetryPolicy {
+                    restarts: 2,
+                    backoff: std::time::Duration::from_millis(1),
+                    max_backoff: std::time::Duration::from_secs(1),
+                },
+                ..RunPolicy::default()
+            },
+        )
         .await
         .unwrap();
     let mut tasks = Vec::new();
