@@ -60,6 +60,7 @@ pub enum Key {
     TaskNotFound,
     TaskBusy,
     Stale,
+    EntityTagsInvalid,
     Forbidden,
     UnknownDefinition,
     BodyUnreadable,
@@ -141,6 +142,7 @@ fn english(key: Key) -> &'static str {
         Key::TaskNotFound => "BatchTask id {id} not found.",
         Key::TaskBusy => "BatchTask id {id} is {state}; stop it before deleting it.",
         Key::Stale => "BatchTask id {id} has changed since the version you have (If-Match/If-Unmodified-Since).",
+        Key::EntityTagsInvalid => "{header} must be * or a list of entity-tags such as \"12-3\".",
         Key::Forbidden => "Access denied: {reason}.",
         Key::UnknownDefinition => "Name: no task definition is named '{name}'.",
         Key::BodyUnreadable => "The request body cannot be read: {detail}.",
@@ -297,7 +299,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 61] = [
+    const KEYS: [Key; 62] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -309,6 +311,7 @@ mod tests {
         Key::TaskNotFound,
         Key::TaskBusy,
         Key::Stale,
+        Key::EntityTagsInvalid,
         Key::Forbidden,
         Key::UnknownDefinition,
         Key::BodyUnreadable,

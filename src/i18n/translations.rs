@@ -109,6 +109,14 @@ fn row(key: Key) -> Option<Row> {
             "BatchTask {id} a changé depuis votre version (If-Match/If-Unmodified-Since).",
             "BatchTask {id} is gewijzigd sinds uw versie (If-Match/If-Unmodified-Since).",
         ],
+        Key::EntityTagsInvalid => [
+            "{header} må være * eller en liste med entity-tagger som \"12-3\".",
+            "{header} måste vara * eller en lista med entity-taggar som \"12-3\".",
+            "{header} skal være * eller en liste med entity-tags som \"12-3\".",
+            "{header} muss * oder eine Liste von Entity-Tags wie \"12-3\" sein.",
+            "{header} doit être * ou une liste d'entity-tags comme \"12-3\".",
+            "{header} moet * zijn of een lijst met entity-tags zoals \"12-3\".",
+        ],
         Key::Forbidden => [
             "Ingen tilgang: {reason}.",
             "Åtkomst nekad: {reason}.",

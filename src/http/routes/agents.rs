@@ -221,7 +221,7 @@ pub async fn call(
                     return Ok(Outcome::Missing(Missing("BatchTaskInfo.Id")));
                 };
                 let id = i32::try_from(id).map_err(|_| ApiError::not_found(id))?;
-                Ok(Outcome::Done(match tasks.update(caller, id, update, precondition(&headers)).await {
+                Ok(Outcome::Done(match tasks.update(caller, id, update, precondition(&headers)?).await {
                     Ok(t) => task_response(prefs, caller, &t, select),
                     Err(StoreError::Rejected(DomainError::TaskNotFound { .. })) => {
                         format::respond(prefs.format, &Payload::Null)
