@@ -61,6 +61,7 @@ pub enum Key {
     TaskBusy,
     Stale,
     EntityTagsInvalid,
+    NoneMatched,
     Forbidden,
     UnknownDefinition,
     BodyUnreadable,
@@ -142,6 +143,7 @@ fn english(key: Key) -> &'static str {
         Key::TaskNotFound => "BatchTask id {id} not found.",
         Key::TaskBusy => "BatchTask id {id} is {state}; stop it before deleting it.",
         Key::Stale => "BatchTask id {id} has changed since the version you have (If-Match/If-Unmodified-Since).",
+        Key::NoneMatched => "BatchTask id {id} matches If-None-Match, so the request was not carried out.",
         Key::EntityTagsInvalid => "{header} must be * or a list of entity-tags such as \"12-3\".",
         Key::Forbidden => "Access denied: {reason}.",
         Key::UnknownDefinition => "Name: no task definition is named '{name}'.",
@@ -299,7 +301,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 62] = [
+    const KEYS: [Key; 63] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -312,6 +314,7 @@ mod tests {
         Key::TaskBusy,
         Key::Stale,
         Key::EntityTagsInvalid,
+        Key::NoneMatched,
         Key::Forbidden,
         Key::UnknownDefinition,
         Key::BodyUnreadable,

@@ -74,9 +74,13 @@ pub enum Freshness {
 }
 
 impl Precondition {
-    /// For a write: RFC 9110 §13.2.2 steps 1 and 2. A failure is a 412.
+    /// For a write: RFC 9110 §13.2.2 steps 1 to 3. A failure is a 412.
     pub fn check(&self, task: &Task) -> Result<(), DomainError> {
-        self.check_version(task)
+        self.check_version(task)?;
+        if self.if_none_match.as_ref().is_some_and(|tags| tags.matches_weak(task)) {
+            return Err(DomainError::NoneMatched { id: task.id.into() });
+        }
+        Ok(())
     }
 
     /// For a read (GET, HEAD): RFC 9110 §13.2.2 steps 1 to 4; If-None-Match and

@@ -99,6 +99,9 @@ pub enum DomainError {
     TaskBusy { id: i64, state: BatchTaskState },
     #[error("task {id} has changed since the version given")]
     Stale { id: i64 },
+    /// A write under `If-None-Match` that matches the task: the client asked for it not to happen.
+    #[error("task {id} matches If-None-Match")]
+    NoneMatched { id: i64 },
     #[error("not allowed: {reason}")]
     Forbidden { reason: &'static str },
     /// A stop that cannot take effect (finished or `CannotCancel` task): answered `false`.

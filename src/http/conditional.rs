@@ -209,8 +209,10 @@ mod tests {
 
             let h = map(header::IF_NONE_MATCH, &[&value]);
             let typed = h.typed_get::<headers::IfNoneMatch>().unwrap();
-            let fresh = precondition(&h).unwrap().check_read(&task).unwrap();
+            let pre = precondition(&h).unwrap();
+            let fresh = pre.check_read(&task).unwrap();
             prop_assert_eq!(fresh == crate::service::Freshness::Changed, typed.precondition_passes(&etag), "If-None-Match: {}", value);
+            prop_assert_eq!(pre.check(&task).is_ok(), typed.precondition_passes(&etag), "write, If-None-Match: {}", value);
         }
     }
 }

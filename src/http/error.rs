@@ -113,6 +113,7 @@ impl From<DomainError> for ApiError {
                 (S::CONFLICT, Msg::new(Key::TaskBusy).arg("id", id).arg("state", state.name()))
             }
             DomainError::Stale { id } => (S::PRECONDITION_FAILED, Msg::new(Key::Stale).arg("id", id)),
+            DomainError::NoneMatched { id } => (S::PRECONDITION_FAILED, Msg::new(Key::NoneMatched).arg("id", id)),
             DomainError::Forbidden { reason } => (S::FORBIDDEN, Msg::new(Key::Forbidden).reason_arg("reason", reason)),
             DomainError::StopRefused => {
                 (S::CONFLICT, Msg::new(Key::Forbidden).reason_arg("reason", "the task cannot be stopped"))

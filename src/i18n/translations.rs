@@ -109,6 +109,14 @@ fn row(key: Key) -> Option<Row> {
             "BatchTask {id} a changé depuis votre version (If-Match/If-Unmodified-Since).",
             "BatchTask {id} is gewijzigd sinds uw versie (If-Match/If-Unmodified-Since).",
         ],
+        Key::NoneMatched => [
+            "BatchTask {id} samsvarer med If-None-Match, så forespørselen ble ikke utført.",
+            "BatchTask {id} matchar If-None-Match, så begäran utfördes inte.",
+            "BatchTask {id} matcher If-None-Match, så anmodningen blev ikke udført.",
+            "BatchTask {id} entspricht If-None-Match, daher wurde die Anfrage nicht ausgeführt.",
+            "BatchTask {id} correspond à If-None-Match : la requête n'a pas été exécutée.",
+            "BatchTask {id} komt overeen met If-None-Match, dus het verzoek is niet uitgevoerd.",
+        ],
         Key::EntityTagsInvalid => [
             "{header} må være * eller en liste med entity-tagger som \"12-3\".",
             "{header} måste vara * eller en lista med entity-taggar som \"12-3\".",

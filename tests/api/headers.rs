@@ -444,6 +444,41 @@ async fn if_none_match_compares_weakly_and_takes_lists_and_any() {
 }
 
 #[tokio::test]
+async fn a_write_whose_if_none_match_matches_is_a_412() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "WriteIfNoneMatch"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let (etag, _) = validators(&app, &path).await;
+    let other = format!("\"{id}-999\"");
+    for value in ["*".to_owned(), etag.clone(), weak(&etag), format!("{other}, {etag}")] {
+        let res = put_with(&app, &path, &[("If-None-Match", &value)], "no").await;
+        assert_error(res, 412, "SoPreconditionFailedException", "If-None-Match").await;
+        for (method, p) in [(Method::POST, format!("{path}/Stop")), (Method::DELETE, path.clone())] {
+            let res = app.request(method.clone(), &p).header("If-None-Match", &value).send().await.unwrap();
+            assert_eq!(res.status(), 412, "{method} {p} If-None-Match: {value}");
+        }
+        let res = app
+            .request(Method::POST, "/api/v1/Agents/Batch/UpdateBatchTask")
+            .header("If-None-Match", &value)
+            .json(&json!({"BatchTaskInfo": {"Id": id, "Description": "no"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 412, "agent UpdateBatchTask If-None-Match: {value}");
+    }
+    let t = app.task(id).await;
+    assert_eq!((&t["Description"], t["State"].as_str()), (&Value::Null, Some("New")), "nothing was written");
+    // If-Match is evaluated first: a stale one fails as stale whatever If-None-Match says.
+    let res = put_with(&app, &path, &[("If-Match", &other), ("If-None-Match", &other)], "x").await;
+    assert_error(res, 412, "SoPreconditionFailedException", "If-Match").await;
+    let res = put_with(&app, &path, &[("If-Match", &etag), ("If-None-Match", &etag)], "x").await;
+    assert_error(res, 412, "SoPreconditionFailedException", "If-None-Match").await;
+    let res = put_with(&app, &path, &[("If-Match", &etag), ("If-None-Match", &other)], "yes").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.task(id).await["Description"], "yes");
+}
+
+#[tokio::test]
 async fn if_modified_since_takes_all_three_date_forms() {
     let app = TestApp::spawn().await;
     let id = app.create(&json!({"Name": "Ims"})).await;
