@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::rights::{can_see, owner_of_new_task, rights_for};
+use crate::domain::rights::{Reason, can_see, owner_of_new_task, rights_for};
 use crate::domain::{Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
@@ -143,7 +143,7 @@ fn visible(caller: &Caller, task: &Task) -> Result<(), DomainError> {
 fn may_update(caller: &Caller, task: &Task, pre: &Precondition) -> Result<(), DomainError> {
     visible(caller, task)?;
     if !rights_for(caller, task).update {
-        return Err(DomainError::Forbidden { reason: "you may not update this task" });
+        return Err(DomainError::Forbidden { reason: Reason::MayNotUpdateTask });
     }
     pre.check(task)
 }
@@ -343,7 +343,7 @@ impl TaskService {
                 Box::new(move |task| {
                     visible(&caller, task)?;
                     if !rights_for(&caller, task).update {
-                        return Err(DomainError::Forbidden { reason: "you may not stop this task" });
+                        return Err(DomainError::Forbidden { reason: Reason::MayNotStopTask });
                     }
                     pre.check(task)
                 }),
@@ -387,7 +387,7 @@ impl TaskService {
                         return Err(DomainError::TaskBusy { id: task.id.into(), state: task.state });
                     }
                     if !rights_for(&caller, task).delete {
-                        return Err(DomainError::Forbidden { reason: "you may not delete this task" });
+                        return Err(DomainError::Forbidden { reason: Reason::MayNotDeleteTask });
                     }
                     Ok(())
                 }),

@@ -1,5 +1,6 @@
 //! Typed errors of the domain rules. The HTTP layer maps them to statuses in one place.
 
+use super::rights::Reason;
 use super::task::BatchTaskState;
 
 /// A `BatchTaskInfo` property (or request parameter) an error is about.
@@ -103,7 +104,7 @@ pub enum DomainError {
     #[error("task {id} matches If-None-Match")]
     NoneMatched { id: i64 },
     #[error("not allowed: {reason}")]
-    Forbidden { reason: &'static str },
+    Forbidden { reason: Reason },
     /// A stop that cannot take effect (finished or `CannotCancel` task): answered `false`.
     #[error("the task cannot be stopped")]
     StopRefused,

@@ -15,6 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::domain::rights::Reason;
 use crate::domain::{BatchTaskState, Caller, DomainError};
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -145,10 +146,7 @@ impl Timer {
 /// `GET /metrics`
 pub async fn serve(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     if !caller.sees_all() {
-        return Err(DomainError::Forbidden {
-            reason: "the metrics count every task: only workers and admins may read them",
-        }
-        .into());
+        return Err(DomainError::Forbidden { reason: Reason::OnlyWorkersMayReadMetrics }.into());
     }
     let tasks = app.tasks.store().count_tasks_by_state().await?;
     let mut body = app.metrics.render(&tasks);

@@ -3,7 +3,7 @@
 //! row falls back to English. Property and parameter names, state names and header names stay
 //! as they are in every language: they are what the caller must send.
 
-use super::{Key, Lang, TypeWord};
+use super::{Key, Lang, Reason, TypeWord};
 
 type Row = [&'static str; 6];
 
@@ -596,10 +596,10 @@ pub fn type_word(w: TypeWord, lang: Lang) -> Option<&'static str> {
     Some(row[column(lang)?])
 }
 
-/// Reasons (the domain's `Forbidden` texts and rights reasons), keyed by their English text.
-pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
-    let row: Row = match english {
-        "only workers and admins may create system tasks" => [
+/// Reasons (the domain's refusals), in every language: no fallback, so each has its row.
+pub fn reason(r: Reason, lang: Lang) -> Option<&'static str> {
+    let row: Row = match r {
+        Reason::OnlyWorkersMayCreateSystemTasks => [
             "bare arbeidere og administratorer kan opprette systemoppgaver",
             "endast arbetare och administratörer får skapa systemuppgifter",
             "kun arbejdere og administratorer må oprette systemopgaver",
@@ -607,7 +607,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "seuls les workers et les administrateurs peuvent créer des tâches système",
             "alleen workers en beheerders mogen systeemtaken aanmaken",
         ],
-        "only admins may create tasks for another associate" => [
+        Reason::OnlyAdminsMayCreateForOthers => [
             "bare administratorer kan opprette oppgaver for en annen medarbeider",
             "endast administratörer får skapa uppgifter åt en annan medarbetare",
             "kun administratorer må oprette opgaver for en anden medarbejder",
@@ -615,7 +615,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "seuls les administrateurs peuvent créer des tâches pour un autre collaborateur",
             "alleen beheerders mogen taken voor een andere medewerker aanmaken",
         ],
-        "you may not update this task" => [
+        Reason::MayNotUpdateTask => [
             "du kan ikke endre denne oppgaven",
             "du får inte ändra den här uppgiften",
             "du må ikke ændre denne opgave",
@@ -623,7 +623,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "vous ne pouvez pas modifier cette tâche",
             "u mag deze taak niet wijzigen",
         ],
-        "you may not stop this task" => [
+        Reason::MayNotStopTask => [
             "du kan ikke stoppe denne oppgaven",
             "du får inte stoppa den här uppgiften",
             "du må ikke stoppe denne opgave",
@@ -631,7 +631,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "vous ne pouvez pas arrêter cette tâche",
             "u mag deze taak niet stoppen",
         ],
-        "you may not delete this task" => [
+        Reason::MayNotDeleteTask => [
             "du kan ikke slette denne oppgaven",
             "du får inte ta bort den här uppgiften",
             "du må ikke slette denne opgave",
@@ -639,7 +639,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "vous ne pouvez pas supprimer cette tâche",
             "u mag deze taak niet verwijderen",
         ],
-        "the task cannot be stopped" => [
+        Reason::TaskCannotBeStopped => [
             "oppgaven kan ikke stoppes",
             "uppgiften kan inte stoppas",
             "opgaven kan ikke stoppes",
@@ -647,7 +647,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "la tâche ne peut pas être arrêtée",
             "de taak kan niet worden gestopt",
         ],
-        "a read-only token may not create tasks" => [
+        Reason::ReadOnlyTokenMayNotCreate => [
             "et skrivebeskyttet token kan ikke opprette oppgaver",
             "en skrivskyddad token får inte skapa uppgifter",
             "et skrivebeskyttet token må ikke oprette opgaver",
@@ -655,7 +655,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "un jeton en lecture seule ne peut pas créer de tâches",
             "een alleen-lezen token mag geen taken aanmaken",
         ],
-        "only worker and admin associates may run tasks" => [
+        Reason::OnlyWorkersMayRunTasks => [
             "bare arbeider- og administratormedarbeidere kan kjøre oppgaver",
             "endast arbetar- och administratörsmedarbetare får köra uppgifter",
             "kun arbejder- og administratormedarbejdere må køre opgaver",
@@ -663,7 +663,22 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "seuls les collaborateurs worker et administrateurs peuvent exécuter des tâches",
             "alleen worker- en beheerdermedewerkers mogen taken uitvoeren",
         ],
-        _ => return None,
+        Reason::OnlyWorkersMayCreateInternalTasks => [
+            "bare arbeidere og administratorer kan opprette oppgaver med IsInternalTask",
+            "endast arbetare och administratörer får skapa uppgifter med IsInternalTask",
+            "kun arbejdere og administratorer må oprette opgaver med IsInternalTask",
+            "nur Worker und Administratoren dürfen Aufgaben mit IsInternalTask anlegen",
+            "seuls les workers et les administrateurs peuvent créer des tâches avec IsInternalTask",
+            "alleen workers en beheerders mogen taken met IsInternalTask aanmaken",
+        ],
+        Reason::OnlyWorkersMayReadMetrics => [
+            "metrikkene teller alle oppgaver: bare arbeidere og administratorer kan lese dem",
+            "måtten räknar alla uppgifter: endast arbetare och administratörer får läsa dem",
+            "målingerne tæller alle opgaver: kun arbejdere og administratorer må læse dem",
+            "die Metriken zählen alle Aufgaben: nur Worker und Administratoren dürfen sie lesen",
+            "les métriques comptent toutes les tâches : seuls les workers et les administrateurs peuvent les lire",
+            "de metrics tellen alle taken: alleen workers en beheerders mogen ze lezen",
+        ],
     };
     Some(row[column(lang)?])
 }

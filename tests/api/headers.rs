@@ -555,3 +555,28 @@ async fn conditionals_are_evaluated_in_rfc_9110_order() {
     assert_eq!(res.status(), 200);
     assert!(lm <= lm2);
 }
+
+#[tokio::test]
+async fn every_refusal_reason_comes_in_the_asked_language() {
+    let app = TestApp::spawn().await;
+    let alice = app.add_associate("alice", batchd::domain::Role::User).await;
+    let user = app.as_user(&alice);
+    let res = user.request(Method::GET, "/metrics").header("Accept-Language", "de").send().await.unwrap();
+    assert_error(res, 403, "SoAccessDeniedException", "Zugriff verweigert: die Metriken zählen alle Aufgaben").await;
+    let res = user
+        .request(Method::POST, "/api/v1/BatchTask")
+        .header("Accept-Language", "fr")
+        .json(&json!({"Name": "x", "IsInternalTask": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "SoAccessDeniedException", "créer des tâches avec IsInternalTask").await;
+    let res = user
+        .request(Method::POST, "/api/v1/BatchTask/Acquire")
+        .header("Accept-Language", "sv")
+        .json(&json!({"Names": ["Resize"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "SoAccessDeniedException", "endast arbetar- och administratörsmedarbetare").await;
+}

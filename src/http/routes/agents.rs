@@ -331,7 +331,7 @@ async fn delete_all(app: &AppState, caller: &Caller, ids: &[i32]) -> Result<(), 
                 return Err(DomainError::TaskBusy { id: id.into(), state: task.state }.into());
             }
             if !crate::domain::rights::rights_for(caller, &task).delete {
-                return Err(DomainError::Forbidden { reason: "you may not delete this task" }.into());
+                return Err(DomainError::Forbidden { reason: crate::domain::rights::Reason::MayNotDeleteTask }.into());
             }
             present.push(id);
         }
