@@ -412,6 +412,27 @@ mod tests {
     }
 
     #[test]
+    fn every_duration_key_takes_the_one_grammar() {
+        let cfg = load_text(
+            "[auth]\nticket_lifetime = \"1h30m\"\nsession_lifetime = \"2w\"\n\
+             [http]\nheader_read_timeout = \"1.5s\"\nbody_read_timeout = 45\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.access.ticket_lifetime, Duration::from_secs(5400));
+        assert_eq!(cfg.access.session_lifetime, Duration::from_secs(14 * 86_400));
+        assert_eq!(cfg.http.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(cfg.http.body_read_timeout, Duration::from_secs(45));
+        // Too long is an error, never an overflow panic.
+        for bad in [
+            "[auth]\nticket_lifetime = \"99999999999999999999w\"\n",
+            "[http]\nbody_read_timeout = \"36501d\"\n",
+            "[http]\nbody_read_timeout = 1e30\n",
+        ] {
+            assert!(load_text(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn debug_shows_no_password() {
         let cfg = Config {
             database: "postgres://u:SECRET@db/x".into(),

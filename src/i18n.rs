@@ -1,7 +1,9 @@
 //! The message catalogue: every text a client can read (error messages, rights reasons), by key
 //! and language. Handlers never write prose; they name a [`Key`] and its arguments.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+
+pub use crate::domain::rights::Reason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Lang {
@@ -60,6 +62,8 @@ pub enum Key {
     TaskNotFound,
     TaskBusy,
     Stale,
+    EntityTagsInvalid,
+    NoneMatched,
     Forbidden,
     UnknownDefinition,
     BodyUnreadable,
@@ -141,6 +145,8 @@ fn english(key: Key) -> &'static str {
         Key::TaskNotFound => "BatchTask id {id} not found.",
         Key::TaskBusy => "BatchTask id {id} is {state}; stop it before deleting it.",
         Key::Stale => "BatchTask id {id} has changed since the version you have (If-Match/If-Unmodified-Since).",
+        Key::NoneMatched => "BatchTask id {id} matches If-None-Match, so the request was not carried out.",
+        Key::EntityTagsInvalid => "{header} must be * or a list of entity-tags such as \"12-3\".",
         Key::Forbidden => "Access denied: {reason}.",
         Key::UnknownDefinition => "Name: no task definition is named '{name}'.",
         Key::BodyUnreadable => "The request body cannot be read: {detail}.",
@@ -204,6 +210,34 @@ fn english(key: Key) -> &'static str {
     }
 }
 
+/// A reason's English text: lower case, no final stop, as it fills `{reason}`.
+fn english_reason(r: Reason) -> &'static str {
+    match r {
+        Reason::ReadOnlyTokenMayNotCreate => "a read-only token may not create tasks",
+        Reason::OnlyWorkersMayCreateInternalTasks => "only workers and admins may create tasks with IsInternalTask",
+        Reason::OnlyWorkersMayCreateSystemTasks => "only workers and admins may create system tasks",
+        Reason::OnlyAdminsMayCreateForOthers => "only admins may create tasks for another associate",
+        Reason::MayNotUpdateTask => "you may not update this task",
+        Reason::MayNotStopTask => "you may not stop this task",
+        Reason::MayNotDeleteTask => "you may not delete this task",
+        Reason::TaskCannotBeStopped => "the task cannot be stopped",
+        Reason::OnlyWorkersMayRunTasks => "only worker and admin associates may run tasks",
+        Reason::OnlyWorkersMayReadMetrics => "the metrics count every task: only workers and admins may read them",
+    }
+}
+
+/// A reason's text in `lang`.
+pub fn reason_text(r: Reason, lang: Lang) -> &'static str {
+    translations::reason(r, lang).unwrap_or_else(|| english_reason(r))
+}
+
+/// English, for logs (`DomainError`'s own text).
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(english_reason(*self))
+    }
+}
+
 /// The template for `key` in `lang`; English where a translation is missing.
 pub fn template(key: Key, lang: Lang) -> &'static str {
     translations::lookup(key, lang).unwrap_or_else(|| english(key))
@@ -234,8 +268,8 @@ pub struct Msg {
 pub enum Arg {
     Text(String),
     Type(TypeWord),
-    /// An English reason text, translated at render time when the catalogue knows it.
-    Reason(&'static str),
+    /// A refusal's reason, rendered in the message's language.
+    Reason(Reason),
 }
 
 impl Msg {
@@ -246,8 +280,8 @@ impl Msg {
         self.args.push((name, Arg::Text(value.to_string())));
         self
     }
-    pub fn reason_arg(mut self, name: &'static str, english: &'static str) -> Msg {
-        self.args.push((name, Arg::Reason(english)));
+    pub fn reason_arg(mut self, name: &'static str, reason: Reason) -> Msg {
+        self.args.push((name, Arg::Reason(reason)));
         self
     }
     pub fn type_arg(mut self, name: &'static str, w: TypeWord) -> Msg {
@@ -271,7 +305,7 @@ impl Msg {
             match self.args.iter().find(|(n, _)| *n == name) {
                 Some((_, Arg::Text(v))) => out.push_str(v),
                 Some((_, Arg::Type(w))) => out.push_str(type_word(*w, lang)),
-                Some((_, Arg::Reason(r))) => out.push_str(translations::reason(r, lang).unwrap_or(r)),
+                Some((_, Arg::Reason(r))) => out.push_str(reason_text(*r, lang)),
                 None => {
                     let _ = write!(out, "{{{name}}}");
                 }
@@ -297,7 +331,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 61] = [
+    const KEYS: [Key; 63] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -309,6 +343,8 @@ mod tests {
         Key::TaskNotFound,
         Key::TaskBusy,
         Key::Stale,
+        Key::EntityTagsInvalid,
+        Key::NoneMatched,
         Key::Forbidden,
         Key::UnknownDefinition,
         Key::BodyUnreadable,
@@ -381,14 +417,32 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_has_all_languages() {
+        for (i, r) in Reason::ALL.into_iter().enumerate() {
+            assert!(!Reason::ALL[..i].contains(&r), "{r:?} is listed twice");
+            let en = reason_text(r, Lang::En);
+            assert_eq!(en, r.to_string(), "{r:?}");
+            for lang in Lang::ALL {
+                let t = reason_text(r, lang);
+                assert!(!t.is_empty() && !t.ends_with('.') && !t.contains('{'), "{r:?} {lang:?}: {t}");
+                if lang != Lang::En {
+                    assert!(translations::reason(r, lang).is_some(), "{r:?} has no {lang:?} text");
+                    assert_ne!(t, en, "{r:?} {lang:?} is untranslated");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn type_words_and_reasons_are_translated() {
         let m = Msg::new(Key::FieldWrongType).arg("field", "StartCount").type_arg("expected", TypeWord::Integer);
         assert_eq!(m.render(Lang::De), "StartCount muss eine ganze Zahl sein.");
         assert_eq!(m.render(Lang::Nb), "StartCount må være et heltall.");
-        let m = Msg::new(Key::Forbidden).reason_arg("reason", "you may not delete this task");
+        let m = Msg::new(Key::Forbidden).reason_arg("reason", Reason::MayNotDeleteTask);
         assert_eq!(m.render(Lang::Sv), "Åtkomst nekad: du får inte ta bort den här uppgiften.");
         assert_eq!(m.render(Lang::En), "Access denied: you may not delete this task.");
-        let unknown = Msg::new(Key::Forbidden).reason_arg("reason", "a reason added later");
+        // A reason can no longer be unknown (it is a `Reason`); plain text still goes in as given.
+        let unknown = Msg::new(Key::Forbidden).arg("reason", "a reason added later");
         assert_eq!(unknown.render(Lang::Fr), "Accès refusé : a reason added later.");
     }
 }

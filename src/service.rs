@@ -6,36 +6,105 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::rights::{can_see, list_owner, owner_of_new_task, rights_for};
+use crate::domain::rights::{Reason, can_see, list_owner, owner_of_new_task, rights_for};
 use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
 use crate::store::{BackendError, ListQuery, ListRow, Store, StoreError, TaskFilter};
 
-/// Conditions a write is made under (`If-Match`, `If-Unmodified-Since`).
+/// Entity-tags from `If-Match` or `If-None-Match`, already parsed by the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityTags {
+    /// `*`: any current version of the task.
+    Any,
+    /// The listed tags (possibly none).
+    List(Vec<EntityTag>),
+}
+
+/// One entity-tag: `"3-7"` or, weak, `W/"3-7"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityTag {
+    pub weak: bool,
+    /// The opaque-tag, quotes included (`"3-7"`): what [`Task::etag`] returns.
+    pub opaque: String,
+}
+
+impl EntityTags {
+    /// RFC 9110 §8.8.3.2 strong comparison, as `If-Match` needs: a weak tag never matches.
+    fn matches_strong(&self, task: &Task) -> bool {
+        match self {
+            EntityTags::Any => true,
+            EntityTags::List(tags) => {
+                let etag = task.etag();
+                tags.iter().any(|t| !t.weak && t.opaque == etag)
+            }
+        }
+    }
+
+    /// Weak comparison, as `If-None-Match` needs: `W/"3-7"` matches `"3-7"`.
+    fn matches_weak(&self, task: &Task) -> bool {
+        match self {
+            EntityTags::Any => true,
+            EntityTags::List(tags) => {
+                let etag = task.etag();
+                tags.iter().any(|t| t.opaque == etag)
+            }
+        }
+    }
+}
+
+/// The conditional headers of a request, parsed; a date that was not a valid date is `None`
+/// (RFC 9110 §13.1.3 and §13.1.4: such a header is ignored).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Precondition {
-    /// ETags; `*` matches any.
-    pub if_match: Option<Vec<String>>,
+    pub if_match: Option<EntityTags>,
     pub if_unmodified_since: Option<DateTime<Utc>>,
+    pub if_none_match: Option<EntityTags>,
+    /// Read by [`Precondition::check_read`] only: RFC 9110 keeps it to GET and HEAD.
+    pub if_modified_since: Option<DateTime<Utc>>,
+}
+
+/// What a read answers once its preconditions are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The whole task (200).
+    Changed,
+    /// The client's copy is current (304).
+    NotModified,
 }
 
 impl Precondition {
+    /// For a write: RFC 9110 §13.2.2 steps 1 to 3. A failure is a 412.
     pub fn check(&self, task: &Task) -> Result<(), DomainError> {
-        if let Some(tags) = &self.if_match {
-            let etag = task.etag();
-            let weak = format!("W/{etag}");
-            if !tags.iter().any(|t| t == "*" || *t == etag || *t == weak) {
-                return Err(DomainError::Stale { id: task.id.into() });
-            }
-        }
-        if let Some(since) = self.if_unmodified_since {
-            // HTTP dates have whole seconds.
-            if task.updated.timestamp() > since.timestamp() {
-                return Err(DomainError::Stale { id: task.id.into() });
-            }
+        self.check_version(task)?;
+        if self.if_none_match.as_ref().is_some_and(|tags| tags.matches_weak(task)) {
+            return Err(DomainError::NoneMatched { id: task.id.into() });
         }
         Ok(())
+    }
+
+    /// For a read (GET, HEAD): RFC 9110 §13.2.2 steps 1 to 4; If-None-Match and
+    /// If-Modified-Since answer 304 instead of 412.
+    pub fn check_read(&self, task: &Task) -> Result<Freshness, DomainError> {
+        self.check_version(task)?;
+        let current = match (&self.if_none_match, self.if_modified_since) {
+            (Some(tags), _) => tags.matches_weak(task),
+            // HTTP dates have whole seconds.
+            (None, Some(since)) => task.updated.timestamp() <= since.timestamp(),
+            (None, None) => false,
+        };
+        Ok(if current { Freshness::NotModified } else { Freshness::Changed })
+    }
+
+    /// Steps 1 and 2: If-Match, else If-Unmodified-Since.
+    fn check_version(&self, task: &Task) -> Result<(), DomainError> {
+        let holds = match (&self.if_match, self.if_unmodified_since) {
+            (Some(tags), _) => tags.matches_strong(task),
+            // HTTP dates have whole seconds.
+            (None, Some(since)) => task.updated.timestamp() <= since.timestamp(),
+            (None, None) => true,
+        };
+        if holds { Ok(()) } else { Err(DomainError::Stale { id: task.id.into() }) }
     }
 }
 
@@ -74,7 +143,7 @@ fn visible(caller: &Caller, task: &Task) -> Result<(), DomainError> {
 fn may_update(caller: &Caller, task: &Task, pre: &Precondition) -> Result<(), DomainError> {
     visible(caller, task)?;
     if !rights_for(caller, task).update {
-        return Err(DomainError::Forbidden { reason: "you may not update this task" });
+        return Err(DomainError::Forbidden { reason: Reason::MayNotUpdateTask });
     }
     pre.check(task)
 }
@@ -184,10 +253,7 @@ impl TaskService {
     /// every task may read them.
     pub async fn count_by_state(&self, caller: &Caller) -> Result<Vec<(BatchTaskState, i64)>, StoreError> {
         if !caller.sees_all() {
-            return Err(DomainError::Forbidden {
-                reason: "the metrics count every task: only workers and admins may read them",
-            }
-            .into());
+            return Err(DomainError::Forbidden { reason: Reason::OnlyWorkersMayReadMetrics }.into());
         }
         self.store.count_tasks_by_state().await
     }
@@ -292,7 +358,7 @@ impl TaskService {
                 Box::new(move |task| {
                     visible(&caller, task)?;
                     if !rights_for(&caller, task).update {
-                        return Err(DomainError::Forbidden { reason: "you may not stop this task" });
+                        return Err(DomainError::Forbidden { reason: Reason::MayNotStopTask });
                     }
                     pre.check(task)
                 }),
@@ -336,7 +402,7 @@ impl TaskService {
                         return Err(DomainError::TaskBusy { id: task.id.into(), state: task.state });
                     }
                     if !rights_for(&caller, task).delete {
-                        return Err(DomainError::Forbidden { reason: "you may not delete this task" });
+                        return Err(DomainError::Forbidden { reason: Reason::MayNotDeleteTask });
                     }
                     Ok(())
                 }),

@@ -90,25 +90,10 @@ pub fn is_safe_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
 }
 
-/// `30d`, `8h`, `90m`, `45s`, `2w` or plain seconds; at least one second.
+/// A credential lifetime (`30d`, `8h`, `2w`, plain seconds: the grammar of
+/// [`super::duration`]); at least one second, since a lifetime of zero is a typo.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&t[..i], t[i..].trim()),
-        None => (t, "s"),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
-        "s" | "sec" | "secs" | "second" | "seconds" => 1,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60,
-        "h" | "hour" | "hours" => 3600,
-        "d" | "day" | "days" => 86_400,
-        "w" | "week" | "weeks" => 604_800,
-        _ => return None,
-    };
-    let secs = n.checked_mul(factor)?;
-    // Beyond a hundred years is a typo, and chrono cannot add it to a date anyway.
-    (1..=3_153_600_000).contains(&secs).then(|| Duration::from_secs(secs))
+    super::duration::parse_duration(text).ok().filter(|d| *d >= Duration::from_secs(1))
 }
 
 #[cfg(test)]

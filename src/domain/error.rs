@@ -1,5 +1,6 @@
 //! Typed errors of the domain rules. The HTTP layer maps them to statuses in one place.
 
+use super::rights::Reason;
 use super::task::BatchTaskState;
 
 /// A `BatchTaskInfo` property (or request parameter) an error is about.
@@ -99,8 +100,11 @@ pub enum DomainError {
     TaskBusy { id: i64, state: BatchTaskState },
     #[error("task {id} has changed since the version given")]
     Stale { id: i64 },
+    /// A write under `If-None-Match` that matches the task: the client asked for it not to happen.
+    #[error("task {id} matches If-None-Match")]
+    NoneMatched { id: i64 },
     #[error("not allowed: {reason}")]
-    Forbidden { reason: &'static str },
+    Forbidden { reason: Reason },
     /// A stop that cannot take effect (finished or `CannotCancel` task): answered `false`.
     #[error("the task cannot be stopped")]
     StopRefused,

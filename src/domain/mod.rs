@@ -4,6 +4,7 @@
 pub mod access;
 pub mod associate;
 pub mod definition;
+pub mod duration;
 pub mod error;
 pub mod filter;
 pub mod forwarded;

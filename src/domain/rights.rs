@@ -5,6 +5,39 @@ use super::associate::{Caller, Role};
 use super::error::DomainError;
 use super::task::{NewTask, Task};
 
+/// Why a caller may not do something: the `{reason}` of an "Access denied" message. The texts,
+/// English and translated, are in the message catalogue (src/i18n.rs), so a reason without all
+/// its texts does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    ReadOnlyTokenMayNotCreate,
+    OnlyWorkersMayCreateInternalTasks,
+    OnlyWorkersMayCreateSystemTasks,
+    OnlyAdminsMayCreateForOthers,
+    MayNotUpdateTask,
+    MayNotStopTask,
+    MayNotDeleteTask,
+    TaskCannotBeStopped,
+    OnlyWorkersMayRunTasks,
+    OnlyWorkersMayReadMetrics,
+}
+
+impl Reason {
+    /// Every reason, for the catalogue's completeness test: a new reason goes here too.
+    pub const ALL: [Reason; 10] = [
+        Reason::ReadOnlyTokenMayNotCreate,
+        Reason::OnlyWorkersMayCreateInternalTasks,
+        Reason::OnlyWorkersMayCreateSystemTasks,
+        Reason::OnlyAdminsMayCreateForOthers,
+        Reason::MayNotUpdateTask,
+        Reason::MayNotStopTask,
+        Reason::MayNotDeleteTask,
+        Reason::TaskCannotBeStopped,
+        Reason::OnlyWorkersMayRunTasks,
+        Reason::OnlyWorkersMayReadMetrics,
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TaskRights {
     pub select: bool,
@@ -54,21 +87,21 @@ pub fn list_owner(caller: &Caller) -> Option<i32> {
 /// events: both are for workers and admins, so a user cannot hide what it runs.
 pub fn owner_of_new_task(caller: &Caller, task: &NewTask, for_associate: Option<i32>) -> Result<i32, DomainError> {
     if caller.read_only {
-        return Err(DomainError::Forbidden { reason: "a read-only token may not create tasks" });
+        return Err(DomainError::Forbidden { reason: Reason::ReadOnlyTokenMayNotCreate });
     }
     if task.is_internal && !caller.sees_all() {
-        return Err(DomainError::Forbidden { reason: "only workers and admins may create tasks with IsInternalTask" });
+        return Err(DomainError::Forbidden { reason: Reason::OnlyWorkersMayCreateInternalTasks });
     }
     if task.is_system {
         if !caller.sees_all() {
-            return Err(DomainError::Forbidden { reason: "only workers and admins may create system tasks" });
+            return Err(DomainError::Forbidden { reason: Reason::OnlyWorkersMayCreateSystemTasks });
         }
         return Ok(0);
     }
     match for_associate {
         Some(other) if other != caller.associate_id => {
             if !caller.is_admin() {
-                return Err(DomainError::Forbidden { reason: "only admins may create tasks for another associate" });
+                return Err(DomainError::Forbidden { reason: Reason::OnlyAdminsMayCreateForOthers });
             }
             Ok(other)
         }

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::domain::rights::Reason;
 use crate::domain::{DomainError, Expected};
 use crate::i18n::{Key, Msg, TypeWord};
 use crate::identity::IdentityError;
@@ -114,9 +115,10 @@ impl From<DomainError> for ApiError {
                 (S::CONFLICT, Msg::new(Key::TaskBusy).arg("id", id).arg("state", state.name()))
             }
             DomainError::Stale { id } => (S::PRECONDITION_FAILED, Msg::new(Key::Stale).arg("id", id)),
+            DomainError::NoneMatched { id } => (S::PRECONDITION_FAILED, Msg::new(Key::NoneMatched).arg("id", id)),
             DomainError::Forbidden { reason } => (S::FORBIDDEN, Msg::new(Key::Forbidden).reason_arg("reason", reason)),
             DomainError::StopRefused => {
-                (S::CONFLICT, Msg::new(Key::Forbidden).reason_arg("reason", "the task cannot be stopped"))
+                (S::CONFLICT, Msg::new(Key::Forbidden).reason_arg("reason", Reason::TaskCannotBeStopped))
             }
             DomainError::UnknownDefinition { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::UnknownDefinition).arg("name", truncate(&name, 80)))

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod body;
 pub mod clock;
+pub mod conditional;
 pub mod context;
 pub mod error;
 pub mod format;

@@ -78,7 +78,11 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
     let (request, response): (Option<Value>, (&str, Value)) = match (path, verb) {
         ("BatchTask", "GET") => (None, ("200", ok(json!({"$ref": "#/components/schemas/ODataList"})))),
         ("BatchTask", "POST") => (Some(body(task.clone())), ("200", ok(json!({"type": "integer"})))),
-        ("BatchTask/{id}", "GET") => (None, ("200", ok(task.clone()))),
+        ("BatchTask/{id}", "GET") => {
+            responses.insert("304".into(), json!({"description": "Not modified (If-None-Match, If-Modified-Since)"}));
+            responses.insert("412".into(), error.clone());
+            (None, ("200", ok(task.clone())))
+        }
         ("BatchTask/{id}", "PUT") => {
             let mut b = body(task.clone());
             let extra = patches();
@@ -95,9 +99,15 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             responses.insert("415".into(), error.clone());
             (Some(json!({"required": true, "content": patches()})), ("200", ok(task.clone())))
         }
-        ("BatchTask/{id}", "DELETE") => (None, ("204", json!({"description": "Deleted"}))),
+        ("BatchTask/{id}", "DELETE") => {
+            responses.insert("412".into(), error.clone());
+            (None, ("204", json!({"description": "Deleted"})))
+        }
         ("BatchTask/{state}", "GET") => (None, ("200", ok(tasks.clone()))),
-        ("BatchTask/{id}/Stop", "POST") => (None, ("200", ok(json!({"type": "boolean"})))),
+        ("BatchTask/{id}/Stop", "POST") => {
+            responses.insert("412".into(), error.clone());
+            (None, ("200", ok(json!({"type": "boolean"}))))
+        }
         _ if agent => {
             let method = path.rsplit('/').next().unwrap_or("");
             let answer = match method {

@@ -3,7 +3,7 @@
 //! row falls back to English. Property and parameter names, state names and header names stay
 //! as they are in every language: they are what the caller must send.
 
-use super::{Key, Lang, TypeWord};
+use super::{Key, Lang, Reason, TypeWord};
 
 type Row = [&'static str; 6];
 
@@ -108,6 +108,22 @@ fn row(key: Key) -> Option<Row> {
             "BatchTask {id} wurde seit Ihrer Version geändert (If-Match/If-Unmodified-Since).",
             "BatchTask {id} a changé depuis votre version (If-Match/If-Unmodified-Since).",
             "BatchTask {id} is gewijzigd sinds uw versie (If-Match/If-Unmodified-Since).",
+        ],
+        Key::NoneMatched => [
+            "BatchTask {id} samsvarer med If-None-Match, så forespørselen ble ikke utført.",
+            "BatchTask {id} matchar If-None-Match, så begäran utfördes inte.",
+            "BatchTask {id} matcher If-None-Match, så anmodningen blev ikke udført.",
+            "BatchTask {id} entspricht If-None-Match, daher wurde die Anfrage nicht ausgeführt.",
+            "BatchTask {id} correspond à If-None-Match : la requête n'a pas été exécutée.",
+            "BatchTask {id} komt overeen met If-None-Match, dus het verzoek is niet uitgevoerd.",
+        ],
+        Key::EntityTagsInvalid => [
+            "{header} må være * eller en liste med entity-tagger som \"12-3\".",
+            "{header} måste vara * eller en lista med entity-taggar som \"12-3\".",
+            "{header} skal være * eller en liste med entity-tags som \"12-3\".",
+            "{header} muss * oder eine Liste von Entity-Tags wie \"12-3\" sein.",
+            "{header} doit être * ou une liste d'entity-tags comme \"12-3\".",
+            "{header} moet * zijn of een lijst met entity-tags zoals \"12-3\".",
         ],
         Key::Forbidden => [
             "Ingen tilgang: {reason}.",
@@ -580,10 +596,10 @@ pub fn type_word(w: TypeWord, lang: Lang) -> Option<&'static str> {
     Some(row[column(lang)?])
 }
 
-/// Reasons (the domain's `Forbidden` texts and rights reasons), keyed by their English text.
-pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
-    let row: Row = match english {
-        "only workers and admins may create system tasks" => [
+/// Reasons (the domain's refusals), in every language: no fallback, so each has its row.
+pub fn reason(r: Reason, lang: Lang) -> Option<&'static str> {
+    let row: Row = match r {
+        Reason::OnlyWorkersMayCreateSystemTasks => [
             "bare arbeidere og administratorer kan opprette systemoppgaver",
             "endast arbetare och administratörer får skapa systemuppgifter",
             "kun arbejdere og administratorer må oprette systemopgaver",
@@ -591,7 +607,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "seuls les workers et les administrateurs peuvent créer des tâches système",
             "alleen workers en beheerders mogen systeemtaken aanmaken",
         ],
-        "only admins may create tasks for another associate" => [
+        Reason::OnlyAdminsMayCreateForOthers => [
             "bare administratorer kan opprette oppgaver for en annen medarbeider",
             "endast administratörer får skapa uppgifter åt en annan medarbetare",
             "kun administratorer må oprette opgaver for en anden medarbejder",
@@ -599,7 +615,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "seuls les administrateurs peuvent créer des tâches pour un autre collaborateur",
             "alleen beheerders mogen taken voor een andere medewerker aanmaken",
         ],
-        "you may not update this task" => [
+        Reason::MayNotUpdateTask => [
             "du kan ikke endre denne oppgaven",
             "du får inte ändra den här uppgiften",
             "du må ikke ændre denne opgave",
@@ -607,7 +623,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "vous ne pouvez pas modifier cette tâche",
             "u mag deze taak niet wijzigen",
         ],
-        "you may not stop this task" => [
+        Reason::MayNotStopTask => [
             "du kan ikke stoppe denne oppgaven",
             "du får inte stoppa den här uppgiften",
             "du må ikke stoppe denne opgave",
@@ -615,7 +631,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "vous ne pouvez pas arrêter cette tâche",
             "u mag deze taak niet stoppen",
         ],
-        "you may not delete this task" => [
+        Reason::MayNotDeleteTask => [
             "du kan ikke slette denne oppgaven",
             "du får inte ta bort den här uppgiften",
             "du må ikke slette denne opgave",
@@ -623,7 +639,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "vous ne pouvez pas supprimer cette tâche",
             "u mag deze taak niet verwijderen",
         ],
-        "the task cannot be stopped" => [
+        Reason::TaskCannotBeStopped => [
             "oppgaven kan ikke stoppes",
             "uppgiften kan inte stoppas",
             "opgaven kan ikke stoppes",
@@ -631,7 +647,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "la tâche ne peut pas être arrêtée",
             "de taak kan niet worden gestopt",
         ],
-        "a read-only token may not create tasks" => [
+        Reason::ReadOnlyTokenMayNotCreate => [
             "et skrivebeskyttet token kan ikke opprette oppgaver",
             "en skrivskyddad token får inte skapa uppgifter",
             "et skrivebeskyttet token må ikke oprette opgaver",
@@ -639,7 +655,7 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "un jeton en lecture seule ne peut pas créer de tâches",
             "een alleen-lezen token mag geen taken aanmaken",
         ],
-        "only worker and admin associates may run tasks" => [
+        Reason::OnlyWorkersMayRunTasks => [
             "bare arbeider- og administratormedarbeidere kan kjøre oppgaver",
             "endast arbetar- och administratörsmedarbetare får köra uppgifter",
             "kun arbejder- og administratormedarbejdere må køre opgaver",
@@ -647,7 +663,22 @@ pub fn reason(english: &str, lang: Lang) -> Option<&'static str> {
             "seuls les collaborateurs worker et administrateurs peuvent exécuter des tâches",
             "alleen worker- en beheerdermedewerkers mogen taken uitvoeren",
         ],
-        _ => return None,
+        Reason::OnlyWorkersMayCreateInternalTasks => [
+            "bare arbeidere og administratorer kan opprette oppgaver med IsInternalTask",
+            "endast arbetare och administratörer får skapa uppgifter med IsInternalTask",
+            "kun arbejdere og administratorer må oprette opgaver med IsInternalTask",
+            "nur Worker und Administratoren dürfen Aufgaben mit IsInternalTask anlegen",
+            "seuls les workers et les administrateurs peuvent créer des tâches avec IsInternalTask",
+            "alleen workers en beheerders mogen taken met IsInternalTask aanmaken",
+        ],
+        Reason::OnlyWorkersMayReadMetrics => [
+            "metrikkene teller alle oppgaver: bare arbeidere og administratorer kan lese dem",
+            "måtten räknar alla uppgifter: endast arbetare och administratörer får läsa dem",
+            "målingerne tæller alle opgaver: kun arbejdere og administratorer må læse dem",
+            "die Metriken zählen alle Aufgaben: nur Worker und Administratoren dürfen sie lesen",
+            "les métriques comptent toutes les tâches : seuls les workers et les administrateurs peuvent les lire",
+            "de metrics tellen alle taken: alleen workers en beheerders mogen ze lezen",
+        ],
     };
     Some(row[column(lang)?])
 }

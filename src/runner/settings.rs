@@ -8,9 +8,10 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::domain::definition::{
-    BodyFormat, CommandSpec, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec, parse_duration,
+    BodyFormat, CommandSpec, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec,
 };
 use crate::domain::run::MAX_RESCUES;
+use crate::domain::duration::{from_secs_f64, parse_duration};
 use crate::domain::{CancellationBehaviour, Parameters};
 
 /// How this node runs tasks.
@@ -92,11 +93,10 @@ pub enum DurationValue {
 impl DurationValue {
     pub fn get(&self, key: &str) -> anyhow::Result<Duration> {
         match self {
-            DurationValue::Seconds(s) if s.is_finite() && *s >= 0.0 => Ok(Duration::from_secs_f64(*s)),
+            DurationValue::Seconds(s) => from_secs_f64(*s).with_context(|| format!("{key} = {s} is not a duration")),
             DurationValue::Text(t) => {
                 parse_duration(t).with_context(|| format!("{key} = {t:?} is not a duration like \"30s\" or \"5m\""))
             }
-            DurationValue::Seconds(s) => bail!("{key} = {s} is not a duration"),
         }
     }
     /// `"never"`/`"off"` → None.

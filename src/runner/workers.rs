@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::rights::Reason;
 use crate::domain::{BatchTaskState, Caller, DomainError, Role};
 use crate::store::StoreError;
 use crate::store::runner::{
@@ -34,7 +35,7 @@ pub struct WorkerFinish {
 fn require_worker(caller: &Caller) -> Result<(), StoreError> {
     match caller.role {
         Role::Worker | Role::Admin => Ok(()),
-        Role::User => Err(DomainError::Forbidden { reason: "only worker and admin associates may run tasks" }.into()),
+        Role::User => Err(DomainError::Forbidden { reason: Reason::OnlyWorkersMayRunTasks }.into()),
     }
 }
 

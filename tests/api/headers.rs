@@ -281,3 +281,302 @@ async fn forwarding_headers_count_from_trusted_proxies_when_well_formed() {
     assert_eq!(wrong(&other, "198.51.100.4").await.unwrap().status(), 401);
     assert_eq!(wrong(&other, "198.51.100.5").await.unwrap().status(), 429, "an unlisted peer is counted itself");
 }
+
+// -- conditional requests (RFC 9110 §13; docs/API.md, Preconditions) --
+
+/// The task's ETag and Last-Modified, as a GET shows them.
+async fn validators(app: &TestApp, path: &str) -> (String, DateTime<Utc>) {
+    let res = app.get(path).await;
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let lm = res.headers()["last-modified"].to_str().unwrap();
+    let lm = DateTime::parse_from_rfc2822(lm).unwrap().with_timezone(&Utc);
+    (etag, lm)
+}
+
+fn weak(etag: &str) -> String {
+    format!("W/{etag}")
+}
+
+/// An instant in the three HTTP-date forms (RFC 9110 §5.6.7).
+fn http_dates(t: DateTime<Utc>) -> [(&'static str, String); 3] {
+    [
+        ("IMF-fixdate", t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()),
+        ("RFC 850", t.format("%A, %d-%b-%y %H:%M:%S GMT").to_string()),
+        ("asctime", t.format("%a %b %e %H:%M:%S %Y").to_string()),
+    ]
+}
+
+async fn put_with(app: &TestApp, path: &str, headers: &[(&str, &str)], description: &str) -> reqwest::Response {
+    let mut req = app.request(Method::PUT, path).json(&json!({"Description": description}));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn if_match_compares_strongly_and_takes_lists_and_any() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "IfMatch"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let (etag, _) = validators(&app, &path).await;
+
+    let res = put_with(&app, &path, &[("If-Match", &weak(&etag))], "weak").await;
+    assert_error(res, 412, "SoPreconditionFailedException", &id.to_string()).await;
+    assert_eq!(app.task(id).await["Description"], Value::Null, "a weak tag never matches If-Match");
+
+    let stale = format!("\"{id}-999\"");
+    let res = put_with(&app, &path, &[("If-Match", &format!("{stale}, {}", weak(&etag)))], "x").await;
+    assert_eq!(res.status(), 412, "a list of a stale and a weak tag");
+    let res = put_with(&app, &path, &[("If-Match", &format!("{stale}, \"a,b\", {etag}"))], "listed").await;
+    assert_eq!(res.status(), 200, "the current tag anywhere in the list");
+    let (etag, _) = validators(&app, &path).await;
+    // Two field lines are one list.
+    let res = app
+        .request(Method::PUT, &path)
+        .header("If-Match", &stale)
+        .header("If-Match", &etag)
+        .json(&json!({"Description": "two lines"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(put_with(&app, &path, &[("If-Match", "*")], "any").await.status(), 200);
+    assert_eq!(app.task(id).await["Description"], "any");
+
+    // The other writes compare the same way.
+    let (etag, _) = validators(&app, &path).await;
+    let stop = format!("{path}/Stop");
+    for (method, p) in [(Method::POST, stop.as_str()), (Method::DELETE, path.as_str())] {
+        let res = app.request(method.clone(), p).header("If-Match", weak(&etag)).send().await.unwrap();
+        assert_eq!(res.status(), 412, "{method} {p}");
+    }
+    let update = json!({"BatchTaskInfo": {"Id": id, "Description": "agent"}});
+    let res = app
+        .request(Method::POST, "/api/v1/Agents/Batch/UpdateBatchTask")
+        .header("If-Match", weak(&etag))
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 412, "agent UpdateBatchTask");
+    let res = app
+        .request(Method::POST, "/api/v1/Agents/Batch/UpdateBatchTask")
+        .header("If-Match", &etag)
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.task(id).await["Description"], "agent");
+}
+
+#[tokio::test]
+async fn an_unreadable_if_match_is_a_400_that_names_it_and_nothing_is_written() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "BadIfMatch", "Description": "kept"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let (etag, _) = validators(&app, &path).await;
+    let bare = etag.trim_matches('"').to_owned();
+    for bad in [bare.as_str(), "\"open", "w/\"1-1\"", "*, \"1-1\"", &format!("{etag}, {bare}")] {
+        let res = put_with(&app, &path, &[("If-Match", bad)], "changed").await;
+        assert_error(res, 400, "ArgumentException", "If-Match").await;
+        let res = app
+            .request(Method::PATCH, &path)
+            .header("Content-Type", "application/merge-patch+json")
+            .header("If-Match", bad)
+            .body(r#"{"Description":"changed"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 400, "ArgumentException", "If-Match").await;
+        for (method, p) in [(Method::POST, format!("{path}/Stop")), (Method::DELETE, path.clone())] {
+            let res = app.request(method, &p).header("If-Match", bad).send().await.unwrap();
+            assert_error(res, 400, "ArgumentException", "If-Match").await;
+        }
+        let res = app
+            .request(Method::POST, "/api/v1/Agents/Batch/UpdateBatchTask")
+            .header("If-Match", bad)
+            .json(&json!({"BatchTaskInfo": {"Id": id, "Description": "changed"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 400, "ArgumentException", "If-Match").await;
+    }
+    let t = app.task(id).await;
+    assert_eq!((t["Description"].as_str(), t["State"].as_str()), (Some("kept"), Some("New")));
+    let res = app
+        .request(Method::PUT, &path)
+        .header("If-Match", "nope")
+        .header("Accept-Language", "de")
+        .json(&json!({"Description": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "ArgumentException", "If-Match muss * oder eine Liste").await;
+}
+
+#[tokio::test]
+async fn if_none_match_compares_weakly_and_takes_lists_and_any() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "IfNoneMatch"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let (etag, _) = validators(&app, &path).await;
+    let other = format!("\"{id}-999\"");
+    for (value, status) in [
+        (etag.clone(), 304),
+        (weak(&etag), 304),
+        ("*".to_owned(), 304),
+        (format!("{other}, {}", weak(&etag)), 304),
+        (format!("junk, {etag}"), 304),
+        (other.clone(), 200),
+        (format!("{other}, W/{other}"), 200),
+        ("junk".to_owned(), 200),
+    ] {
+        let res = get_with(&app, &path, &[("If-None-Match", &value)]).await;
+        assert_eq!(res.status(), status, "If-None-Match: {value}");
+        if status == 304 {
+            assert_eq!(res.headers()["etag"], etag.as_str(), "a 304 names the current ETag");
+        }
+    }
+    let res = app.request(Method::HEAD, &path).header("If-None-Match", weak(&etag)).send().await.unwrap();
+    assert_eq!(res.status(), 304, "HEAD too");
+}
+
+#[tokio::test]
+async fn a_write_whose_if_none_match_matches_is_a_412() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "WriteIfNoneMatch"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let (etag, _) = validators(&app, &path).await;
+    let other = format!("\"{id}-999\"");
+    for value in ["*".to_owned(), etag.clone(), weak(&etag), format!("{other}, {etag}")] {
+        let res = put_with(&app, &path, &[("If-None-Match", &value)], "no").await;
+        assert_error(res, 412, "SoPreconditionFailedException", "If-None-Match").await;
+        for (method, p) in [(Method::POST, format!("{path}/Stop")), (Method::DELETE, path.clone())] {
+            let res = app.request(method.clone(), &p).header("If-None-Match", &value).send().await.unwrap();
+            assert_eq!(res.status(), 412, "{method} {p} If-None-Match: {value}");
+        }
+        let res = app
+            .request(Method::POST, "/api/v1/Agents/Batch/UpdateBatchTask")
+            .header("If-None-Match", &value)
+            .json(&json!({"BatchTaskInfo": {"Id": id, "Description": "no"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 412, "agent UpdateBatchTask If-None-Match: {value}");
+    }
+    let t = app.task(id).await;
+    assert_eq!((&t["Description"], t["State"].as_str()), (&Value::Null, Some("New")), "nothing was written");
+    // If-Match is evaluated first: a stale one fails as stale whatever If-None-Match says.
+    let res = put_with(&app, &path, &[("If-Match", &other), ("If-None-Match", &other)], "x").await;
+    assert_error(res, 412, "SoPreconditionFailedException", "If-Match").await;
+    let res = put_with(&app, &path, &[("If-Match", &etag), ("If-None-Match", &etag)], "x").await;
+    assert_error(res, 412, "SoPreconditionFailedException", "If-None-Match").await;
+    let res = put_with(&app, &path, &[("If-Match", &etag), ("If-None-Match", &other)], "yes").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.task(id).await["Description"], "yes");
+}
+
+#[tokio::test]
+async fn if_modified_since_takes_all_three_date_forms() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "Ims"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let (_, lm) = validators(&app, &path).await;
+    let second = chrono::Duration::seconds(1);
+    for ((form, same), (_, before)) in http_dates(lm).into_iter().zip(http_dates(lm - second)) {
+        assert_eq!(get_with(&app, &path, &[("If-Modified-Since", &same)]).await.status(), 304, "{form}: {same}");
+        assert_eq!(get_with(&app, &path, &[("If-Modified-Since", &before)]).await.status(), 200, "{form}: {before}");
+    }
+    // Not a date, or a list of them: ignored (RFC 9110 §13.1.3).
+    let same = http_dates(lm)[0].1.clone();
+    for junk in ["yesterday", "1994-11-06T08:49:37Z", &format!("{same}, {same}")] {
+        assert_eq!(get_with(&app, &path, &[("If-Modified-Since", junk)]).await.status(), 200, "{junk}");
+    }
+}
+
+#[tokio::test]
+async fn if_unmodified_since_takes_all_three_date_forms() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "Ius"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let second = chrono::Duration::seconds(1);
+    for form in 0..3 {
+        let (_, lm) = validators(&app, &path).await;
+        let (name, before) = http_dates(lm - second)[form].clone();
+        let res = put_with(&app, &path, &[("If-Unmodified-Since", &before)], "late").await;
+        assert_error(res, 412, "SoPreconditionFailedException", &id.to_string()).await;
+        let (_, same) = http_dates(lm)[form].clone();
+        let res = put_with(&app, &path, &[("If-Unmodified-Since", &same)], name).await;
+        assert_eq!(res.status(), 200, "{name}: {same}");
+        assert_eq!(app.task(id).await["Description"], name);
+        // The next write must not land in the same second as this one, or `lm - 1s` still holds.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    // Not a date: ignored, as RFC 9110 §13.1.4 requires (If-Match is the header to rely on).
+    assert_eq!(put_with(&app, &path, &[("If-Unmodified-Since", "last week")], "ignored").await.status(), 200);
+}
+
+#[tokio::test]
+async fn conditionals_are_evaluated_in_rfc_9110_order() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&json!({"Name": "Order"})).await;
+    let path = format!("/api/v1/BatchTask/{id}");
+    let (etag, lm) = validators(&app, &path).await;
+    let old = "Mon, 01 Jan 2001 00:00:00 GMT";
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    let stale = format!("\"{id}-999\"");
+
+    // If-Match decides; If-Unmodified-Since is then not read.
+    let res = put_with(&app, &path, &[("If-Match", &etag), ("If-Unmodified-Since", old)], "1").await;
+    assert_eq!(res.status(), 200, "a matching If-Match wins over a failing If-Unmodified-Since");
+    let (etag, lm2) = validators(&app, &path).await;
+    let res = put_with(&app, &path, &[("If-Match", &stale), ("If-Unmodified-Since", future)], "2").await;
+    assert_eq!(res.status(), 412, "a failing If-Match is not saved by If-Unmodified-Since");
+
+    // If-None-Match decides; If-Modified-Since is then not read.
+    let same = http_dates(lm2)[0].1.clone();
+    let res = get_with(&app, &path, &[("If-None-Match", &stale), ("If-Modified-Since", &same)]).await;
+    assert_eq!(res.status(), 200, "a non-matching If-None-Match wins over If-Modified-Since");
+    let res = get_with(&app, &path, &[("If-None-Match", &etag), ("If-Modified-Since", old)]).await;
+    assert_eq!(res.status(), 304);
+
+    // On a GET, If-Match and If-Unmodified-Since come first and fail with 412.
+    let res = get_with(&app, &path, &[("If-Match", &stale), ("If-None-Match", &etag)]).await;
+    assert_error(res, 412, "SoPreconditionFailedException", &id.to_string()).await;
+    let res = get_with(&app, &path, &[("If-Unmodified-Since", old)]).await;
+    assert_eq!(res.status(), 412);
+    let res = get_with(&app, &path, &[("If-Match", &etag), ("If-None-Match", &etag)]).await;
+    assert_eq!(res.status(), 304);
+
+    // If-Modified-Since is for GET and HEAD only: a write ignores it.
+    let res = put_with(&app, &path, &[("If-Modified-Since", future)], "3").await;
+    assert_eq!(res.status(), 200);
+    assert!(lm <= lm2);
+}
+
+#[tokio::test]
+async fn every_refusal_reason_comes_in_the_asked_language() {
+    let app = TestApp::spawn().await;
+    let alice = app.add_associate("alice", batchd::domain::Role::User).await;
+    let user = app.as_user(&alice);
+    let res = user.request(Method::GET, "/metrics").header("Accept-Language", "de").send().await.unwrap();
+    assert_error(res, 403, "SoAccessDeniedException", "Zugriff verweigert: die Metriken zählen alle Aufgaben").await;
+    let res = user
+        .request(Method::POST, "/api/v1/BatchTask")
+        .header("Accept-Language", "fr")
+        .json(&json!({"Name": "x", "IsInternalTask": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "SoAccessDeniedException", "créer des tâches avec IsInternalTask").await;
+    let res = user
+        .request(Method::POST, "/api/v1/BatchTask/Acquire")
+        .header("Accept-Language", "sv")
+        .json(&json!({"Names": ["Resize"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "SoAccessDeniedException", "endast arbetar- och administratörsmedarbetare").await;
+}

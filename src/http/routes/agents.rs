@@ -221,7 +221,7 @@ pub async fn call(
                     return Ok(Outcome::Missing(Missing("BatchTaskInfo.Id")));
                 };
                 let id = i32::try_from(id).map_err(|_| ApiError::not_found(id))?;
-                Ok(Outcome::Done(match tasks.update(caller, id, update, precondition(&headers)).await {
+                Ok(Outcome::Done(match tasks.update(caller, id, update, precondition(&headers)?).await {
                     Ok(t) => task_response(prefs, caller, &t, select),
                     Err(StoreError::Rejected(DomainError::TaskNotFound { .. })) => {
                         format::respond(prefs.format, &Payload::Null)
@@ -331,7 +331,7 @@ async fn delete_all(app: &AppState, caller: &Caller, ids: &[i32]) -> Result<(), 
                 return Err(DomainError::TaskBusy { id: id.into(), state: task.state }.into());
             }
             if !crate::domain::rights::rights_for(caller, &task).delete {
-                return Err(DomainError::Forbidden { reason: "you may not delete this task" }.into());
+                return Err(DomainError::Forbidden { reason: crate::domain::rights::Reason::MayNotDeleteTask }.into());
             }
             present.push(id);
         }

@@ -16,7 +16,7 @@ use crate::http::format::{self, Payload};
 use crate::http::patch as http_patch;
 use crate::http::wire::{self};
 use crate::i18n::{Key, Msg};
-use crate::service::StopOutcome;
+use crate::service::{Freshness, StopOutcome};
 use crate::store::{ListQuery, TaskFilter};
 
 use super::{Query, no_content, precondition, require_object, task_response, tasks_response};
@@ -57,20 +57,15 @@ pub async fn get_one(
 ) -> Result<Response, ApiError> {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
         let id = parse_id(&key)?;
+        let pre = precondition(&headers)?;
         let task = app.tasks.get(&caller, id).await?.ok_or_else(|| ApiError::not_found(id))?;
-        if let Some(since) = headers
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v.trim()).ok())
-        {
-            if task.updated.timestamp() <= since.timestamp() {
-                return Ok(StatusCode::NOT_MODIFIED.into_response());
+        if pre.check_read(&task)? == Freshness::NotModified {
+            // RFC 9110 §15.4.5: a 304 carries the ETag a 200 would have.
+            let mut res = StatusCode::NOT_MODIFIED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&task.etag()) {
+                res.headers_mut().insert(header::ETAG, v);
             }
-        }
-        if let Some(tags) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-            if tags.split(',').any(|t| t.trim() == task.etag() || t.trim() == "*") {
-                return Ok(StatusCode::NOT_MODIFIED.into_response());
-            }
+            return Ok(res);
         }
         return Ok(task_response(&prefs, &caller, &task, None));
     }
@@ -112,7 +107,7 @@ pub async fn update(
             return Err(DomainError::IdMismatch { path: id.into(), body: b }.into());
         }
     }
-    let task = app.tasks.update(&caller, id, update, precondition(&headers)).await?;
+    let task = app.tasks.update(&caller, id, update, precondition(&headers)?).await?;
     Ok(task_response(&prefs, &caller, &task, None))
 }
 
@@ -158,7 +153,7 @@ async fn apply_patch(
         let doc = http_patch::task_document(task, rights_for(caller, task), zone);
         http_patch::apply(&parsed, doc)
     });
-    let task = app.tasks.update_with(&caller, id, make, precondition(&headers)).await?;
+    let task = app.tasks.update_with(&caller, id, make, precondition(&headers)?).await?;
     Ok(task_response(&prefs, &caller, &task, None))
 }
 
@@ -170,7 +165,7 @@ pub async fn stop(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
-    Ok(match app.tasks.stop(&caller, id, precondition(&headers)).await? {
+    Ok(match app.tasks.stop(&caller, id, precondition(&headers)?).await? {
         StopOutcome::Stopped { task, warning } => {
             let mut res = format::respond(prefs.format, &Payload::Bool(true));
             if warning {
@@ -195,7 +190,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&key)?;
-    app.tasks.delete(&caller, id, precondition(&headers)).await?;
+    app.tasks.delete(&caller, id, precondition(&headers)?).await?;
     Ok(no_content())
 }
 

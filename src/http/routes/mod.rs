@@ -7,7 +7,7 @@ mod identity;
 mod runner;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::{Map, Value};
@@ -15,9 +15,9 @@ use serde_json::{Map, Value};
 use crate::domain::rights::rights_for;
 use crate::domain::{Caller, Task};
 use crate::i18n::{Key, Msg};
-use crate::service::Precondition;
 
 use super::AppState;
+pub(crate) use super::conditional::precondition;
 use super::context::Prefs;
 use super::error::ApiError;
 use super::format::{self, Payload};
@@ -82,20 +82,6 @@ pub(crate) fn tasks_response(prefs: &Prefs, caller: &Caller, tasks: &[Task], sel
     let views =
         tasks.iter().map(|t| TaskView { task: t, rights: rights_for(caller, t), zone: prefs.zone, select }).collect();
     format::respond(prefs.format, &Payload::Tasks(views))
-}
-
-/// `If-Match` and `If-Unmodified-Since`.
-pub(crate) fn precondition(headers: &HeaderMap) -> Precondition {
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect::<Vec<_>>());
-    let if_unmodified_since = headers
-        .get(header::IF_UNMODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v.trim()).ok())
-        .map(|d| d.with_timezone(&chrono::Utc));
-    Precondition { if_match, if_unmodified_since }
 }
 
 /// The body as a `BatchTaskInfo` object, or a 400 that says what was wrong.
