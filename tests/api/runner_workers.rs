@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Client, TestApp, assert_error};
 use crate::runner::{events, moves, spawn_runner, stop, wait_state, wait_task};
 
-const EXT: &str = "[[definition]]\nname = \"ext\"\nrunner = \"external\"\nrestarts = 1\nbackoff = \"100ms\"\n\n\
+const EXT: &str = "[[definition]]\nname = \"ext\"\nrunner = \"external\"\nrestarts = 1\nbackoff = \"100ms\"\nrescues = 2\n\n\
                    [[definition]]\nname = \"ext0\"\nrunner = \"external\"\n";
 
 async fn acquire(w: &Client<'_>, names: &[&str], wait: f64) -> reqwest::Response {
@@ -199,7 +199,7 @@ async fn a_stop_reaches_the_worker_through_its_heartbeat() {
 }
 
 #[tokio::test]
-async fn an_expired_lease_is_rescued_back_to_new_then_failed_when_restarts_run_out() {
+async fn a_vanished_workers_task_goes_back_to_new_then_fails_after_the_rescues_limit() {
     let app = spawn_runner(EXT).await;
     let creds = app.add_associate("worker1", Role::Worker).await;
     let w = app.as_user(&creds);
@@ -208,20 +208,46 @@ async fn an_expired_lease_is_rescued_back_to_new_then_failed_when_restarts_run_o
         acquire(&w, &["ext"], 0.0).await.json::<Value>().await.unwrap()["LeaseToken"].as_str().unwrap().to_owned();
     heartbeat(&w, id, &token, json!({})).await;
     let silent = Instant::now();
-    // No more heartbeats: the 2 s lease runs out and the rescuer puts it back (restarts = 1).
+    // No more heartbeats: the worker is gone. The 2 s lease runs out and the rescuer puts the
+    // task back for another attempt; that is not a failure of the task (rescues = 2).
     wait_task(&app, id, Duration::from_secs(20), |t| t["State"] == "New").await;
     let took = silent.elapsed();
     assert!(took >= Duration::from_secs(2), "rescued before the lease ran out: {took:?}");
     assert!(took < Duration::from_secs(8), "rescue is due within 2 x lease; took {took:?}");
     assert_eq!(heartbeat(&w, id, &token, json!({})).await.status(), 409);
     let ev = events(&app, id).await;
-    assert!(ev.last().unwrap()["Reason"].as_str().unwrap().contains("Lease expired"), "{ev:?}");
+    let reason = ev.last().unwrap()["Reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("Lease expired") && reason.contains("crash 1 of 2"), "{ev:?}");
 
-    // Second attempt, abandoned too: no restarts left, so Failed.
+    // The second attempt (it knows it is one), abandoned too: the second crash in a row fails it,
+    // saying so, and its own restart was never spent.
     let got: Value = acquire(&w, &["ext"], 10.0).await.json().await.unwrap();
     assert_eq!(got["Attempt"], 2);
+    heartbeat(&w, id, got["LeaseToken"].as_str().unwrap(), json!({})).await;
     wait_state(&app, id, "Failed").await;
-    assert!(app.task(id).await["Result"].as_str().unwrap().starts_with("Lease expired"));
+    let task = app.task(id).await;
+    assert!(task["Result"].as_str().unwrap().starts_with("Rescued 2 times in a row"), "{task}");
+    assert_eq!(task["StartCount"], 2);
+}
+
+#[tokio::test]
+async fn a_failure_after_a_rescue_still_has_its_restart() {
+    let app = spawn_runner(EXT).await;
+    let creds = app.add_associate("worker1", Role::Worker).await;
+    let w = app.as_user(&creds);
+    let id = app.create(&json!({"Name": "ext"})).await;
+    let got: Value = acquire(&w, &["ext"], 0.0).await.json().await.unwrap();
+    heartbeat(&w, id, got["LeaseToken"].as_str().unwrap(), json!({})).await;
+    wait_task(&app, id, Duration::from_secs(20), |t| t["State"] == "New").await;
+    // Attempt 2 fails on its own: restarts = 1 still allows attempt 3.
+    let got: Value = acquire(&w, &["ext"], 10.0).await.json().await.unwrap();
+    let token = got["LeaseToken"].as_str().unwrap().to_owned();
+    heartbeat(&w, id, &token, json!({})).await;
+    let failed = finish(&w, id, &token, json!({"State": "Failed", "Result": "exit 3"})).await;
+    assert_eq!(failed.status(), 200, "{}", failed.text().await.unwrap());
+    assert_eq!(app.task(id).await["State"], "New", "retried: the crash did not use the restart");
+    let got: Value = acquire(&w, &["ext"], 10.0).await.json().await.unwrap();
+    assert_eq!(got["Attempt"], 3, "{got}");
 }
 
 fn python() -> &'static str {
