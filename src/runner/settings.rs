@@ -10,8 +10,8 @@ use serde::Deserialize;
 use crate::domain::definition::{
     BodyFormat, CommandSpec, Definition, HttpSpec, MAX_REDIRECTS, RetryPolicy, RunnerSpec,
 };
-use crate::domain::run::MAX_RESCUES;
 use crate::domain::duration::{from_secs_f64, parse_duration};
+use crate::domain::run::MAX_RESCUES;
 use crate::domain::{CancellationBehaviour, Parameters};
 
 /// How this node runs tasks.

@@ -234,15 +234,24 @@ use crate::runner_process;
 const RUNNER: &str =
     "[runner]\nlease = \"2s\"\nheartbeat = \"500ms\"\ngrace = \"1s\"\npoll = \"100ms\"\nstop_poll = \"100ms\"\n";
 
-/// `work`: a program of `tenths` tenths of a second; rescued runs are run again (`restarts`).
+/// `work`: a program of `tenths` tenths of a second, with no restarts: a rescued run runs again
+/// because a crash is not the task's failure, not because a restart allows it. `crash`: a program
+/// that kills its own node (`kill -9` of its parent, batchd) every time it runs.
 fn config(dir: &Path, tenths: u32) -> String {
-    let path = dir.join("batchd.toml");
+    config_as(dir, tenths, "batchd.toml", "")
+}
+
+/// The same definitions under another file name, with `extra` in `[runner]` (e.g. an API-only node).
+fn config_as(dir: &Path, tenths: u32, file: &str, extra: &str) -> String {
+    let path = dir.join(file);
     std::fs::write(
         &path,
         format!(
-            "{RUNNER}\n[[definition]]\nname = \"work\"\nrunner = \"command\"\n\
+            "{RUNNER}{extra}\n[[definition]]\nname = \"work\"\nrunner = \"command\"\n\
              command = [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done\"]\n\
-             restarts = 3\nbackoff = \"100ms\"\nconcurrency = 8\n"
+             restarts = 0\nconcurrency = 8\n\n\
+             [[definition]]\nname = \"crash\"\nrunner = \"command\"\n\
+             command = [\"/bin/sh\", \"-c\", \"kill -9 $PPID; sleep 5\"]\nrescues = 2\n"
         ),
     )
     .unwrap();
@@ -376,6 +385,111 @@ async fn kill_9_mid_run(db: Db) {
     db.assert_invariants(&ids).await;
     let facts = db.facts().await;
     assert!(ids.iter().all(|id| Db::rescued(&facts, *id)), "every run of the killed node was rescued");
+    for id in &ids {
+        let task = runner_process::get(&c.base, &format!("/api/v1/BatchTask/{id}")).await;
+        assert_eq!(task["StartCount"], 2, "run once on B, once more after the rescue: {task}");
+    }
+}
+
+/// A task whose program kills its node every time: each node that takes it over dies too, until
+/// the definition's `rescues` (2) crashes in a row end it `Failed`, saying so.
+async fn a_task_that_crashes_its_node_every_time(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1);
+    let mut node = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let id = runner_process::create(&node.base, json!({"Name": "crash"})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut nodes_killed = 0;
+    let task = loop {
+        assert!(Instant::now() < deadline, "the crashing task never ended ({nodes_killed} nodes killed)");
+        // Either the node dies by the task's hand, or it outlives it (the task ended).
+        let died = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            node.child.try_wait().unwrap().is_some()
+        });
+        if !died {
+            let task = runner_process::get(&node.base, &format!("/api/v1/BatchTask/{id}")).await;
+            if task["State"] == "Failed" {
+                break task;
+            }
+            continue;
+        }
+        nodes_killed += 1;
+        node = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    };
+    assert_eq!(nodes_killed, 2, "two crashes in a row end it: {task}");
+    assert!(task["Result"].as_str().unwrap().starts_with("Rescued 2 times in a row"), "{task}");
+    assert_eq!(task["StartCount"], 2, "{task}");
+    db.assert_invariants(&[id]).await;
+}
+
+#[tokio::test]
+async fn fault_a_task_that_crashes_its_node_every_time_ends_failed_on_postgres() {
+    let Some(pg) = TestPg::create("faults::fault_a_task_that_crashes_its_node").await else { return };
+    a_task_that_crashes_its_node_every_time(Db::Postgres(pg.url.clone())).await;
+}
+
+#[tokio::test]
+async fn fault_a_task_that_crashes_its_node_every_time_ends_failed_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_task_that_crashes_its_node_every_time(Db::Sqlite(dir.path().join("crash.db"))).await;
+}
+
+/// A stop asked of a running task whose node dies before acting on it: the stop wins, and the
+/// task is not run again. The node is frozen (SIGSTOP) so that it cannot act on the stop, which an
+/// API-only node on the same database records; then it is killed.
+async fn a_stop_asked_just_before_the_crash(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 600);
+    let api_only = config_as(dir.path(), 600, "api.toml", "enabled = false\n");
+    let mut b = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let a = serve_database(&db.url(), &[("BATCHD_CONFIG", &api_only)]);
+    let id = runner_process::create(&b.base, json!({"Name": "work"})).await;
+    wait_for(&b.base, &[id], 1, &["Started"], Duration::from_secs(20)).await;
+    let stop = || async {
+        http()
+            .post(format!("{}/api/v1/BatchTask/{id}/Stop", a.base))
+            .basic_auth("admin", Some("pw"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+    };
+    // Frozen mid-write, B would hold the database lock and the stop would wait: thaw and retry.
+    let mut recorded = false;
+    for _ in 0..10 {
+        signal(&b, "-STOP");
+        if stop().await.is_ok_and(|r| r.status() == 200) {
+            recorded = true;
+            break;
+        }
+        signal(&b, "-CONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recorded, "the stop was recorded while B was frozen");
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    // A's rescuer finds the lease run out with a stop asked: Failed as cancelled, never run again.
+    wait_for(&a.base, &[id], 1, &["Failed"], Duration::from_secs(20)).await;
+    let task = runner_process::get(&a.base, &format!("/api/v1/BatchTask/{id}")).await;
+    assert!(task["Result"].as_str().unwrap().starts_with("Cancelled by"), "{task}");
+    assert_eq!(task["StartCount"], 1, "not run again: {task}");
+    let facts = db.facts().await;
+    let reasons: Vec<&str> = facts.events.iter().filter(|e| e.0 == id).map(|e| e.2.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.starts_with("stop requested by")), "asked of a live run: {reasons:?}");
+    assert!(reasons.last().unwrap().ends_with("did not end the run in time"), "ended by the rescuer: {reasons:?}");
+    db.assert_invariants(&[id]).await;
+}
+
+#[tokio::test]
+async fn fault_a_stop_asked_just_before_the_crash_wins_on_postgres() {
+    let Some(pg) = TestPg::create("faults::fault_a_stop_asked_just_before_the_crash").await else { return };
+    a_stop_asked_just_before_the_crash(Db::Postgres(pg.url.clone())).await;
+}
+
+#[tokio::test]
+async fn fault_a_stop_asked_just_before_the_crash_wins_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_stop_asked_just_before_the_crash(Db::Sqlite(dir.path().join("stop.db"))).await;
 }
 
 #[tokio::test]

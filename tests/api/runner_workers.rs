@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{Client, TestApp, assert_error};
-use crate::runner::{events, moves, spawn_runner, stop, wait_state, wait_task};
+use crate::pg::TestPg;
+use crate::runner::{events, moves, spawn_runner, spawn_runner_with, stop, wait_state, wait_task};
 
 const EXT: &str = "[[definition]]\nname = \"ext\"\nrunner = \"external\"\nrestarts = 1\nbackoff = \"100ms\"\nrescues = 2\n\n\
                    [[definition]]\nname = \"ext0\"\nrunner = \"external\"\n";
@@ -199,8 +200,18 @@ async fn a_stop_reaches_the_worker_through_its_heartbeat() {
 }
 
 #[tokio::test]
-async fn a_vanished_workers_task_goes_back_to_new_then_fails_after_the_rescues_limit() {
-    let app = spawn_runner(EXT).await;
+async fn a_vanished_workers_task_goes_back_to_new_then_fails_after_the_rescues_limit_on_sqlite() {
+    vanished_worker(spawn_runner(EXT).await).await;
+}
+
+#[tokio::test]
+async fn a_vanished_workers_task_goes_back_to_new_then_fails_after_the_rescues_limit_on_postgres() {
+    let Some(db) = TestPg::create("runner_workers::a_vanished_workers_task_on_postgres").await else { return };
+    let url = db.url.clone();
+    vanished_worker(spawn_runner_with(EXT, |c| c.database = url).await).await;
+}
+
+async fn vanished_worker(app: TestApp) {
     let creds = app.add_associate("worker1", Role::Worker).await;
     let w = app.as_user(&creds);
     let id = app.create(&json!({"Name": "ext"})).await;
