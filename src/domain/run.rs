@@ -7,6 +7,7 @@
 //! store and the events to log with it. The stores only select, lock, load and write
 //! (`src/store/sqlite/runner.rs`, `src/store/postgres/runner.rs`), so both engines cannot drift.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -521,6 +522,82 @@ fn hand_back(row: &mut RunRow) {
     row.attempts = (row.attempts - 1).max(0);
     row.run_after = None;
     row.task.state = BatchTaskState::New;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches
+
+/// Applies `rule` to each item of a batch in order, each seeing its row as the items before it
+/// left it (a beat and then a finish of one task, say). Answers per item, and the changes: one
+/// per row, in its last state, with the events of every step in order.
+fn in_batch<I, A>(
+    rows: Vec<RunRow>,
+    items: &[I],
+    id: impl Fn(&I) -> i32,
+    missing: A,
+    mut rule: impl FnMut(RunRow, &I) -> (A, Option<Change>),
+) -> (Vec<A>, Vec<Change>)
+where
+    A: Clone,
+{
+    let mut rows: HashMap<i32, RunRow> = rows.into_iter().map(|r| (r.task.id, r)).collect();
+    let mut changes: Vec<Change> = Vec::new();
+    let mut index: HashMap<i32, usize> = HashMap::new();
+    let mut answers = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(row) = rows.get(&id(item)) else {
+            answers.push(missing.clone());
+            continue;
+        };
+        let (answer, change) = rule(row.clone(), item);
+        if let Some(change) = change {
+            let task_id = change.row.task.id;
+            rows.insert(task_id, change.row.clone());
+            match index.get(&task_id) {
+                Some(&i) => {
+                    let earlier = std::mem::replace(&mut changes[i], change);
+                    changes[i].events.splice(0..0, earlier.events);
+                }
+                None => {
+                    index.insert(task_id, changes.len());
+                    changes.push(change);
+                }
+            }
+        }
+        answers.push(answer);
+    }
+    (answers, changes)
+}
+
+/// [`renew`] for a batch of beats over the rows they name (a row not loaded is `Lost`).
+pub fn renew_batch(
+    rows: Vec<RunRow>,
+    beats: &[Beat],
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> (Vec<BeatOutcome>, Vec<Change>) {
+    in_batch(rows, beats, |b| b.id, BeatOutcome::Lost, |row, beat| renew(row, beat, lease, now))
+}
+
+/// [`finish`] for a batch, each row under its definition's policy (by task name;
+/// [`RunPolicy::undefined`] for a name not in `policies`).
+pub fn finish_batch(
+    rows: Vec<RunRow>,
+    finishes: &[Finish],
+    policies: &HashMap<String, RunPolicy>,
+    now: DateTime<Utc>,
+    mut jitter: impl FnMut() -> f64,
+) -> (Vec<FinishResult>, Vec<Change>) {
+    in_batch(
+        rows,
+        finishes,
+        |f| f.id,
+        FinishResult::Lost,
+        |row, f| {
+            let policy = policies.get(&row.task.name).copied().unwrap_or_else(RunPolicy::undefined);
+            finish(row, f, &policy, now, jitter())
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

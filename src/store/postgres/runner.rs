@@ -108,15 +108,12 @@ async fn load_run_rows(
     rows.iter().map(run_row_from).collect::<Result<_, _>>().map_err(backend)
 }
 
-/// Locks and loads the rows a batch names, by id (a missing one is simply absent).
-async fn rows_by_id(
-    conn: &mut PgConnection,
-    ids: impl Iterator<Item = i32>,
-) -> Result<HashMap<i32, RunRow>, StoreError> {
+/// Locks and loads the rows a batch names (a missing one is simply absent).
+async fn locked_rows(conn: &mut PgConnection, ids: impl Iterator<Item = i32>) -> Result<Vec<RunRow>, StoreError> {
     let mut ids: Vec<i32> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok(load_run_rows(conn, &ids, false, true).await?.into_iter().map(|r| (r.task.id, r)).collect())
+    load_run_rows(conn, &ids, false, true).await
 }
 
 /// Writes what the rules decided: every column the runner may change, for the whole batch in one
@@ -198,28 +195,6 @@ pub async fn write_events<'a>(
     Ok(())
 }
 
-/// The rows a batch writes, each once with its last state, with the events of every step in order.
-#[derive(Default)]
-struct Batch {
-    changes: Vec<Change>,
-    index: HashMap<i32, usize>,
-}
-
-impl Batch {
-    fn push(&mut self, change: Change) {
-        match self.index.get(&change.row.task.id) {
-            Some(&i) => {
-                let earlier = std::mem::replace(&mut self.changes[i], change);
-                self.changes[i].events.splice(0..0, earlier.events);
-            }
-            None => {
-                self.index.insert(change.row.task.id, self.changes.len());
-                self.changes.push(change);
-            }
-        }
-    }
-}
-
 fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
@@ -246,10 +221,6 @@ async fn policies<'a>(
         out.insert(name, policy_from(restarts.into(), backoff, max, rescues.into()));
     }
     Ok(out)
-}
-
-fn policy_of(policies: &HashMap<String, RunPolicy>, name: &str) -> RunPolicy {
-    policies.get(name).copied().unwrap_or_else(RunPolicy::undefined)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,24 +444,10 @@ pub async fn renew(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<BeatOutcome>, StoreError> {
-    let mut rows = rows_by_id(conn, beats.iter().map(|b| b.id)).await?;
-    let mut batch = Batch::default();
-    let mut out = Vec::with_capacity(beats.len());
-    for beat in &beats {
-        let Some(row) = rows.get(&beat.id) else {
-            out.push(BeatOutcome::Lost);
-            continue;
-        };
-        let (answer, change) = run::renew(row.clone(), beat, lease, now);
-        if let Some(change) = change {
-            // A later beat for the same task sees this one.
-            rows.insert(beat.id, change.row.clone());
-            batch.push(change);
-        }
-        out.push(answer);
-    }
-    write(conn, &batch.changes).await?;
-    Ok(out)
+    let rows = locked_rows(conn, beats.iter().map(|b| b.id)).await?;
+    let (answers, changes) = run::renew_batch(rows, &beats, lease, now);
+    write(conn, &changes).await?;
+    Ok(answers)
 }
 
 pub async fn finish(
@@ -498,25 +455,11 @@ pub async fn finish(
     finishes: Vec<Finish>,
     now: DateTime<Utc>,
 ) -> Result<Vec<FinishResult>, StoreError> {
-    let mut rows = rows_by_id(conn, finishes.iter().map(|f| f.id)).await?;
-    let policies = policies(conn, rows.values().map(|r| r.task.name.as_str())).await?;
-    let mut batch = Batch::default();
-    let mut out = Vec::with_capacity(finishes.len());
-    for f in &finishes {
-        let Some(row) = rows.get(&f.id) else {
-            out.push(FinishResult::Lost);
-            continue;
-        };
-        let policy = policy_of(&policies, &row.task.name);
-        let (answer, change) = run::finish(row.clone(), f, &policy, now, rand::random());
-        if let Some(change) = change {
-            rows.insert(f.id, change.row.clone());
-            batch.push(change);
-        }
-        out.push(answer);
-    }
-    write(conn, &batch.changes).await?;
-    Ok(out)
+    let rows = locked_rows(conn, finishes.iter().map(|f| f.id)).await?;
+    let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str())).await?;
+    let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
+    write(conn, &changes).await?;
+    Ok(answers)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,7 +552,7 @@ pub async fn rescue(
     let (rescued, changes): (Vec<Rescued>, Vec<Change>) = rows
         .into_iter()
         .filter_map(|row| {
-            let policy = policy_of(&policies, &row.task.name);
+            let policy = policies.get(&row.task.name).copied().unwrap_or_else(RunPolicy::undefined);
             run::rescue(row, node, &policy, now, stop_grace)
         })
         .unzip();

@@ -138,37 +138,31 @@ fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// The run rules of each definition named, read once per batch (a name with no definition row
-/// gets [`RunPolicy::undefined`]).
-struct Policies<'c> {
-    conn: &'c Connection,
-    known: HashMap<String, RunPolicy>,
-}
-
-impl<'c> Policies<'c> {
-    fn new(conn: &'c Connection) -> Self {
-        Policies { conn, known: HashMap::new() }
-    }
-    fn of(&mut self, name: &str) -> Result<RunPolicy, StoreError> {
-        if let Some(p) = self.known.get(name) {
-            return Ok(*p);
+/// The run rules of the definitions named (a name with no definition row gets
+/// [`RunPolicy::undefined`] from the rules).
+fn policies<'a>(
+    conn: &Connection,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<HashMap<String, RunPolicy>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT autorestartcount, backoff_ms, max_backoff_ms, rescues FROM batchtaskdefinition WHERE name = ?",
+        )
+        .map_err(backend)?;
+    let mut out = HashMap::new();
+    for name in names {
+        if out.contains_key(name) {
+            continue;
         }
-        let found = self
-            .conn
-            .prepare_cached(
-                "SELECT autorestartcount, backoff_ms, max_backoff_ms, rescues FROM batchtaskdefinition WHERE name = ?",
-            )
-            .and_then(|mut s| {
-                s.query_row([name], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()
-            })
+        let found = stmt
+            .query_row([name], |r| Ok(policy_from(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()
             .map_err(backend)?;
-        let policy = match found {
-            Some((restarts, backoff, max, rescues)) => policy_from(restarts, backoff, max, rescues),
-            None => RunPolicy::undefined(),
-        };
-        self.known.insert(name.to_owned(), policy);
-        Ok(policy)
+        if let Some(policy) = found {
+            out.insert(name.to_owned(), policy);
+        }
     }
+    Ok(out)
 }
 
 /// How many of a name are `Aquired` or `Started` now.
@@ -258,12 +252,12 @@ pub(super) fn claim_new(
 // ---------------------------------------------------------------------------------------------
 // Heartbeats and finishes
 
-/// Loads the rows a batch names, by id (a missing one is simply absent).
-fn rows_by_id(conn: &Connection, ids: impl Iterator<Item = i32>) -> Result<HashMap<i32, RunRow>, StoreError> {
+/// Loads the rows a batch names (a missing one is simply absent).
+fn rows_of(conn: &Connection, ids: impl Iterator<Item = i32>) -> Result<Vec<RunRow>, StoreError> {
     let mut ids: Vec<i32> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok(load_run_rows(conn, &ids, false)?.into_iter().map(|r| (r.task.id, r)).collect())
+    load_run_rows(conn, &ids, false)
 }
 
 pub(super) fn renew(
@@ -272,21 +266,10 @@ pub(super) fn renew(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<BeatOutcome>, StoreError> {
-    let mut rows = rows_by_id(conn, beats.iter().map(|b| b.id))?;
-    let mut out = Vec::with_capacity(beats.len());
-    for beat in &beats {
-        let Some(row) = rows.get(&beat.id) else {
-            out.push(BeatOutcome::Lost);
-            continue;
-        };
-        let (answer, change) = run::renew(row.clone(), beat, lease, now);
-        if let Some(change) = change {
-            write(conn, &change)?;
-            rows.insert(beat.id, change.row);
-        }
-        out.push(answer);
-    }
-    Ok(out)
+    let rows = rows_of(conn, beats.iter().map(|b| b.id))?;
+    let (answers, changes) = run::renew_batch(rows, &beats, lease, now);
+    changes.iter().try_for_each(|c| write(conn, c))?;
+    Ok(answers)
 }
 
 pub(super) fn finish(
@@ -294,23 +277,11 @@ pub(super) fn finish(
     finishes: Vec<Finish>,
     now: DateTime<Utc>,
 ) -> Result<Vec<FinishResult>, StoreError> {
-    let mut rows = rows_by_id(conn, finishes.iter().map(|f| f.id))?;
-    let mut policies = Policies::new(conn);
-    let mut out = Vec::with_capacity(finishes.len());
-    for f in &finishes {
-        let Some(row) = rows.get(&f.id) else {
-            out.push(FinishResult::Lost);
-            continue;
-        };
-        let policy = policies.of(&row.task.name)?;
-        let (answer, change) = run::finish(row.clone(), f, &policy, now, rand::random());
-        if let Some(change) = change {
-            write(conn, &change)?;
-            rows.insert(f.id, change.row);
-        }
-        out.push(answer);
-    }
-    Ok(out)
+    let rows = rows_of(conn, finishes.iter().map(|f| f.id))?;
+    let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str()))?;
+    let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
+    changes.iter().try_for_each(|c| write(conn, c))?;
+    Ok(answers)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,10 +349,11 @@ pub(super) fn rescue(
     )?);
     ids.sort_unstable();
     ids.dedup();
-    let mut policies = Policies::new(conn);
+    let rows = load_run_rows(conn, &ids, false)?;
+    let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str()))?;
     let mut out = Vec::new();
-    for row in load_run_rows(conn, &ids, false)? {
-        let policy = policies.of(&row.task.name)?;
+    for row in rows {
+        let policy = policies.get(&row.task.name).copied().unwrap_or_else(RunPolicy::undefined);
         if let Some((rescued, change)) = run::rescue(row, node, &policy, now, stop_grace) {
             write(conn, &change)?;
             out.push(rescued);
