@@ -39,6 +39,7 @@ use crate::i18n::{Key, Msg};
 use crate::identity::{Authenticated, ChangeListener, Via, hash_password, hash_secret, random_bytes, verify_password};
 use crate::store::Store;
 use crate::store::access::CredentialKind;
+use crate::store::feed::Notice;
 
 use super::AppState;
 use super::clock::Clock;
@@ -400,6 +401,17 @@ impl Authenticator {
                 }
                 drop(me);
                 tokio::time::sleep(every).await;
+            }
+        });
+        // Changes announced on the change feed (another node's, on PostgreSQL) are read at once.
+        let weak = Arc::downgrade(self);
+        let mut feed = self.store.feed().subscribe();
+        tokio::spawn(async move {
+            while let Some(notice) = feed.next().await {
+                if matches!(notice, Notice::Credentials | Notice::Resync) {
+                    let Some(me) = weak.upgrade() else { break };
+                    me.poll_changes().await;
+                }
             }
         });
     }

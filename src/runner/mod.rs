@@ -34,6 +34,8 @@ use chrono::Utc;
 use futures_util::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
+use crate::store::feed::Notice;
+
 use crate::domain::Task;
 use crate::domain::definition::{Definition, RunnerSpec, results};
 use crate::store::runner::{Actor, Beat, BeatOutcome, ClaimName, ClaimRequest, Finish, FinishOutcome, Lease, Progress};
@@ -289,6 +291,7 @@ impl Runner {
         }
         tokio::spawn(self.clone().beat_loop());
         tokio::spawn(self.clone().stop_poll_loop());
+        tokio::spawn(self.clone().feed_loop());
         if self.inner.cfg.enabled && !self.inner.in_process.is_empty() {
             tokio::spawn(self.clone().claim_loop());
         }
@@ -662,20 +665,46 @@ impl Runner {
         }
     }
 
-    /// Stop requests made on other nodes reach this one within `stop_poll`.
+    /// Stop requests made on other nodes reach this one by the change feed, and within
+    /// `stop_poll` when a notice was missed.
     async fn stop_poll_loop(self) {
         loop {
             tokio::time::sleep(self.inner.cfg.stop_poll).await;
-            if self.inner.running.lock().expect("running").is_empty() {
-                continue;
-            }
-            match self.store().pending_stops(&self.inner.node).await {
-                Ok(stops) => {
-                    for (id, by) in stops {
-                        self.notify_stop(id, &by);
-                    }
+            self.deliver_stops().await;
+        }
+    }
+
+    /// Reads the stops asked of this node's runs and stops them.
+    async fn deliver_stops(&self) {
+        if self.inner.running.lock().expect("running").is_empty() {
+            return;
+        }
+        match self.store().pending_stops(&self.inner.node).await {
+            Ok(stops) => {
+                for (id, by) in stops {
+                    self.notify_stop(id, &by);
                 }
-                Err(e) => tracing::warn!(error = %e, "polling stop requests failed"),
+            }
+            Err(e) => tracing::warn!(error = %e, "polling stop requests failed"),
+        }
+    }
+
+    /// Acts on the change feed at once: new work wakes the claim loop and waiting workers, a stop
+    /// asked of this node's run reaches it. Every loop still polls, for what the feed misses.
+    async fn feed_loop(self) {
+        let mut feed = self.store().feed().subscribe();
+        while let Some(notice) = feed.next().await {
+            if self.closing() {
+                return;
+            }
+            match notice {
+                Notice::New { .. } => self.wake(),
+                Notice::Stop { node } if node == self.inner.node => self.deliver_stops().await,
+                Notice::Stop { .. } | Notice::Credentials => {}
+                Notice::Resync => {
+                    self.wake();
+                    self.deliver_stops().await;
+                }
             }
         }
     }

@@ -16,6 +16,7 @@ pub use error::BackendError;
 
 pub mod access;
 mod error;
+pub mod feed;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -146,6 +147,9 @@ pub struct NewAssociate {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// This process's end of the change feed (`store::feed`): what changed, on any node.
+    fn feed(&self) -> &feed::Feed;
+
     /// Inserts the task (and its ParameterObject blob) and returns it as stored.
     async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError>;
     async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError>;

@@ -466,3 +466,45 @@ async fn a_killed_nodes_tasks_are_rescued_by_another_on_postgres() {
         assert_eq!(finished, 1, "task {id} finished once: {ev:?}");
     }
 }
+
+/// The change feed across nodes: with polls slowed to 5 s, a task created on an API-only node
+/// starts on the runner node at once, and a stop asked on the API node reaches the run on the
+/// other, both by `LISTEN/NOTIFY`.
+#[tokio::test]
+async fn the_change_feed_wakes_another_node_for_creates_and_stops_on_postgres() {
+    let Some(db) = TestPg::create("pg::the_change_feed_wakes_another_node").await else { return };
+    let node = |name: &'static str, enabled: bool| {
+        let url = db.url.clone();
+        move |c: &mut batchd::config::Config| {
+            c.database = url;
+            c.runner.node = Some(name.into());
+            c.runner.enabled = enabled;
+            c.runner.poll = Duration::from_secs(5);
+            c.runner.stop_poll = Duration::from_secs(5);
+        }
+    };
+    let api = crate::runner::spawn_runner_with("", node("api-only", false)).await;
+    let worker = crate::runner::spawn_runner_with("", node("worker", true)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // both listening
+
+    let mut waits = Vec::new();
+    for _ in 0..20 {
+        let id = api.create(&json!({"Name": "Noop"})).await;
+        let t = crate::runner::wait_task(&api, id, Duration::from_secs(3), |t| t["State"] == "Succeeded").await;
+        let created = chrono::DateTime::parse_from_rfc3339(t["Created"].as_str().unwrap()).unwrap();
+        let started = chrono::DateTime::parse_from_rfc3339(t["LastStarted"].as_str().unwrap()).unwrap();
+        waits.push((started - created).num_microseconds().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waits.sort_unstable();
+    assert!(waits[waits.len() - 1] < 50_000, "create on A to start on B, µs: {waits:?}");
+
+    let id = api.create(&json!({"Name": "Sleep", "ParameterObject": {"Seconds": "60"}})).await;
+    crate::runner::wait_task(&api, id, Duration::from_secs(3), |t| t["State"] == "Started").await;
+    let asked = std::time::Instant::now();
+    assert_eq!(crate::runner::stop(&api, id).await.status(), 200);
+    let t = crate::runner::wait_task(&api, id, Duration::from_secs(3), |t| t["State"] == "Failed").await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(1), "a stop on A ended the run on B after {took:?}: {t}");
+    drop(worker);
+}

@@ -35,6 +35,8 @@ use super::{
 
 mod auth;
 
+use super::feed::{self, Feed, Notice};
+
 /// The advisory lock that orders `credential_change` commits (tests hold it to play another node).
 pub use auth::CHANGE_LOG_LOCK;
 
@@ -65,6 +67,17 @@ mod runner;
 
 pub struct PostgresStore {
     pool: PgPool,
+    feed: Feed,
+    /// Ends the feed's listener with the store.
+    _listener: ListenerGuard,
+}
+
+struct ListenerGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Maps a driver error; the case-insensitive associate name index becomes `DuplicateName`.
@@ -142,11 +155,46 @@ impl PostgresStore {
             .await?;
         // sqlx holds an advisory lock while migrating, so nodes starting together take turns.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        let feed = Feed::default();
+        let listener = ListenerGuard(tokio::spawn(listen(pool.clone(), feed.clone())));
+        Ok(PostgresStore { pool, feed, _listener: listener })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// Forwards the channel's notices into the feed, for as long as the store lives. On a lost
+/// connection (PostgreSQL restarting, a network cut) it reconnects with a growing pause and says
+/// [`Notice::Resync`]: what was raised meanwhile is gone, and the consumers' polls catch it.
+async fn listen(pool: PgPool, feed: Feed) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(feed::CHANNEL).await {
+                Ok(()) => {
+                    pause = Duration::from_millis(100);
+                    // Listening again after a gap: anything may have changed.
+                    feed.send(Notice::Resync);
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(n)) => feed.send(Notice::decode(n.payload())),
+                            Ok(None) => break, // connection lost
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the change feed lost its connection");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for the change feed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect the change feed"),
+        }
+        feed.send(Notice::Resync);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -306,6 +354,10 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
     async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError> {
         let now = runner::at(now);
         let mut tx = self.pool.begin().await.map_err(backend)?;

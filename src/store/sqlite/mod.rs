@@ -21,6 +21,7 @@ use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJEC
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
 use super::access;
+use super::feed::{Feed, Notice};
 use super::runner::{
     Actor, Beat, BeatOutcome, ClaimRequest, Claimed, Finish, FinishResult, Lease, LeaseInfo, Rescued, ScheduleTick,
     StopResult, TaskEvent,
@@ -53,6 +54,8 @@ pub struct SqliteStore {
     path: String,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    /// One process on the file: the store tells its own consumers of what it wrote.
+    feed: Feed,
 }
 
 pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
@@ -110,7 +113,7 @@ impl SqliteStore {
         // connections): analyses only tables that need it, with a bounded sample.
         conn.execute_batch("PRAGMA optimize=0x10002")?;
         let writer = Writer::start(conn, connect(path, false)?)?;
-        Ok(SqliteStore { path: path.to_owned(), writer, readers: Mutex::new(Vec::new()) })
+        Ok(SqliteStore { path: path.to_owned(), writer, readers: Mutex::new(Vec::new()), feed: Feed::default() })
     }
 
     /// Runs `f` on a pooled read connection, on the calling thread.
@@ -350,13 +353,20 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
     async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError> {
-        self.writer
+        let task = self
+            .writer
             .write(move |conn| {
                 let id = insert_task(conn, &new, now)?;
                 load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
             })
-            .await
+            .await?;
+        self.feed.send(Notice::New { name: task.name.clone() });
+        Ok(task)
     }
 
     async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError> {
@@ -549,7 +559,8 @@ impl Store for SqliteStore {
         change: TaskChange,
     ) -> Result<Task, StoreError> {
         let now = crate::domain::time::truncate_micros(now);
-        self.writer
+        let (task, to_new) = self
+            .writer
             .write(move |conn| {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 let next = change(&current)?;
@@ -565,9 +576,13 @@ impl Store for SqliteStore {
                 // What was just written, without reading it back: the writer thread is the one
                 // serial resource of the SQLite store. Times are cut to the stored precision.
                 let last_started = next.last_started.map(crate::domain::time::truncate_micros);
-                Ok(Task { version: current.version + 1, updated: now, last_started, ..next })
+                Ok((Task { version: current.version + 1, updated: now, last_started, ..next }, by_hand.resets_attempts))
             })
-            .await
+            .await?;
+        if to_new {
+            self.feed.send(Notice::New { name: task.name.clone() });
+        }
+        Ok(task)
     }
 
     async fn delete_task(
@@ -594,14 +609,19 @@ impl Store for SqliteStore {
         claim: &ClaimRequest,
     ) -> Result<(Task, Option<Lease>), StoreError> {
         let claim = claim.clone();
-        self.writer
+        let (task, lease) = self
+            .writer
             .write(move |conn| {
                 let id = insert_task(conn, &new, now)?;
                 let lease = runner::claim_new(conn, id, &new.name, &claim, now)?;
                 let task = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 Ok((task, lease))
             })
-            .await
+            .await?;
+        if lease.is_none() {
+            self.feed.send(Notice::New { name: task.name.clone() });
+        }
+        Ok((task, lease))
     }
 
     async fn claim_tasks(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
@@ -630,7 +650,11 @@ impl Store for SqliteStore {
         by: String,
         guard: DeleteGuard,
     ) -> Result<StopResult, StoreError> {
-        self.writer.write(move |conn| runner::request_stop(conn, id, now, &actor, &by, guard)).await
+        let stopped = self.writer.write(move |conn| runner::request_stop(conn, id, now, &actor, &by, guard)).await?;
+        if let StopResult::Requested { node, .. } = &stopped {
+            self.feed.send(Notice::Stop { node: node.clone() });
+        }
+        Ok(stopped)
     }
 
     async fn lease_info(&self, id: i32) -> Result<Option<LeaseInfo>, StoreError> {

@@ -1,6 +1,8 @@
 //! The runner's writes on SQLite: the driver half of `crate::domain::run`. Each function runs
 //! inside the writer's transaction: it selects and loads rows, hands them to the rule, and writes
 //! the rows and events the rule answers. The single writer makes every check-then-write atomic.
+//! Each entry point first cuts `now` to the stored precision (microseconds), so that a lease
+//! compares with `now` as it is stored.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -187,6 +189,7 @@ fn ids_of(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> Result
 // Claims
 
 pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let mut candidates: Vec<i32> = Vec::new();
     for name in &req.names {
         let take = room(conn, name)?.min(req.max);
@@ -236,6 +239,7 @@ pub(super) fn claim_new(
     req: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> Result<Option<Lease>, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let Some(claim_name) = req.names.iter().find(|n| n.name == name) else { return Ok(None) };
     let older = ids_of(
         conn,
@@ -266,6 +270,7 @@ pub(super) fn renew(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<BeatOutcome>, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let rows = rows_of(conn, beats.iter().map(|b| b.id))?;
     let (answers, changes) = run::renew_batch(rows, &beats, lease, now);
     changes.iter().try_for_each(|c| write(conn, c))?;
@@ -277,6 +282,7 @@ pub(super) fn finish(
     finishes: Vec<Finish>,
     now: DateTime<Utc>,
 ) -> Result<Vec<FinishResult>, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let rows = rows_of(conn, finishes.iter().map(|f| f.id))?;
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str()))?;
     let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
@@ -295,6 +301,7 @@ pub(super) fn request_stop(
     by: &str,
     guard: crate::store::DeleteGuard,
 ) -> Result<StopResult, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let row = load_run_row(conn, id, true)?.ok_or(StoreError::NotFound)?;
     guard(&row.task)?;
     let (answer, change) = run::stop(row, by, actor, now);
@@ -336,6 +343,7 @@ pub(super) fn rescue(
     limit: usize,
     stop_grace: Duration,
 ) -> Result<Vec<Rescued>, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let now_us = micros(now);
     let mut ids = ids_of(
         conn,
@@ -363,6 +371,7 @@ pub(super) fn rescue(
 }
 
 pub(super) fn release_node(conn: &Connection, node: &str, now: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let ids = ids_of(conn, "SELECT batchtask_id FROM batchtask WHERE lease_node = ? AND state IN (2, 3)", [node])?;
     let mut released = Vec::with_capacity(ids.len());
     for row in load_run_rows(conn, &ids, false)? {
@@ -468,6 +477,7 @@ pub(super) fn schedule_tick(
     now: DateTime<Utc>,
     new: NewTask,
 ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
     let next_start: Option<i64> = conn
         .prepare_cached("SELECT next_start FROM batchtaskdefinition WHERE name = ?")
         .and_then(|mut s| s.query_row([&tick.name], |r| r.get::<_, Option<i64>>(0)).optional())

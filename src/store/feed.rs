@@ -1,0 +1,125 @@
+//! The change feed: what changed, told to every consumer (the runner's claim and stop loops, the
+//! credential cache) so that they re-read at once instead of waiting for their next poll.
+//!
+//! A notice is small and says only what to re-read. Consumers never learn the engine: on
+//! PostgreSQL the notices come from `LISTEN batchd`, raised by triggers in the same transaction as
+//! the change (`migrations/postgres/0007_feed.sql`), so every node hears every node's changes; on
+//! SQLite the store tells its own process. Polling stays as the fallback: a notice missed (a lost
+//! connection, a lagging consumer) is a [`Notice::Resync`], and the next poll catches the rest.
+
+use tokio::sync::broadcast;
+
+/// The PostgreSQL channel the notices travel on.
+pub const CHANNEL: &str = "batchd";
+
+/// Longest payload accepted from the channel; PostgreSQL's own limit is 8000 bytes.
+const MAX_PAYLOAD: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Tasks of this definition became `New` (created, run again by hand, rescued, handed back).
+    New { name: String },
+    /// A stop was asked of a run that `node` holds.
+    Stop { node: String },
+    /// Associates or credentials changed: re-read the credential change log.
+    Credentials,
+    /// Notices may have been missed: re-read everything.
+    Resync,
+}
+
+impl Notice {
+    /// The channel payload, as the triggers write it.
+    pub fn encode(&self) -> String {
+        match self {
+            Notice::New { name } => format!("new:{name}"),
+            Notice::Stop { node } => format!("stop:{node}"),
+            Notice::Credentials => "cred".into(),
+            Notice::Resync => "resync".into(),
+        }
+    }
+
+    /// A payload from the channel; an unknown or oversized one is a [`Notice::Resync`] (a newer
+    /// node may say more than this one understands).
+    pub fn decode(payload: &str) -> Notice {
+        if payload.len() > MAX_PAYLOAD {
+            return Notice::Resync;
+        }
+        match payload.split_once(':') {
+            Some(("new", name)) => Notice::New { name: name.to_owned() },
+            Some(("stop", node)) => Notice::Stop { node: node.to_owned() },
+            _ if payload == "cred" => Notice::Credentials,
+            _ => Notice::Resync,
+        }
+    }
+}
+
+/// One process's end of the feed: stores send, consumers subscribe.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    tx: broadcast::Sender<Notice>,
+}
+
+/// Notices a slow consumer may fall behind by before it is told to resync.
+const BACKLOG: usize = 1024;
+
+impl Default for Feed {
+    fn default() -> Self {
+        Feed { tx: broadcast::channel(BACKLOG).0 }
+    }
+}
+
+impl Feed {
+    pub fn send(&self, notice: Notice) {
+        // No subscriber is fine: nobody needs telling.
+        let _ = self.tx.send(notice);
+    }
+
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { rx: self.tx.subscribe() }
+    }
+}
+
+pub struct Subscription {
+    rx: broadcast::Receiver<Notice>,
+}
+
+impl Subscription {
+    /// The next notice; `None` once the feed is gone. A consumer that fell behind gets
+    /// [`Notice::Resync`] for what it missed.
+    pub async fn next(&mut self) -> Option<Notice> {
+        match self.rx.recv().await {
+            Ok(n) => Some(n),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Notice::Resync),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_unknown_ones_resync() {
+        for n in [
+            Notice::New { name: "Export: daily".into() },
+            Notice::Stop { node: "host-1-ab12".into() },
+            Notice::Credentials,
+            Notice::Resync,
+        ] {
+            assert_eq!(Notice::decode(&n.encode()), n);
+        }
+        assert_eq!(Notice::decode("later:kind"), Notice::Resync);
+        assert_eq!(Notice::decode(&format!("new:{}", "x".repeat(2000))), Notice::Resync);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_consumer_is_told_to_resync() {
+        let feed = Feed::default();
+        let mut sub = feed.subscribe();
+        for _ in 0..BACKLOG + 5 {
+            feed.send(Notice::Credentials);
+        }
+        assert_eq!(sub.next().await, Some(Notice::Resync));
+    }
+}
