@@ -998,3 +998,25 @@ async fn session_info_says_how_the_caller_authenticated() {
     assert_eq!(me["Scope"], "worker");
     assert_eq!(me["Role"], "worker", "an admin's worker token acts as a worker");
 }
+
+/// The change feed on SQLite sees another process's writes: with the change-log poll at a
+/// minute, a token the CLI revokes on the same file stops working within a second.
+#[tokio::test]
+async fn a_revocation_by_the_cli_reaches_the_server_through_the_change_feed() {
+    let app = TestApp::spawn_with(|c| c.access.change_poll = Duration::from_secs(60)).await;
+    cli(&app, &["associate", "add", "dora", "--role", "user"], Some("pw-dora\n"));
+    let out = cli(&app, &["token", "create", "--associate", "dora", "--scope", "read", "--name", "feed"], None);
+    let bearer = format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim());
+    assert_eq!(get_with(&app, &bearer).await.status(), 200, "the token is cached now");
+    let out = cli(&app, &["token", "list", "--associate", "dora"], None);
+    let list = String::from_utf8(out.stdout).unwrap();
+    let id = list.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let revoked = std::time::Instant::now();
+    cli(&app, &["token", "revoke", &id], None);
+    eventually(Duration::from_secs(5), "the CLI's revocation reaches the server", || async {
+        get_with(&app, &bearer).await.status() == 401
+    })
+    .await;
+    let took = revoked.elapsed();
+    assert!(took < Duration::from_secs(2), "seen after {took:?}: the minute-long poll did not do it");
+}

@@ -112,8 +112,11 @@ impl SqliteStore {
         // Planner statistics for the OData list's filters (SQLite's advice for long-lived
         // connections): analyses only tables that need it, with a bounded sample.
         conn.execute_batch("PRAGMA optimize=0x10002")?;
-        let writer = Writer::start(conn, connect(path, false)?)?;
-        Ok(SqliteStore { path: path.to_owned(), writer, readers: Mutex::new(Vec::new()), feed: Feed::default() })
+        let feed = Feed::default();
+        let told = feed.clone();
+        // Another process wrote the file (the CLI, another server): this one's consumers re-read.
+        let writer = Writer::start(conn, connect(path, false)?, move || told.send(Notice::Resync))?;
+        Ok(SqliteStore { path: path.to_owned(), writer, readers: Mutex::new(Vec::new()), feed })
     }
 
     /// Runs `f` on a pooled read connection, on the calling thread.

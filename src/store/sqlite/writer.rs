@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -37,13 +37,21 @@ pub struct Writer {
 impl Writer {
     /// Takes over `conn` as the one write connection; `checkpoints` is a second connection to the
     /// same file for the checkpoint thread.
-    pub fn start(conn: Connection, checkpoints: Connection) -> anyhow::Result<Writer> {
+    /// `on_outside_write` is called when another connection (another process: the writer is this
+    /// process's only one) has committed to the file since the last look.
+    pub fn start(
+        conn: Connection,
+        checkpoints: Connection,
+        on_outside_write: impl Fn() + Send + 'static,
+    ) -> anyhow::Result<Writer> {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
         let (tx, rx) = mpsc::channel::<Job>();
         let (committed, commits) = mpsc::sync_channel::<()>(1);
         let restart_due = Arc::new(AtomicBool::new(false));
         let due = restart_due.clone();
-        thread::Builder::new().name("sqlite-writer".into()).spawn(move || run(conn, rx, committed, due))?;
+        thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, rx, committed, due, on_outside_write))?;
         thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint(checkpoints, commits, restart_due))?;
@@ -122,8 +130,34 @@ fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>, committed: mpsc::SyncSender<()>, restart_due: Arc<AtomicBool>) {
-    while let Ok(first) = rx.recv() {
+/// How often the writer looks whether another process wrote the file (`PRAGMA data_version`,
+/// which counts commits by other connections only).
+const OUTSIDE_WRITES_POLL: Duration = Duration::from_millis(100);
+
+fn run(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    committed: mpsc::SyncSender<()>,
+    restart_due: Arc<AtomicBool>,
+    on_outside_write: impl Fn(),
+) {
+    let data_version = |conn: &Connection| conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
+    let mut seen = data_version(&conn);
+    let mut looked = Instant::now();
+    loop {
+        if looked.elapsed() >= OUTSIDE_WRITES_POLL {
+            looked = Instant::now();
+            let now = data_version(&conn);
+            if now != seen {
+                seen = now;
+                on_outside_write();
+            }
+        }
+        let first = match rx.recv_timeout(OUTSIDE_WRITES_POLL) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
