@@ -746,6 +746,68 @@ async fn fault_a_postgres_restart_under_load() {
     Db::Postgres(pg.url.clone()).assert_invariants(&created(&answers)).await;
 }
 
+/// The machine's PostgreSQL stopped for a few seconds and started again, with an API-only node A
+/// under load and a runner node B: A answers 200 or 503 (with Retry-After) and never hangs; once
+/// the database is back every answered task runs, and the change feed listens again, so a create
+/// on A starts on B at once while the polls are slowed to 5 s. Full suite and CI's outage step only.
+#[tokio::test]
+async fn fault_a_postgres_stop_and_start_with_two_nodes() {
+    if !std::env::var("BATCHD_FAULTS_FULL").is_ok_and(|v| v == "1") {
+        let line = "\n**** SKIPPED faults::fault_a_postgres_stop_and_start_with_two_nodes: stops the shared \
+                    PostgreSQL; run by faults/run.sh and CI's outage step (BATCHD_FAULTS_FULL=1) ****\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        return;
+    }
+    let Some(pg) = TestPg::create("faults::fault_a_postgres_stop_and_start").await else { return };
+    let node = |name: &'static str, enabled: bool| {
+        let url = pg.url.clone();
+        move |c: &mut batchd::config::Config| {
+            c.database = url;
+            c.runner.node = Some(name.into());
+            c.runner.enabled = enabled;
+            c.runner.poll = Duration::from_secs(5);
+            c.runner.stop_poll = Duration::from_secs(5);
+        }
+    };
+    let a = Arc::new(crate::runner::spawn_runner_with("", node("api-only", false)).await);
+    let _b = crate::runner::spawn_runner_with("", node("runner", true)).await;
+    let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
+    let cluster = |action: &str| {
+        let done = Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version.to_string_lossy(), "main", action])
+            .status()
+            .unwrap();
+        assert!(done.success(), "pg_ctlcluster {action}");
+    };
+    let start = Instant::now();
+    let traffic = tokio::spawn(load(a.clone(), 2, start, Duration::from_secs(14)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster("stop");
+    let stopped_at = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster("start");
+    let started_at = start.elapsed();
+    let answers = traffic.await.unwrap();
+    assert_only_200_or_503(&answers);
+    let down = answers.iter().filter(|x| x.at > stopped_at + Duration::from_secs(1) && x.at < started_at).count();
+    let unavailable = answers.iter().filter(|x| x.status == 503).count();
+    assert!(down > 0 && unavailable > 0, "requests while the database was down were answered 503");
+    let late: Vec<_> = answers.iter().filter(|x| x.at > started_at + Duration::from_secs(3)).collect();
+    assert!(!late.is_empty() && late.iter().all(|x| x.status == 200), "service resumed: {late:?}");
+    assert_every_answered_task_runs(&a, &created(&answers)).await;
+    Db::Postgres(pg.url.clone()).assert_invariants(&created(&answers)).await;
+    // The feed reconnected (within its 5 s pause at most): creates on A start on B at once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for _ in 0..10 {
+        let id = a.create(&json!({"Name": "Noop"})).await;
+        let t = crate::runner::wait_task(&a, id, Duration::from_secs(3), |t| t["State"] == "Succeeded").await;
+        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(t[k].as_str().unwrap()).unwrap();
+        let wait = at("LastStarted") - at("Created");
+        assert!(wait < chrono::Duration::milliseconds(100), "create on A to start on B after the outage: {wait}");
+    }
+    eprintln!("PostgreSQL stop and start: {} answers, {unavailable} of them 503", answers.len());
+}
+
 /// Slow clients and a connection flood while tasks run: 300 connections that dribble a header a
 /// byte every 200 ms, and 300 more that connect and say nothing, against a cap of 128. The tasks
 /// still end, real clients are still served once the floods time out, and the invariants hold.
