@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::helpers::TestApp;
-use crate::pg::TestPg;
+use crate::pg::{TestPg, feed_only_node};
 
 /// A TCP proxy on loopback that can be cut (open connections drop, new ones are closed at once)
 /// and restored.
@@ -759,18 +759,8 @@ async fn fault_a_postgres_stop_and_start_with_two_nodes() {
         return;
     }
     let Some(pg) = TestPg::create("faults::fault_a_postgres_stop_and_start").await else { return };
-    let node = |name: &'static str, enabled: bool| {
-        let url = pg.url.clone();
-        move |c: &mut batchd::config::Config| {
-            c.database = url;
-            c.runner.node = Some(name.into());
-            c.runner.enabled = enabled;
-            c.runner.poll = Duration::from_secs(5);
-            c.runner.stop_poll = Duration::from_secs(5);
-        }
-    };
-    let a = Arc::new(crate::runner::spawn_runner_with("", node("api-only", false)).await);
-    let _b = crate::runner::spawn_runner_with("", node("runner", true)).await;
+    let a = Arc::new(crate::runner::spawn_runner_with("", feed_only_node(&pg.url, "api-only", false)).await);
+    let _b = crate::runner::spawn_runner_with("", feed_only_node(&pg.url, "runner", true)).await;
     let version = std::fs::read_dir("/etc/postgresql").unwrap().next().unwrap().unwrap().file_name();
     let cluster = |action: &str| {
         let done = Command::new("pg_ctlcluster")

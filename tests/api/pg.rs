@@ -467,24 +467,27 @@ async fn a_killed_nodes_tasks_are_rescued_by_another_on_postgres() {
     }
 }
 
+/// A node on `url` whose polls are slowed to 5 s, so that only the change feed can explain a quick
+/// wake-up; `runner`: whether it runs tasks (else API only).
+pub fn feed_only_node(url: &str, name: &'static str, runner: bool) -> impl FnOnce(&mut batchd::config::Config) {
+    let url = url.to_owned();
+    move |c| {
+        c.database = url;
+        c.runner.node = Some(name.into());
+        c.runner.enabled = runner;
+        c.runner.poll = Duration::from_secs(5);
+        c.runner.stop_poll = Duration::from_secs(5);
+    }
+}
+
 /// The change feed across nodes: with polls slowed to 5 s, a task created on an API-only node
 /// starts on the runner node at once, and a stop asked on the API node reaches the run on the
 /// other, both by `LISTEN/NOTIFY`.
 #[tokio::test]
 async fn the_change_feed_wakes_another_node_for_creates_and_stops_on_postgres() {
     let Some(db) = TestPg::create("pg::the_change_feed_wakes_another_node").await else { return };
-    let node = |name: &'static str, enabled: bool| {
-        let url = db.url.clone();
-        move |c: &mut batchd::config::Config| {
-            c.database = url;
-            c.runner.node = Some(name.into());
-            c.runner.enabled = enabled;
-            c.runner.poll = Duration::from_secs(5);
-            c.runner.stop_poll = Duration::from_secs(5);
-        }
-    };
-    let api = crate::runner::spawn_runner_with("", node("api-only", false)).await;
-    let worker = crate::runner::spawn_runner_with("", node("worker", true)).await;
+    let api = crate::runner::spawn_runner_with("", feed_only_node(&db.url, "api-only", false)).await;
+    let worker = crate::runner::spawn_runner_with("", feed_only_node(&db.url, "worker", true)).await;
     tokio::time::sleep(Duration::from_millis(300)).await; // both listening
 
     let mut waits = Vec::new();
