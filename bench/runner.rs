@@ -1,4 +1,4 @@
-//! Runner benchmark (issue 5): Noop tasks on SQLite, against the real `batchd` binary.
+//! Runner benchmark: Noop tasks on SQLite, against the real `batchd` binary.
 //!
 //! Run it with `bench/run.sh` (or `cargo bench --bench runner`). Phases:
 //! 1. drain: 20,000 Noop tasks created while the runner is off, then a server with the runner on

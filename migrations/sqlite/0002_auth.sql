@@ -1,4 +1,4 @@
--- Identity and access (issue 4). Secrets are never stored: only the SHA-256 of each ticket, token
+-- Identity and access. Secrets are never stored: only the SHA-256 of each ticket, token
 -- and session secret, as 64 lowercase hex digits. Times are INTEGER microseconds since the epoch.
 -- Kept to plain, portable SQL; docs/auth.md has the PostgreSQL DDL of the same tables.
 

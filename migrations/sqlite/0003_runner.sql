@@ -1,4 +1,4 @@
--- Runner (issue 5): leases, stop requests, retries, schedules and the event log.
+-- Runner: leases, stop requests, retries, schedules and the event log.
 -- Times are INTEGER microseconds since the Unix epoch, UTC, as in 0001.
 
 -- A claim gives the task a lease: a random token, its expiry and the node holding it. Every write
