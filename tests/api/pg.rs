@@ -511,3 +511,37 @@ async fn the_change_feed_wakes_another_node_for_creates_and_stops_on_postgres() 
     assert!(took < Duration::from_secs(1), "a stop on A ended the run on B after {took:?}: {t}");
     drop(worker);
 }
+
+/// The change feed carries credential changes: with the change-log poll at a minute on both
+/// nodes, a token revoked through node A stops working on node B (which had it cached) at once.
+#[tokio::test]
+async fn a_revocation_on_one_node_reaches_the_other_through_the_change_feed_on_postgres() {
+    let Some(db) = TestPg::create("pg::a_revocation_reaches_the_other_node").await else { return };
+    let node = || {
+        let url = db.url.clone();
+        move |c: &mut batchd::config::Config| {
+            c.database = url;
+            c.access.change_poll = Duration::from_secs(60);
+        }
+    };
+    let a = TestApp::spawn_with(node()).await;
+    let b = TestApp::spawn_with(node()).await;
+    let res = a.post_json("/api/v1/Token", &json!({"Scope": "read", "Name": "feed"})).await;
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    let (id, bearer) = (body["TokenId"].as_i64().unwrap(), format!("Bearer {}", body["Token"].as_str().unwrap()));
+    assert_eq!(whoami(&b, &bearer).await.status(), 200, "b has the token cached now");
+    let revoked = std::time::Instant::now();
+    let res = a.request(Method::DELETE, &format!("/api/v1/Token/{id}")).send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    loop {
+        if whoami(&b, &bearer).await.status() == 401 {
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(2),
+            "b still takes the revoked token: the feed did not tell it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
