@@ -223,6 +223,7 @@ fn english_reason(r: Reason) -> &'static str {
         Reason::TaskCannotBeStopped => "the task cannot be stopped",
         Reason::OnlyWorkersMayRunTasks => "only worker and admin associates may run tasks",
         Reason::OnlyWorkersMayReadMetrics => "the metrics count every task: only workers and admins may read them",
+        Reason::OnlyAdminsMayListNodes => "only admins may list the nodes",
     }
 }
 

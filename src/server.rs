@@ -12,6 +12,7 @@ use crate::domain::Role;
 use crate::http::auth::Authenticator;
 use crate::http::{AppState, app};
 use crate::identity::{IdentityService, hash_password};
+use crate::runner::node::NodeKeeper;
 use crate::runner::{Definitions, Runner};
 use crate::service::TaskService;
 use crate::store::{self, NewAssociate, Store, StoreError};
@@ -99,6 +100,9 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let runner = self.runner.clone();
         runner.start().await;
+        let address =
+            self.listener.local_addr().map_or_else(|_| self.state.config.listen.to_string(), |a| a.to_string());
+        let keeper = NodeKeeper::start(&runner, address).await;
         let limits = self.state.config.http.clone();
         let app = app(self.state);
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
@@ -109,6 +113,7 @@ impl Server {
         let drain = async move {
             if on_signal.await.is_ok() {
                 runner.shutdown().await;
+                keeper.stop().await;
             }
         };
         let serve = crate::http::serve::serve(self.listener, app, &limits, signal);

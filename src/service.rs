@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::rights::{Reason, can_see, list_owner, owner_of_new_task, rights_for};
+use crate::domain::node::{self, NodeStatus};
+use crate::domain::rights::{Reason, can_see, list_owner, may_list_nodes, owner_of_new_task, rights_for};
 use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
@@ -115,6 +116,10 @@ pub type UpdateFromTask = Arc<dyn Fn(&Caller, &Task) -> Result<TaskUpdate, Domai
 /// How often [`TaskService::update_with`] computes its update again when the task keeps
 /// changing under it before giving up (409). Each retry follows a write that succeeded.
 const UPDATE_ATTEMPTS: usize = 4;
+
+/// How long the health ping waits for the database. A healthy one answers in about a
+/// millisecond; past this the node is not ready (and probes, often given 1 s, still get an answer).
+pub const PING_WITHIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What a stop request did.
 #[derive(Debug, Clone, PartialEq)]
@@ -256,6 +261,20 @@ impl TaskService {
             return Err(DomainError::Forbidden { reason: Reason::OnlyWorkersMayReadMetrics }.into());
         }
         self.store.count_tasks_by_state().await
+    }
+
+    /// The nodes sharing the database: the live ones and those that died within the hour. Admins
+    /// only. The rows are read newest first and bounded; the domain says which are listed.
+    pub async fn nodes(&self, caller: &Caller) -> Result<Vec<NodeStatus>, StoreError> {
+        may_list_nodes(caller)?;
+        let now = now();
+        let rows = self.store.list_nodes(node::kept_since(now), node::MAX_LISTED).await?;
+        Ok(node::listing(rows, now))
+    }
+
+    /// Whether the database answers a trivial query within [`PING_WITHIN`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping(PING_WITHIN).await
     }
 
     pub async fn update(

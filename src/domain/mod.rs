@@ -9,6 +9,7 @@ pub mod error;
 pub mod filter;
 pub mod forwarded;
 pub mod lockout;
+pub mod node;
 pub mod query;
 pub mod rights;
 pub mod run;

@@ -20,11 +20,12 @@ pub enum Reason {
     TaskCannotBeStopped,
     OnlyWorkersMayRunTasks,
     OnlyWorkersMayReadMetrics,
+    OnlyAdminsMayListNodes,
 }
 
 impl Reason {
     /// Every reason, for the catalogue's completeness test: a new reason goes here too.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::ReadOnlyTokenMayNotCreate,
         Reason::OnlyWorkersMayCreateInternalTasks,
         Reason::OnlyWorkersMayCreateSystemTasks,
@@ -35,6 +36,7 @@ impl Reason {
         Reason::TaskCannotBeStopped,
         Reason::OnlyWorkersMayRunTasks,
         Reason::OnlyWorkersMayReadMetrics,
+        Reason::OnlyAdminsMayListNodes,
     ];
 }
 
@@ -127,6 +129,11 @@ pub fn rights_for(caller: &Caller, task: &Task) -> TaskRights {
     TaskRights { select: true, update, delete: may_delete && !task.state.is_active() }
 }
 
+/// The node list shows where every process listens and what it runs: admins only.
+pub fn may_list_nodes(caller: &Caller) -> Result<(), DomainError> {
+    if caller.is_admin() { Ok(()) } else { Err(DomainError::Forbidden { reason: Reason::OnlyAdminsMayListNodes }) }
+}
+
 /// Properties PUT may change (when the caller may update the task at all).
 pub const UPDATABLE_PROPERTIES: [&str; 4] = ["State", "Description", "Response", "Request"];
 
@@ -170,5 +177,18 @@ mod tests {
             rights_for(&reader, &task(30, false, new)),
             TaskRights { select: true, update: false, delete: false }
         );
+    }
+
+    #[test]
+    fn only_admins_list_the_nodes_a_read_token_of_one_too() {
+        let admin = Caller::new(30, "a", Role::Admin);
+        assert_eq!(may_list_nodes(&admin), Ok(()));
+        assert_eq!(may_list_nodes(&Caller { read_only: true, ..admin }), Ok(()), "listing is a read");
+        for role in [Role::User, Role::Worker] {
+            assert_eq!(
+                may_list_nodes(&Caller::new(1, "x", role)),
+                Err(DomainError::Forbidden { reason: Reason::OnlyAdminsMayListNodes })
+            );
+        }
     }
 }

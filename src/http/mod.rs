@@ -63,6 +63,11 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Acquire",
     "Heartbeat",
     "Events",
+    // -- nodes and health --
+    "Nodes",
+    "health",
+    "live",
+    "ready",
 ];
 
 /// `/Cust1/API/v1/batchtask/` → `/api/v1/BatchTask` (prefix removed, fixed words canonical,

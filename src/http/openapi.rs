@@ -104,6 +104,10 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             (None, ("204", json!({"description": "Deleted"})))
         }
         ("BatchTask/{state}", "GET") => (None, ("200", ok(tasks.clone()))),
+        ("Nodes", "GET") => {
+            responses.insert("403".into(), error.clone());
+            (None, ("200", ok(json!({"type": "array", "items": {"$ref": "#/components/schemas/Node"}}))))
+        }
         ("BatchTask/{id}/Stop", "POST") => {
             responses.insert("412".into(), error.clone());
             (None, ("200", ok(json!({"type": "boolean"}))))
@@ -175,6 +179,11 @@ pub fn document() -> Value {
                 "JsonPatch": {"type": "array", "description": "RFC 6902 operations; paths name properties in any case, the leading / is optional", "items": {"type": "object", "required": ["op", "path"], "properties": {
                     "op": {"type": "string", "enum": ["add", "remove", "replace", "move", "copy", "test"]},
                     "path": {"type": "string", "example": "/State"}, "from": {"type": "string"}, "value": {}}}},
+                "Node": {"type": "object", "description": "A batchd process sharing the database. Alive: not shut down, and seen within its own runner lease.", "properties": {
+                    "Name": {"type": "string"}, "Version": {"type": "string"}, "Address": {"type": "string", "description": "The address it listens on"},
+                    "Started": {"type": "string", "format": "date-time"}, "LastSeen": {"type": "string", "format": "date-time"},
+                    "Running": {"type": "integer", "description": "Runs in progress on it when last seen"},
+                    "RunnerEnabled": {"type": "boolean"}, "Alive": {"type": "boolean"}}},
                 "ODataList": {"type": "object", "properties": {
                     "odata.metadata": {"type": "string"}, "odata.nextLink": {"type": "string", "nullable": true},
                     "value": {"type": "array", "items": {"type": "object", "additionalProperties": true}}}}

@@ -679,6 +679,14 @@ pub fn reason(r: Reason, lang: Lang) -> Option<&'static str> {
             "les métriques comptent toutes les tâches : seuls les workers et les administrateurs peuvent les lire",
             "de metrics tellen alle taken: alleen workers en beheerders mogen ze lezen",
         ],
+        Reason::OnlyAdminsMayListNodes => [
+            "bare administratorer kan se nodene",
+            "endast administratörer får lista noderna",
+            "kun administratorer må se noderne",
+            "nur Administratoren dürfen die Knoten auflisten",
+            "seuls les administrateurs peuvent lister les nœuds",
+            "alleen beheerders mogen de nodes opvragen",
+        ],
     };
     Some(row[column(lang)?])
 }

@@ -1,4 +1,5 @@
-//! Background upkeep every node does: rescue of expired leases, retention, recurring tasks.
+//! Background upkeep every node does: rescue of expired leases, retention (also of old node
+//! rows), recurring tasks.
 //! Each is safe to run on several nodes at once: the store decides in one transaction.
 
 use std::time::Duration;
@@ -88,6 +89,10 @@ async fn retention_loop(runner: Runner) {
             if let Err(e) = runner.store().purge_deleted_events(before, cfg.batch).await {
                 tracing::warn!(error = %e, "removing old event logs failed");
             }
+        }
+        // Rows of nodes long gone (every restart under a generated name leaves one).
+        if let Err(e) = runner.store().purge_nodes(crate::domain::node::kept_since(Utc::now()), cfg.batch).await {
+            tracing::warn!(error = %e, "removing old node rows failed");
         }
         if removed > 0 {
             tracing::info!(removed, "retention removed finished tasks");

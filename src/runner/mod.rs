@@ -20,6 +20,7 @@ mod command;
 mod exec;
 mod http_runner;
 mod maintenance;
+pub mod node;
 mod output;
 mod template;
 pub mod workers;

@@ -328,6 +328,25 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a definition's run policy (backoff, rescues) beside its row, where the rules read it
     /// inside each transaction (`restarts` is the row's own `autorestartcount`).
     async fn set_run_policy(&self, name: &str, policy: &crate::domain::run::RunPolicy) -> Result<(), StoreError>;
+
+    // -- nodes and health --
+    // The rules (liveness, what is listed, what is purged) are in `crate::domain::node`.
+
+    /// A trivial query, answered within `within` or `Unavailable`: whether the database answers.
+    async fn ping(&self, within: std::time::Duration) -> Result<(), StoreError>;
+
+    /// Writes a node's row whole, inserting it the first time: one statement.
+    async fn upsert_node(&self, node: &crate::domain::node::NodeRow) -> Result<(), StoreError>;
+
+    /// Node rows last seen at or after `since`, most recently seen first, at most `limit`.
+    async fn list_nodes(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<crate::domain::node::NodeRow>, StoreError>;
+
+    /// Removes up to `limit` node rows last seen before `before`; answers how many went.
+    async fn purge_nodes(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError>;
 }
 
 /// The `batchtaskdefinition` mirror of a configured definition.

@@ -19,42 +19,63 @@ use tokio::sync::watch;
 use crate::helpers::TestApp;
 use crate::pg::{TestPg, feed_only_node};
 
-/// A TCP proxy on loopback that can be cut (open connections drop, new ones are closed at once)
-/// and restored.
+/// A TCP proxy on loopback that can be cut (open connections drop, new ones are closed at once),
+/// made a black hole (open connections drop, new ones are accepted and never answered, as with a
+/// host that is gone) and restored.
 struct Proxy {
     addr: SocketAddr,
-    up: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Up,
+    Cut,
+    Hang,
 }
 
 impl Proxy {
     async fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (up, watching) = watch::channel(true);
+        let (mode, watching) = watch::channel(Mode::Up);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { continue };
-                let mut down = watching.clone();
-                if !*down.borrow() {
-                    continue; // dropped: closed at once
+                let mut now = watching.clone();
+                let current = *now.borrow();
+                match current {
+                    Mode::Cut => continue, // dropped: closed at once
+                    Mode::Hang => {
+                        // Held open, silent, until the proxy is restored.
+                        tokio::spawn(async move {
+                            let _ = now.wait_for(|m| *m == Mode::Up).await;
+                            drop(inbound);
+                        });
+                        continue;
+                    }
+                    Mode::Up => {}
                 }
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else { return };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = down.wait_for(|up| !*up) => {}
+                        _ = now.wait_for(|m| *m != Mode::Up) => {}
                     }
                 });
             }
         });
-        Proxy { addr, up, task }
+        Proxy { addr, mode, task }
     }
     fn cut(&self) {
-        self.up.send_replace(false);
+        self.mode.send_replace(Mode::Cut);
+    }
+    fn hang(&self) {
+        self.mode.send_replace(Mode::Hang);
     }
     fn restore(&self) {
-        self.up.send_replace(true);
+        self.mode.send_replace(Mode::Up);
     }
 }
 
@@ -185,6 +206,80 @@ async fn a_postgres_outage_answers_503_with_retry_after_and_loses_no_answered_ta
     let late = answers.iter().filter(|a| a.at > restored_at + Duration::from_secs(2)).collect::<Vec<_>>();
     assert!(!late.is_empty() && late.iter().all(|a| a.status == 200), "service resumed after the outage: {late:?}");
     assert_every_answered_task_runs(&app, &created(&answers)).await;
+}
+
+/// Readiness follows the database: 503 (with `Retry-After` and the error body, and quickly: the
+/// ping is bounded) while it is unreachable, 200 again once it is back. Liveness and discovery
+/// stay 200 throughout; discovery says the database is unavailable.
+#[tokio::test]
+async fn ready_answers_503_while_postgres_is_unreachable_and_live_stays_200() {
+    let Some(pg) = TestPg::create("faults::ready_answers_503_while_postgres_is_unreachable").await else { return };
+    let (target, _) = through(&pg.url, None).await;
+    let proxy = Proxy::start(target).await;
+    let (_, url) = through(&pg.url, Some(proxy.addr)).await;
+    let app = TestApp::spawn_with(|c| c.database = url).await;
+    let probe = |path: &'static str| {
+        let req = app.client.get(app.url(path)).timeout(Duration::from_secs(20));
+        async move {
+            let asked = Instant::now();
+            let res = req.send().await.expect("the server answers");
+            let took = asked.elapsed();
+            let status = res.status().as_u16();
+            let retry_after = res.headers().contains_key("retry-after");
+            (status, retry_after, res.json::<Value>().await.unwrap(), took)
+        }
+    };
+    assert_eq!(probe("/health/ready").await.0, 200);
+    assert_eq!(probe("/api").await.2["Database"], "Available");
+
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, retry_after, body, took) = loop {
+        let answer = probe("/health/ready").await;
+        if answer.0 != 200 || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((status, retry_after), (503, true), "{body}");
+    assert_eq!(body["ErrorType"], "ServiceUnavailableException", "{body}");
+    assert!(took < Duration::from_secs(3), "the ping is bounded (the pool would wait 5 s): {took:?}");
+    eprintln!("unreachable database: /health/ready answered 503 in {took:?}");
+    for _ in 0..3 {
+        let (status, retry_after, body, took) = probe("/health/ready").await;
+        assert_eq!((status, retry_after), (503, true), "still unreachable: {body}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        let (status, _, body, _) = probe("/health/live").await;
+        assert_eq!((status, &body["Status"]), (200, &json!("Live")), "the process is alive: {body}");
+        let (status, _, body, _) = probe("/api").await;
+        assert_eq!((status, &body["Database"]), (200, &json!("Unavailable")), "{body}");
+        assert_eq!(body["Product"], "batchd", "{body}");
+    }
+
+    // A database host that is gone answers nothing at all: the ping gives up on its own bound,
+    // where the pool would wait 5 s for a connection.
+    proxy.hang();
+    for _ in 0..2 {
+        let (status, retry_after, body, took) = probe("/health/ready").await;
+        assert_eq!((status, retry_after), (503, true), "a silent database: {body}");
+        assert!(took < Duration::from_secs(2), "bounded by the ping's wait, not the pool's: {took:?}");
+        eprintln!("silent database: /health/ready answered 503 in {took:?}");
+    }
+    let (status, _, _, took) = probe("/health/live").await;
+    assert!(status == 200 && took < Duration::from_millis(500), "live asks nothing of the database: {took:?}");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, body, _) = probe("/health/ready").await;
+        if status == 200 {
+            assert_eq!(body["Database"], "Available", "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready again after the database came back: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(probe("/api").await.2["Database"], "Available");
 }
 
 #[tokio::test]
@@ -846,4 +941,79 @@ async fn fault_a_slow_client_and_connection_flood_while_tasks_run() {
     wait_for(&server.base, &all, all.len(), &["Succeeded"], Duration::from_secs(30)).await;
     db.assert_invariants(&all).await;
     eprintln!("flood: a client was served {served_after:?} into a flood of 600 connections");
+}
+
+/// Three nodes on one PostgreSQL database: B runs tasks, C runs tasks, D serves the API only. B is
+/// killed: the node list (on any node) shows it not alive once its lease has passed, and every
+/// task it held is rescued exactly once, by C or D, whichever saw it first, then runs again.
+#[tokio::test]
+async fn fault_kill_9_of_one_postgres_node_it_is_listed_dead_and_each_task_is_rescued_once() {
+    let Some(pg) = TestPg::create("faults::fault_kill_9_of_one_postgres_node_listed_dead").await else { return };
+    let db = Db::Postgres(pg.url.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // Runs of 10 s: still running on B when it is killed.
+    let config = config(dir.path(), 100);
+    let api_only = config_as(dir.path(), 100, "api.toml", "enabled = false\n");
+    let mut b = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let ids = create_work(&b.base, 6).await;
+    wait_for(&b.base, &ids, 6, &["Started"], Duration::from_secs(20)).await;
+    let c = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
+    let d = serve_database(&db.url(), &[("BATCHD_CONFIG", &api_only)]);
+    let address = |p: &Proc| p.base.trim_start_matches("http://").to_owned();
+    let (b_at, c_at, d_at) = (address(&b), address(&c), address(&d));
+
+    let listed = |on: String, at: String| async move {
+        let list = runner_process::get(&on, "/api/v1/Nodes").await;
+        list.as_array().unwrap().iter().find(|n| n["Address"] == at.as_str()).cloned()
+    };
+    // A node writes its row as it starts serving, just after it says where it listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let b_node = loop {
+        let b_node = listed(d.base.clone(), b_at.clone()).await.expect("B is listed");
+        if listed(d.base.clone(), d_at.clone()).await.is_some() && b_node["Running"].as_i64() >= Some(1) {
+            break b_node;
+        }
+        assert!(Instant::now() < deadline, "D and B's running tasks are not listed: {b_node}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (at, enabled) in [(&b_at, true), (&c_at, true), (&d_at, false)] {
+        let node = listed(d.base.clone(), at.clone()).await.unwrap_or_else(|| panic!("{at} is listed"));
+        assert_eq!((&node["Alive"], &node["RunnerEnabled"]), (&json!(true), &json!(enabled)), "{node}");
+    }
+
+    b.child.kill().unwrap(); // SIGKILL: its row is never marked stopped
+    b.child.wait().unwrap();
+    let killed = Instant::now();
+    // Alive while seen within its lease (2 s); refreshed every heartbeat (0.5 s).
+    let dead_after = loop {
+        let node = listed(c.base.clone(), b_at.clone()).await.expect("a killed node stays listed");
+        if node["Alive"] == false {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "B still looks alive: {node}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(dead_after <= Duration::from_secs(4), "listed dead within lease + heartbeat, with slack: {dead_after:?}");
+    eprintln!("kill -9: node B listed dead {dead_after:?} after the kill");
+    for at in [&c_at, &d_at] {
+        assert_eq!(listed(c.base.clone(), at.clone()).await.unwrap()["Alive"], true, "{at} lives on");
+    }
+
+    wait_for(&c.base, &ids, 6, &["Succeeded"], Duration::from_secs(40)).await;
+    db.assert_invariants(&ids).await;
+    let facts = db.facts().await;
+    for id in &ids {
+        let rescues = facts.events.iter().filter(|e| e.0 == *id && e.2.contains("Lease expired")).count();
+        assert_eq!(rescues, 1, "task {id} is rescued exactly once: {:?}", facts.events);
+    }
+    // The rescuers are the survivors, whichever came first.
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+    let rescuers: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT node FROM batchtaskevent WHERE reason LIKE 'Lease expired%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let b_name = b_node["Name"].as_str().unwrap();
+    assert!(!rescuers.is_empty() && rescuers.iter().all(|r| r != b_name), "rescued by C or D: {rescuers:?}");
 }

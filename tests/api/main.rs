@@ -11,6 +11,7 @@ mod headers;
 mod helpers;
 mod limits;
 mod metrics;
+mod nodes;
 mod odata;
 mod openapi;
 mod patch;

@@ -129,6 +129,7 @@ stories! {
     list_story: sqlite_list_story, postgres_list_story;
     associates_story: sqlite_associates_story, postgres_associates_story;
     identity_story: sqlite_identity_story, postgres_identity_story;
+    nodes_story: sqlite_nodes_story, postgres_nodes_story;
 }
 
 #[tokio::test]
@@ -1412,4 +1413,60 @@ async fn runner_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     assert_eq!(removed, 2);
     assert!(store.get_task(tasks[0]).await.unwrap().is_none());
     assert!(store.task_events(tasks[0]).await.unwrap().is_empty());
+}
+
+/// Node rows and the ping: an upsert writes the row whole (the second one of a name replaces it),
+/// lists are newest first and bounded, retention removes rows long unseen; stored texts are
+/// bounded and freed of U+0000 on both engines.
+async fn nodes_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::domain::node::{self, NodeRow};
+    store.ping(std::time::Duration::from_secs(2)).await.expect("the database answers a ping");
+    let now = micros_now();
+    let since = node::kept_since(now);
+    assert!(store.list_nodes(since, 10).await.unwrap().is_empty(), "no node has written its row yet");
+    let row = |name: &str, seen_ago: Duration| NodeRow {
+        name: name.into(),
+        version: "1.2.3".into(),
+        address: "127.0.0.1:8080".into(),
+        started: now - Duration::days(3),
+        last_seen: now - seen_ago,
+        running: 2,
+        runner_enabled: true,
+        lease: std::time::Duration::from_millis(30_500),
+        stopped: None,
+    };
+    let a = row("node-a", Duration::zero());
+    let b = NodeRow { runner_enabled: false, running: 0, ..row("node-b", Duration::minutes(10)) };
+    let gone = row("node-gone", Duration::days(2));
+    for n in [&a, &b, &gone] {
+        store.upsert_node(n).await.unwrap();
+    }
+    assert_eq!(store.list_nodes(since, 10).await.unwrap(), vec![a.clone(), b.clone()], "newest first, as written");
+    assert_eq!(store.list_nodes(since, 1).await.unwrap(), vec![a.clone()], "bounded");
+
+    // A refresh and then a graceful shutdown rewrite the one row of the name.
+    let later = NodeRow { last_seen: now + Duration::seconds(1), running: 7, ..a.clone() };
+    store.upsert_node(&later).await.unwrap();
+    let stopped = NodeRow { stopped: Some(now + Duration::seconds(2)), running: 0, ..later.clone() };
+    store.upsert_node(&stopped).await.unwrap();
+    let listed = store.list_nodes(since, 10).await.unwrap();
+    assert_eq!(listed, vec![stopped.clone(), b.clone()]);
+    let status = node::listing(listed, now + Duration::seconds(3));
+    let alive: Vec<(&str, bool)> = status.iter().map(|s| (s.row.name.as_str(), s.alive)).collect();
+    assert_eq!(alive, [("node-a", false), ("node-b", false)], "stopped, and silent past its lease");
+
+    // Retention removes what is no longer listed, in bounded batches.
+    let everything = DateTime::<Utc>::UNIX_EPOCH;
+    assert_eq!(store.list_nodes(everything, 10).await.unwrap().len(), 3);
+    assert_eq!(store.purge_nodes(since, 10).await.unwrap(), 1);
+    assert_eq!(store.purge_nodes(since, 10).await.unwrap(), 0);
+    let names: Vec<String> = store.list_nodes(everything, 10).await.unwrap().into_iter().map(|n| n.name).collect();
+    assert_eq!(names, ["node-a", "node-b"]);
+
+    // Texts as both engines keep them.
+    let odd = NodeRow { name: format!("odd\0{}", "n".repeat(400)), version: "v\0".into(), ..row("", Duration::zero()) };
+    store.upsert_node(&odd).await.unwrap();
+    let back = store.list_nodes(since, 10).await.unwrap().into_iter().find(|n| n.name.starts_with("odd")).unwrap();
+    assert_eq!(back, odd.clone().stored());
+    assert_eq!((back.name.chars().count(), back.version.as_str()), (node::TEXT_MAX, "v\u{FFFD}"));
 }

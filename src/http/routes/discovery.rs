@@ -1,18 +1,30 @@
 //! `GET /api` (no credentials) and `GET /api/v1` (the endpoint map).
 
 use axum::Json;
+use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::domain::Caller;
+use crate::http::AppState;
 use crate::http::forwarded::BaseUrl;
 
-pub async fn version(BaseUrl(base): BaseUrl) -> Json<Value> {
+/// The version, and whether the database answers: a 200 either way, since the answer is about
+/// this server (`/health/ready` is the probe that fails).
+pub async fn version(State(app): State<AppState>, BaseUrl(base): BaseUrl) -> Json<Value> {
+    let database = match app.tasks.ping().await {
+        Ok(()) => "Available",
+        Err(e) => {
+            tracing::warn!(error = %e, "the database did not answer a ping");
+            "Unavailable"
+        }
+    };
     Json(json!({
         "Version": "v1",
         "v1": format!("{base}/api/v1"),
         "Product": "batchd",
         "ProductVersion": env!("CARGO_PKG_VERSION"),
         "NetServer": format!("batchd {} (SuperOffice Batch API compatible)", env!("CARGO_PKG_VERSION")),
+        "Database": database,
     }))
 }
 
@@ -46,6 +58,8 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         &[("POST", "X-Lease-Token; {ProgressPercent, ProgressDescription} Worker: renew the lease, report progress")],
     ),
     ("BatchTask/{id}/Events", &[("GET", "The task's state changes: time, from, to, who, why")]),
+    // -- nodes --
+    ("Nodes", &[("GET", "Admins: the nodes sharing the database, live and dead within the hour, with their liveness")]),
     ("Agents/Batch/GetBatchTaskInfo", &[("POST", "?id={int} Get a BatchTaskInfo by id")]),
     (
         "Agents/Batch/GetBatchTaskInfosByAssociates",

@@ -3,7 +3,9 @@
 mod agents;
 mod batchtask;
 pub(crate) mod discovery;
+mod health;
 mod identity;
+mod nodes;
 mod runner;
 
 use axum::Router;
@@ -62,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/BatchTask/{id}/Heartbeat", post(runner::heartbeat))
         .route("/api/v1/BatchTask/{id}/Events", get(runner::events))
+        // -- nodes and health --
+        .route("/api/v1/Nodes", get(nodes::list))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .with_state(state)
 }
 

@@ -72,7 +72,7 @@ fn progress_of(props: &Props<'_>) -> Result<Option<Progress>, ApiError> {
     Ok((!p.is_empty()).then_some(p))
 }
 
-fn json_response(value: &Value) -> Response {
+pub(super) fn json_response(value: &Value) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, Format::Json.content_type())],
@@ -81,7 +81,7 @@ fn json_response(value: &Value) -> Response {
         .into_response()
 }
 
-fn xml_response(x: XmlWriter) -> Response {
+pub(super) fn xml_response(x: XmlWriter) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, Format::Xml.content_type())], x.finish()).into_response()
 }
 

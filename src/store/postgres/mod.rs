@@ -63,6 +63,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const TASK_COLUMN_COUNT: usize = 24;
 
 // After `task_columns!` so the runner's statements can use it.
+mod nodes;
 mod runner;
 
 pub struct PostgresStore {
@@ -768,5 +769,27 @@ impl Store for PostgresStore {
     async fn set_run_policy(&self, name: &str, policy: &RunPolicy) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(backend)?;
         runner::set_run_policy(&mut conn, name, policy).await
+    }
+
+    // -- nodes and health --
+
+    async fn ping(&self, within: Duration) -> Result<(), StoreError> {
+        nodes::ping(&self.pool, within).await
+    }
+
+    async fn upsert_node(&self, node: &crate::domain::node::NodeRow) -> Result<(), StoreError> {
+        nodes::upsert(&self.pool, &node.clone().stored()).await
+    }
+
+    async fn list_nodes(
+        &self,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<crate::domain::node::NodeRow>, StoreError> {
+        read_twice(|| nodes::list(&self.pool, since, limit)).await
+    }
+
+    async fn purge_nodes(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        nodes::purge(&self.pool, before, limit).await
     }
 }

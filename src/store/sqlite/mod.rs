@@ -6,6 +6,7 @@
 
 mod auth;
 mod list;
+mod nodes;
 mod runner;
 mod writer;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
 
+use crate::domain::node::NodeRow;
 use crate::domain::run::{self, RunPolicy};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
@@ -40,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_runner.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_formats.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_rescues.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_nodes.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
@@ -83,16 +86,18 @@ fn from_micros(m: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(m).unwrap_or_default()
 }
 
+/// How long a statement waits for another process holding the file before it is `Unavailable`.
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn connect(path: &str, create: bool) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // FULL: a commit is on disk when it returns, so a killed server loses nothing it answered.
-    conn.execute_batch(
-        "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;",
-    )?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY;")?;
     Ok(conn)
 }
 
@@ -714,5 +719,24 @@ impl Store for SqliteStore {
     async fn set_run_policy(&self, name: &str, policy: &RunPolicy) -> Result<(), StoreError> {
         let (name, policy) = (name.to_owned(), *policy);
         self.writer.write(move |conn| runner::set_run_policy(conn, &name, &policy)).await
+    }
+
+    // -- nodes and health --
+
+    async fn ping(&self, within: std::time::Duration) -> Result<(), StoreError> {
+        self.read(|conn| nodes::ping(conn, within))
+    }
+
+    async fn upsert_node(&self, node: &NodeRow) -> Result<(), StoreError> {
+        let node = node.clone().stored();
+        self.writer.write(move |conn| nodes::upsert(conn, &node)).await
+    }
+
+    async fn list_nodes(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<NodeRow>, StoreError> {
+        self.read(|conn| nodes::list(conn, since, limit))
+    }
+
+    async fn purge_nodes(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        self.writer.write(move |conn| nodes::purge(conn, before, limit)).await
     }
 }
