@@ -97,11 +97,14 @@ pub struct Polling<'a> {
     path: String,
     interval: Duration,
     last: Option<(String, Snapshot)>,
+    /// Once the server has answered, losing it is taken for a restart and waited out; a server
+    /// that never answered is a wrong URL, reported at once.
+    answered: bool,
 }
 
 impl<'a> Polling<'a> {
     pub fn new(client: &'a Client, id: u32, interval: Duration) -> Polling<'a> {
-        Polling { client, path: format!("/api/v1/BatchTask/{id}"), interval, last: None }
+        Polling { client, path: format!("/api/v1/BatchTask/{id}"), interval, last: None, answered: false }
     }
 
     async fn ask(&self) -> Result<Answer, CliError> {
@@ -109,7 +112,9 @@ impl<'a> Polling<'a> {
         loop {
             let conditional: Vec<_> = self.last.iter().map(|(etag, _)| (header::IF_NONE_MATCH, etag.clone())).collect();
             match self.client.send(reqwest::Method::GET, &self.path, None, &conditional).await {
-                Err(e) if e.transient && failing_since.is_none_or(|t| t.elapsed() < UNREACHABLE_FOR) => {
+                Err(e)
+                    if e.transient && self.answered && failing_since.is_none_or(|t| t.elapsed() < UNREACHABLE_FOR) =>
+                {
                     failing_since.get_or_insert_with(Instant::now);
                     tokio::time::sleep(self.interval.max(Duration::from_secs(1))).await;
                 }
@@ -121,10 +126,11 @@ impl<'a> Polling<'a> {
 
 impl Updates for Polling<'_> {
     async fn next(&mut self) -> Result<Snapshot, CliError> {
-        if self.last.is_some() {
+        if self.answered {
             tokio::time::sleep(self.interval).await;
         }
         let a = self.ask().await?;
+        self.answered = true;
         if a.status == reqwest::StatusCode::NOT_MODIFIED {
             if let Some((_, last)) = &mut self.last {
                 // Unchanged: only the time moved on.
