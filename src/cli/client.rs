@@ -61,10 +61,11 @@ pub fn server_url(raw: &str) -> Result<reqwest::Url, CliError> {
     Ok(url)
 }
 
-/// `raw` with anything between `//` and `@` hidden, for messages about a bad URL.
+/// `raw` with anything before an `@` hidden (it may be a password), for messages about a bad URL.
 fn redact_url(raw: &str) -> String {
     match (raw.find("//"), raw.rfind('@')) {
         (Some(a), Some(b)) if b > a => format!("{}//…{}", &raw[..a], &raw[b..]),
+        (_, Some(b)) => format!("…{}", &raw[b..]),
         _ => raw.to_owned(),
     }
 }

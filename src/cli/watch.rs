@@ -131,15 +131,15 @@ impl Updates for Polling<'_> {
         }
         let a = self.ask().await?;
         self.answered = true;
-        if a.status == reqwest::StatusCode::NOT_MODIFIED {
-            if let Some((_, last)) = &mut self.last {
-                // Unchanged: only the time moved on.
-                if let Some(r) = last.running_for.as_mut() {
-                    *r += last.seen.elapsed();
-                }
-                last.seen = Instant::now();
-                return Ok(last.clone());
+        if a.status == reqwest::StatusCode::NOT_MODIFIED
+            && let Some((_, last)) = &mut self.last
+        {
+            // Unchanged: only the time moved on.
+            if let Some(r) = last.running_for.as_mut() {
+                *r += last.seen.elapsed();
             }
+            last.seen = Instant::now();
+            return Ok(last.clone());
         }
         let s = Snapshot::from_answer(&a)?;
         let etag = a.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
