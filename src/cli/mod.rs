@@ -20,7 +20,7 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  done (with --watch and watch: the task Succeeded or SucceededManualCleanup)
   1  the task Failed (--watch and watch)
-  2  usage: bad arguments, or a bad or world-readable profile
+  2  usage: bad arguments, or a bad profile or one others may read
   3  the server is unreachable, or refused the credentials (401)
   4  not found: no such task (or associate)
   5  forbidden: the credentials are good but may not do this (403)
@@ -104,6 +104,7 @@ pub struct WatchArgs {
 #[derive(Subcommand)]
 pub enum TaskCommand {
     /// Start a task; prints its id alone, or with --watch follows it and prints its Result.
+    #[command(after_long_help = EXIT_CODES)]
     Start {
         /// The definition to run (see `batchd definition list`).
         name: String,
@@ -119,8 +120,10 @@ pub enum TaskCommand {
         watch_args: WatchArgs,
     },
     /// Show a task.
+    #[command(after_long_help = EXIT_CODES)]
     Get { id: u32 },
     /// List tasks, newest first.
+    #[command(after_long_help = EXIT_CODES)]
     List {
         /// Only tasks in this state.
         #[arg(long, value_name = "STATE", value_parser = parse_state)]
@@ -136,18 +139,22 @@ pub enum TaskCommand {
         limit: u32,
     },
     /// A task's state changes: when, from, to, by whom, why.
+    #[command(after_long_help = EXIT_CODES)]
     Events { id: u32 },
     /// Follow a task with a progress bar (plain lines when not on a terminal) until it ends;
     /// prints its Result, and exits 0 when it succeeded, 1 when it failed.
+    #[command(after_long_help = EXIT_CODES)]
     Watch {
         id: u32,
         #[command(flatten)]
         watch_args: WatchArgs,
     },
     /// Ask a task to stop (a running one ends Failed).
+    #[command(after_long_help = EXIT_CODES)]
     Stop { id: u32 },
     /// Delete a task that has finished or not started.
     #[command(visible_alias = "delete")]
+    #[command(after_long_help = EXIT_CODES)]
     Rm { id: u32 },
 }
 
@@ -163,6 +170,7 @@ pub struct DefinitionArgs {
 #[derive(Subcommand)]
 pub enum DefinitionCommand {
     /// The definitions the server runs: name, runner, limits.
+    #[command(after_long_help = EXIT_CODES)]
     List,
 }
 

@@ -52,13 +52,16 @@ fn table(header: Option<&[&str]>) -> Table {
 /// Prints `t`; the columns in `keep` (ids, states) are never wrapped, the others not below ten (plus padding)
 /// characters: on a very narrow terminal an overlong line beats a column one letter wide.
 fn print(t: &mut Table, keep: &[usize]) {
+    let widths = t.column_max_content_widths();
     for (i, c) in t.column_iter_mut().enumerate() {
         // Flush left, two blanks between columns.
         c.set_padding((0, 2));
+        // A bound wider than the content would pad the column even when all fits.
+        let least = widths.get(i).copied().unwrap_or(0).min(10) + 2;
         c.set_constraint(if keep.contains(&i) {
             ColumnConstraint::ContentWidth
         } else {
-            ColumnConstraint::LowerBoundary(Width::Fixed(12))
+            ColumnConstraint::LowerBoundary(Width::Fixed(least))
         });
     }
     let mut out = std::io::stdout().lock();
