@@ -1,11 +1,15 @@
-//! The `batchd` command: `serve`, and the administration commands that work beside a server.
+//! The `batchd` command: `serve`, the administration commands that work beside a server, and
+//! the task commands that are clients of one (src/cli/).
+
+mod cli;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::Utc;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use batchd::config::Config;
 use batchd::domain::Role;
@@ -21,7 +25,12 @@ use batchd::store;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "batchd", version, about = "A batch-task server that speaks SuperOffice's Batch API")]
+#[command(
+    name = "batchd",
+    version,
+    about = "A batch-task server that speaks SuperOffice's Batch API",
+    after_long_help = cli::EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,6 +66,14 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Tasks on a running server: start, get, list, events, watch, stop, rm.
+    Task(cli::TaskArgs),
+    /// Task definitions of a running server.
+    Definition(cli::DefinitionArgs),
+    /// Print a shell completion script (e.g. `batchd completions bash > /etc/bash_completion.d/batchd`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), e.g. `batchd man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -254,11 +271,19 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+fn main() -> ExitCode {
+    let result = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from);
+    match result.and_then(|rt| rt.block_on(run())) {
+        Ok(code) => code,
+        Err(e) => {
+            // As `fn main() -> anyhow::Result<()>` reports it.
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -340,6 +365,13 @@ async fn run() -> anyhow::Result<()> {
             }
         },
         Command::Token { command } => token_command(command).await?,
+        // The task commands print their own one-line errors and choose their exit codes.
+        Command::Task(args) => return Ok(cli::task(args).await),
+        Command::Definition(args) => return Ok(cli::definition(args).await),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "batchd", &mut std::io::stdout());
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

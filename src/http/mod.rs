@@ -52,6 +52,8 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Agents",
     "Batch",
     "Stop",
+    // -- definitions --
+    "Definitions",
     // identity and access
     "Associate",
     "Ticket",

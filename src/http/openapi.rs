@@ -112,6 +112,20 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             responses.insert("412".into(), error.clone());
             (None, ("200", ok(json!({"type": "boolean"}))))
         }
+        // -- definitions --
+        ("Definitions", "GET") => (
+            None,
+            (
+                "200",
+                ok(json!({"type": "array", "items": {"type": "object", "properties": {
+            "Name": {"type": "string"}, "Description": {"type": "string", "nullable": true},
+            "Runner": {"type": "string", "enum": ["noop", "sleep", "command", "http", "external", "embedded"]},
+            "TimeOut": {"type": "integer", "nullable": true, "description": "seconds"},
+            "Restarts": {"type": "integer"}, "Concurrency": {"type": "integer", "nullable": true},
+            "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for recurring definitions"},
+            "CancellationBehaviour": {"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"}}}})),
+            ),
+        ),
         _ if agent => {
             let method = path.rsplit('/').next().unwrap_or("");
             let answer = match method {

@@ -2,6 +2,7 @@
 
 mod agents;
 mod auth;
+mod cli;
 mod compat;
 mod conn;
 mod errors;

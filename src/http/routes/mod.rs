@@ -2,6 +2,7 @@
 
 mod agents;
 mod batchtask;
+mod definitions;
 pub(crate) mod discovery;
 mod health;
 mod identity;
@@ -35,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))
         .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
+        // -- definitions --
+        .route("/api/v1/Definitions", get(definitions::list))
         // -- formats --
         .route("/api/v1/BatchTask/{key}", axum::routing::patch(batchtask::patch))
         // -- identity and access --
