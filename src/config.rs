@@ -525,6 +525,35 @@ mod tests {
     }
 
     #[test]
+    fn the_postgres_table_parses_with_bounds() {
+        let d = PostgresConfig::default();
+        assert_eq!((d.pool_size, d.connect_timeout, d.statement_timeout), (16, Duration::from_secs(5), None));
+        let cfg = load_text(
+            "[postgres]\npool_size = 40\nconnect_timeout = \"2s\"\nstatement_timeout = \"1m30s\"\nidle_timeout = \"never\"\n",
+        )
+        .unwrap();
+        let p = &cfg.postgres;
+        assert_eq!((p.pool_size, p.connect_timeout), (40, Duration::from_secs(2)));
+        assert_eq!((p.statement_timeout, p.idle_timeout), (Some(Duration::from_secs(90)), None));
+        let cfg = load_text("[postgres]\nstatement_timeout = \"off\"\nidle_timeout = 60\n").unwrap();
+        assert_eq!((cfg.postgres.statement_timeout, cfg.postgres.idle_timeout), (None, Some(Duration::from_secs(60))));
+        for bad in [
+            "[postgres]\npool_size = 0\n",
+            "[postgres]\npool_size = 1001\n",
+            "[postgres]\npool_size = -1\n",
+            "[postgres]\nconnect_timeout = \"10ms\"\n",
+            "[postgres]\nconnect_timeout = \"1h\"\n",
+            "[postgres]\nstatement_timeout = \"0s\"\n",
+            "[postgres]\nstatement_timeout = \"500us\"\n",
+            "[postgres]\nstatement_timeout = \"2d\"\n",
+            "[postgres]\nidle_timeout = \"100ms\"\n",
+            "[postgres]\nmax_connections = 5\n",
+        ] {
+            assert!(load_text(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn debug_shows_no_password() {
         let cfg = Config {
             database: "postgres://u:SECRET@db/x".into(),

@@ -13,25 +13,33 @@ pub fn rustls_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::Erro
         if let Some(r) = cur.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = cur.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-        {
-            if let Some(r) = inner.downcast_ref::<rustls::Error>() {
-                return Some(r);
-            }
-            next = inner.source().or_else(|| cur.source());
-            continue;
-        }
-        next = cur.source();
+        next = match cur.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            // hyper-rustls wraps tokio-rustls's io::Error in another one.
+            Some(inner) => Some(inner),
+            None => cur.source(),
+        };
     }
     None
 }
 
-/// "certificate verification failed: …" when `e` comes from a rejected peer certificate.
-pub fn certificate_failure(e: &(dyn Error + 'static)) -> Option<String> {
+/// Why the peer's certificate was rejected, when that is what `e` comes from.
+pub fn certificate_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::CertificateError> {
     match rustls_error(e)? {
-        rustls::Error::InvalidCertificate(cause) => Some(format!("certificate verification failed: {cause:?}")),
+        rustls::Error::InvalidCertificate(cause) => Some(cause),
         _ => None,
+    }
+}
+
+/// What to change, for the usual causes.
+pub fn certificate_hint(cause: &rustls::CertificateError) -> &'static str {
+    use rustls::CertificateError as C;
+    match cause {
+        C::UnknownIssuer | C::BadSignature => "the CA that signed it is not trusted",
+        C::NotValidForName | C::NotValidForNameContext { .. } => "it is not issued for the host name in the URL",
+        C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+            "it is outside its validity period (or this machine's clock is wrong)"
+        }
+        _ => "it was rejected",
     }
 }
 
@@ -42,7 +50,7 @@ mod tests {
     #[test]
     fn a_certificate_error_is_found_inside_io_errors() {
         let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let io = std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, tls));
         #[derive(Debug)]
         struct Outer(std::io::Error);
         impl std::fmt::Display for Outer {
@@ -56,8 +64,10 @@ mod tests {
             }
         }
         let outer = Outer(io);
-        assert_eq!(certificate_failure(&outer).as_deref(), Some("certificate verification failed: UnknownIssuer"));
+        let cause = certificate_error(&outer).expect("found");
+        assert_eq!(*cause, rustls::CertificateError::UnknownIssuer);
+        assert_eq!(certificate_hint(cause), "the CA that signed it is not trusted");
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(certificate_failure(&plain).is_none());
+        assert!(certificate_error(&plain).is_none());
     }
 }

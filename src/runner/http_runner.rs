@@ -99,9 +99,18 @@ pub async fn run(ctx: &mut Ctx, spec: &HttpSpec) -> RunEnd {
             } else {
                 "request failed"
             };
-            // The chain says "invalid peer certificate: UnknownIssuer"; this says what failed.
-            let text = match crate::tls::certificate_failure(&e) {
-                Some(tls) => format!("{what}: {tls} ({})", error_chain(&e)),
+            // The chain says "invalid peer certificate: UnknownIssuer"; this says what to fix.
+            let text = match crate::tls::certificate_error(&e) {
+                Some(cause) => format!(
+                    "{what}: certificate verification failed: {cause}: {}{} ({})",
+                    crate::tls::certificate_hint(cause),
+                    if matches!(cause, rustls::CertificateError::UnknownIssuer) {
+                        " (trust it with [runner] ca_file)"
+                    } else {
+                        ""
+                    },
+                    error_chain(&e)
+                ),
                 None => format!("{what}: {}", error_chain(&e)),
             };
             RunEnd::Completed(Completed::failed(text))

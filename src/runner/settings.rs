@@ -366,11 +366,9 @@ impl DefinitionFile {
                 );
                 let url = self.url.with_context(|| ctx("runner = \"http\" needs url"))?;
                 anyhow::ensure!(
-                    url.starts_with("http://"),
+                    url.starts_with("http://") || url.starts_with("https://"),
                     "{}",
-                    ctx(
-                        "url must start with http:// (batchd carries no TLS stack; put a local proxy in front of https services)"
-                    )
+                    ctx("url must start with http:// or https://")
                 );
                 let method = self.method.unwrap_or_else(|| "POST".into()).trim().to_ascii_uppercase();
                 anyhow::ensure!(
@@ -568,7 +566,7 @@ mod tests {
 
         for bad in [
             "[[definition]]\nname = \"x\"\nrunner = \"command\"",
-            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"https://a\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"ftp://a\"",
             "[[definition]]\nname = \"x\"\nrunner = \"rocket\"",
             "[[definition]]\nname = \"x\"\nrunner = \"external\"\ncommand = [\"a\"]",
             "[[definition]]\nname = \"Noop\"\nrunner = \"external\"",

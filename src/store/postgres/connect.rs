@@ -13,8 +13,20 @@ use crate::config::PostgresConfig;
 /// The most of an `sslrootcert` file read: a CA bundle is kilobytes, the system's ~200 KiB.
 const ROOT_CERT_BYTES: u64 = 4 << 20;
 
+/// The pool, with its first connection made (so a bad URL, password or certificate fails here).
+pub(super) async fn pool(url: &str, cfg: &PostgresConfig) -> anyhow::Result<PgPool> {
+    let options = options(url, cfg)?;
+    PgPoolOptions::new()
+        .max_connections(cfg.pool_size.max(1))
+        .acquire_timeout(cfg.connect_timeout)
+        .idle_timeout(cfg.idle_timeout)
+        .connect_with(options.clone())
+        .await
+        .map_err(|e| explain(e, &options, root_cert_of(url).is_some()))
+}
+
 /// The connect options: the URL's (and the `PG*` variables'), then batchd's own settings.
-pub(super) fn options(url: &str, cfg: &PostgresConfig) -> anyhow::Result<PgConnectOptions> {
+fn options(url: &str, cfg: &PostgresConfig) -> anyhow::Result<PgConnectOptions> {
     let mut options = PgConnectOptions::from_str(url)?.application_name("batchd");
     let root_cert = root_cert_of(url);
     if matches!(options.get_ssl_mode(), PgSslMode::Require) && root_cert.is_some() {
@@ -33,17 +45,6 @@ pub(super) fn options(url: &str, cfg: &PostgresConfig) -> anyhow::Result<PgConne
         options = options.options([("statement_timeout", t.as_millis().max(1).to_string())]);
     }
     Ok(options)
-}
-
-/// The pool, with its first connection made (so a bad URL, password or certificate fails here).
-pub(super) async fn pool(options: PgConnectOptions, cfg: &PostgresConfig) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(cfg.pool_size.max(1))
-        .acquire_timeout(cfg.connect_timeout)
-        .idle_timeout(cfg.idle_timeout)
-        .connect_with(options.clone())
-        .await
-        .map_err(|e| explain(e, &options))
 }
 
 /// `sslrootcert` as the URL, else `PGSSLROOTCERT`, gives it (the places sqlx reads it from).
@@ -90,7 +91,7 @@ fn check_root_cert(path: &str) -> anyhow::Result<()> {
 
 /// A connect error, with a certificate failure said in so many words: rustls's own text
 /// ("invalid peer certificate: UnknownIssuer") does not say what to fix.
-fn explain(e: sqlx::Error, options: &PgConnectOptions) -> anyhow::Error {
+fn explain(e: sqlx::Error, options: &PgConnectOptions, has_root_cert: bool) -> anyhow::Error {
     let mode = match options.get_ssl_mode() {
         PgSslMode::Disable => "disable",
         PgSslMode::Allow => "allow",
@@ -100,16 +101,27 @@ fn explain(e: sqlx::Error, options: &PgConnectOptions) -> anyhow::Error {
         PgSslMode::VerifyFull => "verify-full",
     };
     let host = options.get_host();
-    match crate::tls::rustls_error(&e) {
-        Some(rustls::Error::InvalidCertificate(cause)) => anyhow::anyhow!(
-            "certificate verification failed for the PostgreSQL server {host} (sslmode={mode}): {cause:?}; \
-             sslrootcert must name the CA that signed the server's certificate{}",
-            if matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) {
-                ", and the certificate must be issued for the host name in the URL"
-            } else {
-                ""
+    if let Some(cause) = crate::tls::certificate_error(&e) {
+        use rustls::CertificateError as C;
+        let fix = match cause {
+            C::UnknownIssuer | C::BadSignature if has_root_cert => {
+                "; sslrootcert must name the CA that signed the server's certificate"
             }
-        ),
+            C::UnknownIssuer | C::BadSignature => {
+                "; set sslrootcert to the CA that signed the server's certificate (the built-in public roots do not \
+                 include it)"
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "; connect by a name the certificate is issued for, or use sslmode=verify-ca"
+            }
+            _ => "",
+        };
+        return anyhow::anyhow!(
+            "certificate verification failed for the PostgreSQL server {host} (sslmode={mode}): {}: {cause}{fix}",
+            crate::tls::certificate_hint(cause)
+        );
+    }
+    match crate::tls::rustls_error(&e) {
         Some(tls) => anyhow::anyhow!("TLS with the PostgreSQL server {host} failed (sslmode={mode}): {tls}"),
         None => anyhow::Error::new(e),
     }
@@ -191,7 +203,7 @@ mod tests {
             ("postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem", "cannot be read"),
             (&format!("postgres://h/db?sslmode=verify-ca&sslrootcert={}", dir.path().display()), "cannot be read"),
             ("postgres://h/db?sslmode=verify-full&sslrootcert=system", "not supported"),
-            ("postgres://h/db?sslmode=verify-everything", "sslmode"),
+            ("postgres://h/db?sslmode=verify-everything", "ssl_mode"),
         ] {
             let e = format!("{:#}", options(url, &cfg).unwrap_err());
             assert!(e.contains(says), "{url}: {e}");

@@ -132,7 +132,7 @@ impl PostgresStore {
 
     /// The same with `[postgres]` settings (pool size, timeouts); TLS is the URL's `sslmode`.
     pub async fn open_with(url: &str, cfg: &crate::config::PostgresConfig) -> anyhow::Result<PostgresStore> {
-        let pool = connect::pool(connect::options(url, cfg)?, cfg).await?;
+        let pool = connect::pool(url, cfg).await?;
         // sqlx holds an advisory lock while migrating, so nodes starting together take turns.
         connect::migrate(&pool).await?;
         Ok(PostgresStore { pool })
