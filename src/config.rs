@@ -528,6 +528,8 @@ mod tests {
     fn the_postgres_table_parses_with_bounds() {
         let d = PostgresConfig::default();
         assert_eq!((d.pool_size, d.connect_timeout, d.statement_timeout), (16, Duration::from_secs(5), None));
+        let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/batchd.example.toml"));
+        assert_eq!(Config::load(Some(example)).unwrap().postgres, d, "the example shows the defaults");
         let cfg = load_text(
             "[postgres]\npool_size = 40\nconnect_timeout = \"2s\"\nstatement_timeout = \"1m30s\"\nidle_timeout = \"never\"\n",
         )
