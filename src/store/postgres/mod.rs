@@ -54,9 +54,9 @@ macro_rules! task_columns {
     };
 }
 const TASK_COLUMNS: &str = task_columns!();
-/// Longest a request waits for a pooled connection, by default (`[postgres] connect_timeout`). Past it the answer is a 503 with Retry-After:
-/// while the database is down or every connection is busy, a quick "try again" serves the client
-/// better than a request that hangs.
+/// Longest a request waits for a pooled connection, by default (`[postgres] connect_timeout`).
+/// Past it the answer is a 503 with Retry-After: while the database is down or every connection
+/// is busy, a quick "try again" serves the client better than a request that hangs.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const TASK_COLUMN_COUNT: usize = 24;
 
