@@ -33,6 +33,8 @@ pub struct Config {
     pub definitions: Vec<crate::domain::definition::Definition>,
     /// Connection limits and timeouts.
     pub http: HttpConfig,
+    /// PostgreSQL pool and timeouts (unused on SQLite).
+    pub postgres: PostgresConfig,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             retention: Default::default(),
             definitions: crate::runner::settings::default_definitions(),
             http: HttpConfig::default(),
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -71,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("runner", &self.runner)
             .field("retention", &self.retention)
             .field("definitions", &self.definitions)
+            .field("postgres", &self.postgres)
             .finish()
     }
 }
@@ -92,6 +96,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub definition: Vec<crate::runner::settings::DefinitionFile>,
     pub http: Option<HttpFile>,
+    pub postgres: Option<PostgresFile>,
 }
 
 /// No `Debug`: it holds the database URL and app tokens as written.
@@ -157,6 +162,9 @@ impl Config {
         if let Some(h) = file.http {
             h.apply(&mut cfg.http)?;
         }
+        if let Some(p) = file.postgres {
+            p.apply(&mut cfg.postgres)?;
+        }
         Ok(cfg)
     }
 }
@@ -217,6 +225,90 @@ impl HttpFile {
         if let Some(n) = self.max_connections {
             anyhow::ensure!(n > 0, "http.max_connections must be at least 1");
             cfg.max_connections = n;
+        }
+        Ok(())
+    }
+}
+
+/// The PostgreSQL pool (`[postgres]` in the file; docs/postgres.md, Pool and timeouts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// Connections this node keeps at most.
+    pub pool_size: u32,
+    /// Longest wait for a connection: to open one (TCP, TLS, login) or for a busy pool to free
+    /// one. Past it a request is answered 503, and start-up fails.
+    pub connect_timeout: Duration,
+    /// The server cancels a statement running longer (`None`: the server's own setting).
+    pub statement_timeout: Option<Duration>,
+    /// A connection unused this long is closed (`None`: kept).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl PostgresConfig {
+    pub const MAX_POOL_SIZE: u32 = 1000;
+    const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+    const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
+    const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_secs(86_400);
+    const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            pool_size: crate::store::postgres::DEFAULT_POOL_SIZE,
+            connect_timeout: crate::store::postgres::ACQUIRE_TIMEOUT,
+            statement_timeout: None,
+            // sqlx's own default.
+            idle_timeout: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresFile {
+    pub pool_size: Option<u32>,
+    pub connect_timeout: Option<crate::runner::settings::DurationValue>,
+    pub statement_timeout: Option<crate::runner::settings::DurationValue>,
+    pub idle_timeout: Option<crate::runner::settings::DurationValue>,
+}
+
+impl PostgresFile {
+    fn apply(self, cfg: &mut PostgresConfig) -> anyhow::Result<()> {
+        if let Some(n) = self.pool_size {
+            anyhow::ensure!(
+                (1..=PostgresConfig::MAX_POOL_SIZE).contains(&n),
+                "postgres.pool_size must be between 1 and {}",
+                PostgresConfig::MAX_POOL_SIZE
+            );
+            cfg.pool_size = n;
+        }
+        if let Some(v) = self.connect_timeout {
+            let d = v.get("postgres.connect_timeout")?;
+            anyhow::ensure!(
+                (PostgresConfig::MIN_CONNECT_TIMEOUT..=PostgresConfig::MAX_CONNECT_TIMEOUT).contains(&d),
+                "postgres.connect_timeout must be between 100ms and 5m"
+            );
+            cfg.connect_timeout = d;
+        }
+        if let Some(v) = self.statement_timeout {
+            cfg.statement_timeout = v.get_optional("postgres.statement_timeout")?;
+            if let Some(d) = cfg.statement_timeout {
+                // PostgreSQL counts it in whole milliseconds, and 0 would mean "no limit".
+                anyhow::ensure!(
+                    d >= Duration::from_millis(1) && d <= PostgresConfig::MAX_STATEMENT_TIMEOUT,
+                    "postgres.statement_timeout must be between 1ms and 1d, or \"off\""
+                );
+            }
+        }
+        if let Some(v) = self.idle_timeout {
+            cfg.idle_timeout = v.get_optional("postgres.idle_timeout")?;
+            if let Some(d) = cfg.idle_timeout {
+                anyhow::ensure!(
+                    d >= PostgresConfig::MIN_IDLE_TIMEOUT && d <= crate::domain::duration::MAX_DURATION,
+                    "postgres.idle_timeout must be at least 1s, or \"never\""
+                );
+            }
         }
         Ok(())
     }
@@ -427,6 +519,37 @@ mod tests {
             "[auth]\nticket_lifetime = \"99999999999999999999w\"\n",
             "[http]\nbody_read_timeout = \"36501d\"\n",
             "[http]\nbody_read_timeout = 1e30\n",
+        ] {
+            assert!(load_text(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_postgres_table_parses_with_bounds() {
+        let d = PostgresConfig::default();
+        assert_eq!((d.pool_size, d.connect_timeout, d.statement_timeout), (16, Duration::from_secs(5), None));
+        let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/batchd.example.toml"));
+        assert_eq!(Config::load(Some(example)).unwrap().postgres, d, "the example shows the defaults");
+        let cfg = load_text(
+            "[postgres]\npool_size = 40\nconnect_timeout = \"2s\"\nstatement_timeout = \"1m30s\"\nidle_timeout = \"never\"\n",
+        )
+        .unwrap();
+        let p = &cfg.postgres;
+        assert_eq!((p.pool_size, p.connect_timeout), (40, Duration::from_secs(2)));
+        assert_eq!((p.statement_timeout, p.idle_timeout), (Some(Duration::from_secs(90)), None));
+        let cfg = load_text("[postgres]\nstatement_timeout = \"off\"\nidle_timeout = 60\n").unwrap();
+        assert_eq!((cfg.postgres.statement_timeout, cfg.postgres.idle_timeout), (None, Some(Duration::from_secs(60))));
+        for bad in [
+            "[postgres]\npool_size = 0\n",
+            "[postgres]\npool_size = 1001\n",
+            "[postgres]\npool_size = -1\n",
+            "[postgres]\nconnect_timeout = \"10ms\"\n",
+            "[postgres]\nconnect_timeout = \"1h\"\n",
+            "[postgres]\nstatement_timeout = \"0s\"\n",
+            "[postgres]\nstatement_timeout = \"500us\"\n",
+            "[postgres]\nstatement_timeout = \"2d\"\n",
+            "[postgres]\nidle_timeout = \"100ms\"\n",
+            "[postgres]\nmax_connections = 5\n",
         ] {
             assert!(load_text(bad).is_err(), "{bad}");
         }

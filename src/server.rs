@@ -72,11 +72,12 @@ impl Server {
                  -Proto; list your proxies in [auth] trusted_proxies instead"
             );
         }
-        let store = store::open(&config.database).await?;
+        let store = store::open_with(&config.database, &config.postgres).await?;
         bootstrap_admin(&store, &config).await?;
         // -- runner --
         let definitions = Arc::new(Definitions::new(config.definitions.clone()));
         definitions.mirror(&store).await.context("registering task definitions")?;
+        config.runner.check_http_tls()?;
         let runner = Runner::new(store.clone(), definitions, config.runner.clone(), config.retention.clone());
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let auth = Arc::new(Authenticator::new(store.clone(), config.credential_cache, config.access.clone()));

@@ -5,6 +5,10 @@
 //! Without a `body` template the task's `Request` is sent (if any). Redirects are followed only
 //! as far as the definition's `follow_redirects`; an unfollowed 3xx fails the run. The response
 //! body is read up to the `Response` limit and the rest left unread.
+//!
+//! `https://` URLs are checked against the system's roots (`/etc/ssl/certs`, or `SSL_CERT_FILE`
+//! / `SSL_CERT_DIR` instead when set) plus `[runner] ca_file`; a certificate that fails is named
+//! as such in `Result`.
 
 use crate::domain::definition::HttpSpec;
 use crate::domain::task::limits;
@@ -95,9 +99,37 @@ pub async fn run(ctx: &mut Ctx, spec: &HttpSpec) -> RunEnd {
             } else {
                 "request failed"
             };
-            RunEnd::Completed(Completed::failed(format!("{what}: {}", error_chain(&e))))
+            // The chain says "invalid peer certificate: UnknownIssuer"; this says what to fix.
+            let text = match crate::tls::certificate_error(&e) {
+                Some(cause) => format!(
+                    "{what}: certificate verification failed: {cause}: {}{} ({})",
+                    crate::tls::certificate_hint(cause),
+                    if matches!(cause, rustls::CertificateError::UnknownIssuer) {
+                        " (trust it with [runner] ca_file)"
+                    } else {
+                        ""
+                    },
+                    error_chain(&e)
+                ),
+                None => format!("{what}: {}", error_chain(&e)),
+            };
+            RunEnd::Completed(Completed::failed(text))
         }
     }
+}
+
+/// A client following at most `redirects` redirects (none: a 3xx is the answer), trusting the
+/// system's roots and `ca`'s.
+pub(super) fn client(redirects: u8, ca: Option<&super::settings::CaFile>) -> reqwest::Result<reqwest::Client> {
+    let policy = match redirects {
+        0 => reqwest::redirect::Policy::none(),
+        n => reqwest::redirect::Policy::limited(usize::from(n)),
+    };
+    let mut builder = reqwest::Client::builder().no_proxy().redirect(policy);
+    for cert in ca.map_or(&[][..], |c| &c.certs[..]) {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    builder.build()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

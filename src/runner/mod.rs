@@ -203,13 +203,9 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 const PANIC_TEXT_CHARS: usize = 1024;
 
 /// An HTTP client following at most `redirects` redirects (none: a 3xx is the answer).
-fn http_client(redirects: u8) -> reqwest::Client {
-    let policy = match redirects {
-        0 => reqwest::redirect::Policy::none(),
-        n => reqwest::redirect::Policy::limited(usize::from(n)),
-    };
-    // Without a TLS backend the builder has nothing that can fail.
-    reqwest::Client::builder().no_proxy().redirect(policy).build().expect("an HTTP client without TLS builds")
+fn http_client(redirects: u8, ca: Option<&settings::CaFile>) -> reqwest::Client {
+    // The same roots built a client at start-up (`RunnerConfig::check_http_tls`).
+    http_runner::client(redirects, ca).expect("the http runner's TLS roots were checked at start-up")
 }
 
 /// The smallest unit of progress write spacing per task.
@@ -228,7 +224,7 @@ impl Runner {
                 _ => None,
             })
             .chain([0])
-            .map(|n| (n, http_client(n)))
+            .map(|n| (n, http_client(n, cfg.ca_file.as_ref())))
             .collect();
         Runner {
             inner: Arc::new(Inner {
@@ -468,7 +464,11 @@ impl Runner {
             _ => 0,
         };
         // Every definition's limit has a client from `new`; building one is the fallback.
-        self.inner.http.get(&redirects).cloned().unwrap_or_else(|| http_client(redirects))
+        self.inner
+            .http
+            .get(&redirects)
+            .cloned()
+            .unwrap_or_else(|| http_client(redirects, self.inner.cfg.ca_file.as_ref()))
     }
 
     fn queue_finish(&self, finish: Finish) {

@@ -39,6 +39,47 @@ pub struct RunnerConfig {
     /// An idle node claims a new task in the transaction that creates it (saves a commit of
     /// latency). Off: new tasks always go through the claim loop.
     pub claim_on_create: bool,
+    /// Certificates the http runner trusts besides the system's roots (`ca_file`).
+    pub ca_file: Option<CaFile>,
+}
+
+/// A PEM bundle of extra roots for https runs, read and parsed when the config is.
+#[derive(Clone)]
+pub struct CaFile {
+    pub path: std::path::PathBuf,
+    pub certs: Vec<reqwest::Certificate>,
+}
+
+/// The most of a `ca_file` read: a bundle of every public root is ~200 KiB.
+const CA_FILE_BYTES: u64 = 4 << 20;
+
+impl CaFile {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<CaFile> {
+        use std::io::Read;
+        let shown = path.display();
+        let mut pem = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(CA_FILE_BYTES + 1).read_to_end(&mut pem))
+            .with_context(|| format!("runner.ca_file {shown}: cannot be read"))?;
+        anyhow::ensure!(pem.len() as u64 <= CA_FILE_BYTES, "runner.ca_file {shown}: larger than 4 MiB");
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("runner.ca_file {shown}: not a PEM certificate bundle"))?;
+        anyhow::ensure!(!certs.is_empty(), "runner.ca_file {shown}: holds no PEM certificate");
+        Ok(CaFile { path: path.to_owned(), certs })
+    }
+}
+
+/// The path says which bundle; the certificates are its contents.
+impl std::fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaFile({}, {} certificates)", self.path.display(), self.certs.len())
+    }
+}
+
+impl PartialEq for CaFile {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.certs.len() == other.certs.len()
+    }
 }
 
 impl Default for RunnerConfig {
@@ -55,6 +96,7 @@ impl Default for RunnerConfig {
             stop_poll: Duration::from_millis(500),
             max_acquire_wait: Duration::from_secs(60),
             claim_on_create: true,
+            ca_file: None,
         }
     }
 }
@@ -100,7 +142,7 @@ impl DurationValue {
         }
     }
     /// `"never"`/`"off"` → None.
-    fn get_optional(&self, key: &str) -> anyhow::Result<Option<Duration>> {
+    pub(crate) fn get_optional(&self, key: &str) -> anyhow::Result<Option<Duration>> {
         if let DurationValue::Text(t) = self
             && matches!(t.trim().to_ascii_lowercase().as_str(), "never" | "off" | "forever")
         {
@@ -124,6 +166,7 @@ pub struct RunnerFile {
     pub stop_poll: Option<DurationValue>,
     pub max_acquire_wait: Option<DurationValue>,
     pub claim_on_create: Option<bool>,
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,6 +239,9 @@ impl RunnerFile {
         if let Some(b) = self.claim_on_create {
             cfg.claim_on_create = b;
         }
+        if let Some(p) = self.ca_file {
+            cfg.ca_file = Some(CaFile::load(&p)?);
+        }
         cfg.validate()
     }
 }
@@ -212,6 +258,15 @@ impl RunnerConfig {
         anyhow::ensure!(self.poll > Duration::ZERO, "runner.poll must be more than 0");
         anyhow::ensure!(self.stop_poll > Duration::ZERO, "runner.stop_poll must be more than 0");
         Ok(())
+    }
+
+    /// Builds an http runner client once, so roots rustls cannot use (`ca_file`, the system's,
+    /// `SSL_CERT_FILE`) fail start-up rather than every run.
+    pub fn check_http_tls(&self) -> anyhow::Result<()> {
+        super::http_runner::client(0, self.ca_file.as_ref()).map(drop).map_err(|e| {
+            let file = self.ca_file.as_ref().map(|c| format!(" (runner.ca_file {})", c.path.display()));
+            anyhow::anyhow!("the http runner's TLS roots{} cannot be used: {e}", file.unwrap_or_default())
+        })
     }
 
     /// The node name: configured, else `host-pid-random` (unique per process).
@@ -311,11 +366,9 @@ impl DefinitionFile {
                 );
                 let url = self.url.with_context(|| ctx("runner = \"http\" needs url"))?;
                 anyhow::ensure!(
-                    url.starts_with("http://"),
+                    url.starts_with("http://") || url.starts_with("https://"),
                     "{}",
-                    ctx(
-                        "url must start with http:// (batchd carries no TLS stack; put a local proxy in front of https services)"
-                    )
+                    ctx("url must start with http:// or https://")
                 );
                 let method = self.method.unwrap_or_else(|| "POST".into()).trim().to_ascii_uppercase();
                 anyhow::ensure!(
@@ -513,7 +566,7 @@ mod tests {
 
         for bad in [
             "[[definition]]\nname = \"x\"\nrunner = \"command\"",
-            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"https://a\"",
+            "[[definition]]\nname = \"x\"\nrunner = \"http\"\nurl = \"ftp://a\"",
             "[[definition]]\nname = \"x\"\nrunner = \"rocket\"",
             "[[definition]]\nname = \"x\"\nrunner = \"external\"\ncommand = [\"a\"]",
             "[[definition]]\nname = \"Noop\"\nrunner = \"external\"",

@@ -364,13 +364,18 @@ pub struct DefinitionRow {
 
 /// Opens the store a database URL names: `sqlite:PATH` (created if missing) or `postgres://...`.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_with(url, &Default::default()).await
+}
+
+/// The same, with the `[postgres]` settings (ignored for SQLite).
+pub async fn open_with(url: &str, pg: &crate::config::PostgresConfig) -> anyhow::Result<Arc<dyn Store>> {
     use anyhow::Context;
     let shown = crate::redact::redact_url(url);
     if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         Ok(Arc::new(sqlite::SqliteStore::open(path).with_context(|| format!("opening database {shown}"))?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         // The driver's errors may quote the URL or its parts: they are passed on scrubbed.
-        match postgres::PostgresStore::open(url).await {
+        match postgres::PostgresStore::open_with(url, pg).await {
             Ok(s) => Ok(Arc::new(s)),
             Err(e) => {
                 Err(anyhow::anyhow!("opening database {shown}: {}", crate::redact::scrub(&format!("{e:#}"), url)))

@@ -10,13 +10,12 @@
 //! which explains its locks (last active admin, change-log order). The runner is in
 //! `postgres/runner.rs` (claims with SKIP LOCKED, concurrency limits across nodes, fencing).
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::types::Oid;
-use sqlx::postgres::{PgArgumentBuffer, PgConnectOptions, PgPoolOptions, PgRow, PgTypeInfo, Postgres};
+use sqlx::postgres::{PgArgumentBuffer, PgRow, PgTypeInfo, Postgres};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use crate::domain::run::{self, RunPolicy};
@@ -34,6 +33,7 @@ use super::{
 };
 
 mod auth;
+mod connect;
 
 use super::feed::{self, Feed, Notice};
 
@@ -56,10 +56,10 @@ macro_rules! task_columns {
     };
 }
 const TASK_COLUMNS: &str = task_columns!();
-/// Longest a request waits for a pooled connection. Past it the answer is a 503 with Retry-After:
-/// while the database is down or every connection is busy, a quick "try again" serves the client
-/// better than a request that hangs.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a request waits for a pooled connection, by default (`[postgres] connect_timeout`).
+/// Past it the answer is a 503 with Retry-After: while the database is down or every connection
+/// is busy, a quick "try again" serves the client better than a request that hangs.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const TASK_COLUMN_COUNT: usize = 24;
 
 // After `task_columns!` so the runner's statements can use it.
@@ -141,21 +141,14 @@ fn sqlstate_kind(code: &str) -> SqlStateKind {
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations.
     pub async fn open(url: &str) -> anyhow::Result<PostgresStore> {
-        Self::open_with(url, DEFAULT_POOL_SIZE).await
+        Self::open_with(url, &Default::default()).await
     }
 
-    pub async fn open_with(url: &str, pool_size: u32) -> anyhow::Result<PostgresStore> {
-        let options = PgConnectOptions::from_str(url)?
-            .application_name("batchd")
-            // A server or role may default to `off`; batchd answers only after durable commits.
-            .options([("synchronous_commit", "on"), ("client_min_messages", "warning")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await?;
+    /// The same with `[postgres]` settings (pool size, timeouts); TLS is the URL's `sslmode`.
+    pub async fn open_with(url: &str, cfg: &crate::config::PostgresConfig) -> anyhow::Result<PostgresStore> {
+        let pool = connect::pool(url, cfg).await?;
         // sqlx holds an advisory lock while migrating, so nodes starting together take turns.
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        connect::migrate(&pool).await?;
         let feed = Feed::default();
         let listener = ListenerGuard(tokio::spawn(listen(pool.clone(), feed.clone())));
         Ok(PostgresStore { pool, feed, _listener: listener })

@@ -144,6 +144,16 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS _batchd_migrations (version INTEGER PRIMARY KEY, applied INTEGER NOT NULL)",
     )?;
+    // A newer batchd may have added tables or columns this one knows nothing of: refuse to start
+    // rather than run on a schema whose rules it cannot keep.
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    let found: Option<i64> = conn.query_row("SELECT max(version) FROM _batchd_migrations", [], |r| r.get(0))?;
+    if let Some(found) = found.filter(|f| *f > known) {
+        anyhow::bail!(
+            "the database schema is at version {found}, newer than this batchd knows (up to {known}): a newer \
+             batchd has upgraded it. Run that version or a later one here; migrations are never undone"
+        );
+    }
     for (version, sql) in MIGRATIONS {
         let done: bool =
             conn.query_row("SELECT COUNT(*) FROM _batchd_migrations WHERE version = ?", [version], |r| {
