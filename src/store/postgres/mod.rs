@@ -163,6 +163,9 @@ impl PostgresStore {
 /// connection (PostgreSQL restarting, a network cut) it reconnects with a growing pause and says
 /// [`Notice::Resync`]: what was raised meanwhile is gone, and the consumers' polls catch it.
 async fn listen(pool: PgPool, feed: Feed) {
+    // Its own connection, outside the request pool: `pool_size` stays what requests can use.
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with((*pool.connect_options()).clone());
     let mut pause = Duration::from_millis(100);
     loop {
         match sqlx::postgres::PgListener::connect_with(&pool).await {
