@@ -340,7 +340,7 @@ fn usage_errors_exit_2_and_help_documents_the_exit_codes() {
         &["task", "list", "--output", "yaml"],
         &["task", "watch", "1", "--interval", "1ms"],
         &["task", "frobnicate"],
-        &["task", "list", "--server", "https://example.invalid"],
+        &["task", "list", "--server", "ftp://example.invalid"],
         &["task", "list", "--server", "not a url"],
     ] {
         let r = env.admin(args);
