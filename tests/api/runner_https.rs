@@ -151,27 +151,10 @@ async fn the_binary_trusts_ssl_cert_file() {
     let ca_path = ca.ca_path.display().to_string();
     let config_path = config.display().to_string();
     let server = crate::process::serve_database(&db, &[("SSL_CERT_FILE", &ca_path), ("BATCHD_CONFIG", &config_path)]);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let res = client
-        .post(format!("{}/api/v1/BatchTask", server.base))
-        .basic_auth("admin", Some("pw"))
-        .json(&json!({"Name": "secure-hook"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let id: i64 = res.json().await.unwrap();
+    let id = crate::runner_process::create(&server.base, json!({"Name": "secure-hook"})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let t: serde_json::Value = client
-            .get(format!("{}/api/v1/BatchTask/{id}", server.base))
-            .basic_auth("admin", Some("pw"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = crate::runner_process::get(&server.base, &format!("/api/v1/BatchTask/{id}")).await;
         if t["State"] == "Succeeded" {
             assert_eq!(t["Response"], "hello over tls");
             break;
