@@ -131,9 +131,9 @@ async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, 
 }
 
 /// What every routed answer passes through: the one error path, then the metrics, the log line
-/// and the `X-Request-Id` answer header. A layer of the
-/// router, so it sees the matched route template. One layer for both, not two: another axum
-/// middleware layer costs about 2,000 instructions a request, 3% of a GET (bench/instructions.sh).
+/// and the `X-Request-Id` answer header. A layer of the router, so it sees the matched route
+/// template. One layer for all, not several: another axum middleware layer costs about 2,000
+/// instructions a request, 3% of a GET (bench/instructions.sh).
 async fn finish(
     axum::extract::State(metrics): axum::extract::State<Arc<metrics::Metrics>>,
     req: Request,
