@@ -49,7 +49,9 @@ impl Server {
             .env("BATCHD_DATABASE", format!("sqlite:{}", db.display()))
             .env("BATCHD_ADMIN_PASSWORD", "pw")
             .env("BATCHD_CONFIG", &cfg_path)
-            .env("BATCHD_LOG", "warn,batchd=info")
+            // The address line, not a line per request or task: those would be measured too.
+            .env("BATCHD_LOG", "warn,batchd=info,batchd::request=warn,batchd::task=warn")
+            .env("BATCHD_LOG_FORMAT", "pretty")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

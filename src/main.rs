@@ -32,8 +32,38 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     after_long_help = cli::EXIT_CODES
 )]
 struct Cli {
+    /// Log lines on stderr: pretty for people, json (one object a line) for collectors.
+    /// Default: pretty when stderr is a terminal, json otherwise.
+    #[arg(long, global = true, env = "BATCHD_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The subscriber for `format` on stderr, filtered by `BATCHD_LOG` (default `info`).
+fn init_logs(format: Option<LogFormat>) {
+    let terminal = std::io::stderr().is_terminal();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATCHD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // A closed stderr must not take the server down (the internal-error report would panic).
+        .log_internal_errors(false)
+        .with_env_filter(filter);
+    match format.unwrap_or(if terminal { LogFormat::Pretty } else { LogFormat::Json }) {
+        LogFormat::Pretty => builder.with_ansi(terminal).init(),
+        // Fields at the top level and no span context: one flat object a line is what collectors
+        // index without configuration.
+        LogFormat::Json => {
+            builder.with_ansi(false).json().flatten_event(true).with_current_span(false).with_span_list(false).init()
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -284,17 +314,8 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        // A closed stderr must not take the server down (the internal-error report would panic).
-        .log_internal_errors(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BATCHD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logs(cli.log_format);
     match cli.command {
         Command::Serve { listen, db } => {
             let mut cfg = load_config(&db)?;

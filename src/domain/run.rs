@@ -121,6 +121,27 @@ impl RunEvent {
     }
 }
 
+/// Writes one log line per event, once the store has committed them; both drivers call it.
+/// The reason is already bounded by [`REASON_MAX`]; parameters are never part of an event.
+pub fn log_events<'a>(events: impl IntoIterator<Item = &'a RunEvent>) {
+    for e in events {
+        tracing::info!(
+            target: "batchd::task",
+            id = e.task_id,
+            node = e.node.as_deref(),
+            from = e.from.map(BatchTaskState::name),
+            to = e.to.map(BatchTaskState::name),
+            reason = e.reason.as_deref(),
+            "task state change"
+        );
+    }
+}
+
+/// True when [`log_events`] writes anything, so drivers keep events for it only then.
+pub fn logging_events() -> bool {
+    tracing::enabled!(target: "batchd::task", tracing::Level::INFO)
+}
+
 /// Text as both stores keep it: at most `max` characters, and U+0000 (which PostgreSQL text
 /// cannot hold, and a program's output may contain) replaced by U+FFFD.
 pub fn stored_text(s: &str, max: usize) -> String {

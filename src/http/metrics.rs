@@ -136,9 +136,21 @@ impl Timer {
         Timer { started: Instant::now(), route, method: method_label(req.method()) }
     }
 
-    pub fn finish(self, metrics: &Metrics, res: &Response) {
-        let series = Series { route: self.route, method: self.method, status: res.status().as_u16() };
-        metrics.observe(series, self.started.elapsed().as_secs_f64());
+    /// Counts the request and writes its one log line. The route is the template, never the
+    /// path as sent: no query string, ids or anything else a client put in the URL.
+    pub fn finish(self, metrics: &Metrics, res: &Response, request_id: &str) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let status = res.status().as_u16();
+        tracing::info!(
+            target: "batchd::request",
+            method = self.method,
+            route = %self.route,
+            status,
+            latency_ms = (seconds * 1e6).round() / 1e3,
+            request_id,
+            "request"
+        );
+        metrics.observe(Series { route: self.route, method: self.method, status }, seconds);
     }
 }
 

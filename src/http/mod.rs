@@ -130,18 +130,40 @@ async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, 
     next.run(req).await
 }
 
-/// What every routed answer passes through: the one error path, then the metrics. A layer of the
-/// router, so it sees the matched route template. One layer for both, not two: another axum
-/// middleware layer costs about 2,000 instructions a request, 3% of a GET (bench/instructions.sh).
+/// What every routed answer passes through: the one error path, then the metrics, the log line
+/// and the `X-Request-Id` answer header. A layer of the router, so it sees the matched route
+/// template. One layer for all, not several: another axum middleware layer costs about 2,000
+/// instructions a request, 3% of a GET (bench/instructions.sh).
 async fn finish(
     axum::extract::State(metrics): axum::extract::State<Arc<metrics::Metrics>>,
     req: Request,
     next: Next,
 ) -> Response {
     let timer = metrics::Timer::start(&req);
-    let res = error::render_errors(req, next).await;
-    timer.finish(&metrics, &res);
+    let id = request_id(&req);
+    let mut res = error::render_errors(req, next).await;
+    timer.finish(&metrics, &res, &id);
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(REQUEST_ID, v);
+    }
     res
+}
+
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// Longest `X-Request-Id` taken from a client; longer ones are replaced, not cut.
+const REQUEST_ID_MAX: usize = 64;
+
+/// The client's `X-Request-Id` when it is a plain token (so it is safe in a log line and a
+/// header), else a new random one: 16 hex digits.
+fn request_id(req: &Request) -> String {
+    let sent = req.headers().get(REQUEST_ID).map(HeaderValue::as_bytes);
+    match sent {
+        Some(b) if !b.is_empty() && b.len() <= REQUEST_ID_MAX && b.iter().all(|c| c.is_ascii_graphic()) => {
+            String::from_utf8_lossy(b).into_owned()
+        }
+        _ => format!("{:016x}", rand::random::<u64>()),
+    }
 }
 
 /// The whole application as one service: path rewriting in front of the router.
@@ -182,13 +204,19 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         "so-timezone",
         "x-xsrf-token",
         "x-lease-token",
+        "x-request-id",
     ]
     .map(HeaderName::from_static);
     let methods = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
     let layer = CorsLayer::new()
         .allow_methods(methods)
         .allow_headers(headers)
-        .expose_headers([axum::http::header::ETAG, axum::http::header::LOCATION, axum::http::header::WARNING])
+        .expose_headers([
+            axum::http::header::ETAG,
+            axum::http::header::LOCATION,
+            axum::http::header::WARNING,
+            REQUEST_ID,
+        ])
         .max_age(std::time::Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {
         return Some(layer.allow_origin(AllowOrigin::any()));

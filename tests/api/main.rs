@@ -11,6 +11,7 @@ mod formats;
 mod headers;
 mod helpers;
 mod limits;
+mod logs;
 mod metrics;
 mod nodes;
 mod odata;

@@ -41,6 +41,28 @@ pub fn serve_database(database: &str, extra_env: &[(&str, &str)]) -> Proc {
 }
 
 fn serve_database_with(database: &str, extra_env: &[(&str, &str)], tweak: impl FnOnce(&mut Command)) -> Proc {
+    start(database, extra_env, tweak, None)
+}
+
+/// Every line the server wrote on stderr so far.
+pub type Stderr = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// [`serve`], keeping every line of the server's stderr.
+pub fn serve_keeping_stderr(db: &Path, extra_env: &[(&str, &str)]) -> (Proc, Stderr) {
+    let lines = Stderr::default();
+    let proc = start(&format!("sqlite:{}", db.display()), extra_env, |_| {}, Some(lines.clone()));
+    (proc, lines)
+}
+
+/// The address of the "batchd is listening" line, in either log format.
+pub fn listening_addr(line: &str) -> Option<String> {
+    if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+        return rest.split('"').next().map(str::to_owned);
+    }
+    line.split("addr=").nth(1).map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+}
+
+fn start(database: &str, extra_env: &[(&str, &str)], tweak: impl FnOnce(&mut Command), keep: Option<Stderr>) -> Proc {
     let mut cmd = Command::new(batchd_bin());
     cmd.arg("serve")
         .env("BATCHD_LISTEN", "127.0.0.1:0")
@@ -58,8 +80,11 @@ fn serve_database_with(database: &str, extra_env: &[(&str, &str)], tweak: impl F
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+            if let Some(addr) = listening_addr(&line) {
+                let _ = tx.send(addr);
+            }
+            if let Some(keep) = &keep {
+                keep.lock().unwrap().push(line);
             }
         }
     });
@@ -201,8 +226,8 @@ async fn first_start_without_a_password_prints_a_generated_one_once() {
         if let Some(p) = line.split("password: ").nth(1) {
             password = Some(p.trim().to_owned());
         }
-        if let Some(a) = line.split("addr=").nth(1) {
-            addr = Some(a.split_whitespace().next().unwrap().to_owned());
+        if let Some(a) = listening_addr(&line) {
+            addr = Some(a);
             break;
         }
     }
@@ -227,7 +252,7 @@ async fn first_start_without_a_password_prints_a_generated_one_once() {
         .unwrap();
     for line in BufReader::new(second.stderr.take().unwrap()).lines().map_while(Result::ok) {
         assert!(!line.contains("password: "), "printed again: {line}");
-        if line.contains("addr=") {
+        if listening_addr(&line).is_some() {
             break;
         }
     }

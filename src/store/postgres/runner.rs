@@ -192,6 +192,9 @@ pub async fn write_events<'a>(
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
+    // Logged when written, before the caller's commit: a failed commit is rare and itself
+    // logged, and carrying the events to every commit would touch each store method.
+    run::log_events(events);
     Ok(())
 }
 

@@ -103,7 +103,17 @@ fn write(conn: &Connection, change: &Change) -> Result<(), StoreError> {
     write_events(conn, &change.events)
 }
 
-/// Appends events to the log.
+thread_local! {
+    /// Events the writer thread's current job wrote, for the log once its commit is durable.
+    static WRITTEN: std::cell::RefCell<Vec<RunEvent>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The events written since the last call (on the writer thread: by the job just run).
+pub(super) fn take_written() -> Vec<RunEvent> {
+    WRITTEN.with(|w| std::mem::take(&mut *w.borrow_mut()))
+}
+
+/// Appends events to the log (and keeps them for [`run::log_events`] after the commit).
 pub(super) fn write_events<'a>(
     conn: &Connection,
     events: impl IntoIterator<Item = &'a RunEvent>,
@@ -114,7 +124,11 @@ pub(super) fn write_events<'a>(
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .map_err(backend)?;
+    let log = run::logging_events();
     for e in events {
+        if log {
+            WRITTEN.with(|w| w.borrow_mut().push(e.clone()));
+        }
         stmt.execute(params![
             e.task_id,
             micros(e.at),

@@ -67,12 +67,17 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let outcome = conn.map(|conn| in_savepoint(conn, f));
+            // Taken even when the job failed: its events went with its savepoint.
+            let written = super::runner::take_written();
             Box::new(move |commit: Result<(), StoreError>| {
                 let result = match (outcome, commit) {
                     (Some(Ok(v)), Ok(())) => Ok(v),
                     (Some(Err(e)), _) | (_, Err(e)) => Err(e),
                     (None, Ok(())) => Err(StoreError::Backend("the write was not run".into())),
                 };
+                if result.is_ok() {
+                    crate::domain::run::log_events(&written);
+                }
                 let _ = reply.send(result);
             })
         });
