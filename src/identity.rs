@@ -208,7 +208,7 @@ pub enum IdentityError {
 
 /// A credential just made, with its secret (shown this once; the store keeps only its hash).
 #[derive(Debug, Clone)]
-pub struct Issued {
+pub struct FreshCredential {
     pub secret: String,
     pub row: CredentialRow,
 }
@@ -287,12 +287,12 @@ impl IdentityService {
     // -- tickets and sessions --
 
     /// A ticket for an associate that has just proved its password; it lives `ticket_lifetime`.
-    pub async fn issue_ticket(&self, associate_id: i32) -> Result<Issued> {
+    pub async fn issue_ticket(&self, associate_id: i32) -> Result<FreshCredential> {
         self.issue(CredentialKind::Ticket, associate_id, Some(self.ticket_lifetime), None, None).await
     }
 
     /// A browser session for an associate that has just proved its password.
-    pub async fn issue_session(&self, associate_id: i32) -> Result<Issued> {
+    pub async fn issue_session(&self, associate_id: i32) -> Result<FreshCredential> {
         self.issue(CredentialKind::Session, associate_id, Some(self.session_lifetime), None, None).await
     }
 
@@ -303,7 +303,7 @@ impl IdentityService {
         lifetime: Option<Duration>,
         scope: Option<Scope>,
         label: Option<String>,
-    ) -> Result<Issued> {
+    ) -> Result<FreshCredential> {
         let secret = match kind {
             CredentialKind::Ticket => new_ticket_secret(),
             CredentialKind::Token => new_token_secret(),
@@ -313,7 +313,7 @@ impl IdentityService {
         let expires = lifetime.and_then(|l| chrono::Duration::from_std(l).ok()).map(|l| now + l);
         let new = NewCredential { kind, associate_id, secret_hash: hash_secret(&secret), expires, scope, name: label };
         let row = self.store.create_credential(new, now).await?;
-        Ok(Issued { secret, row })
+        Ok(FreshCredential { secret, row })
     }
 
     /// Logout: ends the ticket or session of `kind` the request came with, or, when it came with
@@ -351,7 +351,7 @@ impl IdentityService {
 
     /// A new token. Its scope may not need a higher role than its associate has (a token never
     /// does more than its associate could); only admins make tokens for others.
-    pub async fn create_token(&self, who: Principal<'_>, req: TokenRequest) -> Result<Issued> {
+    pub async fn create_token(&self, who: Principal<'_>, req: TokenRequest) -> Result<FreshCredential> {
         may_manage_credentials(who)?;
         if let Some(l) = &req.label {
             check_label(l)?;

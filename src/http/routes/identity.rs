@@ -249,7 +249,7 @@ pub async fn create_session(
     let next = text(&props, "next")?;
     let a = app.auth.login(&name, &password, &client).await?;
     let lifetime = app.config.access.session_lifetime;
-    let identity::Issued { secret, row } = app.identity.issue_session(a.id).await?;
+    let identity::FreshCredential { secret, row } = app.identity.issue_session(a.id).await?;
     let xsrf = xsrf_token(&secret);
     let secure = app.config.access.secure_cookies;
     let mut res = match next.as_deref().and_then(local_redirect) {
