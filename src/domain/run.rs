@@ -223,6 +223,11 @@ impl RunPolicy {
     pub fn undefined() -> RunPolicy {
         RunPolicy { retry: RetryPolicy { restarts: 0, ..RetryPolicy::default() }, ..RunPolicy::default() }
     }
+
+    /// The policy of `task`'s definition among those a store loaded for a batch.
+    pub fn of(policies: &HashMap<String, RunPolicy>, task: &Task) -> RunPolicy {
+        policies.get(&task.name).copied().unwrap_or_else(RunPolicy::undefined)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -615,7 +620,7 @@ pub fn finish_batch(
         |f| f.id,
         FinishResult::Lost,
         |row, f| {
-            let policy = policies.get(&row.task.name).copied().unwrap_or_else(RunPolicy::undefined);
+            let policy = RunPolicy::of(policies, &row.task);
             finish(row, f, &policy, now, jitter())
         },
     )

@@ -555,7 +555,7 @@ pub async fn rescue(
     let (rescued, changes): (Vec<Rescued>, Vec<Change>) = rows
         .into_iter()
         .filter_map(|row| {
-            let policy = policies.get(&row.task.name).copied().unwrap_or_else(RunPolicy::undefined);
+            let policy = RunPolicy::of(&policies, &row.task);
             run::rescue(row, node, &policy, now, stop_grace)
         })
         .unzip();

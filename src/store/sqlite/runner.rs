@@ -375,7 +375,7 @@ pub(super) fn rescue(
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str()))?;
     let mut out = Vec::new();
     for row in rows {
-        let policy = policies.get(&row.task.name).copied().unwrap_or_else(RunPolicy::undefined);
+        let policy = RunPolicy::of(&policies, &row.task);
         if let Some((rescued, change)) = run::rescue(row, node, &policy, now, stop_grace) {
             write(conn, &change)?;
             out.push(rescued);
