@@ -142,6 +142,13 @@ impl From<DomainError> for ApiError {
             }
             DomainError::Contended { id } => (S::CONFLICT, Msg::new(Key::TaskContended).arg("id", id)),
             DomainError::LeaseStale { id } => (S::CONFLICT, Msg::new(Key::LeaseStale).arg("id", id)),
+            DomainError::NotFailed { id, state } => {
+                (S::CONFLICT, Msg::new(Key::TaskNotFailed).arg("id", id).arg("state", state.name()))
+            }
+            DomainError::DefinitionNotFound { name } => {
+                (S::NOT_FOUND, Msg::new(Key::DefinitionNotFound).arg("name", truncate(&name, 80)))
+            }
+            DomainError::BulkTooMany { max } => (S::BAD_REQUEST, Msg::new(Key::BulkTooMany).arg("max", max)),
             DomainError::NotExternal { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
             }

@@ -66,6 +66,8 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             let schema = if name == "state" {
                 json!({"$ref": "#/components/schemas/BatchTaskState"})
+            } else if name == "name" {
+                json!({"type": "string", "description": "A definition's Name"})
             } else {
                 json!({"type": "integer", "format": "int32"})
             };
@@ -123,9 +125,36 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             "TimeOut": {"type": "integer", "nullable": true, "description": "seconds"},
             "Restarts": {"type": "integer"}, "Concurrency": {"type": "integer", "nullable": true},
             "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for recurring definitions"},
-            "CancellationBehaviour": {"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"}}}})),
+            "CancellationBehaviour": {"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"},
+            "Paused": {"type": "boolean", "description": "Its New tasks wait and its schedule creates nothing, on every node"},
+            "Schedule": {"type": "string", "nullable": true, "description": "How often the schedule creates a task, e.g. 5m"},
+            "NextRun": {"type": "string", "format": "date-time", "nullable": true, "description": "When the schedule next creates a task; null when none (no schedule, or paused)"},
+            "Counts": {"type": "object", "description": "Tasks the caller may see", "properties": {
+                "New": {"type": "integer"}, "Running": {"type": "integer", "description": "Aquired and Started"}, "Failed": {"type": "integer"}}},
+            "Parameters": {"type": "array", "items": {"type": "string"}, "description": "ParameterObject keys the runner's templates use"}}}})),
             ),
         ),
+        // -- scheduling --
+        ("Definitions/{name}/Pause" | "Definitions/{name}/Resume", "POST") => {
+            responses.insert("403".into(), error.clone());
+            (None, ("200", ok(json!({"type": "boolean", "description": "true when this call changed it"}))))
+        }
+        ("BatchTask/{id}/Retry", "POST") => {
+            responses.insert("403".into(), error.clone());
+            responses.insert("409".into(), error.clone());
+            responses.insert("412".into(), error.clone());
+            (None, ("200", ok(task.clone())))
+        }
+        ("BatchTask/Bulk", "POST") => {
+            let request = json!({"type": "object", "required": ["Action", "Filter"], "properties": {
+                "Action": {"type": "string", "enum": ["Stop", "Delete", "Retry"]},
+                "Filter": {"type": "string", "description": "An OData $filter, as GET /api/v1/BatchTask takes", "example": "State eq 'Failed'"},
+                "DryRun": {"type": "boolean", "description": "Count the matches only"}}});
+            let answer = json!({"type": "object", "properties": {
+                "Matched": {"type": "integer", "description": "Tasks the filter matched among those the caller sees (at most 1000)"},
+                "Done": {"type": "integer", "description": "Tasks the action was carried out on"}}});
+            (Some(body(request)), ("200", ok(answer)))
+        }
         _ if agent => {
             let method = path.rsplit('/').next().unwrap_or("");
             let answer = match method {

@@ -49,7 +49,18 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("BatchTask/{state}", &[("GET", "User tasks in a BatchTaskState (All = every state)")]),
     ("BatchTask/{id}/Stop", &[("POST", "Stop a task; answers true when the stop took effect")]),
     // -- definitions --
-    ("Definitions", &[("GET", "The task definitions this server runs: Name, Runner, Description, limits")]),
+    (
+        "Definitions",
+        &[("GET", "The task definitions this server runs: Name, Runner, limits, Paused, Schedule, NextRun, Counts, Parameters")],
+    ),
+    // -- scheduling --
+    ("Definitions/{name}/Pause", &[("POST", "Admins: pause a definition on every node (its New tasks wait)")]),
+    ("Definitions/{name}/Resume", &[("POST", "Admins: resume a paused definition")]),
+    ("BatchTask/{id}/Retry", &[("POST", "Run a Failed task again (back to New); answers the task")]),
+    (
+        "BatchTask/Bulk",
+        &[("POST", "{Action: Stop|Delete|Retry, Filter, DryRun} Act on every task a $filter matches; {Matched, Done}")],
+    ),
     // -- runner --
     (
         "BatchTask/Acquire",

@@ -767,6 +767,33 @@ impl Store for PostgresStore {
         runner::set_run_policy(&mut conn, name, policy).await
     }
 
+    // -- scheduling --
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let changed = runner::set_paused(&mut tx, name, paused).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(changed)
+    }
+
+    async fn definition_statuses(&self, owner: Option<i32>) -> Result<Vec<super::DefinitionStatus>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::definition_statuses(&mut conn, owner).await
+    }
+
+    async fn retry_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        guard: DeleteGuard,
+    ) -> Result<Task, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let task = runner::retry_task(&mut tx, id, runner::at(now), &actor, guard).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(task)
+    }
+
     // -- nodes and health --
 
     async fn ping(&self, within: Duration) -> Result<(), StoreError> {
