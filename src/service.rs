@@ -429,10 +429,8 @@ impl TaskService {
             other => other?,
         };
         tracing::info!(name, paused, changed, by = %caller.name, "definition pause changed");
-        if let Some(r) = &self.runner {
-            if !paused {
-                r.wake();
-            }
+        if let Some(r) = self.runner.as_ref().filter(|_| !paused) {
+            r.wake();
         }
         Ok(changed)
     }
@@ -494,7 +492,9 @@ impl TaskService {
             for &id in batch {
                 let pre = Precondition::default();
                 let done = match action {
-                    BulkAction::Stop => self.stop(caller, id, pre).await.map(|o| matches!(o, StopOutcome::Stopped { .. })),
+                    BulkAction::Stop => {
+                        self.stop(caller, id, pre).await.map(|o| matches!(o, StopOutcome::Stopped { .. }))
+                    }
                     BulkAction::Delete => self.delete(caller, id, pre).await.map(|()| true),
                     BulkAction::Retry => self.retry(caller, id, pre).await.map(|_| true),
                 };

@@ -857,11 +857,7 @@ pub fn next_run(next_start: Option<DateTime<Utc>>, paused: bool, now: DateTime<U
     (!paused).then(|| next_start.map_or(now, |n| n.max(now)))
 }
 
-fn next_occurrence(
-    next_start: Option<DateTime<Utc>>,
-    interval: Duration,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
+fn next_occurrence(next_start: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let due = next_start.unwrap_or(now);
     if due > now {
         return None;

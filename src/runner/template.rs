@@ -134,10 +134,11 @@ pub fn parameter_names(spec: &crate::domain::definition::RunnerSpec) -> Vec<Stri
     for (template, json) in parts {
         // A template that does not parse was refused at start-up; it names nothing here.
         for piece in pieces(template, json).unwrap_or_default() {
-            if let Piece::Slot(key) = piece {
-                if !BUILT_IN.contains(&key) && !out.iter().any(|k| k == key) {
-                    out.push(key.to_owned());
-                }
+            if let Piece::Slot(key) = piece
+                && !BUILT_IN.contains(&key)
+                && !out.iter().any(|k| k == key)
+            {
+                out.push(key.to_owned());
             }
         }
     }

@@ -130,6 +130,7 @@ stories! {
     associates_story: sqlite_associates_story, postgres_associates_story;
     identity_story: sqlite_identity_story, postgres_identity_story;
     nodes_story: sqlite_nodes_story, postgres_nodes_story;
+    scheduling_story: sqlite_scheduling_story, postgres_scheduling_story;
 }
 
 #[tokio::test]
@@ -1469,4 +1470,144 @@ async fn nodes_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let back = store.list_nodes(since, 10).await.unwrap().into_iter().find(|n| n.name.starts_with("odd")).unwrap();
     assert_eq!(back, odd.clone().stored());
     assert_eq!((back.name.chars().count(), back.version.as_str()), (node::TEXT_MAX, "v\u{FFFD}"));
+}
+
+/// Pause and resume, the definitions' state and counts, and retry: claims (in batches and on
+/// create) skip a paused definition's tasks, its schedule moves on without creating, and a
+/// retried task runs again with its run count going on.
+async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::store::TaskCounts;
+    use batchd::store::runner::{
+        ClaimName, ClaimRequest, Finish, FinishOutcome, FinishResult, ScheduleTick, StopResult,
+    };
+    let t0 = micros_now();
+    for name in ["held", "free"] {
+        store.upsert_definition(&definition(name, "d", 0), t0).await.unwrap();
+    }
+    let mut feed = store.feed().subscribe();
+    let req = |max| ClaimRequest {
+        node: "n1".into(),
+        lease: std::time::Duration::from_secs(30),
+        names: ["held", "free"].map(|n| ClaimName { name: n.into(), concurrency: None }).to_vec(),
+        max,
+        start: true,
+        associate_id: None,
+    };
+
+    // Pausing is stored once and told to the feed; pausing again changes nothing.
+    assert!(store.set_paused("held", true).await.unwrap());
+    assert!(!store.set_paused("held", true).await.unwrap(), "paused already");
+    assert!(matches!(store.set_paused("nope", true).await, Err(StoreError::NotFound)));
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match feed.next().await {
+                Some(n @ batchd::store::feed::Notice::Definition { .. }) => return n,
+                Some(_) => continue,
+                None => panic!("the feed ended"),
+            }
+        }
+    })
+    .await
+    .expect("a pause is told to the feed");
+    assert_eq!(notice, batchd::store::feed::Notice::Definition { name: "held".into() });
+
+    let held: Vec<i32> = {
+        let mut v = Vec::new();
+        for owner in [7, 7, 8] {
+            v.push(store.create_task(task("held", owner, None), t0).await.unwrap().id);
+        }
+        v
+    };
+    let free = store.create_task(task("free", 7, None), t0).await.unwrap().id;
+    let claimed = store.claim_tasks(&req(10), t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [free], "a paused definition's tasks wait");
+    let (created, lease) = store.create_and_claim(task("held", 7, None), t0, &req(1)).await.unwrap();
+    assert!(lease.is_none(), "nor is one claimed in its create");
+    assert_eq!(store.get_task(created.id).await.unwrap().unwrap().state, BatchTaskState::New);
+
+    // The state of every definition row, with counts of what the caller may see.
+    let statuses = store.definition_statuses(None).await.unwrap();
+    let of = |name: &str, list: &[batchd::store::DefinitionStatus]| {
+        list.iter().find(|s| s.name == name).cloned().unwrap_or_else(|| panic!("{name} listed"))
+    };
+    let h = of("held", &statuses);
+    assert!(h.paused);
+    assert_eq!(h.counts, TaskCounts { new: 4, running: 0, failed: 0 });
+    assert_eq!(of("free", &statuses).counts, TaskCounts { new: 0, running: 1, failed: 0 });
+    assert!(!of("free", &statuses).paused);
+    let mine = store.definition_statuses(Some(8)).await.unwrap();
+    assert_eq!(of("held", &mine).counts, TaskCounts { new: 1, running: 0, failed: 0 }, "only owner 8's");
+    assert_eq!(of("free", &mine).counts, TaskCounts::default());
+
+    // A paused schedule moves on without creating a task; resumed, it creates again.
+    let tick =
+        ScheduleTick { name: "held".into(), interval: std::time::Duration::from_secs(60), skip_if_active: false };
+    let (made, next) = store.schedule_tick(&tick, t0, task("held", 0, None)).await.unwrap();
+    assert!(made.is_none(), "paused: nothing created");
+    assert_eq!(next, t0 + Duration::seconds(60));
+    assert_eq!(of("held", &store.definition_statuses(None).await.unwrap()).next_start, Some(next));
+    assert!(store.set_paused("held", false).await.unwrap());
+    let later = next + Duration::seconds(1);
+    let (made, _) = store.schedule_tick(&tick, later, task("held", 0, None)).await.unwrap();
+    assert!(made.is_some(), "resumed: the occurrence creates its task");
+
+    // Resumed: the waiting tasks are claimable again, oldest first.
+    let claimed = store.claim_tasks(&req(2), later).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), held[..2]);
+
+    // Retry: only a Failed task, under the guard, its run count going on.
+    let allow = || -> batchd::store::DeleteGuard { Box::new(|_| Ok(())) };
+    let actor = || Actor::associate(1, "retried by admin");
+    let refused = store.retry_task(claimed[0].task.id, later, actor(), allow()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Rejected(DomainError::NotFailed { state: BatchTaskState::Started, .. }))),
+        "{refused:?}"
+    );
+    let f = Finish {
+        id: claimed[0].task.id,
+        token: claimed[0].lease.token.clone(),
+        outcome: FinishOutcome::Failed { retry: false },
+        result: Some("exit 1".into()),
+        response: None,
+        progress: None,
+        actor: Actor::node("n1", "failed"),
+    };
+    assert_eq!(store.finish_tasks(vec![f], later).await.unwrap(), [FinishResult::Done(BatchTaskState::Failed)]);
+    let id = claimed[0].task.id;
+    let stopped = store.request_stop(held[2], later, actor(), "admin".into(), allow()).await.unwrap();
+    assert!(matches!(stopped, StopResult::Failed(_)));
+    assert_eq!(of("held", &store.definition_statuses(None).await.unwrap()).counts.failed, 2);
+    let forbidden = store
+        .retry_task(
+            id,
+            later,
+            actor(),
+            Box::new(|_| Err(DomainError::Forbidden { reason: batchd::domain::rights::Reason::MayNotRetryTask })),
+        )
+        .await;
+    assert!(matches!(forbidden, Err(StoreError::Rejected(DomainError::Forbidden { .. }))));
+    assert_eq!(store.get_task(id).await.unwrap().unwrap().state, BatchTaskState::Failed, "a refusal writes nothing");
+    let before = store.get_task(id).await.unwrap().unwrap();
+    let retried = store.retry_task(id, later, actor(), allow()).await.unwrap();
+    assert_eq!((retried.state, retried.start_count, retried.result.as_deref()), (BatchTaskState::New, 1, None));
+    assert_eq!(retried.version, before.version + 1);
+    assert!(matches!(store.retry_task(i32::MAX, later, actor(), allow()).await, Err(StoreError::NotFound)));
+    let again = store.claim_tasks(&req(10), later).await.unwrap();
+    let run = again.iter().find(|c| c.task.id == id).expect("the retried task is claimed");
+    assert_eq!((run.lease.attempt, run.task.start_count), (2, 2), "the run count goes on");
+    let moves: Vec<_> = store.task_events(id).await.unwrap().iter().map(|e| (e.from, e.to)).collect();
+    use BatchTaskState as S;
+    assert_eq!(
+        moves,
+        [
+            (None, Some(S::New)),
+            (Some(S::New), Some(S::Aquired)),
+            (Some(S::Aquired), Some(S::Started)),
+            (Some(S::Started), Some(S::Failed)),
+            (Some(S::Failed), Some(S::New)),
+            (Some(S::New), Some(S::Aquired)),
+            (Some(S::Aquired), Some(S::Started)),
+        ],
+        "the event log keeps every run"
+    );
 }

@@ -213,12 +213,7 @@ fn required_text<'a>(obj: &'a Map<String, Value>, name: &'static str) -> Result<
 /// `POST /BatchTask/Bulk` `{"Action": "Stop"|"Delete"|"Retry", "Filter": "<$filter>", "DryRun": bool}`:
 /// the action on every task the filter matches that the caller sees (at most
 /// [`crate::service::BULK_MAX`]); answers `{"Matched", "Done"}`.
-pub async fn bulk(
-    caller: Caller,
-    State(app): State<AppState>,
-    prefs: Prefs,
-    body: Body,
-) -> Result<Response, ApiError> {
+pub async fn bulk(caller: Caller, State(app): State<AppState>, prefs: Prefs, body: Body) -> Result<Response, ApiError> {
     let obj = require_object(body.value, "BulkAction")?;
     let word = required_text(&obj, "Action")?;
     let action = BulkAction::parse(word).ok_or_else(|| DomainError::UnknownValue {
@@ -227,7 +222,10 @@ pub async fn bulk(
     })?;
     let filter = crate::domain::filter::parse(required_text(&obj, "Filter")?, prefs.zone).map_err(|e| {
         ApiError::bad_request(
-            Msg::new(Key::FilterInvalid).arg("position", e.position).arg("expected", &e.expected).arg("found", &e.found),
+            Msg::new(Key::FilterInvalid)
+                .arg("position", e.position)
+                .arg("expected", &e.expected)
+                .arg("found", &e.found),
         )
     })?;
     let dry_run = match property(&obj, "DryRun") {

@@ -51,7 +51,10 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     // -- definitions --
     (
         "Definitions",
-        &[("GET", "The task definitions this server runs: Name, Runner, limits, Paused, Schedule, NextRun, Counts, Parameters")],
+        &[(
+            "GET",
+            "The task definitions this server runs: Name, Runner, limits, Paused, Schedule, NextRun, Counts, Parameters",
+        )],
     ),
     // -- scheduling --
     ("Definitions/{name}/Pause", &[("POST", "Admins: pause a definition on every node (its New tasks wait)")]),

@@ -688,15 +688,16 @@ pub async fn schedule_tick(
         return Ok((None, next_start.unwrap_or(now)));
     };
     let next = due.next;
-    let active = !due.create || tick.skip_if_active && {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM batchtask WHERE name = $1 AND state IN (1, 2, 3) LIMIT 1")
-                .bind(&tick.name)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(backend)?;
-        found.is_some()
-    };
+    let active = !due.create
+        || tick.skip_if_active && {
+            let found: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM batchtask WHERE name = $1 AND state IN (1, 2, 3) LIMIT 1")
+                    .bind(&tick.name)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            found.is_some()
+        };
     let created = if active {
         None
     } else {

@@ -514,12 +514,12 @@ pub(super) fn schedule_tick(
     let next = due.next;
     let active = !due.create
         || tick.skip_if_active
-        && !ids_of(
-            conn,
-            "SELECT batchtask_id FROM batchtask WHERE name = ? AND state IN (1, 2, 3) LIMIT 1",
-            [&tick.name],
-        )?
-        .is_empty();
+            && !ids_of(
+                conn,
+                "SELECT batchtask_id FROM batchtask WHERE name = ? AND state IN (1, 2, 3) LIMIT 1",
+                [&tick.name],
+            )?
+            .is_empty();
     let created = if active {
         None
     } else {
