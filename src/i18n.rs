@@ -120,6 +120,7 @@ pub enum Key {
     TaskNotFailed,
     DefinitionNotFound,
     BulkTooMany,
+    IdempotencyKeyReused,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -214,6 +215,9 @@ fn english(key: Key) -> &'static str {
         Key::TaskNotFailed => "BatchTask id {id} is {state}; only a Failed task can be retried.",
         Key::DefinitionNotFound => "No task definition is named '{name}'.",
         Key::BulkTooMany => "Filter: it matches more than {max} tasks; a bulk action takes at most {max}.",
+        Key::IdempotencyKeyReused => {
+            "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
+        }
     }
 }
 
@@ -341,7 +345,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 66] = [
+    const KEYS: [Key; 67] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -408,6 +412,7 @@ mod tests {
         Key::TaskNotFailed,
         Key::DefinitionNotFound,
         Key::BulkTooMany,
+        Key::IdempotencyKeyReused,
     ];
 
     fn placeholders(t: &str) -> Vec<&str> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::idempotency::KeyedCreate;
 use crate::domain::node::{self, NodeStatus};
 use crate::domain::rights::{
     Reason, can_see, list_owner, may_list_nodes, may_pause_definitions, owner_of_new_task, rights_for,
@@ -13,7 +14,7 @@ use crate::domain::rights::{
 use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
-use crate::store::{BackendError, DefinitionStatus, ListQuery, ListRow, Store, StoreError, TaskFilter};
+use crate::store::{BackendError, CreatedOnce, DefinitionStatus, ListQuery, ListRow, Store, StoreError, TaskFilter};
 
 /// Entity-tags from `If-Match` or `If-None-Match`, already parsed by the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,13 +199,16 @@ impl TaskService {
     }
 
     /// Creates a task. `associate_id` is the owner the body asked for (admins may name anyone).
+    /// With an `Idempotency-Key` (`key`), a repeat of the caller's create within the window
+    /// answers the first task's id and creates nothing ([`crate::domain::idempotency`]).
     pub async fn create(
         &self,
         caller: &Caller,
         mut task: NewTask,
         associate_id: Option<i32>,
         cancellation_given: bool,
-    ) -> Result<Task, StoreError> {
+        key: Option<String>,
+    ) -> Result<Created, StoreError> {
         task.associate_id = owner_of_new_task(caller, &task, associate_id)?;
         if self.strict_definitions && !self.known_definitions.iter().any(|d| d == &task.name) {
             return Err(DomainError::UnknownDefinition { name: task.name }.into());
@@ -214,6 +218,27 @@ impl TaskService {
                 self.definitions.get(&task.name).map_or(CancellationBehaviour::default(), |d| d.cancellation);
         }
         task.validate()?;
+        if let Some(key) = key {
+            let keyed = KeyedCreate {
+                associate_id: caller.associate_id,
+                request_hash: crate::domain::idempotency::request_hash(&task),
+                key,
+            };
+            // No claim in the create's transaction here: the key row is that transaction's point.
+            return Ok(match self.store.create_task_once(task, now(), &keyed).await? {
+                CreatedOnce::Created(t) => {
+                    if let Some(r) = &self.runner {
+                        r.wake();
+                    }
+                    Created { id: t.id, replayed: false }
+                }
+                CreatedOnce::Replayed(id) => Created { id, replayed: true },
+            });
+        }
+        self.create_now(task).await.map(|t| Created { id: t.id, replayed: false })
+    }
+
+    async fn create_now(&self, task: NewTask) -> Result<Task, StoreError> {
         let Some(runner) = &self.runner else {
             return self.store.create_task(task, now()).await;
         };
@@ -535,6 +560,14 @@ impl TaskService {
             .await
             .map_err(|e| not_found_as(e, id))
     }
+}
+
+/// A create's answer: the task's id, and whether it is an earlier create's (an
+/// `Idempotency-Key` replay, nothing created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    pub id: i32,
+    pub replayed: bool,
 }
 
 /// What a bulk action does to each task it matches.

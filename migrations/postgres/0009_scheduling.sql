@@ -15,3 +15,17 @@ END $$;
 
 CREATE TRIGGER batchtaskdefinition_notify AFTER UPDATE OF paused ON batchtaskdefinition
     FOR EACH ROW EXECUTE FUNCTION batchd_notify_definition();
+
+-- Idempotency-Key on creates (src/domain/idempotency.rs): one row per associate and key, written
+-- in the transaction that creates the task. The primary key decides between racing creates: the
+-- second insert waits for the first to commit and then finds its row.
+CREATE TABLE idempotency_key (
+    associate_id integer     NOT NULL,
+    key          text        COLLATE "C" NOT NULL,
+    request_hash text        COLLATE "C" NOT NULL,
+    task_id      integer,
+    created      timestamptz NOT NULL,
+    PRIMARY KEY (associate_id, key)
+);
+-- Retention: expired keys by age.
+CREATE INDEX idempotency_key_created ON idempotency_key (created);

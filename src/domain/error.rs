@@ -141,6 +141,9 @@ pub enum DomainError {
     /// A bulk action whose filter matches more tasks than one request may act on.
     #[error("the filter matches more than {max} tasks")]
     BulkTooMany { max: usize },
+    /// An `Idempotency-Key` used within its window for a different create.
+    #[error("the Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
     /// An external worker asked for a definition the server runs itself.
     #[error("definition {name:?} is run by the server, not by external workers")]
     NotExternal { name: String },

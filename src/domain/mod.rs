@@ -8,6 +8,7 @@ pub mod duration;
 pub mod error;
 pub mod filter;
 pub mod forwarded;
+pub mod idempotency;
 pub mod lockout;
 pub mod node;
 pub mod query;

@@ -57,6 +57,7 @@ pub fn error_type(status: StatusCode) -> &'static str {
         412 => "SoPreconditionFailedException",
         413 => "PayloadTooLargeException",
         415 => "UnsupportedMediaTypeException",
+        422 => "ArgumentException",
         429 => "TooManyRequestsException",
         503 => "ServiceUnavailableException",
         507 => "InsufficientStorageException",
@@ -149,6 +150,7 @@ impl From<DomainError> for ApiError {
                 (S::NOT_FOUND, Msg::new(Key::DefinitionNotFound).arg("name", truncate(&name, 80)))
             }
             DomainError::BulkTooMany { max } => (S::BAD_REQUEST, Msg::new(Key::BulkTooMany).arg("max", max)),
+            DomainError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, Msg::new(Key::IdempotencyKeyReused)),
             DomainError::NotExternal { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
             }

@@ -74,12 +74,20 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             params.push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
         }
     }
+    if matches!((path, verb), ("BatchTask", "POST") | ("Agents/Batch/StartBatchJob", "POST")) {
+        params.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
+            "schema": {"type": "string", "maxLength": 255},
+            "description": "1-255 visible ASCII characters. The same key from the same caller within 24 h answers the first create's id (with Idempotent-Replayed: true) and creates nothing; with a different body, 422"}));
+    }
     let mut op = json!({"summary": summary, "parameters": params, "responses": {"400": error, "401": error}});
     let responses = op["responses"].as_object_mut().expect("object");
     let agent = path.starts_with("Agents/");
     let (request, response): (Option<Value>, (&str, Value)) = match (path, verb) {
         ("BatchTask", "GET") => (None, ("200", ok(json!({"$ref": "#/components/schemas/ODataList"})))),
-        ("BatchTask", "POST") => (Some(body(task.clone())), ("200", ok(json!({"type": "integer"})))),
+        ("BatchTask", "POST") => {
+            responses.insert("422".into(), error.clone());
+            (Some(body(task.clone())), ("200", ok(json!({"type": "integer"}))))
+        }
         ("BatchTask/{id}", "GET") => {
             responses.insert("304".into(), json!({"description": "Not modified (If-None-Match, If-Modified-Since)"}));
             responses.insert("412".into(), error.clone());

@@ -117,6 +117,14 @@ fn row(key: Key) -> Option<Row> {
             "Filter : correspond à plus de {max} tâches ; une action groupée en prend au plus {max}.",
             "Filter: komt overeen met meer dan {max} taken; een bulkactie neemt er hoogstens {max}.",
         ],
+        Key::IdempotencyKeyReused => [
+            "Idempotency-Key: nøkkelen ble brukt det siste døgnet til en annen forespørsel; bruk en ny nøkkel.",
+            "Idempotency-Key: nyckeln användes det senaste dygnet för en annan begäran; använd en ny nyckel.",
+            "Idempotency-Key: nøglen blev brugt det seneste døgn til en anden forespørgsel; brug en ny nøgle.",
+            "Idempotency-Key: der Schlüssel wurde in den letzten 24 Stunden für eine andere Anfrage verwendet; verwenden Sie einen neuen.",
+            "Idempotency-Key : cette clé a servi dans les dernières 24 heures à une autre requête ; utilisez-en une nouvelle.",
+            "Idempotency-Key: deze sleutel is de afgelopen 24 uur voor een ander verzoek gebruikt; gebruik een nieuwe.",
+        ],
         Key::TaskBusy => [
             "BatchTask {id} er {state}; stopp den før du sletter den.",
             "BatchTask {id} är {state}; stoppa den innan du tar bort den.",

@@ -94,6 +94,11 @@ async fn retention_loop(runner: Runner) {
         if let Err(e) = runner.store().purge_nodes(crate::domain::node::kept_since(Utc::now()), cfg.batch).await {
             tracing::warn!(error = %e, "removing old node rows failed");
         }
+        // Idempotency keys past their window answer nothing any more.
+        let expired = crate::domain::idempotency::expired_before(Utc::now());
+        if let Err(e) = runner.store().purge_idempotency_keys(expired, cfg.batch).await {
+            tracing::warn!(error = %e, "removing expired idempotency keys failed");
+        }
         if removed > 0 {
             tracing::info!(removed, "retention removed finished tasks");
         }

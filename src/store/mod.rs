@@ -341,6 +341,20 @@ pub trait Store: Send + Sync + 'static {
     /// (non-system) tasks, the visibility rule of the lists. One query for all definitions.
     async fn definition_statuses(&self, owner: Option<i32>) -> Result<Vec<DefinitionStatus>, StoreError>;
 
+    /// Creates the task unless `key` was used by its associate within the window
+    /// ([`crate::domain::idempotency::decide`]): then answers that task's id and creates
+    /// nothing, or refuses a different request under the key. The key row and the task commit
+    /// together; the `(associate, key)` primary key orders racing creates.
+    async fn create_task_once(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        key: &crate::domain::idempotency::KeyedCreate,
+    ) -> Result<CreatedOnce, StoreError>;
+
+    /// Removes up to `limit` idempotency keys first used before `before`; answers how many went.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError>;
+
     /// `Failed → New` ([`crate::domain::run::retry`]), if `guard` agrees, in one transaction.
     async fn retry_task(
         &self,
@@ -381,6 +395,14 @@ pub struct DefinitionRow {
     pub start_interval_seconds: i64,
     pub cancellation: crate::domain::CancellationBehaviour,
     pub concurrency: Option<i32>,
+}
+
+/// What a create under an `Idempotency-Key` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreatedOnce {
+    Created(Box<Task>),
+    /// The key's earlier create: its task id; nothing was created.
+    Replayed(i32),
 }
 
 /// A definition row's scheduling state and task counts (`GET /api/v1/Definitions`).

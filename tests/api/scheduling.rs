@@ -309,3 +309,89 @@ async fn a_pause_on_one_node_stops_claims_on_another_on_postgres() {
     }
     assert!(resumed.elapsed() < Duration::from_secs(2), "the feed woke the worker: {:?}", resumed.elapsed());
 }
+
+/// Racing clients with one `Idempotency-Key`, spread over `apps` (nodes): one task, every answer
+/// its id; a different body under the key is a 422; the key is the caller's; the agent too.
+async fn idempotent_creates(apps: &[&TestApp]) {
+    let body = json!({"Name": "ext", "Description": "once"});
+    let mut joins = Vec::new();
+    for i in 0..12 {
+        let app = apps[i % apps.len()];
+        let (client, url, user) = (app.client.clone(), app.url("/api/v1/BatchTask"), app.user.clone());
+        let body = body.clone();
+        joins.push(tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .basic_auth(&user.0, Some(&user.1))
+                .header("Idempotency-Key", "order-4711")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let replayed = res.headers().get("Idempotent-Replayed").is_some();
+            (res.json::<i64>().await.unwrap(), replayed)
+        }));
+    }
+    let mut answers = Vec::new();
+    for j in joins {
+        answers.push(j.await.unwrap());
+    }
+    let id = answers[0].0;
+    assert!(answers.iter().all(|(i, _)| *i == id), "{answers:?}");
+    assert_eq!(
+        answers.iter().filter(|(_, replayed)| !replayed).count(),
+        1,
+        "one created, the rest replayed: {answers:?}"
+    );
+    let app = apps[0];
+    let list = app.get("/api/v1/BatchTask?$filter=DefinitionName%20eq%20'ext'").await.json::<Value>().await.unwrap();
+    assert_eq!(list["value"].as_array().unwrap().len(), 1, "{list}");
+
+    let keyed = |body: Value, key: &str| {
+        app.request(Method::POST, "/api/v1/BatchTask").header("Idempotency-Key", key).json(&body).send()
+    };
+    let res = keyed(json!({"Name": "ext", "Description": "another"}), "order-4711").await.unwrap();
+    assert_error(res, 422, "ArgumentException", "Idempotency-Key").await;
+    let res = keyed(body.clone(), &"k".repeat(256)).await.unwrap();
+    assert_error(res, 400, "ArgumentException", "Idempotency-Key").await;
+    // Another caller's key of the same name is its own.
+    let ursula = app.add_associate("ursula", Role::User).await;
+    let res = app
+        .as_user(&ursula)
+        .request(Method::POST, "/api/v1/BatchTask")
+        .header("Idempotency-Key", "order-4711")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_ne!(res.json::<i64>().await.unwrap(), id);
+    // StartBatchJob honours the header as well.
+    let start = || {
+        app.request(Method::POST, "/api/v1/Agents/Batch/StartBatchJob")
+            .header("Idempotency-Key", "agent-1")
+            .json(&json!({"BatchTaskInfo": {"Name": "ext"}}))
+            .send()
+    };
+    let a = start().await.unwrap().json::<i64>().await.unwrap();
+    let res = start().await.unwrap();
+    assert_eq!(res.headers().get("Idempotent-Replayed").unwrap(), "true");
+    assert_eq!(res.json::<i64>().await.unwrap(), a);
+    // Without a key every create is new.
+    assert_ne!(app.create(&body).await, app.create(&body).await);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_racing_creates_one_task() {
+    let app = spawn_runner(DEFS).await;
+    idempotent_creates(&[&app]).await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_racing_creates_on_two_nodes_one_task_on_postgres() {
+    let Some(db) = crate::pg::TestPg::create("scheduling::an_idempotency_key_on_two_nodes").await else { return };
+    let a = spawn_runner_with(DEFS, crate::pg::feed_only_node(&db.url, "node-a", true)).await;
+    let b = spawn_runner_with(DEFS, crate::pg::feed_only_node(&db.url, "node-b", true)).await;
+    idempotent_creates(&[&a, &b]).await;
+}

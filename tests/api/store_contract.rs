@@ -131,6 +131,7 @@ stories! {
     identity_story: sqlite_identity_story, postgres_identity_story;
     nodes_story: sqlite_nodes_story, postgres_nodes_story;
     scheduling_story: sqlite_scheduling_story, postgres_scheduling_story;
+    idempotency_story: sqlite_idempotency_story, postgres_idempotency_story;
 }
 
 #[tokio::test]
@@ -1610,4 +1611,74 @@ async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
         ],
         "the event log keeps every run"
     );
+}
+
+/// `Idempotency-Key` on creates: a repeat replays, another request under the key is refused,
+/// the key is the associate's, it expires after its window, and racing creates make one task.
+async fn idempotency_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::domain::idempotency::{KeyedCreate, WINDOW, expired_before, request_hash};
+    use batchd::store::CreatedOnce;
+    let t0 = micros_now();
+    let new = task("once", 7, Some("d"));
+    let keyed = |associate_id: i32, key: &str, new: &NewTask| KeyedCreate {
+        associate_id,
+        key: key.into(),
+        request_hash: request_hash(new),
+    };
+    let CreatedOnce::Created(first) = store.create_task_once(new.clone(), t0, &keyed(7, "k1", &new)).await.unwrap()
+    else {
+        panic!("a new key creates")
+    };
+    assert_eq!(first.name, "once");
+    let again = store.create_task_once(new.clone(), t0 + Duration::hours(23), &keyed(7, "k1", &new)).await.unwrap();
+    assert_eq!(again, CreatedOnce::Replayed(first.id), "the same request replays");
+    let other = task("once", 7, Some("something else"));
+    let refused = store.create_task_once(other.clone(), t0, &keyed(7, "k1", &other)).await;
+    assert!(matches!(refused, Err(StoreError::Rejected(DomainError::IdempotencyKeyReused))), "{refused:?}");
+    let theirs = store.create_task_once(new.clone(), t0, &keyed(8, "k1", &new)).await.unwrap();
+    assert!(matches!(theirs, CreatedOnce::Created(ref t) if t.id != first.id), "another associate's key");
+    let count = |store: Arc<dyn Store>| async move {
+        store.find_tasks(&TaskFilter { name: Some("once".into()), ..TaskFilter::default() }).await.unwrap().len()
+    };
+    assert_eq!(count(store.clone()).await, 2);
+    // Past the window the key is free again.
+    let late = t0 + chrono::Duration::from_std(WINDOW).unwrap() + Duration::seconds(1);
+    let renewed = store.create_task_once(other.clone(), late, &keyed(7, "k1", &other)).await.unwrap();
+    let CreatedOnce::Created(renewed) = renewed else { panic!("an expired key creates again") };
+    assert_ne!(renewed.id, first.id);
+    assert_eq!(
+        store.create_task_once(other.clone(), late, &keyed(7, "k1", &other)).await.unwrap(),
+        CreatedOnce::Replayed(renewed.id)
+    );
+
+    // Racing creates under one key: one task, every answer its id.
+    let racer = task("raced", 9, None);
+    let mut joins = Vec::new();
+    for _ in 0..8 {
+        let (store, racer) = (store.clone(), racer.clone());
+        let k = keyed(9, "race", &racer);
+        joins.push(tokio::spawn(async move { store.create_task_once(racer, t0, &k).await.unwrap() }));
+    }
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for j in joins {
+        match j.await.unwrap() {
+            CreatedOnce::Created(t) => {
+                created += 1;
+                ids.push(t.id)
+            }
+            CreatedOnce::Replayed(id) => ids.push(id),
+        }
+    }
+    assert_eq!(created, 1, "{ids:?}");
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let raced = store.find_tasks(&TaskFilter { name: Some("raced".into()), ..TaskFilter::default() }).await.unwrap();
+    assert_eq!(raced.len(), 1);
+
+    // Retention removes what has expired only.
+    assert_eq!(store.purge_idempotency_keys(expired_before(t0), 100).await.unwrap(), 0);
+    // Keys first used at t0 (associate 8's, the race's) are past their window; associate 7's was
+    // used afresh at `late`.
+    assert_eq!(store.purge_idempotency_keys(expired_before(late + Duration::seconds(1)), 100).await.unwrap(), 2);
+    assert_eq!(store.purge_idempotency_keys(late + Duration::days(2), 100).await.unwrap(), 1);
 }

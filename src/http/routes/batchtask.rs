@@ -34,17 +34,37 @@ pub async fn create(
     caller: Caller,
     State(app): State<AppState>,
     prefs: Prefs,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let obj = require_object(body.value, "BatchTaskInfo")?;
     let req = wire::parse_create(&obj)?;
-    let task = app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given).await?;
-    let mut res = format::respond(prefs.format, &Payload::Int(task.id.into()));
-    let location = local_path(&app.config, &format!("/api/v1/BatchTask/{}", task.id));
+    let created = app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given, key).await?;
+    let mut res = format::respond(prefs.format, &Payload::Int(created.id.into()));
+    let location = local_path(&app.config, &format!("/api/v1/BatchTask/{}", created.id));
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
+    mark_replay(&mut res, created);
     Ok(res)
+}
+
+/// The `Idempotency-Key` header, checked (bounded, visible ASCII); `None` when absent.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    use crate::domain::idempotency::{HEADER, parse_key};
+    let Some(v) = headers.get(HEADER) else { return Ok(None) };
+    let raw =
+        v.to_str().map_err(|_| DomainError::UnknownValue { field: Field::Param(HEADER), value: String::new() })?;
+    Ok(Some(parse_key(raw)?))
+}
+
+/// A replayed create says so (`Idempotent-Replayed: true`), as the same answer may be a new task
+/// or an old one.
+pub(crate) fn mark_replay(res: &mut Response, created: crate::service::Created) {
+    if created.replayed {
+        res.headers_mut().insert("Idempotent-Replayed", HeaderValue::from_static("true"));
+    }
 }
 
 /// `GET /BatchTask/{id}` or `GET /BatchTask/{state}`: digits are an id, a state name a list.

@@ -34,7 +34,7 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         "BatchTask",
         &[
             ("GET", "?$select=&$filter=&$orderBy=&$top=&$skip= OData list over the BatchTasks archive"),
-            ("POST", "Start a batch task; answers its id"),
+            ("POST", "Start a batch task; answers its id (Idempotency-Key: a repeat within 24 h answers the same id)"),
         ],
     ),
     (
@@ -81,7 +81,10 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         "Agents/Batch/GetBatchTaskInfosByAssociates",
         &[("POST", "{AssociateIds} Tasks of associates (empty = all, 0 = system, -1 = all users)")],
     ),
-    ("Agents/Batch/StartBatchJob", &[("POST", "{BatchTaskInfo} Start a batch task; answers its id")]),
+    (
+        "Agents/Batch/StartBatchJob",
+        &[("POST", "{BatchTaskInfo} Start a batch task; answers its id (Idempotency-Key as for POST BatchTask)")],
+    ),
     ("Agents/Batch/StopBatchJob", &[("POST", "?id={int} Stop a task")]),
     ("Agents/Batch/GetBatchTaskInfosByState", &[("POST", "{State} User tasks in a state")]),
     ("Agents/Batch/UpdateBatchTask", &[("POST", "{BatchTaskInfo} Update State, Description, Response and Request")]),

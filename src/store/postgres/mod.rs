@@ -781,6 +781,24 @@ impl Store for PostgresStore {
         runner::definition_statuses(&mut conn, owner).await
     }
 
+    async fn create_task_once(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        key: &crate::domain::idempotency::KeyedCreate,
+    ) -> Result<super::CreatedOnce, StoreError> {
+        let now = runner::at(now);
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = runner::create_task_once(&mut tx, &new, now, key).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done)
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::purge_idempotency_keys(&mut conn, before, limit).await
+    }
+
     async fn retry_task(
         &self,
         id: i32,

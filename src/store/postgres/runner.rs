@@ -783,3 +783,75 @@ pub async fn retry_task(
     write(conn, std::slice::from_ref(&change)).await?;
     load_task(conn, id, false).await?.ok_or(StoreError::NotFound)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys
+
+/// The key row is inserted first: a racing create with the same key blocks on the primary key
+/// until this transaction ends, then finds the row and replays its task.
+pub async fn create_task_once(
+    conn: &mut PgConnection,
+    new: &NewTask,
+    now: DateTime<Utc>,
+    key: &crate::domain::idempotency::KeyedCreate,
+) -> Result<crate::store::CreatedOnce, StoreError> {
+    use crate::domain::idempotency::{KeyUse, StoredKey, decide};
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_key (associate_id, key, request_hash, created) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (associate_id, key) DO NOTHING",
+    )
+    .bind(key.associate_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?
+    .rows_affected();
+    if inserted == 0 {
+        let stored: (String, Option<i32>, DateTime<Utc>) = sqlx::query_as(
+            "SELECT request_hash, task_id, created FROM idempotency_key WHERE associate_id = $1 AND key = $2 FOR UPDATE",
+        )
+        .bind(key.associate_id)
+        .bind(&key.key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let stored = StoredKey { request_hash: stored.0, task_id: stored.1, created: stored.2 };
+        if let KeyUse::Replay(id) = decide(Some(&stored), &key.request_hash, now)? {
+            return Ok(crate::store::CreatedOnce::Replayed(id));
+        }
+    }
+    let id = insert_task(conn, new, now).await?;
+    sqlx::query(
+        "UPDATE idempotency_key SET request_hash = $3, task_id = $4, created = $5 WHERE associate_id = $1 AND key = $2",
+    )
+    .bind(key.associate_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let task = load_task(conn, id, false).await?.ok_or(StoreError::NotFound)?;
+    Ok(crate::store::CreatedOnce::Created(Box::new(task)))
+}
+
+pub async fn purge_idempotency_keys(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let n = sqlx::query(
+        "DELETE FROM idempotency_key WHERE ctid = ANY(ARRAY(SELECT ctid FROM idempotency_key WHERE created < $1 \
+         LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(before)
+    .bind(limit as i64)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?
+    .rows_affected();
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}

@@ -747,6 +747,24 @@ impl Store for SqliteStore {
         self.read(|conn| runner::definition_statuses(conn, owner))
     }
 
+    async fn create_task_once(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        key: &crate::domain::idempotency::KeyedCreate,
+    ) -> Result<super::CreatedOnce, StoreError> {
+        let key = key.clone();
+        let done = self.writer.write(move |conn| runner::create_task_once(conn, &new, now, &key)).await?;
+        if let super::CreatedOnce::Created(task) = &done {
+            self.feed.send(Notice::New { name: task.name.clone() });
+        }
+        Ok(done)
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        self.writer.write(move |conn| runner::purge_idempotency_keys(conn, before, limit)).await
+    }
+
     async fn retry_task(
         &self,
         id: i32,

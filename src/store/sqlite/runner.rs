@@ -593,3 +593,50 @@ pub(super) fn retry_task(
     write(conn, &change)?;
     super::load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys
+
+pub(super) fn create_task_once(
+    conn: &Connection,
+    new: &NewTask,
+    now: DateTime<Utc>,
+    key: &crate::domain::idempotency::KeyedCreate,
+) -> Result<crate::store::CreatedOnce, StoreError> {
+    use crate::domain::idempotency::{KeyUse, StoredKey, decide};
+    let now = crate::domain::time::truncate_micros(now);
+    let stored = conn
+        .prepare_cached("SELECT request_hash, task_id, created FROM idempotency_key WHERE associate_id = ? AND key = ?")
+        .and_then(|mut s| {
+            s.query_row(params![key.associate_id, key.key], |r| {
+                Ok(StoredKey { request_hash: r.get(0)?, task_id: r.get(1)?, created: from_micros(r.get(2)?) })
+            })
+            .optional()
+        })
+        .map_err(backend)?;
+    if let KeyUse::Replay(id) = decide(stored.as_ref(), &key.request_hash, now)? {
+        return Ok(crate::store::CreatedOnce::Replayed(id));
+    }
+    let id = super::insert_task(conn, new, now)?;
+    conn.prepare_cached(
+        "INSERT INTO idempotency_key (associate_id, key, request_hash, task_id, created) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (associate_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+         task_id = excluded.task_id, created = excluded.created",
+    )
+    .and_then(|mut s| s.execute(params![key.associate_id, key.key, key.request_hash, id, micros(now)]))
+    .map_err(backend)?;
+    let task = super::load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
+    Ok(crate::store::CreatedOnce::Created(Box::new(task)))
+}
+
+pub(super) fn purge_idempotency_keys(
+    conn: &Connection,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM idempotency_key WHERE rowid IN (SELECT rowid FROM idempotency_key WHERE created < ? LIMIT ?)",
+    )
+    .and_then(|mut s| s.execute(params![micros(before), limit as i64]))
+    .map_err(backend)
+}
