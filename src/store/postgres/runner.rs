@@ -688,7 +688,8 @@ pub async fn schedule_tick(
         return Ok((None, next_start.unwrap_or(now)));
     };
     let next = due.next;
-    let active = !due.create
+    // Paused, or (when asked) a task of the name still waiting or running: no task this time.
+    let skipped = !due.create
         || tick.skip_if_active && {
             let found: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM batchtask WHERE name = $1 AND state IN (1, 2, 3) LIMIT 1")
@@ -698,7 +699,7 @@ pub async fn schedule_tick(
                     .map_err(backend)?;
             found.is_some()
         };
-    let created = if active {
+    let created = if skipped {
         None
     } else {
         let id = insert_task(conn, &new, now).await?;

@@ -512,7 +512,8 @@ pub(super) fn schedule_tick(
         return Ok((None, next_start.map_or(now, from_micros)));
     };
     let next = due.next;
-    let active = !due.create
+    // Paused, or (when asked) a task of the name still waiting or running: no task this time.
+    let skipped = !due.create
         || tick.skip_if_active
             && !ids_of(
                 conn,
@@ -520,7 +521,7 @@ pub(super) fn schedule_tick(
                 [&tick.name],
             )?
             .is_empty();
-    let created = if active {
+    let created = if skipped {
         None
     } else {
         let id = super::insert_task(conn, &new, now)?;
