@@ -760,13 +760,26 @@ pub async fn definition_statuses(
             .fetch_all(&mut *conn)
             .await
             .map_err(backend)?;
-    let counts: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT name, state, COUNT(*) FROM batchtask WHERE state IN (1, 2, 3, 5) \
-         AND ($1::integer IS NULL OR (NOT is_system AND associate_id = $1)) GROUP BY name, state",
-    )
-    .bind(owner)
-    .fetch_all(&mut *conn)
-    .await
+    // Two statements, so each has its index: (name, state) for every task, (associate_id, state)
+    // for a user's own.
+    let counts: Vec<(String, i32, i64)> = match owner {
+        None => {
+            sqlx::query_as(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE state IN (1, 2, 3, 5) GROUP BY name, state",
+            )
+            .fetch_all(&mut *conn)
+            .await
+        }
+        Some(owner) => {
+            sqlx::query_as(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE associate_id = $1 AND state IN (1, 2, 3, 5) \
+             AND NOT is_system GROUP BY name, state",
+            )
+            .bind(owner)
+            .fetch_all(&mut *conn)
+            .await
+        }
+    }
     .map_err(backend)?;
     Ok(crate::store::definition_statuses(rows, counts.into_iter().map(|(n, s, c)| (n, i64::from(s), c))))
 }

@@ -569,14 +569,24 @@ pub(super) fn definition_statuses(
         .prepare_cached("SELECT name, paused <> 0, next_start FROM batchtaskdefinition ORDER BY name")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?.map(from_micros))))?
         .collect::<rusqlite::Result<_>>()?;
-    // The (name, state) index answers the admins' count; a user's is narrowed to its own tasks.
-    let counts: Vec<(String, i64, i64)> = conn
-        .prepare_cached(
-            "SELECT name, state, COUNT(*) FROM batchtask WHERE state IN (1, 2, 3, 5) \
-             AND (?1 IS NULL OR (is_system = 0 AND associate_id = ?1)) GROUP BY name, state",
-        )?
-        .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    // Two statements, so each has its index: (name, state) covers the count of every task,
+    // (associate_id, state) finds a user's own.
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+    let counts: Vec<(String, i64, i64)> = match owner {
+        None => conn
+            .prepare_cached(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE state IN (1, 2, 3, 5) GROUP BY name, state",
+            )?
+            .query_map([], row)?
+            .collect::<rusqlite::Result<_>>()?,
+        Some(owner) => conn
+            .prepare_cached(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE associate_id = ? AND state IN (1, 2, 3, 5) \
+                 AND is_system = 0 GROUP BY name, state",
+            )?
+            .query_map([owner], row)?
+            .collect::<rusqlite::Result<_>>()?,
+    };
     Ok(crate::store::definition_statuses(rows, counts))
 }
 
