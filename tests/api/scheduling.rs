@@ -395,3 +395,37 @@ async fn an_idempotency_key_makes_racing_creates_on_two_nodes_one_task_on_postgr
     let b = spawn_runner_with(DEFS, crate::pg::feed_only_node(&db.url, "node-b", true)).await;
     idempotent_creates(&[&a, &b]).await;
 }
+
+/// External workers honour the pause too: `Acquire` hands out nothing of a paused definition,
+/// and a worker waiting on it gets the task as soon as it is resumed.
+#[tokio::test]
+async fn an_external_worker_acquires_nothing_of_a_paused_definition_until_resumed() {
+    let app = spawn_runner(DEFS).await;
+    let worker = app.add_associate("worker1", Role::Worker).await;
+    assert_eq!(post(&app, None, "/api/v1/Definitions/ext/Pause", None).await.status(), 200);
+    let id = app.create(&json!({"Name": "ext"})).await;
+    let res = app
+        .as_user(&worker)
+        .send_json(Method::POST, "/api/v1/BatchTask/Acquire", &json!({"Names": ["ext"], "Wait": 0}))
+        .await;
+    assert_eq!(res.status(), 204, "paused: nothing to acquire");
+
+    let (client, url) = (app.client.clone(), app.url("/api/v1/BatchTask/Acquire"));
+    let waiter = tokio::spawn(async move {
+        let res = client
+            .post(url)
+            .basic_auth("worker1", Some("worker1-password"))
+            .json(&json!({"Names": ["ext"], "Wait": 20}))
+            .send()
+            .await
+            .unwrap();
+        (res.json::<Value>().await.unwrap(), Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiter.is_finished(), "still waiting while paused");
+    let resumed = Instant::now();
+    assert_eq!(post(&app, None, "/api/v1/Definitions/ext/Resume", None).await.status(), 200);
+    let (body, at) = waiter.await.unwrap();
+    assert_eq!(body["Task"]["Id"], id, "{body}");
+    assert!(at - resumed < Duration::from_secs(2), "the resume woke the waiting worker: {:?}", at - resumed);
+}
