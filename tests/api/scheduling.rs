@@ -248,6 +248,19 @@ async fn bulk_actions_take_a_filter_the_callers_rights_and_a_bound() {
     assert_eq!(stopped.status(), 200);
     let r = ok(bulk(None, json!({"Action": "Retry", "Filter": by_name})).await).await;
     assert_eq!(r, json!({"Matched": 5, "Done": 1}), "only the Failed one is retried");
+    // XML in, XML out.
+    let res = app
+        .request(Method::POST, "/api/v1/BatchTask/Bulk")
+        .header("Content-Type", "application/xml")
+        .header("Accept", "application/xml")
+        .body("<BulkAction><Action>Retry</Action><Filter>DefinitionName eq 'ext'</Filter><DryRun>true</DryRun></BulkAction>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let xml = res.text().await.unwrap();
+    assert!(xml.contains("<Matched>5</Matched>") && xml.contains("<Done>0</Done>"), "{xml}");
+
     let r = ok(bulk(None, json!({"Action": "Delete", "Filter": format!("{by_name} and State eq 'New'")})).await).await;
     assert_eq!(r, json!({"Matched": 5, "Done": 5}));
     assert_eq!(app.get(&format!("/api/v1/BatchTask/{}", admins[1])).await.status(), 404);
