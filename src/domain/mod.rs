@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod associate;
+pub mod cron;
 pub mod definition;
 pub mod duration;
 pub mod error;

@@ -825,9 +825,28 @@ pub fn deleted(task: &Task, actor: &Actor, now: DateTime<Utc>) -> Option<RunEven
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleTick {
     pub name: String,
-    pub interval: Duration,
+    pub schedule: Schedule,
     /// Skip the occurrence while a task of this name is New, Aquired or Started.
     pub skip_if_active: bool,
+}
+
+/// What makes a recurring definition's tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// Every so often, from the first tick on.
+    Every(Duration),
+    /// At the times a cron expression names, in its time zone.
+    Cron(super::cron::Cron),
+}
+
+impl Schedule {
+    /// As `GET /Definitions` shows it: `5m`, or `0 3 * * * Europe/Oslo`.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Every(d) => format_duration(*d),
+            Schedule::Cron(c) => c.describe(),
+        }
+    }
 }
 
 /// An occurrence that is due: the schedule moves on to `next` either way; `create` says
@@ -841,20 +860,45 @@ pub struct Due {
 /// What a tick does: `Some(due)` when the occurrence is due now (create its task unless the
 /// definition is paused or the occurrence is skipped, and move the schedule to `due.next`);
 /// `None` when not due yet. Missed occurrences (no node ran, or the definition was paused) are
-/// not made up for: the next one is always in the future.
+/// not made up for: the next one is always in the future. An interval's first occurrence is its
+/// first tick; a cron schedule's first tick only sets its next occurrence, creating nothing.
 pub fn schedule_due(
     next_start: Option<DateTime<Utc>>,
-    interval: Duration,
+    schedule: &Schedule,
     paused: bool,
     now: DateTime<Utc>,
 ) -> Option<Due> {
-    next_occurrence(next_start, interval, now).map(|next| Due { next, create: !paused })
+    match schedule {
+        Schedule::Every(interval) => {
+            next_occurrence(next_start, *interval, now).map(|next| Due { next, create: !paused })
+        }
+        Schedule::Cron(cron) => {
+            if next_start.is_some_and(|n| n > now) {
+                return None;
+            }
+            // An expression that never occurs again is parked a century ahead.
+            let next = cron.next_after(now).unwrap_or(now + chrono::Duration::days(36_500));
+            Some(Due { next, create: next_start.is_some() && !paused })
+        }
+    }
 }
 
 /// When a schedule next creates a task, as `GET /Definitions` shows it: none while paused; at
-/// the next tick (now) when it never ran or its occurrence is overdue.
-pub fn next_run(next_start: Option<DateTime<Utc>>, paused: bool, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    (!paused).then(|| next_start.map_or(now, |n| n.max(now)))
+/// the next tick (now) when an interval never ran or an occurrence is overdue; a cron schedule
+/// that never ran, at its next occurrence.
+pub fn next_run(
+    schedule: &Schedule,
+    next_start: Option<DateTime<Utc>>,
+    paused: bool,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if paused {
+        return None;
+    }
+    match (schedule, next_start) {
+        (Schedule::Cron(c), None) => c.next_after(now),
+        (_, next) => Some(next.map_or(now, |n| n.max(now))),
+    }
 }
 
 fn next_occurrence(next_start: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -1128,7 +1172,7 @@ mod tests {
 
     #[test]
     fn a_schedule_never_makes_up_for_missed_occurrences() {
-        let minute = Duration::from_secs(60);
+        let minute = &Schedule::Every(Duration::from_secs(60));
         let due = |next| Some(Due { next, create: true });
         assert_eq!(schedule_due(Some(at(1)), minute, false, at(0)), None);
         assert_eq!(schedule_due(None, minute, false, at(0)), due(at(60_000)));
@@ -1138,13 +1182,30 @@ mod tests {
 
     #[test]
     fn a_paused_schedule_moves_on_without_creating() {
-        let minute = Duration::from_secs(60);
+        let minute = &Schedule::Every(Duration::from_secs(60));
         assert_eq!(schedule_due(Some(at(0)), minute, true, at(30_000)), Some(Due { next: at(60_000), create: false }));
         assert_eq!(schedule_due(Some(at(1)), minute, true, at(0)), None);
-        assert_eq!(next_run(Some(at(60_000)), true, at(0)), None, "a paused schedule creates nothing");
-        assert_eq!(next_run(Some(at(60_000)), false, at(0)), Some(at(60_000)));
-        assert_eq!(next_run(Some(at(0)), false, at(5)), Some(at(5)), "overdue: the next tick");
-        assert_eq!(next_run(None, false, at(5)), Some(at(5)), "never ran: the first tick");
+        assert_eq!(next_run(minute, Some(at(60_000)), true, at(0)), None, "a paused schedule creates nothing");
+        assert_eq!(next_run(minute, Some(at(60_000)), false, at(0)), Some(at(60_000)));
+        assert_eq!(next_run(minute, Some(at(0)), false, at(5)), Some(at(5)), "overdue: the next tick");
+        assert_eq!(next_run(minute, None, false, at(5)), Some(at(5)), "never ran: the first tick");
+    }
+
+    #[test]
+    fn a_cron_schedule_arms_on_its_first_tick_and_never_makes_up() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let hourly = &Schedule::Cron(crate::domain::cron::Cron::parse("0 * * * *", chrono_tz::Tz::UTC).unwrap());
+        let first = schedule_due(None, hourly, false, t("2026-12-03T09:20:00Z"));
+        assert_eq!(first, Some(Due { next: t("2026-12-03T10:00:00Z"), create: false }), "armed, nothing created");
+        assert_eq!(schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T09:59:59Z")), None);
+        let due = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T10:00:00Z"));
+        assert_eq!(due, Some(Due { next: t("2026-12-03T11:00:00Z"), create: true }));
+        let late = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T13:30:00Z"));
+        assert_eq!(late, Some(Due { next: t("2026-12-03T14:00:00Z"), create: true }), "one task, not four");
+        let paused = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, true, t("2026-12-03T10:00:00Z"));
+        assert_eq!(paused, Some(Due { next: t("2026-12-03T11:00:00Z"), create: false }));
+        assert_eq!(next_run(hourly, None, false, t("2026-12-03T09:20:00Z")), Some(t("2026-12-03T10:00:00Z")));
+        assert_eq!(hourly.describe(), "0 * * * * UTC");
     }
 
     #[test]

@@ -132,10 +132,10 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             "Runner": {"type": "string", "enum": ["noop", "sleep", "command", "http", "external", "embedded"]},
             "TimeOut": {"type": "integer", "nullable": true, "description": "seconds"},
             "Restarts": {"type": "integer"}, "Concurrency": {"type": "integer", "nullable": true},
-            "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for recurring definitions"},
+            "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for definitions recurring by start_interval"},
             "CancellationBehaviour": {"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"},
             "Paused": {"type": "boolean", "description": "Its New tasks wait and its schedule creates nothing, on every node"},
-            "Schedule": {"type": "string", "nullable": true, "description": "How often the schedule creates a task, e.g. 5m"},
+            "Schedule": {"type": "string", "nullable": true, "description": "What creates its tasks: an interval (5m) or a cron expression and its zone (0 3 * * * Europe/Oslo)"},
             "NextRun": {"type": "string", "format": "date-time", "nullable": true, "description": "When the schedule next creates a task; null when none (no schedule, or paused)"},
             "Counts": {"type": "object", "description": "Tasks the caller may see", "properties": {
                 "New": {"type": "integer"}, "Running": {"type": "integer", "description": "Aquired and Started"}, "Failed": {"type": "integer"}}},

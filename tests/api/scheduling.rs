@@ -30,6 +30,12 @@ body_format = "json"
 name = "tick"
 runner = "noop"
 start_interval = "1h"
+
+[[definition]]
+name = "nightly"
+runner = "noop"
+cron = "0 3 * * *"
+time_zone = "Europe/Oslo"
 "#;
 
 fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
@@ -92,6 +98,16 @@ async fn definitions_show_pause_schedule_counts_and_the_parameters_only() {
     let next = chrono::DateTime::parse_from_rfc3339(tick["NextRun"].as_str().expect("a NextRun")).unwrap();
     let ahead = next.with_timezone(&chrono::Utc) - chrono::Utc::now();
     assert!(ahead > chrono::Duration::minutes(55) && ahead <= chrono::Duration::hours(1), "{ahead}");
+
+    // A cron schedule shows its expression and zone, and its next occurrence.
+    let nightly = find(&all, "nightly");
+    assert_eq!(nightly["Schedule"], "0 3 * * * Europe/Oslo");
+    let next = chrono::DateTime::parse_from_rfc3339(nightly["NextRun"].as_str().expect("a NextRun")).unwrap();
+    let oslo: chrono_tz::Tz = "Europe/Oslo".parse().unwrap();
+    let want = batchd::domain::cron::Cron::parse("0 3 * * *", oslo).unwrap().next_after(chrono::Utc::now()).unwrap();
+    assert_eq!(next.with_timezone(&chrono::Utc), want);
+    assert_eq!(next.with_timezone(&oslo).format("%H:%M").to_string(), "03:00");
+    assert_eq!(nightly["Counts"]["New"], 0, "the first tick arms the schedule, creating nothing");
 
     // Paused, a schedule creates nothing: no NextRun.
     assert_eq!(post(&app, None, "/api/v1/Definitions/tick/Pause", None).await.status(), 200);
@@ -441,4 +457,22 @@ async fn an_external_worker_acquires_nothing_of_a_paused_definition_until_resume
     let (body, at) = waiter.await.unwrap();
     assert_eq!(body["Task"]["Id"], id, "{body}");
     assert!(at - resumed < Duration::from_secs(2), "the resume woke the waiting worker: {:?}", at - resumed);
+}
+
+#[test]
+fn a_cron_definition_is_checked_when_the_config_is_read() {
+    use batchd::runner::settings::parse_definitions;
+    let def = |extra: &str| parse_definitions(&format!("[[definition]]\nname = \"n\"\nrunner = \"noop\"\n{extra}\n"));
+    let ok = def("cron = \"*/5 * * * mon-fri\"").unwrap();
+    let n = ok.iter().find(|d| d.name == "n").unwrap();
+    assert_eq!(n.schedule().unwrap().describe(), "*/5 * * * mon-fri UTC");
+    for (extra, says) in [
+        ("cron = \"0 3 * * *\"\nstart_interval = \"1h\"", "not both"),
+        ("time_zone = \"Europe/Oslo\"", "cron, which is missing"),
+        ("cron = \"0 3 * *\"", "4 fields"),
+        ("cron = \"0 3 * * *\"\ntime_zone = \"Mars/Olympus\"", "not a known time zone"),
+    ] {
+        let e = format!("{:#}", def(extra).unwrap_err());
+        assert!(e.contains(says), "{extra}: {e}");
+    }
 }

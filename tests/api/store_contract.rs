@@ -1477,6 +1477,7 @@ async fn nodes_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
 /// create) skip a paused definition's tasks, its schedule moves on without creating, and a
 /// retried task runs again with its run count going on.
 async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::domain::run::Schedule;
     use batchd::store::TaskCounts;
     use batchd::store::runner::{
         ClaimName, ClaimRequest, Finish, FinishOutcome, FinishResult, ScheduleTick, StopResult,
@@ -1541,8 +1542,11 @@ async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     assert_eq!(of("free", &mine).counts, TaskCounts::default());
 
     // A paused schedule moves on without creating a task; resumed, it creates again.
-    let tick =
-        ScheduleTick { name: "held".into(), interval: std::time::Duration::from_secs(60), skip_if_active: false };
+    let tick = ScheduleTick {
+        name: "held".into(),
+        schedule: Schedule::Every(std::time::Duration::from_secs(60)),
+        skip_if_active: false,
+    };
     let (made, next) = store.schedule_tick(&tick, t0, task("held", 0, None)).await.unwrap();
     assert!(made.is_none(), "paused: nothing created");
     assert_eq!(next, t0 + Duration::seconds(60));
@@ -1551,6 +1555,28 @@ async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let later = next + Duration::seconds(1);
     let (made, _) = store.schedule_tick(&tick, later, task("held", 0, None)).await.unwrap();
     assert!(made.is_some(), "resumed: the occurrence creates its task");
+
+    // A cron schedule: its first tick only sets the next occurrence (in its zone), the tick at
+    // that time creates the task, and a late tick creates one task, not one per missed time.
+    let oslo: chrono_tz::Tz = "Europe/Oslo".parse().unwrap();
+    let nightly = batchd::domain::cron::Cron::parse("0 3 * * *", oslo).unwrap();
+    let cron_tick =
+        ScheduleTick { name: "free".into(), schedule: Schedule::Cron(nightly.clone()), skip_if_active: false };
+    let (made, armed) = store.schedule_tick(&cron_tick, t0, task("free", 0, None)).await.unwrap();
+    assert!(made.is_none(), "the first tick arms the schedule");
+    assert_eq!(armed, nightly.next_after(t0).unwrap());
+    let (made, again) =
+        store.schedule_tick(&cron_tick, armed - Duration::seconds(1), task("free", 0, None)).await.unwrap();
+    assert!(made.is_none(), "not due yet");
+    assert_eq!(again, armed);
+    let three_days_late = armed + Duration::days(3);
+    let (made, next) = store.schedule_tick(&cron_tick, three_days_late, task("free", 0, None)).await.unwrap();
+    let made = made.expect("due: created");
+    assert_eq!(next, nightly.next_after(three_days_late).unwrap());
+    let (again, _) = store.schedule_tick(&cron_tick, three_days_late, task("free", 0, None)).await.unwrap();
+    assert!(again.is_none(), "missed occurrences are not made up for");
+    // Out of the way of the claims below.
+    store.delete_task(made.id, three_days_late, Actor::default(), Box::new(|_| Ok(()))).await.unwrap();
 
     // Resumed: the waiting tasks are claimable again, oldest first.
     let claimed = store.claim_tasks(&req(2), later).await.unwrap();

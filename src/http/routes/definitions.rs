@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::domain::Caller;
-use crate::domain::definition::{Definition, format_duration};
+use crate::domain::definition::Definition;
 use crate::domain::run::next_run;
 use crate::domain::time;
 use crate::http::AppState;
@@ -30,9 +30,10 @@ fn seconds(d: Option<std::time::Duration>) -> Option<u64> {
 fn view(d: &Definition, status: Option<&DefinitionStatus>, prefs: &Prefs, now: chrono::DateTime<chrono::Utc>) -> Value {
     let paused = status.is_some_and(|s| s.paused);
     let counts = status.map(|s| s.counts).unwrap_or_default();
-    let next = d
-        .start_interval
-        .and_then(|_| next_run(status.and_then(|s| s.next_start), paused, now))
+    let schedule = d.schedule();
+    let next = schedule
+        .as_ref()
+        .and_then(|s| next_run(s, status.and_then(|st| st.next_start), paused, now))
         .map(|t| time::format(t, prefs.zone));
     json!({
         "Name": d.name,
@@ -44,7 +45,7 @@ fn view(d: &Definition, status: Option<&DefinitionStatus>, prefs: &Prefs, now: c
         "StartInterval": seconds(d.start_interval),
         "CancellationBehaviour": d.cancellation.name(),
         "Paused": paused,
-        "Schedule": d.start_interval.map(format_duration),
+        "Schedule": schedule.map(|s| s.describe()),
         "NextRun": next,
         "Counts": {"New": counts.new, "Running": counts.running, "Failed": counts.failed},
         "Parameters": crate::runner::parameter_names(&d.runner),
