@@ -330,6 +330,15 @@ fn load_config(db: &DbArgs, listen: Option<String>) -> anyhow::Result<batchd::co
     Ok(effective)
 }
 
+/// `text` on stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// `config check FILE`: 0 good, 1 problems (printed), 2 unreadable.
 fn config_check(file: &std::path::Path, output: ShowOutput) -> ExitCode {
     let problems = match batchd::config::check::check_file(file) {
@@ -339,13 +348,12 @@ fn config_check(file: &std::path::Path, output: ShowOutput) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match output {
-        ShowOutput::Json => println!("{}", serde_json::json!({ "file": file, "problems": problems })),
-        ShowOutput::Text => {
-            for p in &problems {
-                println!("{}:{p}", file.display());
-            }
-        }
+    let text = match output {
+        ShowOutput::Json => format!("{}\n", serde_json::json!({ "file": file, "problems": problems })),
+        ShowOutput::Text => problems.iter().map(|p| format!("{}\n", p.render(file))).collect(),
+    };
+    if let Err(e) = print_out(&text) {
+        eprintln!("Error: {e:#}");
     }
     if problems.is_empty() {
         eprintln!("{}: good", file.display());
@@ -459,10 +467,11 @@ async fn run() -> anyhow::Result<ExitCode> {
         Command::Token { command } => token_command(command).await?,
         Command::Config { command: ConfigCommand::Show { listen, db, output } } => {
             let settings = load_config(&db, listen)?.settings;
-            match output {
-                ShowOutput::Text => print!("{}", batchd::config::show::text(&settings)),
-                ShowOutput::Json => println!("{:#}", batchd::config::show::json(&settings)),
-            }
+            let text = match output {
+                ShowOutput::Text => batchd::config::show::text(&settings),
+                ShowOutput::Json => format!("{:#}\n", batchd::config::show::json(&settings)),
+            };
+            print_out(&text)?;
         }
         Command::Config { command: ConfigCommand::Check { file, output } } => return Ok(config_check(&file, output)),
         // The task commands print their own one-line errors and choose their exit codes.

@@ -19,14 +19,12 @@ pub struct Problem {
     pub message: String,
 }
 
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.line, self.key.is_empty()) {
-            (Some(l), false) => write!(f, "line {l}: {}: {}", self.key, self.message),
-            (Some(l), true) => write!(f, "line {l}: {}", self.message),
-            (None, false) => write!(f, "{}: {}", self.key, self.message),
-            (None, true) => f.write_str(&self.message),
-        }
+impl Problem {
+    /// `FILE:LINE: KEY: message`, as compilers write it.
+    pub fn render(&self, file: &Path) -> String {
+        let line = self.line.map(|l| format!(":{l}")).unwrap_or_default();
+        let key = if self.key.is_empty() { String::new() } else { format!(" {}:", self.key) };
+        format!("{}{line}:{key} {}", file.display(), self.message)
     }
 }
 
@@ -146,7 +144,7 @@ impl Walk<'_> {
                         }
                     }
                 }
-                (k, v) => match mismatch(k, v) {
+                (k, v) => match mismatch(k, v, layers::is_secret_key(&key)) {
                     Some(message) => self.problem(key, message),
                     None => match keep.as_deref_mut() {
                         Some(keep) => {
@@ -184,13 +182,15 @@ fn unknown_key_message(name: &str, kind: &Kind, prefix: &str) -> String {
     message
 }
 
-/// What is wrong with the type of `value` for a key that holds `kind`, if anything.
-fn mismatch(kind: &Kind, value: &toml::Value) -> Option<String> {
+/// What is wrong with the type of `value` for a key that holds `kind`, if anything; the value
+/// itself is not quoted when it is a `secret`.
+fn mismatch(kind: &Kind, value: &toml::Value, secret: bool) -> Option<String> {
     use toml::Value as V;
     let fits = match (kind, value) {
         (Kind::Bool, V::Boolean(_)) | (Kind::Text, V::String(_)) | (Kind::Any, _) => true,
         (Kind::Int { min, max }, V::Integer(n)) => {
             if !(*min..=*max).contains(&i128::from(*n)) {
+                let n = if secret { "the value".to_owned() } else { n.to_string() };
                 return Some(format!("{n} is out of range: expected {}", kind.describe()));
             }
             true
@@ -198,15 +198,19 @@ fn mismatch(kind: &Kind, value: &toml::Value) -> Option<String> {
         (Kind::Float, V::Float(_) | V::Integer(_)) => true,
         (Kind::NumberOrText, V::Float(_) | V::Integer(_) | V::String(_)) => true,
         (Kind::List(inner), V::Array(items)) => {
-            return items.iter().enumerate().find_map(|(i, item)| mismatch(inner, item).map(|m| format!("item {i}: {m}")));
+            return items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| mismatch(inner, item, secret).map(|m| format!("item {i}: {m}")));
         }
         (Kind::Map(inner), V::Table(t)) => {
-            return t.iter().find_map(|(k, v)| mismatch(inner, v).map(|m| format!("{k}: {m}")));
+            return t.iter().find_map(|(k, v)| mismatch(inner, v, secret).map(|m| format!("{k}: {m}")));
         }
         (Kind::Table(_), V::Table(_)) => true,
         _ => false,
     };
-    (!fits).then(|| format!("expected {}, found {}", kind.describe(), describe_value(value)))
+    let found = if secret { format!("a {}", value.type_str()) } else { describe_value(value) };
+    (!fits).then(|| format!("expected {}, found {found}", kind.describe()))
 }
 
 fn describe_value(v: &toml::Value) -> String {
@@ -322,11 +326,11 @@ runner = \"rocket\"
             ],
             "{problems:#?}"
         );
-        assert!(problems[0].message.contains("did you mean \"listen\""), "{}", problems[0]);
-        assert!(problems[1].message.contains("did you mean \"max_connections\""), "{}", problems[1]);
-        assert!(problems[2].message.contains("expected a number or a string"), "{}", problems[2]);
-        assert!(problems[3].message.contains("between 1 and 1000"), "{}", problems[3]);
-        assert!(problems[4].message.contains("rocket"), "{}", problems[4]);
+        assert!(problems[0].message.contains("did you mean \"listen\""), "{:?}", problems[0]);
+        assert!(problems[1].message.contains("did you mean \"max_connections\""), "{:?}", problems[1]);
+        assert!(problems[2].message.contains("expected a number or a string"), "{:?}", problems[2]);
+        assert!(problems[3].message.contains("between 1 and 1000"), "{:?}", problems[3]);
+        assert!(problems[4].message.contains("rocket"), "{:?}", problems[4]);
     }
 
     #[test]

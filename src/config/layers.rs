@@ -145,10 +145,11 @@ impl Sources {
                     Some(FLAG) => self.flags.iter().find(|f| f.key == key).map(|f| format!(" (flag {})", f.flag)),
                     _ => None,
                 };
+                let kind = if is_secret_key(&key) { secret_safe(&e.kind) } else { e.kind.to_string() };
                 if key.is_empty() {
-                    format!("{}{}", e.kind, origin.unwrap_or_default())
+                    format!("{kind}{}", origin.unwrap_or_default())
                 } else {
-                    format!("{key}{}: {}", origin.unwrap_or_default(), e.kind)
+                    format!("{key}{}: {kind}", origin.unwrap_or_default())
                 }
             })
             .collect();
@@ -174,6 +175,22 @@ impl Sources {
                 None => Setting { key: k.key.clone(), value: lookup(defaults, &k.key).cloned(), origin: Origin::Default },
             })
             .collect()
+    }
+}
+
+/// A key whose value is never printed, in errors or by `config show`: the database URL (its
+/// password) and every key whose name says it is a secret.
+pub fn is_secret_key(key: &str) -> bool {
+    key == "database" || super::show::looks_secret(key.rsplit('.').next().unwrap_or(key))
+}
+
+/// What figment says is wrong, without the value it found.
+fn secret_safe(kind: &figment::error::Kind) -> String {
+    use figment::error::Kind as K;
+    match kind {
+        K::InvalidType(_, expected) => format!("invalid type: expected {expected} (the value is not shown)"),
+        K::InvalidValue(_, expected) => format!("invalid value: expected {expected} (the value is not shown)"),
+        _ => "invalid value (not shown)".into(),
     }
 }
 
@@ -352,6 +369,38 @@ mod tests {
         std::fs::write(&path, toml_text(&example)).unwrap();
         let from_example = Sources::file_only(Some(&path)).resolve().unwrap().config;
         assert_eq!(format!("{from_example:?}"), format!("{:?}", Config::default()));
+    }
+
+    /// Every key is in the example: set to its default, or, without one, on a commented line
+    /// (`# node = …`) in its table; every key of a `[[definition]]` is named in it.
+    #[test]
+    fn the_example_names_every_key() {
+        let example: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let mut commented: Vec<String> = Vec::new();
+        let mut table = String::new();
+        for line in EXAMPLE.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix('[').filter(|_| !line.starts_with("[[")) {
+                table = rest.split(']').next().unwrap_or("").to_owned();
+            } else if line.starts_with("[[") {
+                table = String::new();
+            } else if let Some(rest) = line.strip_prefix('#')
+                && let Some((name, _)) = rest.trim().split_once(" = ")
+            {
+                commented.push(if table.is_empty() { name.to_owned() } else { format!("{table}.{name}") });
+            }
+        }
+        for k in schema::env_keys() {
+            assert!(
+                lookup(&example, &k.key).is_some() || commented.contains(&k.key),
+                "{} is missing from batchd.example.toml",
+                k.key
+            );
+        }
+        let Some(Kind::List(def)) = schema::file().field("definition").map(|f| &f.kind) else { panic!() };
+        let Kind::Table(fields) = &**def else { panic!() };
+        for f in fields {
+            assert!(EXAMPLE.contains(&format!("{} ", f.name)), "definition key {} is missing from batchd.example.toml", f.name);
+        }
     }
 
     /// Enough of a TOML writer for the test above: top-level scalars, then one level of tables.

@@ -32,7 +32,10 @@ pub fn text(settings: &[Setting]) -> String {
         let toml::Value::Array(items) = v else { continue };
         for item in items {
             out.push_str(&format!("\n[[{}]]  # {}\n", s.key, s.origin));
-            for (k, v) in item.as_table().into_iter().flatten() {
+            // The name first: it says which definition this is.
+            let mut fields: Vec<(&String, &toml::Value)> = item.as_table().into_iter().flatten().collect();
+            fields.sort_by_key(|(k, _)| k.as_str() != "name");
+            for (k, v) in fields {
                 out.push_str(&format!("{} = {}\n", bare_or_quoted(k), inline(v)));
             }
         }
@@ -61,11 +64,10 @@ pub fn json(settings: &[Setting]) -> serde_json::Value {
 /// The value with its secrets masked.
 fn shown_value(s: &Setting) -> toml::Value {
     let Some(v) = &s.value else { return toml::Value::String(String::new()) };
-    let name = s.key.rsplit('.').next().unwrap_or(&s.key);
     if s.key == "database" {
         return map_strings(v, &|t| redact_url(t));
     }
-    if looks_secret(name) {
+    if super::layers::is_secret_key(&s.key) {
         return map_strings(v, &|_| MASK.to_owned());
     }
     match v {
