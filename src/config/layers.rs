@@ -179,9 +179,12 @@ impl Sources {
 }
 
 /// A key whose value is never printed, in errors or by `config show`: the database URL (its
-/// password) and every key whose name says it is a secret.
+/// password) and every key named for a secret (`admin_password`, `app_tokens`); not keys that
+/// are only about one (`password_checks_per_address`).
 pub fn is_secret_key(key: &str) -> bool {
-    key == "database" || super::show::looks_secret(key.rsplit('.').next().unwrap_or(key))
+    let name = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    key == "database"
+        || ["password", "passwd", "token", "tokens", "secret", "secrets", "_key", "_keys"].iter().any(|w| name.ends_with(w))
 }
 
 /// What figment says is wrong, without the value it found.

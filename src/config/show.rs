@@ -95,7 +95,7 @@ fn redact_table_value(v: &toml::Value) -> toml::Value {
                 toml::Value::Table(masked)
             }
             ("url", _) => map_strings(v, &|u| redact_query(&redact_url(u))),
-            (name, _) if looks_secret(name) => map_strings(v, &|_| MASK.to_owned()),
+            (name, _) if super::layers::is_secret_key(name) => map_strings(v, &|_| MASK.to_owned()),
             _ => v.clone(),
         };
         out.insert(k.clone(), shown);
@@ -112,8 +112,9 @@ fn map_strings(v: &toml::Value, f: &dyn Fn(&str) -> String) -> toml::Value {
     }
 }
 
-/// A name that says its value is a secret: passwords, tokens, keys, credentials, cookies.
-pub fn looks_secret(name: &str) -> bool {
+/// A free name (a header, a variable, a parameter) that says its value is a secret: passwords,
+/// tokens, keys, credentials, cookies. Broad on purpose: masking a harmless value costs little.
+fn looks_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     ["password", "passwd", "secret", "token", "auth", "credential", "cookie", "key", "session", "signature"]
         .iter()
