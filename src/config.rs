@@ -184,7 +184,8 @@ impl Config {
         cfg.admin_user = file.admin_user;
         cfg.admin_password = file.admin_password;
         if let Some(f) = file.log_format {
-            cfg.log_format = Some(LogFormat::parse(&f).with_context(|| format!("log_format = {f:?}: use pretty or json"))?);
+            cfg.log_format =
+                Some(LogFormat::parse(&f).with_context(|| format!("log_format = {f:?}: use pretty or json"))?);
         }
         if let Some(auth) = file.auth {
             if let Some(secs) = auth.credential_cache_seconds {

@@ -11,8 +11,8 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use batchd::config::layers::{Flag, Sources};
 use batchd::config::LogFormat;
+use batchd::config::layers::{Flag, Sources};
 use batchd::domain::Role;
 use batchd::domain::access::{Scope, parse_duration};
 use batchd::identity::{AssociateEdit, AssociateRequest, IdentityError, IdentityService, Principal, TokenRequest};
@@ -58,7 +58,13 @@ fn init_logs(format: Option<LogFormat>) {
         // Fields at the top level and no span context: one flat object a line is what collectors
         // index without configuration.
         LogFormat::Json => drop(
-            builder.with_ansi(false).json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+            builder
+                .with_ansi(false)
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .try_init(),
         ),
     }
 }
@@ -124,7 +130,9 @@ enum ConfigCommand {
         output: ShowOutput,
     },
     /// Check a config file: every unknown key, wrong type and value out of range, with its line.
-    #[command(after_long_help = "Exit codes:\n  0  the file is good\n  1  the file has problems (each printed on stdout)\n  2  usage: the file cannot be read, or bad arguments")]
+    #[command(
+        after_long_help = "Exit codes:\n  0  the file is good\n  1  the file has problems (each printed on stdout)\n  2  usage: the file cannot be read, or bad arguments"
+    )]
     Check {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "text")]

@@ -30,8 +30,8 @@ impl Problem {
 
 /// Checks the file at `path`. `Err` only when it cannot be read.
 pub fn check_file(path: &Path) -> anyhow::Result<Vec<Problem>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?;
     anyhow::ensure!(
         text.len() as u64 <= layers::MAX_FILE_BYTES,
         "config file {}: larger than {} KiB",
@@ -66,7 +66,11 @@ pub fn check_text(text: &str) -> Vec<Problem> {
             .filter(|l| (l.table == leaf.table && !alone_bad.iter().any(|(b, _)| b.key == l.key)) || l.key == leaf.key)
             .collect();
         if try_keys(&neighbours).is_err() {
-            problems.push(Problem { line: lines.get(&leaf.key).copied(), key: leaf.key.clone(), message: message.clone() });
+            problems.push(Problem {
+                line: lines.get(&leaf.key).copied(),
+                key: leaf.key.clone(),
+                message: message.clone(),
+            });
         }
     }
     for (index, def) in &definitions {
@@ -128,7 +132,9 @@ impl Walk<'_> {
             };
             match (&field.kind, value) {
                 (Kind::Table(_), toml::Value::Table(inner)) if keep.is_none() => self.table(inner, &field.kind, &key),
-                (Kind::List(inner), toml::Value::Array(items)) if matches!(**inner, Kind::Table(_)) && keep.is_none() => {
+                (Kind::List(inner), toml::Value::Array(items))
+                    if matches!(**inner, Kind::Table(_)) && keep.is_none() =>
+                {
                     for (i, item) in items.iter().enumerate() {
                         let item_key = format!("{key}[{i}]");
                         match item {

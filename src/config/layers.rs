@@ -92,8 +92,11 @@ impl Sources {
             // Parsed by `toml` first for its message (line, column and the line itself).
             toml::from_str::<toml::Table>(&text).with_context(|| format!("parsing config file {}", path.display()))?;
             lines = super::check::key_lines(&text);
-            let data = Toml::string(&text).data().map_err(|e| anyhow::anyhow!("parsing config file {}: {e}", path.display()))?;
-            figment = figment.merge(Layer { meta: Metadata::named(FILE).source(figment::Source::File(path.clone())), data });
+            let data = Toml::string(&text)
+                .data()
+                .map_err(|e| anyhow::anyhow!("parsing config file {}: {e}", path.display()))?;
+            figment =
+                figment.merge(Layer { meta: Metadata::named(FILE).source(figment::Source::File(path.clone())), data });
         }
         let env_table = self.env_table()?;
         figment = figment.merge(Layer::of(ENV, &env_table)?);
@@ -164,7 +167,9 @@ impl Sources {
                 Some(value) => {
                     let origin = match figment.find_metadata(&k.key).map(|m| m.name.as_ref()) {
                         Some(ENV) => Origin::Env(k.var.clone()),
-                        Some(FLAG) => Origin::Flag(self.flags.iter().rev().find(|f| f.key == k.key).map_or("", |f| f.flag)),
+                        Some(FLAG) => {
+                            Origin::Flag(self.flags.iter().rev().find(|f| f.key == k.key).map_or("", |f| f.flag))
+                        }
                         _ => Origin::File {
                             path: self.file.clone().unwrap_or_default(),
                             line: lines.get(&k.key).copied(),
@@ -172,7 +177,9 @@ impl Sources {
                     };
                     Setting { key: k.key.clone(), value: Some(value.clone()), origin }
                 }
-                None => Setting { key: k.key.clone(), value: lookup(defaults, &k.key).cloned(), origin: Origin::Default },
+                None => {
+                    Setting { key: k.key.clone(), value: lookup(defaults, &k.key).cloned(), origin: Origin::Default }
+                }
             })
             .collect()
     }
@@ -184,7 +191,9 @@ impl Sources {
 pub fn is_secret_key(key: &str) -> bool {
     let name = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
     key == "database"
-        || ["password", "passwd", "token", "tokens", "secret", "secrets", "_key", "_keys"].iter().any(|w| name.ends_with(w))
+        || ["password", "passwd", "token", "tokens", "secret", "secrets", "_key", "_keys"]
+            .iter()
+            .any(|w| name.ends_with(w))
 }
 
 /// What figment says is wrong, without the value it found.
@@ -300,11 +309,16 @@ pub fn value_from_text(kind: &Kind, text: &str) -> Result<toml::Value, String> {
             (_, Ok(f)) if f.is_finite() => toml::Value::Float(f),
             _ => toml::Value::String(t.to_owned()),
         }),
-        Kind::List(inner) if !matches!(**inner, Kind::Table(_) | Kind::List(_) | Kind::Map(_)) && !t.starts_with('[') => {
+        Kind::List(inner)
+            if !matches!(**inner, Kind::Table(_) | Kind::List(_) | Kind::Map(_)) && !t.starts_with('[') =>
+        {
             if t.is_empty() {
                 return Ok(toml::Value::Array(Vec::new()));
             }
-            t.split(',').map(|item| value_from_text(inner, item.trim())).collect::<Result<_, _>>().map(toml::Value::Array)
+            t.split(',')
+                .map(|item| value_from_text(inner, item.trim()))
+                .collect::<Result<_, _>>()
+                .map(toml::Value::Array)
         }
         Kind::List(_) | Kind::Map(_) | Kind::Table(_) | Kind::Any => structured(t, kind),
     }
@@ -356,7 +370,11 @@ mod tests {
 
     #[test]
     fn a_bad_variable_is_named_in_the_error() {
-        for (var, value) in [("BATCHD_HTTP_MAX_CONNECTIONS", "many"), ("BATCHD_HTTP_MAX_CONNECTIONS", "0"), ("BATCHD_RUNNER_ENABLED", "maybe")] {
+        for (var, value) in [
+            ("BATCHD_HTTP_MAX_CONNECTIONS", "many"),
+            ("BATCHD_HTTP_MAX_CONNECTIONS", "0"),
+            ("BATCHD_RUNNER_ENABLED", "maybe"),
+        ] {
             let e = Sources { env: vars(&[(var, value)]), ..Sources::default() }.resolve().err().expect(var);
             let text = format!("{e:#}");
             assert!(text.contains(var) || text.contains("http.max_connections"), "{var}={value}: {text}");
@@ -402,7 +420,19 @@ mod tests {
         let Some(Kind::List(def)) = schema::file().field("definition").map(|f| &f.kind) else { panic!() };
         let Kind::Table(fields) = &**def else { panic!() };
         for f in fields {
-            assert!(EXAMPLE.contains(&format!("{} ", f.name)), "definition key {} is missing from batchd.example.toml", f.name);
+            assert!(
+                EXAMPLE.contains(&format!("{} ", f.name)),
+                "definition key {} is missing from batchd.example.toml",
+                f.name
+            );
+        }
+    }
+
+    #[test]
+    fn docs_config_md_names_every_variable() {
+        let docs = include_str!("../../docs/config.md");
+        for k in schema::env_keys() {
+            assert!(docs.contains(&format!("`{}`", k.var)), "docs/config.md does not name {}", k.var);
         }
     }
 

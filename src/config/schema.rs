@@ -327,6 +327,9 @@ mod tests {
         assert_eq!(var("http.max_connections").as_deref(), Some("BATCHD_HTTP_MAX_CONNECTIONS"));
         assert_eq!(var("listen").as_deref(), Some("BATCHD_LISTEN"));
         assert_eq!(var("definition").as_deref(), Some("BATCHD_DEFINITION"));
-        assert_eq!(var("retention.succeeded_manual_cleanup").as_deref(), Some("BATCHD_RETENTION_SUCCEEDED_MANUAL_CLEANUP"));
+        assert_eq!(
+            var("retention.succeeded_manual_cleanup").as_deref(),
+            Some("BATCHD_RETENTION_SUCCEEDED_MANUAL_CLEANUP")
+        );
     }
 }

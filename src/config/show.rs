@@ -8,9 +8,11 @@ use super::layers::Setting;
 /// The settings as TOML: top-level keys, then each table, then the arrays of tables; each line
 /// ends with its origin as a comment.
 pub fn text(settings: &[Setting]) -> String {
-    let mut out = String::from("# The effective configuration: each value and where it came from; secrets are masked.\n");
+    let mut out =
+        String::from("# The effective configuration: each value and where it came from; secrets are masked.\n");
     let shown: Vec<(Setting, toml::Value)> = settings.iter().map(|s| (s.clone(), shown_value(s))).collect();
-    let is_array_of_tables = |v: &toml::Value| matches!(v, toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_table));
+    let is_array_of_tables =
+        |v: &toml::Value| matches!(v, toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_table));
     for (s, v) in shown.iter().filter(|(s, v)| !s.key.contains('.') && !is_array_of_tables(v)) {
         line(&mut out, &s.key, s, v);
     }
@@ -48,7 +50,8 @@ fn line(out: &mut String, name: &str, s: &Setting, v: &toml::Value) {
     out.push_str(&format!("{left:<44} # {}\n", s.origin));
 }
 
-/// `{"key": {"value": …, "source": "…"}, …}`, in the order of [`text`]'s keys.
+/// `{"key": {"value": …, "source": "…", "env": "BATCHD_…"}, …}`, in the order of the file
+/// structs' fields.
 pub fn json(settings: &[Setting]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for s in settings {
@@ -56,7 +59,8 @@ pub fn json(settings: &[Setting]) -> serde_json::Value {
             Some(_) => serde_json::to_value(shown_value(s)).unwrap_or(serde_json::Value::Null),
             None => serde_json::Value::Null,
         };
-        map.insert(s.key.clone(), serde_json::json!({ "value": value, "source": s.origin.to_string() }));
+        let env = super::schema::env_var(&s.key);
+        map.insert(s.key.clone(), serde_json::json!({ "value": value, "source": s.origin.to_string(), "env": env }));
     }
     serde_json::Value::Object(map)
 }
@@ -126,7 +130,9 @@ fn looks_secret(name: &str) -> bool {
 fn looks_like_credential(value: &str) -> bool {
     let v = value.trim();
     let lower = v.to_ascii_lowercase();
-    let scheme = ["bearer ", "basic ", "token ", "digest ", "negotiate ", "apikey ", "key "].iter().any(|s| lower.starts_with(s));
+    let scheme = ["bearer ", "basic ", "token ", "digest ", "negotiate ", "apikey ", "key "]
+        .iter()
+        .any(|s| lower.starts_with(s));
     let keyish = v.len() >= 20
         && !v.contains(char::is_whitespace)
         && v.chars().any(|c| c.is_ascii_digit())

@@ -138,7 +138,8 @@ fn every_key_of_the_example_can_be_set_from_the_environment() {
 fn defaults_then_file_then_environment_then_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("batchd.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:1001\"\n\n[http]\nmax_connections = 11\nkeep_alive_timeout = \"3s\"\n").unwrap();
+    std::fs::write(&file, "listen = \"127.0.0.1:1001\"\n\n[http]\nmax_connections = 11\nkeep_alive_timeout = \"3s\"\n")
+        .unwrap();
     let file = file.to_str().unwrap();
     let env = pairs(&[
         ("BATCHD_LISTEN", "127.0.0.1:1002"),
@@ -161,7 +162,8 @@ fn defaults_then_file_then_environment_then_flags() {
     assert_eq!(at(&e, "http.keep_alive_timeout"), (Value::from("3s"), format!("file {file}:5")), "untouched keys stay");
     assert_eq!(at(&e, "log_format"), (Value::from("json"), "env BATCHD_LOG_FORMAT".into()));
 
-    let flags = ["--config", file, "--listen", "127.0.0.1:1003", "--database", "sqlite:flag.db", "--log-format", "pretty"];
+    let flags =
+        ["--config", file, "--listen", "127.0.0.1:1003", "--database", "sqlite:flag.db", "--log-format", "pretty"];
     let g = show_json(&flags, &env);
     assert_eq!(at(&g, "listen"), (Value::from("127.0.0.1:1003"), "flag --listen".into()));
     assert_eq!(at(&g, "database"), (Value::from("sqlite:flag.db"), "flag --database".into()));
@@ -183,9 +185,17 @@ fn defaults_then_file_then_environment_then_flags() {
 #[tokio::test]
 async fn the_server_runs_with_what_the_environment_sets() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(&dir.path().join("env.db"), &[("BATCHD_PATH_PREFIX", "/Cust4711"), ("BATCHD_STRICT_DEFINITIONS", "true")]);
+    let server = serve(
+        &dir.path().join("env.db"),
+        &[("BATCHD_PATH_PREFIX", "/Cust4711"), ("BATCHD_STRICT_DEFINITIONS", "true")],
+    );
     let client = reqwest::Client::new();
-    let res = client.get(format!("{}/Cust4711/api/v1/BatchTask", server.base)).basic_auth("admin", Some("pw")).send().await.unwrap();
+    let res = client
+        .get(format!("{}/Cust4711/api/v1/BatchTask", server.base))
+        .basic_auth("admin", Some("pw"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200, "the prefix from BATCHD_PATH_PREFIX is served");
     let res = client
         .post(format!("{}/api/v1/BatchTask", server.base))
@@ -266,8 +276,17 @@ env = { SERVICE_PASSWORD = "env-pw-7", MODE = "fast" }
     .unwrap();
     let file = path.to_str().unwrap();
     let env = pairs(&[("BATCHD_ADMIN_PASSWORD", "admin-pw-8"), ("BATCHD_AUTH_APP_TOKENS", "env-app-token-9")]);
-    let secrets =
-        ["file-db-pw-1", "file-app-token-2", "url-pw-3", "query-key-4", "header-token-5", "basic-6", "env-pw-7", "admin-pw-8", "env-app-token-9"];
+    let secrets = [
+        "file-db-pw-1",
+        "file-app-token-2",
+        "url-pw-3",
+        "query-key-4",
+        "header-token-5",
+        "basic-6",
+        "env-pw-7",
+        "admin-pw-8",
+        "env-app-token-9",
+    ];
     for output in ["text", "json"] {
         let run = batchd(&["config", "show", "--config", file, "--output", output], &env);
         assert_eq!(run.code, 0, "{}", run.stderr);
