@@ -335,6 +335,9 @@ fn load_config(db: &DbArgs, listen: Option<String>) -> anyhow::Result<batchd::co
     let sources = Sources { file: db.config.clone(), env: Sources::process_env(), flags };
     let effective = sources.resolve()?;
     init_logs(effective.config.log_format);
+    for (var, near) in &effective.misspelt {
+        tracing::warn!("{var} is no setting and is ignored; did you mean {near}?");
+    }
     Ok(effective)
 }
 

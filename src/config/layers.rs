@@ -68,6 +68,9 @@ pub struct Setting {
 pub struct Effective {
     pub config: Config,
     pub settings: Vec<Setting>,
+    /// `BATCHD_…` variables that set nothing but are spelt nearly like a key's: (variable, the
+    /// key's variable). Warned about, never an error.
+    pub misspelt: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -104,10 +107,10 @@ impl Sources {
         figment = figment.merge(Layer::of(FLAG, &flag_table)?);
 
         let file: FileConfig = figment.extract().map_err(|e| self.explain(e))?;
-        let config = Config::build(file)?;
         let merged: toml::Table = figment.extract().map_err(|e| self.explain(e))?;
         let settings = self.settings(&figment, &merged, &lines);
-        Ok(Effective { config, settings })
+        let config = Config::build(file).map_err(|e| with_origin(e, &settings))?;
+        Ok(Effective { config, settings, misspelt: self.misspelt() })
     }
 
     fn env_table(&self) -> anyhow::Result<toml::Table> {
@@ -120,6 +123,37 @@ impl Sources {
             }
         }
         Ok(table)
+    }
+
+    fn misspelt(&self) -> Vec<(String, String)> {
+        // Variables batchd reads that are no key: the CLI's, and those it sets for programs.
+        const OTHERS: [&str; 10] = [
+            "BATCHD_CONFIG",
+            "BATCHD_LOG",
+            "BATCHD_SERVER",
+            "BATCHD_TOKEN",
+            "BATCHD_USER",
+            "BATCHD_PASSWORD",
+            "BATCHD_PROFILE",
+            "BATCHD_TASK_ID",
+            "BATCHD_TASK_NAME",
+            "BATCHD_ATTEMPT",
+        ];
+        const OTHER_PREFIXES: [&str; 4] = ["BATCHD_PARAM_", "BATCHD_TEST_", "BATCHD_REQUIRE_", "BATCHD_FAULTS_"];
+        let keys = schema::env_keys();
+        self.env
+            .iter()
+            .map(|(var, _)| var)
+            .filter(|var| !keys.iter().any(|k| &k.var == *var))
+            .filter(|var| !OTHERS.contains(&var.as_str()) && !OTHER_PREFIXES.iter().any(|p| var.starts_with(p)))
+            .filter_map(|var| {
+                let (score, near) = keys
+                    .iter()
+                    .map(|k| (strsim::jaro_winkler(var, &k.var), &k.var))
+                    .max_by(|a, b| a.0.total_cmp(&b.0))?;
+                (score >= 0.93).then(|| (var.clone(), near.clone()))
+            })
+            .collect()
     }
 
     fn flag_table(&self) -> anyhow::Result<toml::Table> {
@@ -203,6 +237,21 @@ fn secret_safe(kind: &figment::error::Kind) -> String {
         K::InvalidType(_, expected) => format!("invalid type: expected {expected} (the value is not shown)"),
         K::InvalidValue(_, expected) => format!("invalid value: expected {expected} (the value is not shown)"),
         _ => "invalid value (not shown)".into(),
+    }
+}
+
+/// A rule's message names its key but not where the value came from: add the origin of the
+/// longest key the message names, when that is not the file (whose path the reader has).
+fn with_origin(e: anyhow::Error, settings: &[Setting]) -> anyhow::Error {
+    let message = format!("{e:#}");
+    let named = settings
+        .iter()
+        .filter(|s| matches!(s.origin, Origin::Env(_) | Origin::Flag(_)))
+        .filter(|s| message.contains(s.key.rsplit('.').next().unwrap_or(&s.key)))
+        .max_by_key(|s| s.key.len());
+    match named {
+        Some(s) => anyhow::anyhow!("{message} (from {})", s.origin),
+        None => e,
     }
 }
 
@@ -366,6 +415,26 @@ mod tests {
         let origin = |key: &str| eff.settings.iter().find(|s| s.key == key).map(|s| s.origin.to_string());
         assert_eq!(origin("http.max_connections").as_deref(), Some("env BATCHD_HTTP_MAX_CONNECTIONS"));
         assert_eq!(origin("http.keep_alive_timeout").as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_pointed_out_and_others_of_batchd_are_not() {
+        let env = vars(&[
+            ("BATCHD_HTTP_MAX_CONECTIONS", "5"),
+            ("BATCHD_RUNER_LEASE", "5s"),
+            ("BATCHD_LOG", "debug"),
+            ("BATCHD_PASSWORD", "x"),
+            ("BATCHD_TEST_PG", "postgres://x"),
+            ("BATCHD_HTTP_MAX_CONNECTIONS", "6"),
+        ]);
+        let eff = Sources { env, ..Sources::default() }.resolve().unwrap();
+        assert_eq!(
+            eff.misspelt,
+            [
+                ("BATCHD_HTTP_MAX_CONECTIONS".to_owned(), "BATCHD_HTTP_MAX_CONNECTIONS".to_owned()),
+                ("BATCHD_RUNER_LEASE".to_owned(), "BATCHD_RUNNER_LEASE".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -179,6 +179,11 @@ fn defaults_then_file_then_environment_then_flags() {
     let bad = batchd(&["config", "show"], &pairs(&[("BATCHD_HTTP_MAX_CONNECTIONS", "lots")]));
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("BATCHD_HTTP_MAX_CONNECTIONS"), "{}", bad.stderr);
+    // So is one the rules refuse, and a flag.
+    let bad = batchd(&["config", "show"], &pairs(&[("BATCHD_POSTGRES_POOL_SIZE", "0")]));
+    assert!(bad.code != 0 && bad.stderr.contains("(from env BATCHD_POSTGRES_POOL_SIZE)"), "{}", bad.stderr);
+    let bad = batchd(&["config", "show", "--listen", "nowhere"], &[]);
+    assert!(bad.code != 0 && bad.stderr.contains("(from flag --listen)"), "{}", bad.stderr);
 }
 
 /// The environment reaches the running server, not only `config show`.
