@@ -126,6 +126,7 @@ enum ConfigCommand {
         listen: Option<String>,
         #[command(flatten)]
         db: DbArgs,
+        /// text: TOML with each origin as a comment; json: {"KEY": {"value", "source", "env"}}.
         #[arg(long, value_enum, default_value = "text")]
         output: ShowOutput,
     },
@@ -135,6 +136,7 @@ enum ConfigCommand {
     )]
     Check {
         file: PathBuf,
+        /// text: FILE:LINE: KEY: message a line; json: {"file", "problems": [{"line", "key", "message"}]}.
         #[arg(long, value_enum, default_value = "text")]
         output: ShowOutput,
     },
