@@ -170,7 +170,12 @@ impl Walk<'_> {
 /// "unknown key", with the nearest known key of the same table, or the table where a key of
 /// that name belongs.
 fn unknown_key_message(name: &str, kind: &Kind, prefix: &str) -> String {
-    let place = if prefix.is_empty() { "at the top level".to_owned() } else { format!("in [{prefix}]") };
+    let place = match prefix {
+        "" => "at the top level".to_owned(),
+        // A table of an array of tables: `definition[0]`.
+        p if p.ends_with(']') => format!("in {p}"),
+        p => format!("in [{p}]"),
+    };
     let mut message = format!("unknown key {name:?} {place}");
     let Kind::Table(fields) = kind else { return message };
     let nearest = fields
