@@ -4,6 +4,7 @@ mod agents;
 mod auth;
 mod cli;
 mod compat;
+mod config;
 mod conn;
 mod errors;
 mod faults;
