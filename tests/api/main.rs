@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod compat;
 mod conn;
+mod dashboard;
 mod errors;
 mod faults;
 mod formats;
