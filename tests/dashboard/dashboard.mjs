@@ -151,16 +151,79 @@ try {
   await page.locator('.nodes tbody tr').first().waitFor();
   await page.screenshot({ path: join(shots, 'nodes.png'), fullPage: true });
 
-  step('bulk delete of selected tasks');
+  step('bulk stop, then bulk delete, of selected tasks');
   const waiting = [];
   for (let i = 0; i < 3; i++) waiting.push(await api(admin, 'POST', '/api/v1/BatchTask', { Name: 'LaterByWorker' }));
   await page.goto(base + '/tasks?name=LaterByWorker');
+  for (const id of waiting) await row(id).locator('input[type="checkbox"]').check();
+  await page.click('button:has-text("Stop selected")');
+  await page.locator('#confirm[open]').waitFor();
+  await page.locator('#confirm-ok').click();
+  for (const id of waiting) await page.locator(`[data-task-id="${id}"][data-state="Failed"]`).waitFor();
+  assert.ok((await page.locator('#status').textContent()).includes('Stopped 3'));
   for (const id of waiting) await row(id).locator('input[type="checkbox"]').check();
   await page.click('button:has-text("Delete selected")');
   await page.locator('#confirm[open]').waitFor();
   await page.locator('#confirm-ok').click();
   for (const id of waiting) await row(id).waitFor({ state: 'detached' });
   assert.ok((await page.locator('#status').textContent()).includes('Deleted 3'));
+
+  step('definitions show the server\'s counts, or – without them');
+  const defs = await api(admin, 'GET', '/api/v1/Definitions');
+  const sleepDef = defs.find((d) => d.Name === 'Sleep');
+  await page.goto(base + '/definitions');
+  await page.locator('tr[data-definition="Sleep"]').waitFor();
+  const cells = await page.locator('tr[data-definition="Sleep"] td.num').allTextContents();
+  const want = ['New', 'Running', 'Failed'].map((k) => (sleepDef.Counts && sleepDef.Counts[k] != null ? String(sleepDef.Counts[k]) : '–'));
+  assert.deepEqual(cells, want, 'counts of New, running and failed tasks');
+
+  step('stream events change the list in place');
+  // Three answers of a fake stream: a progress event (patched into the row), then, after a
+  // reconnect, a state event for a task stopped meanwhile (the row changes, the list is re-read).
+  const later = await api(admin, 'POST', '/api/v1/BatchTask', { Name: 'LaterByWorker' });
+  let answers = 0;
+  await page.route('**/api/v1/BatchTask/Events/stream*', async (route) => {
+    answers += 1;
+    const sse = (retry, events) => route.fulfill({
+      status: 200,
+      headers: { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store' },
+      body: `retry: ${retry}\n\n` + events.map(([id, type, data]) => `id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`).join(''),
+    });
+    if (answers === 1) {
+      await new Promise((r) => setTimeout(r, 1500)); // after the list has loaded
+      return sse(2500, [['1-1', 'progress', { Id: sleeper, Name: 'Sleep', Changed: { ProgressPercent: 42, ProgressDescription: 'from the stream' } }]]);
+    }
+    if (answers === 2) {
+      await api(admin, 'POST', `/api/v1/BatchTask/${later}/Stop`);
+      return sse(60000, [['1-2', 'state', { Id: later, Name: 'LaterByWorker', Changed: { State: 'Failed' } }]]);
+    }
+    return sse(60000, []);
+  });
+  await page.goto(base + '/');
+  await row(later).waitFor();
+  await row(sleeper).locator('.stage', { hasText: 'from the stream' }).waitFor();
+  assert.equal(await row(sleeper).locator('progress').evaluate((p) => p.value), 42);
+  assert.equal(await page.locator('#live').getAttribute('data-mode'), 'live');
+  await page.locator(`[data-task-id="${later}"][data-state="Failed"]`).waitFor();
+  await page.unroute('**/api/v1/BatchTask/Events/stream*');
+
+  step('a read-only session sees no button it cannot use');
+  await page.route('**/api/v1/Session', async (route) => {
+    if (route.request().method() !== 'GET') return route.continue();
+    const res = await route.fetch();
+    const me = await res.json();
+    await route.fulfill({ response: res, json: { ...me, ReadOnly: true, Scope: 'read' } });
+  });
+  await page.goto(base + '/tasks/' + broken);
+  await page.locator('[data-prop="State"]', { hasText: 'Failed' }).waitFor();
+  assert.equal(await page.locator('#delete, #stop').count(), 0, 'no Stop or Delete');
+  await page.goto(base + '/');
+  await row(sleeper).waitFor();
+  assert.equal(await page.locator('input[type="checkbox"], .bulk, a:has-text("Start a task")').count(), 0, 'no selection, bulk or start');
+  await page.goto(base + '/definitions');
+  await page.locator('tr[data-definition="Sleep"]').waitFor();
+  assert.equal(await page.locator('.defs button').count(), 0, 'no Start buttons');
+  await page.unroute('**/api/v1/Session');
 
   step('dark and narrow');
   await page.goto(base + '/');

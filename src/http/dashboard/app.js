@@ -577,6 +577,9 @@ function tasksView(root) {
     for (const tr of existing.values()) tr.remove();
     const visible = new Set(rows.map((t) => t.PrimaryKey));
     for (const id of [...app.selected]) if (!visible.has(id)) app.selected.delete(id);
+    // The boxes say what is selected (a bulk action unselects what it did).
+    for (const box of tbody.querySelectorAll('input[type=checkbox]')) box.checked = app.selected.has(Number(box.dataset.id));
+    selectAll.checked = rows.length > 0 && rows.every((t) => app.selected.has(t.PrimaryKey));
     updateBulk();
     empty.hidden = rows.length > 0;
     prev.disabled = f.page <= 1;
