@@ -119,7 +119,13 @@ async fn a_scripts_401_does_not_challenge_for_basic() {
 }
 
 fn sum_finished(stats: &Value, state: &str) -> i64 {
-    stats["Finished"].as_array().unwrap().iter().filter(|m| m["State"] == state).map(|m| m["Count"].as_i64().unwrap()).sum()
+    stats["Finished"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["State"] == state)
+        .map(|m| m["Count"].as_i64().unwrap())
+        .sum()
 }
 
 #[tokio::test]

@@ -65,7 +65,10 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     // -- stats --
     (
         "Stats",
-        &[("GET", "?minutes=60 State counts, and tasks finished per minute with queue wait and run time (own tasks for users)")],
+        &[(
+            "GET",
+            "?minutes=60 State counts, and tasks finished per minute with queue wait and run time (own tasks for users)",
+        )],
     ),
     ("Agents/Batch/GetBatchTaskInfo", &[("POST", "?id={int} Get a BatchTaskInfo by id")]),
     (

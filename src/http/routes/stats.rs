@@ -21,11 +21,8 @@ const DEFAULT_MINUTES: u32 = 60;
 
 fn minutes(q: &Query) -> Result<u32, ApiError> {
     let Some(v) = q.get("minutes") else { return Ok(DEFAULT_MINUTES) };
-    let out_of_range = || DomainError::OutOfRange {
-        field: Field::Param("minutes"),
-        min: 1,
-        max: STATS_MAX_MINUTES.into(),
-    };
+    let out_of_range =
+        || DomainError::OutOfRange { field: Field::Param("minutes"), min: 1, max: STATS_MAX_MINUTES.into() };
     match v.trim().parse::<u32>() {
         Ok(n) if (1..=STATS_MAX_MINUTES).contains(&n) => Ok(n),
         Ok(_) => Err(out_of_range().into()),

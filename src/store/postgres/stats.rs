@@ -8,6 +8,9 @@ use crate::store::{StoreError, TaskStats, sql};
 
 use super::{backend, read_twice};
 
+/// One grouped row, as `sql::minute_stats` reads it.
+type MinuteRow = (i64, i64, i64, i64, i64, i64, i64, i64);
+
 /// Microseconds of a `timestamptz` (or of the difference of two) as a bigint.
 const US: &str = "* 1000000)::bigint";
 
@@ -32,19 +35,21 @@ pub async fn task_stats(pool: &PgPool, since: DateTime<Utc>, owner: Option<i32>)
         .fetch_all(pool)
         .await
         .map_err(backend)?;
-        let rows: Vec<(i64, i64, i64, i64, i64, i64, i64, i64)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(minutes_sql.as_str()))
-                .bind(a)
-                .bind(b)
-                .bind(c)
-                .bind(since)
-                .bind(owner)
-                .fetch_all(pool)
-                .await
-                .map_err(backend)?;
+        let rows: Vec<MinuteRow> = sqlx::query_as(sqlx::AssertSqlSafe(minutes_sql.as_str()))
+            .bind(a)
+            .bind(b)
+            .bind(c)
+            .bind(since)
+            .bind(owner)
+            .fetch_all(pool)
+            .await
+            .map_err(backend)?;
         Ok(TaskStats {
             states: sql::states_with_counts(states.into_iter().map(|(s, n)| (i64::from(s), n))),
-            minutes: rows.into_iter().map(|(m, s, f, st, wt, wm, rt, rm)| sql::minute_stats([m, s, f, st, wt, wm, rt, rm])).collect(),
+            minutes: rows
+                .into_iter()
+                .map(|(m, s, f, st, wt, wm, rt, rm)| sql::minute_stats([m, s, f, st, wt, wm, rt, rm]))
+                .collect(),
         })
     };
     read_twice(once).await

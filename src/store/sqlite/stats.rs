@@ -27,7 +27,16 @@ pub(super) fn task_stats(conn: &Connection, since: DateTime<Utc>, owner: Option<
              GROUP BY minute, state ORDER BY minute, state",
         )?
         .query_map(params![a, b, c, micros(since), owner], |r| {
-            Ok(sql::minute_stats([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?]))
+            Ok(sql::minute_stats([
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ]))
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(TaskStats { states: sql::states_with_counts(states), minutes })
