@@ -65,8 +65,13 @@ try {
   await page.locator('#login-view').waitFor({ state: 'visible' });
   await page.screenshot({ path: join(shots, 'login.png') });
 
-  step('log in as the admin');
-  await login(admin);
+  step('log in as the admin, with the keyboard only');
+  assert.equal(await page.evaluate(() => document.activeElement.name), 'UserName', 'the form has the focus');
+  await page.keyboard.type(admin[0]);
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(admin[1]);
+  await page.keyboard.press('Enter');
+  await page.locator('#top').waitFor({ state: 'visible' });
   await page.locator('h1', { hasText: 'Tasks' }).waitFor();
   assert.equal(new URL(page.url()).pathname, '/');
   assert.ok(await page.locator('#nav-nodes').isVisible(), 'admins see the Nodes page');
@@ -94,9 +99,7 @@ try {
   assert.ok(values.length >= 2, 'progress took at least two values: ' + [...seen].join(', '));
   await page.locator(`[data-task-id="${sleeper}"][data-state="Succeeded"]`).waitFor();
   assert.ok((await row(sleeper).locator('.stage').textContent()).includes('slept'), 'the stage text is shown');
-  const counts = await page.locator('.counts a[data-state="Succeeded"] .n').textContent();
-  assert.ok(Number(counts) >= 1, 'counts per state: ' + counts);
-  await page.screenshot({ path: join(shots, 'tasks.png'), fullPage: true });
+  await page.waitForFunction(() => Number(document.querySelector('.counts a[data-state="Succeeded"] .n').textContent) >= 1);
 
   step('filters live in the URL');
   await page.selectOption('#f-state', 'Succeeded');
@@ -225,9 +228,27 @@ try {
   assert.equal(await page.locator('.defs button').count(), 0, 'no Start buttons');
   await page.unroute('**/api/v1/Session');
 
+  step('paging');
+  const paged = [];
+  for (let i = 0; i < 27; i++) paged.push(await api(admin, 'POST', '/api/v1/BatchTask', { Name: 'PagedByWorker', Description: 'page test ' + i }));
+  await page.goto(base + '/tasks?name=PagedByWorker');
+  await row(paged[26]).waitFor();
+  assert.equal(await page.locator('#task-rows tr').count(), 25, 'a page holds 25, newest first');
+  assert.ok(await page.locator('button:has-text("Newer")').isDisabled());
+  await page.click('button:has-text("Older")');
+  await page.waitForURL(/page=2/);
+  await row(paged[0]).waitFor();
+  assert.equal(await page.locator('#task-rows tr').count(), 2);
+  assert.ok(await page.locator('button:has-text("Older")').isDisabled());
+  await page.reload();
+  await row(paged[1]).waitFor();
+  assert.equal(await page.locator('#task-rows tr').count(), 2, 'the page number is in the URL');
+  for (const id of paged) await api(admin, 'DELETE', '/api/v1/BatchTask/' + id);
+
   step('dark and narrow');
   await page.goto(base + '/');
   await row(careful).waitFor();
+  await page.screenshot({ path: join(shots, 'tasks.png'), fullPage: true });
   await page.emulateMedia({ colorScheme: 'dark' });
   await page.setViewportSize({ width: 400, height: 860 });
   await page.screenshot({ path: join(shots, 'tasks-dark-narrow.png'), fullPage: true });

@@ -4,6 +4,7 @@
 
 const PAGE_SIZE = 25;
 const POLL_MS = 1500;
+const STATS_EVERY_MS = 5000;
 const BULK_CONCURRENCY = 4;
 const STREAM_URL = '/api/v1/BatchTask/Events/stream';
 const FINISHED = ['Succeeded', 'SucceededManualCleanup', 'Failed'];
@@ -623,9 +624,14 @@ function tasksView(root) {
     await view.refresh();
   }
 
+  // The figures cost more than a page of the list (they group an hour of finished tasks): read
+  // them at most every STATS_EVERY_MS, however often the list is.
+  let countsAt = 0;
   const view = {
     async refresh() {
-      await Promise.all([loadList(), loadCounts()]);
+      const due = Date.now() - countsAt >= STATS_EVERY_MS;
+      if (due) countsAt = Date.now();
+      await Promise.all([loadList(), due ? loadCounts() : null]);
     },
     apply(type, data) {
       if (type !== 'state' && type !== 'progress') return false;
