@@ -691,7 +691,8 @@ function drawCharts(box, stats) {
     svg('title', { id: 'chart-finished-t' }, `Tasks finished per minute: ${total.ok} succeeded and ${total.failed} failed in the last ${minutes} minutes`),
     axis(maxCount, (v) => String(Math.round(v))), bars, timeTicks());
 
-  const avg = (b, key) => (b.started ? b[key] / b.started : null);
+  // Nodes' clocks may differ a little: a negative wait is drawn as none.
+  const avg = (b, key) => (b.started ? Math.max(0, b[key] / b.started) : null);
   const maxMs = Math.max(1000, ...buckets.map((b) => Math.max(avg(b, 'wait') || 0, avg(b, 'run') || 0)));
   const line = (key, cls) => {
     const pts = buckets.map((b, i) => [x(i) + bw / 2, avg(b, key)]).filter(([, v]) => v !== null);
