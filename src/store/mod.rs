@@ -352,7 +352,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The tasks `owner` selects (as in [`ListQuery::owner`]; `None` = every task): how many are
     /// in each state now, and per minute the finished ones whose last change is at or after
-    /// `since` (at most [`STATS_MAX_MINUTES`] back), grouped in SQL.
+    /// `since` (the service looks at most [`STATS_MAX_MINUTES`] back), grouped in SQL.
     async fn task_stats(&self, since: DateTime<Utc>, owner: Option<i32>) -> Result<TaskStats, StoreError>;
 }
 

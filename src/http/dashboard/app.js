@@ -412,9 +412,9 @@ function confirmDialog(title, body, okText) {
 function readFilters() {
   const q = new URLSearchParams(location.search);
   return {
-    state: q.get('state') || '',
+    state: STATES.includes(q.get('state')) ? q.get('state') : '',
     name: q.get('name') || '',
-    owner: q.get('owner') || '',
+    owner: (q.get('owner') || '').replace(/\D/g, ''),
     id: (q.get('id') || '').replace(/\D/g, ''),
     page: Math.max(1, parseInt(q.get('page') || '1', 10) || 1),
   };
@@ -588,6 +588,7 @@ function tasksView(root) {
     pageText.textContent = 'Page ' + f.page;
   }
 
+  /// One call per task, BULK_CONCURRENCY at a time (the API has no bulk endpoint yet).
   async function bulk(kind) {
     const ids = [...app.selected];
     if (!ids.length) return;
@@ -799,8 +800,8 @@ function taskView(root, id) {
     if (!(await confirmDialog('Delete task #' + task.Id + '?', ['The task, its parameters and results are deleted for good.'], 'Delete'))) return;
     try {
       await api('DELETE', '/api/v1/BatchTask/' + task.Id);
+      await go('/tasks');
       status('Task #' + task.Id + ' deleted.', 'ok');
-      go('/tasks');
     } catch (e) {
       if (e.status !== 401) status(e.message, 'error');
     }
@@ -928,8 +929,8 @@ function definitionsView(root) {
       if (Object.keys(parameters).length) body.ParameterObject = parameters;
       try {
         const { data: newId } = await api('POST', '/api/v1/BatchTask', body);
+        await go('/tasks/' + newId);
         status('Task #' + newId + ' started.', 'ok');
-        go('/tasks/' + newId);
       } catch (err) {
         if (err.status !== 401) error.textContent = err.message;
       }
