@@ -627,12 +627,24 @@ function tasksView(root) {
 
   // The figures cost more than a page of the list (they group an hour of finished tasks): read
   // them at most every STATS_EVERY_MS, however often the list is.
+  // When they are skipped, they are read once the wait is over, so they never stay behind.
   let countsAt = 0;
+  let countsLater = null;
   const view = {
     async refresh() {
-      const due = Date.now() - countsAt >= STATS_EVERY_MS;
-      if (due) countsAt = Date.now();
-      await Promise.all([loadList(), due ? loadCounts() : null]);
+      const wait = countsAt + STATS_EVERY_MS - Date.now();
+      if (wait <= 0) countsAt = Date.now();
+      else if (!countsLater) {
+        countsLater = setTimeout(() => {
+          countsLater = null;
+          countsAt = Date.now();
+          loadCounts().catch(() => {});
+        }, wait);
+      }
+      await Promise.all([loadList(), wait <= 0 ? loadCounts() : null]);
+    },
+    stop() {
+      clearTimeout(countsLater);
     },
     apply(type, data) {
       if (type !== 'state' && type !== 'progress') return false;
