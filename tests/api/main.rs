@@ -6,6 +6,7 @@ mod cli;
 mod compat;
 mod config;
 mod conn;
+mod dashboard;
 mod errors;
 mod faults;
 mod formats;
