@@ -9,6 +9,7 @@ pub mod body;
 pub mod clock;
 pub mod conditional;
 pub mod context;
+pub mod dashboard;
 pub mod error;
 pub mod format;
 pub mod forwarded;
@@ -67,6 +68,8 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Events",
     // -- nodes and health --
     "Nodes",
+    // -- stats --
+    "Stats",
     "health",
     "live",
     "ready",

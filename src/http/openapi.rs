@@ -118,6 +118,8 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             responses.insert("403".into(), error.clone());
             (None, ("200", ok(json!({"type": "array", "items": {"$ref": "#/components/schemas/Node"}}))))
         }
+        // -- stats --
+        ("Stats", "GET") => (None, ("200", ok(json!({"$ref": "#/components/schemas/Stats"})))),
         ("BatchTask/{id}/Stop", "POST") => {
             responses.insert("412".into(), error.clone());
             (None, ("200", ok(json!({"type": "boolean"}))))
@@ -184,6 +186,11 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
     if let Some(b) = request {
         op["requestBody"] = b;
     }
+    if path == "Stats" {
+        op["parameters"] = json!([{"name": "minutes", "in": "query", "required": false,
+            "description": "The window: the last N whole minutes, this one included",
+            "schema": {"type": "integer", "minimum": 1, "maximum": crate::store::STATS_MAX_MINUTES, "default": 60}}]);
+    }
     op
 }
 
@@ -235,6 +242,15 @@ pub fn document() -> Value {
                     "Started": {"type": "string", "format": "date-time"}, "LastSeen": {"type": "string", "format": "date-time"},
                     "Running": {"type": "integer", "description": "Runs in progress on it when last seen"},
                     "RunnerEnabled": {"type": "boolean"}, "Alive": {"type": "boolean"}}},
+                "Stats": {"type": "object", "description": "Figures of the tasks the caller may see (users: their own).", "properties": {
+                    "Since": {"type": "string", "format": "date-time", "description": "Start of the window"},
+                    "Minutes": {"type": "integer"},
+                    "States": {"type": "object", "description": "Tasks in each state now, every state named", "additionalProperties": {"type": "integer"}},
+                    "Finished": {"type": "array", "description": "Per minute and end state, the tasks whose last change (their end) is in the window; oldest first", "items": {"type": "object", "properties": {
+                        "Minute": {"type": "string", "format": "date-time"}, "State": {"$ref": "#/components/schemas/BatchTaskState"},
+                        "Count": {"type": "integer"}, "Started": {"type": "integer", "description": "Of Count, those that ever started; the times cover these"},
+                        "WaitMsAvg": {"type": "integer", "description": "Created to LastStarted, ms"}, "WaitMsMax": {"type": "integer"},
+                        "RunMsAvg": {"type": "integer", "description": "LastStarted to the end, ms"}, "RunMsMax": {"type": "integer"}}}}}},
                 "ODataList": {"type": "object", "properties": {
                     "odata.metadata": {"type": "string"}, "odata.nextLink": {"type": "string", "nullable": true},
                     "value": {"type": "array", "items": {"type": "object", "additionalProperties": true}}}}

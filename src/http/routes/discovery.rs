@@ -76,6 +76,14 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("BatchTask/{id}/Events", &[("GET", "The task's state changes: time, from, to, who, why")]),
     // -- nodes --
     ("Nodes", &[("GET", "Admins: the nodes sharing the database, live and dead within the hour, with their liveness")]),
+    // -- stats --
+    (
+        "Stats",
+        &[(
+            "GET",
+            "?minutes=60 State counts, and tasks finished per minute with queue wait and run time (own tasks for users)",
+        )],
+    ),
     ("Agents/Batch/GetBatchTaskInfo", &[("POST", "?id={int} Get a BatchTaskInfo by id")]),
     (
         "Agents/Batch/GetBatchTaskInfosByAssociates",
