@@ -116,6 +116,11 @@ pub enum Key {
     // -- runner --
     LeaseStale,
     NotExternal,
+    // -- scheduling --
+    TaskNotFailed,
+    DefinitionNotFound,
+    BulkTooMany,
+    IdempotencyKeyReused,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -207,6 +212,12 @@ fn english(key: Key) -> &'static str {
             "X-Lease-Token: the token is not the current lease of BatchTask id {id} (it expired or the task was taken back)."
         }
         Key::NotExternal => "Names: '{name}' is run by the server itself, not by external workers.",
+        Key::TaskNotFailed => "BatchTask id {id} is {state}; only a Failed task can be retried.",
+        Key::DefinitionNotFound => "No task definition is named '{name}'.",
+        Key::BulkTooMany => "Filter: it matches more than {max} tasks; a bulk action takes at most {max}.",
+        Key::IdempotencyKeyReused => {
+            "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
+        }
     }
 }
 
@@ -224,6 +235,8 @@ fn english_reason(r: Reason) -> &'static str {
         Reason::OnlyWorkersMayRunTasks => "only worker and admin associates may run tasks",
         Reason::OnlyWorkersMayReadMetrics => "the metrics count every task: only workers and admins may read them",
         Reason::OnlyAdminsMayListNodes => "only admins may list the nodes",
+        Reason::OnlyAdminsMayPauseDefinitions => "only admins may pause or resume a definition",
+        Reason::MayNotRetryTask => "you may not retry this task",
     }
 }
 
@@ -332,7 +345,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 63] = [
+    const KEYS: [Key; 67] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -396,6 +409,10 @@ mod tests {
         Key::AssociateNameInvalid,
         Key::LeaseStale,
         Key::NotExternal,
+        Key::TaskNotFailed,
+        Key::DefinitionNotFound,
+        Key::BulkTooMany,
+        Key::IdempotencyKeyReused,
     ];
 
     fn placeholders(t: &str) -> Vec<&str> {

@@ -6,13 +6,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::idempotency::KeyedCreate;
 use crate::domain::node::{self, NodeStatus};
-use crate::domain::rights::{Reason, can_see, list_owner, may_list_nodes, owner_of_new_task, rights_for};
+use crate::domain::rights::{
+    Reason, can_see, list_owner, may_list_nodes, may_pause_definitions, owner_of_new_task, rights_for,
+};
 use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
 use crate::store::{
-    BackendError, ListQuery, ListRow, MinuteStats, STATS_MAX_MINUTES, Store, StoreError, TaskFilter, TaskStats,
+    BackendError, CreatedOnce, DefinitionStatus, ListQuery, ListRow, MinuteStats, STATS_MAX_MINUTES, Store, StoreError,
+    TaskFilter, TaskStats,
 };
 
 /// Entity-tags from `If-Match` or `If-None-Match`, already parsed by the HTTP layer.
@@ -198,13 +202,16 @@ impl TaskService {
     }
 
     /// Creates a task. `associate_id` is the owner the body asked for (admins may name anyone).
+    /// With an `Idempotency-Key` (`key`), a repeat of the caller's create within the window
+    /// answers the first task's id and creates nothing ([`crate::domain::idempotency`]).
     pub async fn create(
         &self,
         caller: &Caller,
         mut task: NewTask,
         associate_id: Option<i32>,
         cancellation_given: bool,
-    ) -> Result<Task, StoreError> {
+        key: Option<String>,
+    ) -> Result<Created, StoreError> {
         task.associate_id = owner_of_new_task(caller, &task, associate_id)?;
         if self.strict_definitions && !self.known_definitions.iter().any(|d| d == &task.name) {
             return Err(DomainError::UnknownDefinition { name: task.name }.into());
@@ -214,6 +221,27 @@ impl TaskService {
                 self.definitions.get(&task.name).map_or(CancellationBehaviour::default(), |d| d.cancellation);
         }
         task.validate()?;
+        if let Some(key) = key {
+            let keyed = KeyedCreate {
+                associate_id: caller.associate_id,
+                request_hash: crate::domain::idempotency::request_hash(&task),
+                key,
+            };
+            // No claim in the create's transaction here: the key row is that transaction's point.
+            return Ok(match self.store.create_task_once(task, now(), &keyed).await? {
+                CreatedOnce::Created(t) => {
+                    if let Some(r) = &self.runner {
+                        r.wake();
+                    }
+                    Created { id: t.id, replayed: false }
+                }
+                CreatedOnce::Replayed(id) => Created { id, replayed: true },
+            });
+        }
+        self.create_now(task).await.map(|t| Created { id: t.id, replayed: false })
+    }
+
+    async fn create_now(&self, task: NewTask) -> Result<Task, StoreError> {
         let Some(runner) = &self.runner else {
             return self.store.create_task(task, now()).await;
         };
@@ -418,6 +446,110 @@ impl TaskService {
         })
     }
 
+    // -- scheduling --
+
+    /// Every definition row's pause flag, schedule and task counts; the counts cover what the
+    /// caller may see (a user's own tasks; workers and admins every task).
+    pub async fn definition_statuses(&self, caller: &Caller) -> Result<Vec<DefinitionStatus>, StoreError> {
+        self.store.definition_statuses(list_owner(caller)).await
+    }
+
+    /// Pauses or resumes a definition this server runs, on every node. Admins only. Answers
+    /// whether anything changed (pausing a paused definition does not).
+    pub async fn set_paused(&self, caller: &Caller, name: &str, paused: bool) -> Result<bool, StoreError> {
+        may_pause_definitions(caller)?;
+        let unknown = || StoreError::from(DomainError::DefinitionNotFound { name: name.to_owned() });
+        if self.definitions.get(name).is_none() {
+            return Err(unknown());
+        }
+        let changed = match self.store.set_paused(name, paused).await {
+            Err(StoreError::NotFound) => return Err(unknown()),
+            other => other?,
+        };
+        tracing::info!(name, paused, changed, by = %caller.name, "definition pause changed");
+        if let Some(r) = self.runner.as_ref().filter(|_| !paused) {
+            r.wake();
+        }
+        Ok(changed)
+    }
+
+    /// `Failed → New` by hand: the task runs again, its run count and event log kept (the rule
+    /// is [`crate::domain::run::retry`]). The same rights as a stop.
+    pub async fn retry(&self, caller: &Caller, id: i32, pre: Precondition) -> Result<Task, StoreError> {
+        let actor = Actor::associate(caller.associate_id, format!("retried by {}", caller.name));
+        let caller = caller.clone();
+        let task = self
+            .store
+            .retry_task(
+                id,
+                now(),
+                actor,
+                Box::new(move |task| {
+                    visible(&caller, task)?;
+                    if !rights_for(&caller, task).update {
+                        return Err(DomainError::Forbidden { reason: Reason::MayNotRetryTask });
+                    }
+                    pre.check(task)
+                }),
+            )
+            .await
+            .map_err(|e| not_found_as(e, id))?;
+        if let Some(r) = &self.runner {
+            r.wake();
+        }
+        Ok(task)
+    }
+
+    /// One action on every task `filter` matches among those the caller sees, each under the
+    /// caller's rights as if asked one by one: a task the action does not apply to (not Failed
+    /// for a retry, running for a delete, finished for a stop, another's) is skipped. At most
+    /// [`BULK_MAX`] tasks: a filter matching more is refused before anything is done.
+    pub async fn bulk(
+        &self,
+        caller: &Caller,
+        action: BulkAction,
+        filter: crate::domain::query::Expr,
+        dry_run: bool,
+    ) -> Result<BulkOutcome, StoreError> {
+        let query = ListQuery {
+            filter: Some(filter),
+            order_by: Vec::new(),
+            top: u32::try_from(BULK_MAX + 1).unwrap_or(u32::MAX),
+            skip: 0,
+            owner: list_owner(caller),
+        };
+        let ids: Vec<i32> = self.store.list_tasks(&query).await?.iter().map(|r| r.task.id).collect();
+        if ids.len() > BULK_MAX {
+            return Err(DomainError::BulkTooMany { max: BULK_MAX }.into());
+        }
+        let mut outcome = BulkOutcome { matched: ids.len(), done: 0 };
+        if dry_run {
+            return Ok(outcome);
+        }
+        for batch in ids.chunks(BULK_BATCH) {
+            for &id in batch {
+                let pre = Precondition::default();
+                let done = match action {
+                    BulkAction::Stop => {
+                        self.stop(caller, id, pre).await.map(|o| matches!(o, StopOutcome::Stopped { .. }))
+                    }
+                    BulkAction::Delete => self.delete(caller, id, pre).await.map(|()| true),
+                    BulkAction::Retry => self.retry(caller, id, pre).await.map(|_| true),
+                };
+                match done {
+                    Ok(true) => outcome.done += 1,
+                    // Refused for this task (its state, the caller's rights, gone meanwhile).
+                    Ok(false) | Err(StoreError::Rejected(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Other requests get the store between batches.
+            tokio::task::yield_now().await;
+        }
+        tracing::info!(action = ?action, matched = outcome.matched, done = outcome.done, by = %caller.name, "bulk action");
+        Ok(outcome)
+    }
+
     pub async fn delete(&self, caller: &Caller, id: i32, pre: Precondition) -> Result<(), StoreError> {
         let actor = Actor::associate(caller.associate_id, format!("deleted by {}", caller.name));
         let caller = caller.clone();
@@ -441,6 +573,47 @@ impl TaskService {
             .await
             .map_err(|e| not_found_as(e, id))
     }
+}
+
+/// A create's answer: the task's id, and whether it is an earlier create's (an
+/// `Idempotency-Key` replay, nothing created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    pub id: i32,
+    pub replayed: bool,
+}
+
+/// What a bulk action does to each task it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkAction {
+    Stop,
+    Delete,
+    Retry,
+}
+
+impl BulkAction {
+    pub fn parse(word: &str) -> Option<BulkAction> {
+        match word.to_ascii_lowercase().as_str() {
+            "stop" => Some(BulkAction::Stop),
+            "delete" => Some(BulkAction::Delete),
+            "retry" => Some(BulkAction::Retry),
+            _ => None,
+        }
+    }
+}
+
+/// The most tasks one bulk action may match; past it the request is refused (400), so a
+/// mistyped filter cannot touch the whole table. Narrow the filter or repeat the action.
+pub const BULK_MAX: usize = 1000;
+/// Tasks acted on between two yields to other requests.
+const BULK_BATCH: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkOutcome {
+    /// Tasks the filter matched among those the caller sees.
+    pub matched: usize,
+    /// Of those, the tasks the action was carried out on.
+    pub done: usize,
 }
 
 /// The text a cancelled task's `Result` gets. English on purpose: it is stored data, not a

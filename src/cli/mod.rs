@@ -156,6 +156,44 @@ pub enum TaskCommand {
     #[command(visible_alias = "delete")]
     #[command(after_long_help = EXIT_CODES)]
     Rm { id: u32 },
+    /// Run a Failed task again: back to New, its run count and event log kept.
+    #[command(after_long_help = EXIT_CODES)]
+    Retry { id: u32 },
+    /// Stop, delete or retry every task a filter matches (at most 1000; see docs/scheduling.md).
+    #[command(after_long_help = EXIT_CODES)]
+    Bulk {
+        #[arg(value_enum)]
+        action: BulkAction,
+        /// An OData $filter, as `GET /api/v1/BatchTask` takes, e.g. "State eq 'Failed'".
+        #[arg(long, value_name = "FILTER")]
+        filter: Option<String>,
+        /// Only tasks in this state (joined to --filter with `and`).
+        #[arg(long, value_name = "STATE", value_parser = parse_state)]
+        state: Option<&'static str>,
+        /// Only tasks of this definition (joined to --filter with `and`).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Count the matches only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BulkAction {
+    Stop,
+    Delete,
+    Retry,
+}
+
+impl BulkAction {
+    fn word(self) -> &'static str {
+        match self {
+            BulkAction::Stop => "Stop",
+            BulkAction::Delete => "Delete",
+            BulkAction::Retry => "Retry",
+        }
+    }
 }
 
 #[derive(Args)]
@@ -172,6 +210,17 @@ pub enum DefinitionCommand {
     /// The definitions the server runs: name, runner, limits.
     #[command(after_long_help = EXIT_CODES)]
     List,
+    /// Admins: pause a definition on every node; its New tasks wait, running ones finish.
+    #[command(after_long_help = EXIT_CODES)]
+    Pause { name: String },
+    /// Admins: resume a paused definition.
+    #[command(after_long_help = EXIT_CODES)]
+    Resume { name: String },
+}
+
+/// A definition's name as one path segment.
+fn name_segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn parse_param(raw: &str) -> Result<(String, String), String> {
@@ -247,6 +296,21 @@ async fn run_definition(args: DefinitionArgs) -> Result<Exit, CliError> {
             match args.client.output {
                 Output::Json => render::raw(&a),
                 Output::Table => render::definitions(&a.json()?),
+            }
+        }
+        DefinitionCommand::Pause { ref name } | DefinitionCommand::Resume { ref name } => {
+            let (verb, done) = match &args.command {
+                DefinitionCommand::Pause { .. } => ("Pause", "paused"),
+                _ => ("Resume", "resumed"),
+            };
+            let name = name.clone();
+            let path = format!("/api/v1/Definitions/{}/{verb}", name_segment(&name));
+            let a = c.send(Method::POST, &path, None, &[]).await?;
+            let changed = a.json()?.as_bool() == Some(true);
+            match args.client.output {
+                Output::Json => render::raw(&a),
+                Output::Table if changed => println!("{name}: {done}"),
+                Output::Table => println!("{name}: {done} already"),
             }
         }
     }
@@ -355,6 +419,41 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
                     format!("task {id} was not stopped: it has ended or cannot be cancelled"),
                 ))
             }
+        }
+        TaskCommand::Retry { id } => {
+            let a = c.send(Method::POST, &format!("/api/v1/BatchTask/{id}/Retry"), None, &[]).await?;
+            if json {
+                render::raw(&a)
+            } else {
+                render::task(&a.json()?)
+            }
+            Ok(Exit::Ok)
+        }
+        TaskCommand::Bulk { action, filter, state, name, dry_run } => {
+            let mut tests: Vec<String> = filter.iter().map(|f| format!("({f})")).collect();
+            if let Some(s) = state {
+                tests.push(format!("State eq {}", filter_text(s)));
+            }
+            if let Some(n) = &name {
+                tests.push(format!("DefinitionName eq {}", filter_text(n)));
+            }
+            if tests.is_empty() {
+                return Err(CliError::new(Exit::Usage, "say which tasks: --filter, --state or --name"));
+            }
+            let body = serde_json::json!({"Action": action.word(), "Filter": tests.join(" and "), "DryRun": dry_run});
+            let a = c.send(Method::POST, "/api/v1/BatchTask/Bulk", Some(&body), &[]).await?;
+            if json {
+                render::raw(&a);
+            } else {
+                let v = a.json()?;
+                let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+                if dry_run {
+                    println!("{} tasks match", n("Matched"));
+                } else {
+                    println!("{}: {} of {} matching tasks", action.word(), n("Done"), n("Matched"));
+                }
+            }
+            Ok(Exit::Ok)
         }
         TaskCommand::Rm { id } => {
             c.send(Method::DELETE, &format!("/api/v1/BatchTask/{id}"), None, &[]).await?;

@@ -174,7 +174,21 @@ pub fn events(list: &Value) {
 
 /// `batchd definition list`.
 pub fn definitions(list: &Value) {
-    let mut tbl = table(Some(&["NAME", "RUNNER", "TIMEOUT", "RESTARTS", "CONCURRENCY", "EVERY", "DESCRIPTION"]));
+    let mut tbl = table(Some(&[
+        "NAME",
+        "RUNNER",
+        "TIMEOUT",
+        "RESTARTS",
+        "CONCURRENCY",
+        "EVERY",
+        "NEXT RUN",
+        "PAUSED",
+        "NEW",
+        "RUNNING",
+        "FAILED",
+        "DESCRIPTION",
+    ]));
+    let count = |d: &Value, k: &str| text(d.get("Counts").and_then(|c| c.get(k)));
     let secs = |v: Option<&Value>| {
         v.and_then(Value::as_u64)
             .map(|s| batchd::domain::duration::format_duration(std::time::Duration::from_secs(s)))
@@ -188,10 +202,15 @@ pub fn definitions(list: &Value) {
             text(d.get("Restarts")),
             text(d.get("Concurrency")),
             secs(d.get("StartInterval")),
+            date(d.get("NextRun")),
+            if d.get("Paused").and_then(Value::as_bool) == Some(true) { "paused".into() } else { String::new() },
+            count(d, "New"),
+            count(d, "Running"),
+            count(d, "Failed"),
             text(d.get("Description")),
         ]);
     }
-    print(&mut tbl, &[1, 2, 3, 4, 5]);
+    print(&mut tbl, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub struct Definition {
     pub concurrency: Option<u32>,
     /// Recurring: a new task is created this often.
     pub start_interval: Option<Duration>,
+    /// Recurring by a cron expression in a time zone (instead of `start_interval`).
+    pub cron: Option<super::cron::Cron>,
     /// ParameterObject of the tasks the schedule creates.
     pub parameters: Option<Parameters>,
 }
@@ -188,6 +190,7 @@ impl Definition {
             cancellation: CancellationBehaviour::CanCancel,
             concurrency: None,
             start_interval: None,
+            cron: None,
             parameters: None,
         }
     }
@@ -196,6 +199,15 @@ impl Definition {
     /// The rules the stores keep beside the definition row, for the run rules to read.
     pub fn run_policy(&self) -> super::run::RunPolicy {
         super::run::RunPolicy { retry: self.retry, rescues: self.rescues }
+    }
+
+    /// The schedule that creates this definition's tasks, if it has one.
+    pub fn schedule(&self) -> Option<super::run::Schedule> {
+        match (&self.cron, self.start_interval) {
+            (Some(c), _) => Some(super::run::Schedule::Cron(c.clone())),
+            (None, Some(i)) => Some(super::run::Schedule::Every(i)),
+            (None, None) => None,
+        }
     }
 
     pub fn run_timeout(&self) -> Option<Duration> {

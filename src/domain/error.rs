@@ -132,6 +132,18 @@ pub enum DomainError {
     /// A write under a lease token that is not (or no longer) the task's lease.
     #[error("task {id}: the lease token is not the task's current lease")]
     LeaseStale { id: i64 },
+    /// Only a `Failed` task can be retried.
+    #[error("task {id} is {state:?}; only a Failed task can be retried")]
+    NotFailed { id: i64, state: BatchTaskState },
+    /// A definition named in a path (pause, resume) that this server does not run.
+    #[error("no task definition is named {name:?}")]
+    DefinitionNotFound { name: String },
+    /// A bulk action whose filter matches more tasks than one request may act on.
+    #[error("the filter matches more than {max} tasks")]
+    BulkTooMany { max: usize },
+    /// An `Idempotency-Key` used within its window for a different create.
+    #[error("the Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
     /// An external worker asked for a definition the server runs itself.
     #[error("definition {name:?} is run by the server, not by external workers")]
     NotExternal { name: String },

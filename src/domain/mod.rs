@@ -3,11 +3,13 @@
 
 pub mod access;
 pub mod associate;
+pub mod cron;
 pub mod definition;
 pub mod duration;
 pub mod error;
 pub mod filter;
 pub mod forwarded;
+pub mod idempotency;
 pub mod lockout;
 pub mod node;
 pub mod query;

@@ -21,11 +21,13 @@ pub enum Reason {
     OnlyWorkersMayRunTasks,
     OnlyWorkersMayReadMetrics,
     OnlyAdminsMayListNodes,
+    OnlyAdminsMayPauseDefinitions,
+    MayNotRetryTask,
 }
 
 impl Reason {
     /// Every reason, for the catalogue's completeness test: a new reason goes here too.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Reason::ReadOnlyTokenMayNotCreate,
         Reason::OnlyWorkersMayCreateInternalTasks,
         Reason::OnlyWorkersMayCreateSystemTasks,
@@ -37,6 +39,8 @@ impl Reason {
         Reason::OnlyWorkersMayRunTasks,
         Reason::OnlyWorkersMayReadMetrics,
         Reason::OnlyAdminsMayListNodes,
+        Reason::OnlyAdminsMayPauseDefinitions,
+        Reason::MayNotRetryTask,
     ];
 }
 
@@ -132,6 +136,15 @@ pub fn rights_for(caller: &Caller, task: &Task) -> TaskRights {
 /// The node list shows where every process listens and what it runs: admins only.
 pub fn may_list_nodes(caller: &Caller) -> Result<(), DomainError> {
     if caller.is_admin() { Ok(()) } else { Err(DomainError::Forbidden { reason: Reason::OnlyAdminsMayListNodes }) }
+}
+
+/// Pausing a definition stops its work for everyone: admins only.
+pub fn may_pause_definitions(caller: &Caller) -> Result<(), DomainError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(DomainError::Forbidden { reason: Reason::OnlyAdminsMayPauseDefinitions })
+    }
 }
 
 /// Properties PUT may change (when the caller may update the task at all).

@@ -266,6 +266,12 @@ impl ClaimName {
     }
 }
 
+/// The names of a claim that may be taken now: a paused definition's tasks stay `New` until it
+/// is resumed, on every node (the stores read `paused` inside the claim's transaction).
+pub fn unpaused<'a>(names: &'a [ClaimName], paused: &[String]) -> Vec<&'a ClaimName> {
+    names.iter().filter(|n| !paused.contains(&n.name)).collect()
+}
+
 /// A lease as granted to its holder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
@@ -769,6 +775,31 @@ pub fn by_hand(current: &Task, next: &Task, actor: &Actor, now: DateTime<Utc>) -
     }
 }
 
+/// `Failed → New` by hand (`POST .../Retry`): the task runs again. Unlike a move to `New` by
+/// [`by_hand`], the run count goes on (the next run is attempt `attempts + 1`, and `StartCount`
+/// keeps counting), and the event log keeps every earlier run. The definition's restarts and
+/// rescues start afresh: they bound the runs after this retry, not those before it. A task that
+/// is not `Failed` is refused.
+pub fn retry(row: RunRow, actor: &Actor, now: DateTime<Utc>) -> Result<Change, super::DomainError> {
+    let from = row.task.state;
+    if from != BatchTaskState::Failed {
+        return Err(super::DomainError::NotFailed { id: row.task.id.into(), state: from });
+    }
+    let mut d = Draft::new(row, now);
+    d.row.clear_lease();
+    d.row.failures = 0;
+    d.row.rescues = 0;
+    d.row.run_after = None;
+    d.row.task.state = BatchTaskState::New;
+    // The last run's outcome stays readable in the event log; a New task shows none.
+    d.row.task.result = None;
+    d.row.task.progress_percent = 0;
+    d.row.task.progress_description = None;
+    let reason = actor.reason_or("retried");
+    d.log(from, BatchTaskState::New, &actor.because(reason));
+    Ok(d.visible())
+}
+
 /// The event of a task's creation by its owner.
 pub fn created(task_id: i32, new: &super::NewTask, now: DateTime<Utc>) -> Option<RunEvent> {
     (!new.is_internal).then(|| RunEvent {
@@ -794,19 +825,83 @@ pub fn deleted(task: &Task, actor: &Actor, now: DateTime<Utc>) -> Option<RunEven
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleTick {
     pub name: String,
-    pub interval: Duration,
+    pub schedule: Schedule,
     /// Skip the occurrence while a task of this name is New, Aquired or Started.
     pub skip_if_active: bool,
 }
 
-/// What a tick does: `Some(next)` when the occurrence is due now (create its task unless
-/// skipped, and move the schedule to `next`); `None` when not due yet. Missed occurrences (no
-/// node ran) are not made up for: the next one is always in the future.
+/// What makes a recurring definition's tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// Every so often, from the first tick on.
+    Every(Duration),
+    /// At the times a cron expression names, in its time zone.
+    Cron(super::cron::Cron),
+}
+
+impl Schedule {
+    /// As `GET /Definitions` shows it: `5m`, or `0 3 * * * Europe/Oslo`.
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Every(d) => format_duration(*d),
+            Schedule::Cron(c) => c.describe(),
+        }
+    }
+}
+
+/// An occurrence that is due: the schedule moves on to `next` either way; `create` says
+/// whether its task is created (not while the definition is paused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub next: DateTime<Utc>,
+    pub create: bool,
+}
+
+/// What a tick does: `Some(due)` when the occurrence is due now (create its task unless the
+/// definition is paused or the occurrence is skipped, and move the schedule to `due.next`);
+/// `None` when not due yet. Missed occurrences (no node ran, or the definition was paused) are
+/// not made up for: the next one is always in the future. An interval's first occurrence is its
+/// first tick; a cron schedule's first tick only sets its next occurrence, creating nothing.
 pub fn schedule_due(
     next_start: Option<DateTime<Utc>>,
-    interval: Duration,
+    schedule: &Schedule,
+    paused: bool,
+    now: DateTime<Utc>,
+) -> Option<Due> {
+    match schedule {
+        Schedule::Every(interval) => {
+            next_occurrence(next_start, *interval, now).map(|next| Due { next, create: !paused })
+        }
+        Schedule::Cron(cron) => {
+            if next_start.is_some_and(|n| n > now) {
+                return None;
+            }
+            // An expression that never occurs again is parked a century ahead.
+            let next = cron.next_after(now).unwrap_or(now + chrono::Duration::days(36_500));
+            Some(Due { next, create: next_start.is_some() && !paused })
+        }
+    }
+}
+
+/// When a schedule next creates a task, as `GET /Definitions` shows it: none while paused; at
+/// the next tick (now) when an interval never ran or an occurrence is overdue; a cron schedule
+/// that never ran, at its next occurrence.
+pub fn next_run(
+    schedule: &Schedule,
+    next_start: Option<DateTime<Utc>>,
+    paused: bool,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
+    if paused {
+        return None;
+    }
+    match (schedule, next_start) {
+        (Schedule::Cron(c), None) => c.next_after(now),
+        (_, next) => Some(next.map_or(now, |n| n.max(now))),
+    }
+}
+
+fn next_occurrence(next_start: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let due = next_start.unwrap_or(now);
     if due > now {
         return None;
@@ -1077,10 +1172,65 @@ mod tests {
 
     #[test]
     fn a_schedule_never_makes_up_for_missed_occurrences() {
-        let minute = Duration::from_secs(60);
-        assert_eq!(schedule_due(Some(at(1)), minute, at(0)), None);
-        assert_eq!(schedule_due(None, minute, at(0)), Some(at(60_000)));
-        assert_eq!(schedule_due(Some(at(0)), minute, at(30_000)), Some(at(60_000)));
-        assert_eq!(schedule_due(Some(at(0)), minute, at(600_000)), Some(at(660_000)));
+        let minute = &Schedule::Every(Duration::from_secs(60));
+        let due = |next| Some(Due { next, create: true });
+        assert_eq!(schedule_due(Some(at(1)), minute, false, at(0)), None);
+        assert_eq!(schedule_due(None, minute, false, at(0)), due(at(60_000)));
+        assert_eq!(schedule_due(Some(at(0)), minute, false, at(30_000)), due(at(60_000)));
+        assert_eq!(schedule_due(Some(at(0)), minute, false, at(600_000)), due(at(660_000)));
+    }
+
+    #[test]
+    fn a_paused_schedule_moves_on_without_creating() {
+        let minute = &Schedule::Every(Duration::from_secs(60));
+        assert_eq!(schedule_due(Some(at(0)), minute, true, at(30_000)), Some(Due { next: at(60_000), create: false }));
+        assert_eq!(schedule_due(Some(at(1)), minute, true, at(0)), None);
+        assert_eq!(next_run(minute, Some(at(60_000)), true, at(0)), None, "a paused schedule creates nothing");
+        assert_eq!(next_run(minute, Some(at(60_000)), false, at(0)), Some(at(60_000)));
+        assert_eq!(next_run(minute, Some(at(0)), false, at(5)), Some(at(5)), "overdue: the next tick");
+        assert_eq!(next_run(minute, None, false, at(5)), Some(at(5)), "never ran: the first tick");
+    }
+
+    #[test]
+    fn a_cron_schedule_arms_on_its_first_tick_and_never_makes_up() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let hourly = &Schedule::Cron(crate::domain::cron::Cron::parse("0 * * * *", chrono_tz::Tz::UTC).unwrap());
+        let first = schedule_due(None, hourly, false, t("2026-12-03T09:20:00Z"));
+        assert_eq!(first, Some(Due { next: t("2026-12-03T10:00:00Z"), create: false }), "armed, nothing created");
+        assert_eq!(schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T09:59:59Z")), None);
+        let due = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T10:00:00Z"));
+        assert_eq!(due, Some(Due { next: t("2026-12-03T11:00:00Z"), create: true }));
+        let late = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T13:30:00Z"));
+        assert_eq!(late, Some(Due { next: t("2026-12-03T14:00:00Z"), create: true }), "one task, not four");
+        let paused = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, true, t("2026-12-03T10:00:00Z"));
+        assert_eq!(paused, Some(Due { next: t("2026-12-03T11:00:00Z"), create: false }));
+        assert_eq!(next_run(hourly, None, false, t("2026-12-03T09:20:00Z")), Some(t("2026-12-03T10:00:00Z")));
+        assert_eq!(hourly.describe(), "0 * * * * UTC");
+    }
+
+    #[test]
+    fn a_retry_runs_a_failed_task_again_and_keeps_counting() {
+        let f = finishing(FinishOutcome::Failed { retry: true });
+        let failed = finish(running(), &f, &policy(0), at(10), 0.0).1.unwrap().row;
+        assert_eq!((failed.task.state, failed.failures, failed.attempts), (S::Failed, 1, 1));
+        let change = retry(failed.clone(), &Actor::associate(5, "retried by Ann"), at(20)).unwrap();
+        let row = &change.row;
+        assert_eq!(row.task.state, S::New);
+        assert_eq!((row.attempts, row.failures, row.rescues, row.run_after), (1, 0, 0, None));
+        assert_eq!(row.task.start_count, 1, "StartCount is not reset");
+        assert_eq!(row.task.result, None);
+        assert_eq!(row.task.version, failed.task.version + 1, "visible");
+        let ev: Vec<_> = change.events.iter().map(|e| (e.from, e.to, e.reason.clone().unwrap())).collect();
+        assert_eq!(ev, [(Some(S::Failed), Some(S::New), "retried by Ann".to_owned())]);
+        // The next run is attempt 2, its restarts counted from this retry.
+        let (claimed, again) = claim(change.row, &req(true), "t2", at(30)).unwrap();
+        assert_eq!((claimed.lease.attempt, again.row.task.start_count), (2, 2));
+        let f2 = Finish { token: "t2".into(), ..f };
+        assert_eq!(finish(again.row, &f2, &policy(1), at(40), 0.0).0, FinishResult::Done(S::New), "a restart left");
+        for state in [S::New, S::Started, S::Succeeded] {
+            let row = RunRow { task: Task { state, ..new_row().task }, ..new_row() };
+            let refused = retry(row, &Actor::default(), at(0));
+            assert_eq!(refused, Err(crate::domain::DomainError::NotFailed { id: 7, state }));
+        }
     }
 }

@@ -57,6 +57,7 @@ pub fn error_type(status: StatusCode) -> &'static str {
         412 => "SoPreconditionFailedException",
         413 => "PayloadTooLargeException",
         415 => "UnsupportedMediaTypeException",
+        422 => "ArgumentException",
         429 => "TooManyRequestsException",
         503 => "ServiceUnavailableException",
         507 => "InsufficientStorageException",
@@ -142,6 +143,14 @@ impl From<DomainError> for ApiError {
             }
             DomainError::Contended { id } => (S::CONFLICT, Msg::new(Key::TaskContended).arg("id", id)),
             DomainError::LeaseStale { id } => (S::CONFLICT, Msg::new(Key::LeaseStale).arg("id", id)),
+            DomainError::NotFailed { id, state } => {
+                (S::CONFLICT, Msg::new(Key::TaskNotFailed).arg("id", id).arg("state", state.name()))
+            }
+            DomainError::DefinitionNotFound { name } => {
+                (S::NOT_FOUND, Msg::new(Key::DefinitionNotFound).arg("name", truncate(&name, 80)))
+            }
+            DomainError::BulkTooMany { max } => (S::BAD_REQUEST, Msg::new(Key::BulkTooMany).arg("max", max)),
+            DomainError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, Msg::new(Key::IdempotencyKeyReused)),
             DomainError::NotExternal { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
             }

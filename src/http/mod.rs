@@ -208,6 +208,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         "x-xsrf-token",
         "x-lease-token",
         "x-request-id",
+        "idempotency-key",
     ]
     .map(HeaderName::from_static);
     let methods = [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
@@ -219,6 +220,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             axum::http::header::LOCATION,
             axum::http::header::WARNING,
             REQUEST_ID,
+            HeaderName::from_static("idempotent-replayed"),
         ])
         .max_age(std::time::Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {

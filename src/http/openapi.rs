@@ -66,18 +66,28 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
         if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             let schema = if name == "state" {
                 json!({"$ref": "#/components/schemas/BatchTaskState"})
+            } else if name == "name" {
+                json!({"type": "string", "description": "A definition's Name"})
             } else {
                 json!({"type": "integer", "format": "int32"})
             };
             params.push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
         }
     }
+    if matches!((path, verb), ("BatchTask", "POST") | ("Agents/Batch/StartBatchJob", "POST")) {
+        params.push(json!({"name": "Idempotency-Key", "in": "header", "required": false,
+            "schema": {"type": "string", "maxLength": 255},
+            "description": "1-255 visible ASCII characters. The same key from the same caller within 24 h answers the first create's id (with Idempotent-Replayed: true) and creates nothing; with a different body, 422"}));
+    }
     let mut op = json!({"summary": summary, "parameters": params, "responses": {"400": error, "401": error}});
     let responses = op["responses"].as_object_mut().expect("object");
     let agent = path.starts_with("Agents/");
     let (request, response): (Option<Value>, (&str, Value)) = match (path, verb) {
         ("BatchTask", "GET") => (None, ("200", ok(json!({"$ref": "#/components/schemas/ODataList"})))),
-        ("BatchTask", "POST") => (Some(body(task.clone())), ("200", ok(json!({"type": "integer"})))),
+        ("BatchTask", "POST") => {
+            responses.insert("422".into(), error.clone());
+            (Some(body(task.clone())), ("200", ok(json!({"type": "integer"}))))
+        }
         ("BatchTask/{id}", "GET") => {
             responses.insert("304".into(), json!({"description": "Not modified (If-None-Match, If-Modified-Since)"}));
             responses.insert("412".into(), error.clone());
@@ -124,10 +134,37 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             "Runner": {"type": "string", "enum": ["noop", "sleep", "command", "http", "external", "embedded"]},
             "TimeOut": {"type": "integer", "nullable": true, "description": "seconds"},
             "Restarts": {"type": "integer"}, "Concurrency": {"type": "integer", "nullable": true},
-            "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for recurring definitions"},
-            "CancellationBehaviour": {"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"}}}})),
+            "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for definitions recurring by start_interval"},
+            "CancellationBehaviour": {"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"},
+            "Paused": {"type": "boolean", "description": "Its New tasks wait and its schedule creates nothing, on every node"},
+            "Schedule": {"type": "string", "nullable": true, "description": "What creates its tasks: an interval (5m) or a cron expression and its zone (0 3 * * * Europe/Oslo)"},
+            "NextRun": {"type": "string", "format": "date-time", "nullable": true, "description": "When the schedule next creates a task; null when none (no schedule, or paused)"},
+            "Counts": {"type": "object", "description": "Tasks the caller may see", "properties": {
+                "New": {"type": "integer"}, "Running": {"type": "integer", "description": "Aquired and Started"}, "Failed": {"type": "integer"}}},
+            "Parameters": {"type": "array", "items": {"type": "string"}, "description": "ParameterObject keys the runner's templates use"}}}})),
             ),
         ),
+        // -- scheduling --
+        ("Definitions/{name}/Pause" | "Definitions/{name}/Resume", "POST") => {
+            responses.insert("403".into(), error.clone());
+            (None, ("200", ok(json!({"type": "boolean", "description": "true when this call changed it"}))))
+        }
+        ("BatchTask/{id}/Retry", "POST") => {
+            responses.insert("403".into(), error.clone());
+            responses.insert("409".into(), error.clone());
+            responses.insert("412".into(), error.clone());
+            (None, ("200", ok(task.clone())))
+        }
+        ("BatchTask/Bulk", "POST") => {
+            let request = json!({"type": "object", "required": ["Action", "Filter"], "properties": {
+                "Action": {"type": "string", "enum": ["Stop", "Delete", "Retry"]},
+                "Filter": {"type": "string", "description": "An OData $filter, as GET /api/v1/BatchTask takes", "example": "State eq 'Failed'"},
+                "DryRun": {"type": "boolean", "description": "Count the matches only"}}});
+            let answer = json!({"type": "object", "properties": {
+                "Matched": {"type": "integer", "description": "Tasks the filter matched among those the caller sees (at most 1000)"},
+                "Done": {"type": "integer", "description": "Tasks the action was carried out on"}}});
+            (Some(body(request)), ("200", ok(answer)))
+        }
         _ if agent => {
             let method = path.rsplit('/').next().unwrap_or("");
             let answer = match method {

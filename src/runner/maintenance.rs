@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::domain::run::Schedule;
 use crate::domain::{BatchTaskState, NewTask};
 use crate::store::runner::ScheduleTick;
 
@@ -15,8 +16,8 @@ pub fn spawn(runner: Runner) {
     tokio::spawn(rescue_loop(runner.clone()));
     tokio::spawn(retention_loop(runner.clone()));
     for def in runner.definitions().all() {
-        if let Some(interval) = def.start_interval {
-            tokio::spawn(schedule_loop(runner.clone(), def.name.clone(), interval));
+        if let Some(schedule) = def.schedule() {
+            tokio::spawn(schedule_loop(runner.clone(), def.name.clone(), schedule));
         }
     }
 }
@@ -94,21 +95,32 @@ async fn retention_loop(runner: Runner) {
         if let Err(e) = runner.store().purge_nodes(crate::domain::node::kept_since(Utc::now()), cfg.batch).await {
             tracing::warn!(error = %e, "removing old node rows failed");
         }
+        // Idempotency keys past their window answer nothing any more.
+        let expired = crate::domain::idempotency::expired_before(Utc::now());
+        if let Err(e) = runner.store().purge_idempotency_keys(expired, cfg.batch).await {
+            tracing::warn!(error = %e, "removing expired idempotency keys failed");
+        }
         if removed > 0 {
             tracing::info!(removed, "retention removed finished tasks");
         }
     }
 }
 
-async fn schedule_loop(runner: Runner, name: String, interval: Duration) {
-    let tick = ScheduleTick { name: name.clone(), interval, skip_if_active: true };
+async fn schedule_loop(runner: Runner, name: String, schedule: Schedule) {
+    let description = match &schedule {
+        Schedule::Every(interval) => {
+            format!("scheduled every {}", crate::domain::definition::format_duration(*interval))
+        }
+        Schedule::Cron(c) => format!("scheduled: {}", c.describe()),
+    };
+    let tick = ScheduleTick { name: name.clone(), schedule, skip_if_active: true };
     loop {
         let def = runner.definitions().get(&name).cloned();
         let new = NewTask {
             name: name.clone(),
             associate_id: 0,
             is_system: true,
-            description: Some(format!("scheduled every {}", crate::domain::definition::format_duration(interval))),
+            description: Some(description.clone()),
             parameters: def.and_then(|d| d.parameters.clone()),
             cancellation: runner.definitions().get(&name).map(|d| d.cancellation).unwrap_or_default(),
             ..NewTask::default()

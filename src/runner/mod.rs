@@ -23,6 +23,7 @@ mod maintenance;
 pub mod node;
 mod output;
 mod template;
+pub use template::parameter_names;
 pub mod workers;
 
 use std::collections::HashMap;
@@ -699,7 +700,8 @@ impl Runner {
                 return;
             }
             match notice {
-                Notice::New { .. } => self.wake(),
+                // A resumed definition's waiting tasks are claimable again.
+                Notice::New { .. } | Notice::Definition { .. } => self.wake(),
                 Notice::Stop { node } if node == self.inner.node => self.deliver_stops().await,
                 Notice::Stop { .. } | Notice::Credentials => {}
                 Notice::Resync => {

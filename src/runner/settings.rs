@@ -206,6 +206,10 @@ pub struct DefinitionFile {
     pub cancellation: Option<String>,
     pub concurrency: Option<u32>,
     pub start_interval: Option<DurationValue>,
+    /// Recurring by a five-field cron expression instead (src/domain/cron.rs), read in `time_zone`.
+    pub cron: Option<String>,
+    /// IANA name (or SuperOffice code) of the zone `cron` is read in; UTC when left out.
+    pub time_zone: Option<String>,
     pub parameters: Option<BTreeMap<String, String>>,
 }
 
@@ -466,6 +470,21 @@ impl DefinitionFile {
             let d = i.get(&ctx("start_interval"))?;
             anyhow::ensure!(d >= Duration::from_millis(100), "{}", ctx("start_interval must be at least 100ms"));
             def.start_interval = Some(d);
+        }
+        match (self.cron, self.time_zone) {
+            (Some(expr), zone) => {
+                anyhow::ensure!(def.start_interval.is_none(), "{}", ctx("give start_interval or cron, not both"));
+                let zone = match zone {
+                    Some(z) => crate::domain::zones::parse_zone(&z)
+                        .with_context(|| ctx(&format!("time_zone = {z:?} is not a known time zone")))?,
+                    None => chrono_tz::Tz::UTC,
+                };
+                let cron = crate::domain::cron::Cron::parse(&expr, zone)
+                    .map_err(|e| anyhow::anyhow!("{}", ctx(&format!("cron = {expr:?}: {e}"))))?;
+                def.cron = Some(cron);
+            }
+            (None, Some(_)) => anyhow::bail!("{}", ctx("time_zone is the zone of cron, which is missing")),
+            (None, None) => {}
         }
         def.parameters = self.parameters.map(|p| Parameters(p.into_iter().collect()));
         Ok(def)

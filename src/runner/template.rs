@@ -116,6 +116,35 @@ pub fn fill(template: &str, target: Target, value: impl Fn(&str) -> Option<Strin
     Ok(out)
 }
 
+/// Placeholders every run fills in itself; the others name ParameterObject keys.
+const BUILT_IN: [&str; 4] = ["id", "name", "attempt", "request"];
+
+/// The ParameterObject keys a definition's templates reference, in first-use order, each once:
+/// what a caller must put in ParameterObject. Only names: never the templates themselves, which
+/// may hold secrets.
+pub fn parameter_names(spec: &crate::domain::definition::RunnerSpec) -> Vec<String> {
+    use crate::domain::definition::RunnerSpec;
+    let RunnerSpec::Http(h) = spec else { return Vec::new() };
+    let mut parts: Vec<(&str, bool)> = vec![(h.url.as_str(), false)];
+    parts.extend(h.headers.iter().map(|(_, v)| (v.as_str(), false)));
+    if let Some(b) = &h.body {
+        parts.push((b.as_str(), h.body_format == BodyFormat::Json));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for (template, json) in parts {
+        // A template that does not parse was refused at start-up; it names nothing here.
+        for piece in pieces(template, json).unwrap_or_default() {
+            if let Piece::Slot(key) = piece
+                && !BUILT_IN.contains(&key)
+                && !out.iter().any(|k| k == key)
+            {
+                out.push(key.to_owned());
+            }
+        }
+    }
+    out
+}
+
 /// Checks a body template when the config is loaded: a JSON one must have its placeholders
 /// inside strings and be JSON once filled.
 pub fn check_body(template: &str, format: BodyFormat) -> Result<(), TemplateError> {
@@ -167,6 +196,21 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["s"], "q\"a&b=c d/é\n\"\\\\");
         assert_eq!(fill(r#"{"a": "{Nope}"}"#, json, values), Err(TemplateError::Missing("Nope".into())));
+    }
+
+    #[test]
+    fn a_definition_names_the_parameters_its_templates_reference() {
+        use crate::domain::definition::{HttpSpec, RunnerSpec};
+        let spec = RunnerSpec::Http(HttpSpec {
+            method: "POST".into(),
+            url: "https://x.test/{Tenant}/tasks/{id}?q={Query}".into(),
+            headers: vec![("Authorization".into(), "Bearer {Token}".into()), ("X-T".into(), "{Tenant}".into())],
+            body: Some(r#"{"n": {attempt}, "c": "{Contact}", "r": "{request}"}"#.into()),
+            body_format: BodyFormat::Json,
+            follow_redirects: 0,
+        });
+        assert_eq!(parameter_names(&spec), ["Tenant", "Query", "Token", "Contact"]);
+        assert!(parameter_names(&RunnerSpec::Noop).is_empty());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum Notice {
     New { name: String },
     /// A stop was asked of a run that `node` holds.
     Stop { node: String },
+    /// A definition was paused or resumed: its tasks may be claimable again.
+    Definition { name: String },
     /// Associates or credentials changed: re-read the credential change log.
     Credentials,
     /// Notices may have been missed: re-read everything.
@@ -33,6 +35,7 @@ impl Notice {
         match self {
             Notice::New { name } => format!("new:{name}"),
             Notice::Stop { node } => format!("stop:{node}"),
+            Notice::Definition { name } => format!("def:{name}"),
             Notice::Credentials => "cred".into(),
             Notice::Resync => "resync".into(),
         }
@@ -47,6 +50,7 @@ impl Notice {
         match payload.split_once(':') {
             Some(("new", name)) => Notice::New { name: name.to_owned() },
             Some(("stop", node)) => Notice::Stop { node: node.to_owned() },
+            Some(("def", name)) => Notice::Definition { name: name.to_owned() },
             _ if payload == "cred" => Notice::Credentials,
             _ => Notice::Resync,
         }
@@ -104,6 +108,7 @@ mod tests {
         for n in [
             Notice::New { name: "Export: daily".into() },
             Notice::Stop { node: "host-1-ab12".into() },
+            Notice::Definition { name: "Export: daily".into() },
             Notice::Credentials,
             Notice::Resync,
         ] {

@@ -329,6 +329,41 @@ pub trait Store: Send + Sync + 'static {
     /// inside each transaction (`restarts` is the row's own `autorestartcount`).
     async fn set_run_policy(&self, name: &str, policy: &crate::domain::run::RunPolicy) -> Result<(), StoreError>;
 
+    // -- scheduling: pause, retry, the definitions' state --
+
+    /// Pauses (or resumes) a definition on every node: claims skip a paused definition's tasks
+    /// (they stay `New`) and its schedule creates nothing. Tells the change feed. Answers whether
+    /// the row changed; `NotFound` when the definition has no row.
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError>;
+
+    /// Every definition row's scheduling state, with its counts of `New`, running (`Aquired`,
+    /// `Started`) and `Failed` tasks: of every task, or with `owner` only of that associate's
+    /// (non-system) tasks, the visibility rule of the lists. One query for all definitions.
+    async fn definition_statuses(&self, owner: Option<i32>) -> Result<Vec<DefinitionStatus>, StoreError>;
+
+    /// Creates the task unless `key` was used by its associate within the window
+    /// ([`crate::domain::idempotency::decide`]): then answers that task's id and creates
+    /// nothing, or refuses a different request under the key. The key row and the task commit
+    /// together; the `(associate, key)` primary key orders racing creates.
+    async fn create_task_once(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        key: &crate::domain::idempotency::KeyedCreate,
+    ) -> Result<CreatedOnce, StoreError>;
+
+    /// Removes up to `limit` idempotency keys first used before `before`; answers how many went.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError>;
+
+    /// `Failed → New` ([`crate::domain::run::retry`]), if `guard` agrees, in one transaction.
+    async fn retry_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: runner::Actor,
+        guard: DeleteGuard,
+    ) -> Result<Task, StoreError>;
+
     // -- nodes and health --
     // The rules (liveness, what is listed, what is purged) are in `crate::domain::node`.
 
@@ -403,6 +438,65 @@ pub struct DefinitionRow {
     pub start_interval_seconds: i64,
     pub cancellation: crate::domain::CancellationBehaviour,
     pub concurrency: Option<i32>,
+}
+
+/// What a create under an `Idempotency-Key` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreatedOnce {
+    Created(Box<Task>),
+    /// The key's earlier create: its task id; nothing was created.
+    Replayed(i32),
+}
+
+/// A definition row's scheduling state and task counts (`GET /api/v1/Definitions`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DefinitionStatus {
+    pub name: String,
+    pub paused: bool,
+    /// When the schedule's next occurrence is due (`None`: it never ran, or it has no schedule).
+    pub next_start: Option<DateTime<Utc>>,
+    pub counts: TaskCounts,
+}
+
+/// Tasks of one definition by what an operator asks first: waiting, running, failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCounts {
+    pub new: i64,
+    /// `Aquired` and `Started`.
+    pub running: i64,
+    pub failed: i64,
+}
+
+impl TaskCounts {
+    /// Adds `count` tasks in `state` (other states are not counted).
+    pub fn add(&mut self, state: BatchTaskState, count: i64) {
+        match state {
+            BatchTaskState::New => self.new += count,
+            BatchTaskState::Aquired | BatchTaskState::Started => self.running += count,
+            BatchTaskState::Failed => self.failed += count,
+            _ => {}
+        }
+    }
+}
+
+/// Joins definition rows `(name, paused, next_start)` with counts `(name, state, count)` as
+/// both engines read them; counts of names with no row are left out.
+pub(crate) fn definition_statuses(
+    rows: Vec<(String, bool, Option<DateTime<Utc>>)>,
+    counts: impl IntoIterator<Item = (String, i64, i64)>,
+) -> Vec<DefinitionStatus> {
+    let mut out: Vec<DefinitionStatus> = rows
+        .into_iter()
+        .map(|(name, paused, next_start)| DefinitionStatus { name, paused, next_start, counts: TaskCounts::default() })
+        .collect();
+    let index: std::collections::HashMap<String, usize> =
+        out.iter().enumerate().map(|(i, d)| (d.name.clone(), i)).collect();
+    for (name, state, count) in counts {
+        if let (Some(&i), Some(state)) = (index.get(&name), BatchTaskState::from_number(state)) {
+            out[i].counts.add(state, count);
+        }
+    }
+    out
 }
 
 /// Opens the store a database URL names: `sqlite:PATH` (created if missing) or `postgres://...`.

@@ -449,3 +449,57 @@ fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+#[test]
+fn scheduling_commands_pause_resume_retry_and_act_in_bulk() {
+    let env = Env::start();
+    let r = env.admin(&["definition", "pause", "breaks"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "breaks: paused\n"), "{}", r.stderr);
+    let r = env.admin(&["definition", "pause", "breaks"]);
+    assert_eq!(r.stdout, "breaks: paused already\n");
+    let r = env.admin(&["definition", "list"]);
+    let line = r.stdout.lines().find(|l| l.starts_with("breaks")).unwrap();
+    assert!(line.contains("paused"), "{}", r.stdout);
+    one_line_error(&env.admin(&["definition", "pause", "no such definition"]), 4, "no such definition");
+    env.add_associate("bob", BOB_SECRET);
+    let bob = [("BATCHD_USER", "bob"), ("BATCHD_PASSWORD", BOB_SECRET)];
+    one_line_error(&env.run(&["definition", "resume", "breaks"], &bob), 5, "only admins may pause");
+
+    // Paused: a new task waits; resumed, it runs (and fails, as `breaks` does).
+    let id = start(&env, &["breaks"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.admin(&["task", "get", &id.to_string(), "-o", "json"]).json()["State"], "New");
+    let r = env.admin(&["definition", "resume", "breaks"]);
+    assert_eq!(r.stdout, "breaks: resumed\n", "{}", r.stderr);
+    wait_for_state(&env, id, "Failed");
+
+    // retry: the task as the server answers it; a task that is not Failed is refused (exit 6).
+    let r = env.admin(&["task", "retry", &id.to_string(), "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["State"], "New");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let t = loop {
+        let t = env.admin(&["task", "get", &id.to_string(), "-o", "json"]).json();
+        if t["State"] == "Failed" && t["StartCount"] == 2 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the retried task did not run again: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(t["Result"], "it broke");
+    let ok = start(&env, &["Noop"]);
+    wait_for_state(&env, ok, "Succeeded");
+    let r = env.admin(&["task", "retry", &ok.to_string()]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    assert!(r.stderr.contains("only a Failed task"), "{}", r.stderr);
+
+    // bulk: a dry run counts, the action says what it did; a filter is required.
+    let r = env.admin(&["task", "bulk", "retry", "--name", "breaks", "--state", "failed", "--dry-run"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "1 tasks match\n"), "{}", r.stderr);
+    let r = env.admin(&["task", "bulk", "delete", "--filter", "DefinitionName eq 'breaks'", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), serde_json::json!({"Matched": 1, "Done": 1}));
+    one_line_error(&env.admin(&["task", "get", &id.to_string()]), 4, "not found");
+    let r = env.admin(&["task", "bulk", "stop"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -31,5 +31,6 @@ mod runner_model;
 mod runner_process;
 mod runner_trust;
 mod runner_workers;
+mod scheduling;
 mod store_contract;
 mod upgrade;

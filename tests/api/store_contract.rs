@@ -133,6 +133,8 @@ stories! {
     identity_story: sqlite_identity_story, postgres_identity_story;
     nodes_story: sqlite_nodes_story, postgres_nodes_story;
     stats_story: sqlite_stats_story, postgres_stats_story;
+    scheduling_story: sqlite_scheduling_story, postgres_scheduling_story;
+    idempotency_story: sqlite_idempotency_story, postgres_idempotency_story;
 }
 
 #[tokio::test]
@@ -1472,6 +1474,242 @@ async fn nodes_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let back = store.list_nodes(since, 10).await.unwrap().into_iter().find(|n| n.name.starts_with("odd")).unwrap();
     assert_eq!(back, odd.clone().stored());
     assert_eq!((back.name.chars().count(), back.version.as_str()), (node::TEXT_MAX, "v\u{FFFD}"));
+}
+
+/// Pause and resume, the definitions' state and counts, and retry: claims (in batches and on
+/// create) skip a paused definition's tasks, its schedule moves on without creating, and a
+/// retried task runs again with its run count going on.
+async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::domain::run::Schedule;
+    use batchd::store::TaskCounts;
+    use batchd::store::runner::{
+        ClaimName, ClaimRequest, Finish, FinishOutcome, FinishResult, ScheduleTick, StopResult,
+    };
+    let t0 = micros_now();
+    for name in ["held", "free"] {
+        store.upsert_definition(&definition(name, "d", 0), t0).await.unwrap();
+    }
+    let mut feed = store.feed().subscribe();
+    let req = |max| ClaimRequest {
+        node: "n1".into(),
+        lease: std::time::Duration::from_secs(30),
+        names: ["held", "free"].map(|n| ClaimName { name: n.into(), concurrency: None }).to_vec(),
+        max,
+        start: true,
+        associate_id: None,
+    };
+
+    // Pausing is stored once and told to the feed; pausing again changes nothing.
+    assert!(store.set_paused("held", true).await.unwrap());
+    assert!(!store.set_paused("held", true).await.unwrap(), "paused already");
+    assert!(matches!(store.set_paused("nope", true).await, Err(StoreError::NotFound)));
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match feed.next().await {
+                Some(n @ batchd::store::feed::Notice::Definition { .. }) => return n,
+                Some(_) => continue,
+                None => panic!("the feed ended"),
+            }
+        }
+    })
+    .await
+    .expect("a pause is told to the feed");
+    assert_eq!(notice, batchd::store::feed::Notice::Definition { name: "held".into() });
+
+    let held: Vec<i32> = {
+        let mut v = Vec::new();
+        for owner in [7, 7, 8] {
+            v.push(store.create_task(task("held", owner, None), t0).await.unwrap().id);
+        }
+        v
+    };
+    let free = store.create_task(task("free", 7, None), t0).await.unwrap().id;
+    let claimed = store.claim_tasks(&req(10), t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [free], "a paused definition's tasks wait");
+    let (created, lease) = store.create_and_claim(task("held", 7, None), t0, &req(1)).await.unwrap();
+    assert!(lease.is_none(), "nor is one claimed in its create");
+    assert_eq!(store.get_task(created.id).await.unwrap().unwrap().state, BatchTaskState::New);
+
+    // The state of every definition row, with counts of what the caller may see.
+    let statuses = store.definition_statuses(None).await.unwrap();
+    let of = |name: &str, list: &[batchd::store::DefinitionStatus]| {
+        list.iter().find(|s| s.name == name).cloned().unwrap_or_else(|| panic!("{name} listed"))
+    };
+    let h = of("held", &statuses);
+    assert!(h.paused);
+    assert_eq!(h.counts, TaskCounts { new: 4, running: 0, failed: 0 });
+    assert_eq!(of("free", &statuses).counts, TaskCounts { new: 0, running: 1, failed: 0 });
+    assert!(!of("free", &statuses).paused);
+    let mine = store.definition_statuses(Some(8)).await.unwrap();
+    assert_eq!(of("held", &mine).counts, TaskCounts { new: 1, running: 0, failed: 0 }, "only owner 8's");
+    assert_eq!(of("free", &mine).counts, TaskCounts::default());
+
+    // A paused schedule moves on without creating a task; resumed, it creates again.
+    let tick = ScheduleTick {
+        name: "held".into(),
+        schedule: Schedule::Every(std::time::Duration::from_secs(60)),
+        skip_if_active: false,
+    };
+    let (made, next) = store.schedule_tick(&tick, t0, task("held", 0, None)).await.unwrap();
+    assert!(made.is_none(), "paused: nothing created");
+    assert_eq!(next, t0 + Duration::seconds(60));
+    assert_eq!(of("held", &store.definition_statuses(None).await.unwrap()).next_start, Some(next));
+    assert!(store.set_paused("held", false).await.unwrap());
+    let later = next + Duration::seconds(1);
+    let (made, _) = store.schedule_tick(&tick, later, task("held", 0, None)).await.unwrap();
+    assert!(made.is_some(), "resumed: the occurrence creates its task");
+
+    // A cron schedule: its first tick only sets the next occurrence (in its zone), the tick at
+    // that time creates the task, and a late tick creates one task, not one per missed time.
+    let oslo: chrono_tz::Tz = "Europe/Oslo".parse().unwrap();
+    let nightly = batchd::domain::cron::Cron::parse("0 3 * * *", oslo).unwrap();
+    let cron_tick =
+        ScheduleTick { name: "free".into(), schedule: Schedule::Cron(nightly.clone()), skip_if_active: false };
+    let (made, armed) = store.schedule_tick(&cron_tick, t0, task("free", 0, None)).await.unwrap();
+    assert!(made.is_none(), "the first tick arms the schedule");
+    assert_eq!(armed, nightly.next_after(t0).unwrap());
+    let (made, again) =
+        store.schedule_tick(&cron_tick, armed - Duration::seconds(1), task("free", 0, None)).await.unwrap();
+    assert!(made.is_none(), "not due yet");
+    assert_eq!(again, armed);
+    let three_days_late = armed + Duration::days(3);
+    let (made, next) = store.schedule_tick(&cron_tick, three_days_late, task("free", 0, None)).await.unwrap();
+    let made = made.expect("due: created");
+    assert_eq!(next, nightly.next_after(three_days_late).unwrap());
+    let (again, _) = store.schedule_tick(&cron_tick, three_days_late, task("free", 0, None)).await.unwrap();
+    assert!(again.is_none(), "missed occurrences are not made up for");
+    // Out of the way of the claims below.
+    store.delete_task(made.id, three_days_late, Actor::default(), Box::new(|_| Ok(()))).await.unwrap();
+
+    // Resumed: the waiting tasks are claimable again, oldest first.
+    let claimed = store.claim_tasks(&req(2), later).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), held[..2]);
+
+    // Retry: only a Failed task, under the guard, its run count going on.
+    let allow = || -> batchd::store::DeleteGuard { Box::new(|_| Ok(())) };
+    let actor = || Actor::associate(1, "retried by admin");
+    let refused = store.retry_task(claimed[0].task.id, later, actor(), allow()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Rejected(DomainError::NotFailed { state: BatchTaskState::Started, .. }))),
+        "{refused:?}"
+    );
+    let f = Finish {
+        id: claimed[0].task.id,
+        token: claimed[0].lease.token.clone(),
+        outcome: FinishOutcome::Failed { retry: false },
+        result: Some("exit 1".into()),
+        response: None,
+        progress: None,
+        actor: Actor::node("n1", "failed"),
+    };
+    assert_eq!(store.finish_tasks(vec![f], later).await.unwrap(), [FinishResult::Done(BatchTaskState::Failed)]);
+    let id = claimed[0].task.id;
+    let stopped = store.request_stop(held[2], later, actor(), "admin".into(), allow()).await.unwrap();
+    assert!(matches!(stopped, StopResult::Failed(_)));
+    assert_eq!(of("held", &store.definition_statuses(None).await.unwrap()).counts.failed, 2);
+    let forbidden = store
+        .retry_task(
+            id,
+            later,
+            actor(),
+            Box::new(|_| Err(DomainError::Forbidden { reason: batchd::domain::rights::Reason::MayNotRetryTask })),
+        )
+        .await;
+    assert!(matches!(forbidden, Err(StoreError::Rejected(DomainError::Forbidden { .. }))));
+    assert_eq!(store.get_task(id).await.unwrap().unwrap().state, BatchTaskState::Failed, "a refusal writes nothing");
+    let before = store.get_task(id).await.unwrap().unwrap();
+    let retried = store.retry_task(id, later, actor(), allow()).await.unwrap();
+    assert_eq!((retried.state, retried.start_count, retried.result.as_deref()), (BatchTaskState::New, 1, None));
+    assert_eq!(retried.version, before.version + 1);
+    assert!(matches!(store.retry_task(i32::MAX, later, actor(), allow()).await, Err(StoreError::NotFound)));
+    let again = store.claim_tasks(&req(10), later).await.unwrap();
+    let run = again.iter().find(|c| c.task.id == id).expect("the retried task is claimed");
+    assert_eq!((run.lease.attempt, run.task.start_count), (2, 2), "the run count goes on");
+    let moves: Vec<_> = store.task_events(id).await.unwrap().iter().map(|e| (e.from, e.to)).collect();
+    use BatchTaskState as S;
+    assert_eq!(
+        moves,
+        [
+            (None, Some(S::New)),
+            (Some(S::New), Some(S::Aquired)),
+            (Some(S::Aquired), Some(S::Started)),
+            (Some(S::Started), Some(S::Failed)),
+            (Some(S::Failed), Some(S::New)),
+            (Some(S::New), Some(S::Aquired)),
+            (Some(S::Aquired), Some(S::Started)),
+        ],
+        "the event log keeps every run"
+    );
+}
+
+/// `Idempotency-Key` on creates: a repeat replays, another request under the key is refused,
+/// the key is the associate's, it expires after its window, and racing creates make one task.
+async fn idempotency_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::domain::idempotency::{KeyedCreate, WINDOW, expired_before, request_hash};
+    use batchd::store::CreatedOnce;
+    let t0 = micros_now();
+    let new = task("once", 7, Some("d"));
+    let keyed = |associate_id: i32, key: &str, new: &NewTask| KeyedCreate {
+        associate_id,
+        key: key.into(),
+        request_hash: request_hash(new),
+    };
+    let CreatedOnce::Created(first) = store.create_task_once(new.clone(), t0, &keyed(7, "k1", &new)).await.unwrap()
+    else {
+        panic!("a new key creates")
+    };
+    assert_eq!(first.name, "once");
+    let again = store.create_task_once(new.clone(), t0 + Duration::hours(23), &keyed(7, "k1", &new)).await.unwrap();
+    assert_eq!(again, CreatedOnce::Replayed(first.id), "the same request replays");
+    let other = task("once", 7, Some("something else"));
+    let refused = store.create_task_once(other.clone(), t0, &keyed(7, "k1", &other)).await;
+    assert!(matches!(refused, Err(StoreError::Rejected(DomainError::IdempotencyKeyReused))), "{refused:?}");
+    let theirs = store.create_task_once(new.clone(), t0, &keyed(8, "k1", &new)).await.unwrap();
+    assert!(matches!(theirs, CreatedOnce::Created(ref t) if t.id != first.id), "another associate's key");
+    let count = |store: Arc<dyn Store>| async move {
+        store.find_tasks(&TaskFilter { name: Some("once".into()), ..TaskFilter::default() }).await.unwrap().len()
+    };
+    assert_eq!(count(store.clone()).await, 2);
+    // Past the window the key is free again.
+    let late = t0 + chrono::Duration::from_std(WINDOW).unwrap() + Duration::seconds(1);
+    let renewed = store.create_task_once(other.clone(), late, &keyed(7, "k1", &other)).await.unwrap();
+    let CreatedOnce::Created(renewed) = renewed else { panic!("an expired key creates again") };
+    assert_ne!(renewed.id, first.id);
+    assert_eq!(
+        store.create_task_once(other.clone(), late, &keyed(7, "k1", &other)).await.unwrap(),
+        CreatedOnce::Replayed(renewed.id)
+    );
+
+    // Racing creates under one key: one task, every answer its id.
+    let racer = task("raced", 9, None);
+    let mut joins = Vec::new();
+    for _ in 0..8 {
+        let (store, racer) = (store.clone(), racer.clone());
+        let k = keyed(9, "race", &racer);
+        joins.push(tokio::spawn(async move { store.create_task_once(racer, t0, &k).await.unwrap() }));
+    }
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for j in joins {
+        match j.await.unwrap() {
+            CreatedOnce::Created(t) => {
+                created += 1;
+                ids.push(t.id)
+            }
+            CreatedOnce::Replayed(id) => ids.push(id),
+        }
+    }
+    assert_eq!(created, 1, "{ids:?}");
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let raced = store.find_tasks(&TaskFilter { name: Some("raced".into()), ..TaskFilter::default() }).await.unwrap();
+    assert_eq!(raced.len(), 1);
+
+    // Retention removes what has expired only.
+    assert_eq!(store.purge_idempotency_keys(expired_before(t0), 100).await.unwrap(), 0);
+    // Keys first used at t0 (associate 8's, the race's) are past their window; associate 7's was
+    // used afresh at `late`.
+    assert_eq!(store.purge_idempotency_keys(expired_before(late + Duration::seconds(1)), 100).await.unwrap(), 2);
+    assert_eq!(store.purge_idempotency_keys(late + Duration::days(2), 100).await.unwrap(), 1);
 }
 
 /// `task_stats`: state counts and per-minute figures of finished tasks, for everyone and for one

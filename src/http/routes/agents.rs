@@ -201,8 +201,11 @@ pub async fn call(
             "StartBatchJob" => {
                 let info = need!(params.object("BatchTaskInfo"));
                 let req = wire::parse_create(info)?;
-                let task = tasks.create(caller, req.task, req.associate_id, req.cancellation_given).await?;
-                Ok(Outcome::Done(format::respond(prefs.format, &Payload::Int(task.id.into()))))
+                let key = super::batchtask::idempotency_key(&headers)?;
+                let created = tasks.create(caller, req.task, req.associate_id, req.cancellation_given, key).await?;
+                let mut res = format::respond(prefs.format, &Payload::Int(created.id.into()));
+                super::batchtask::mark_replay(&mut res, created);
+                Ok(Outcome::Done(res))
             }
             "StopBatchJob" => {
                 let id = need!(params.int("Id"));

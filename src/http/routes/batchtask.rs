@@ -16,7 +16,7 @@ use crate::http::format::{self, Payload};
 use crate::http::patch as http_patch;
 use crate::http::wire::{self};
 use crate::i18n::{Key, Msg};
-use crate::service::{Freshness, StopOutcome};
+use crate::service::{BulkAction, Freshness, StopOutcome};
 use crate::store::{ListQuery, TaskFilter};
 
 use super::{Query, no_content, precondition, require_object, task_response, tasks_response};
@@ -34,17 +34,37 @@ pub async fn create(
     caller: Caller,
     State(app): State<AppState>,
     prefs: Prefs,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let obj = require_object(body.value, "BatchTaskInfo")?;
     let req = wire::parse_create(&obj)?;
-    let task = app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given).await?;
-    let mut res = format::respond(prefs.format, &Payload::Int(task.id.into()));
-    let location = local_path(&app.config, &format!("/api/v1/BatchTask/{}", task.id));
+    let created = app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given, key).await?;
+    let mut res = format::respond(prefs.format, &Payload::Int(created.id.into()));
+    let location = local_path(&app.config, &format!("/api/v1/BatchTask/{}", created.id));
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
+    mark_replay(&mut res, created);
     Ok(res)
+}
+
+/// The `Idempotency-Key` header, checked (bounded, visible ASCII); `None` when absent.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    use crate::domain::idempotency::{HEADER, parse_key};
+    let Some(v) = headers.get(HEADER) else { return Ok(None) };
+    let raw =
+        v.to_str().map_err(|_| DomainError::UnknownValue { field: Field::Param(HEADER), value: String::new() })?;
+    Ok(Some(parse_key(raw)?))
+}
+
+/// A replayed create says so (`Idempotent-Replayed: true`), as the same answer may be a new task
+/// or an old one.
+pub(crate) fn mark_replay(res: &mut Response, created: crate::service::Created) {
+    if created.replayed {
+        res.headers_mut().insert("Idempotent-Replayed", HeaderValue::from_static("true"));
+    }
 }
 
 /// `GET /BatchTask/{id}` or `GET /BatchTask/{state}`: digits are an id, a state name a list.
@@ -179,6 +199,84 @@ pub async fn stop(
         }
         StopOutcome::Refused => format::respond(prefs.format, &Payload::Bool(false)),
     })
+}
+
+/// `POST /BatchTask/{id}/Retry`: a `Failed` task back to `New`; answers the task as GET does.
+pub async fn retry(
+    caller: Caller,
+    State(app): State<AppState>,
+    prefs: Prefs,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&key)?;
+    let task = app.tasks.retry(&caller, id, precondition(&headers)?).await?;
+    Ok(task_response(&prefs, &caller, &task, None))
+}
+
+/// A property of a request body, by name in any case.
+fn property<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
+fn required_text<'a>(obj: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, ApiError> {
+    match property(obj, name) {
+        None | Some(Value::Null) => Err(DomainError::Required { field: Field::Param(name) }.into()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(DomainError::Required { field: Field::Param(name) }.into()),
+        Some(_) => {
+            Err(DomainError::WrongType { field: Field::Param(name), expected: crate::domain::Expected::Text }.into())
+        }
+    }
+}
+
+/// `POST /BatchTask/Bulk` `{"Action": "Stop"|"Delete"|"Retry", "Filter": "<$filter>", "DryRun": bool}`:
+/// the action on every task the filter matches that the caller sees (at most
+/// [`crate::service::BULK_MAX`]); answers `{"Matched", "Done"}`.
+pub async fn bulk(caller: Caller, State(app): State<AppState>, prefs: Prefs, body: Body) -> Result<Response, ApiError> {
+    let obj = require_object(body.value, "BulkAction")?;
+    let word = required_text(&obj, "Action")?;
+    let action = BulkAction::parse(word).ok_or_else(|| DomainError::UnknownValue {
+        field: Field::Param("Action"),
+        value: word.chars().take(80).collect(),
+    })?;
+    let filter = crate::domain::filter::parse(required_text(&obj, "Filter")?, prefs.zone).map_err(|e| {
+        ApiError::bad_request(
+            Msg::new(Key::FilterInvalid)
+                .arg("position", e.position)
+                .arg("expected", &e.expected)
+                .arg("found", &e.found),
+        )
+    })?;
+    let dry_run = match property(&obj, "DryRun") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+            s.eq_ignore_ascii_case("true")
+        }
+        Some(_) => {
+            return Err(DomainError::WrongType {
+                field: Field::Param("DryRun"),
+                expected: crate::domain::Expected::Boolean,
+            }
+            .into());
+        }
+    };
+    let outcome = app.tasks.bulk(&caller, action, filter, dry_run).await?;
+    let body = match prefs.format {
+        format::Format::Json => {
+            serde_json::to_vec(&json!({"Matched": outcome.matched, "Done": outcome.done})).unwrap_or_default()
+        }
+        format::Format::Xml => {
+            let mut x = format::XmlWriter::new();
+            x.open_root("BulkResult");
+            x.leaf("Matched", &outcome.matched.to_string());
+            x.leaf("Done", &outcome.done.to_string());
+            x.close("BulkResult");
+            x.finish()
+        }
+    };
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, prefs.format.content_type())], body).into_response())
 }
 
 pub async fn delete(

@@ -34,7 +34,7 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         "BatchTask",
         &[
             ("GET", "?$select=&$filter=&$orderBy=&$top=&$skip= OData list over the BatchTasks archive"),
-            ("POST", "Start a batch task; answers its id"),
+            ("POST", "Start a batch task; answers its id (Idempotency-Key: a repeat within 24 h answers the same id)"),
         ],
     ),
     (
@@ -49,7 +49,21 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ("BatchTask/{state}", &[("GET", "User tasks in a BatchTaskState (All = every state)")]),
     ("BatchTask/{id}/Stop", &[("POST", "Stop a task; answers true when the stop took effect")]),
     // -- definitions --
-    ("Definitions", &[("GET", "The task definitions this server runs: Name, Runner, Description, limits")]),
+    (
+        "Definitions",
+        &[(
+            "GET",
+            "The task definitions this server runs: Name, Runner, limits, Paused, Schedule, NextRun, Counts, Parameters",
+        )],
+    ),
+    // -- scheduling --
+    ("Definitions/{name}/Pause", &[("POST", "Admins: pause a definition on every node (its New tasks wait)")]),
+    ("Definitions/{name}/Resume", &[("POST", "Admins: resume a paused definition")]),
+    ("BatchTask/{id}/Retry", &[("POST", "Run a Failed task again (back to New); answers the task")]),
+    (
+        "BatchTask/Bulk",
+        &[("POST", "{Action: Stop|Delete|Retry, Filter, DryRun} Act on every task a $filter matches; {Matched, Done}")],
+    ),
     // -- runner --
     (
         "BatchTask/Acquire",
@@ -75,7 +89,10 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
         "Agents/Batch/GetBatchTaskInfosByAssociates",
         &[("POST", "{AssociateIds} Tasks of associates (empty = all, 0 = system, -1 = all users)")],
     ),
-    ("Agents/Batch/StartBatchJob", &[("POST", "{BatchTaskInfo} Start a batch task; answers its id")]),
+    (
+        "Agents/Batch/StartBatchJob",
+        &[("POST", "{BatchTaskInfo} Start a batch task; answers its id (Idempotency-Key as for POST BatchTask)")],
+    ),
     ("Agents/Batch/StopBatchJob", &[("POST", "?id={int} Stop a task")]),
     ("Agents/Batch/GetBatchTaskInfosByState", &[("POST", "{State} User tasks in a state")]),
     ("Agents/Batch/UpdateBatchTask", &[("POST", "{BatchTaskInfo} Update State, Description, Response and Request")]),

@@ -40,6 +40,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
         // -- definitions --
         .route("/api/v1/Definitions", get(definitions::list))
+        // -- scheduling --
+        .route("/api/v1/Definitions/{name}/Pause", post(definitions::pause))
+        .route("/api/v1/Definitions/{name}/Resume", post(definitions::resume))
+        .route("/api/v1/BatchTask/{id}/Retry", post(batchtask::retry))
+        .route("/api/v1/BatchTask/Bulk", post(batchtask::bulk))
         // -- formats --
         .route("/api/v1/BatchTask/{key}", axum::routing::patch(batchtask::patch))
         // -- identity and access --

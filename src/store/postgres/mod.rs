@@ -768,6 +768,51 @@ impl Store for PostgresStore {
         runner::set_run_policy(&mut conn, name, policy).await
     }
 
+    // -- scheduling --
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let changed = runner::set_paused(&mut tx, name, paused).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(changed)
+    }
+
+    async fn definition_statuses(&self, owner: Option<i32>) -> Result<Vec<super::DefinitionStatus>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::definition_statuses(&mut conn, owner).await
+    }
+
+    async fn create_task_once(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        key: &crate::domain::idempotency::KeyedCreate,
+    ) -> Result<super::CreatedOnce, StoreError> {
+        let now = runner::at(now);
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = runner::create_task_once(&mut tx, &new, now, key).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(done)
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        runner::purge_idempotency_keys(&mut conn, before, limit).await
+    }
+
+    async fn retry_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        guard: DeleteGuard,
+    ) -> Result<Task, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let task = runner::retry_task(&mut tx, id, runner::at(now), &actor, guard).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(task)
+    }
+
     // -- nodes and health --
 
     async fn ping(&self, within: Duration) -> Result<(), StoreError> {

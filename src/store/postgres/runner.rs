@@ -350,17 +350,24 @@ pub async fn claim(
     if req.max == 0 || req.names.is_empty() {
         return Ok(Vec::new());
     }
-    // Names with nothing due are skipped before any lock, so an idle poll stays a cheap read.
+    // Names with nothing due are skipped before any lock, so an idle poll stays a cheap read. The
+    // same read says which are paused. A pause committed after this read lets this one claim
+    // finish: the pause takes effect for the claims that start after it.
     let names: Vec<String> = req.names.iter().map(|n| n.name.clone()).collect();
-    let due: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT name FROM batchtask WHERE name = ANY($1) AND state = 1 AND (run_after IS NULL OR run_after <= $2)",
+    let due: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT n.name, COALESCE(d.paused, false) FROM unnest($1::text[]) AS n (name) \
+         LEFT JOIN batchtaskdefinition d ON d.name = n.name \
+         WHERE EXISTS (SELECT 1 FROM batchtask t WHERE t.name = n.name AND t.state = 1 \
+         AND (t.run_after IS NULL OR t.run_after <= $2))",
     )
     .bind(&names)
     .bind(now)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
-    let wanted: Vec<&ClaimName> = req.names.iter().filter(|n| due.contains(&n.name)).collect();
+    let paused: Vec<String> = due.iter().filter(|(_, p)| *p).map(|(n, _)| n.clone()).collect();
+    let wanted: Vec<&ClaimName> =
+        run::unpaused(&req.names, &paused).into_iter().filter(|n| due.iter().any(|(d, _)| d == &n.name)).collect();
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
@@ -418,17 +425,19 @@ pub async fn claim_new(
     now: DateTime<Utc>,
 ) -> Result<Option<Lease>, StoreError> {
     let Some(claim_name) = req.names.iter().find(|n| n.name == name) else { return Ok(None) };
-    let older: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 AND batchtask_id < $2 \
-         AND (run_after IS NULL OR run_after <= $3) LIMIT 1",
+    let (older, paused): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 AND batchtask_id < $2 \
+         AND (run_after IS NULL OR run_after <= $3)), \
+         EXISTS (SELECT 1 FROM batchtaskdefinition WHERE name = $1 AND paused)",
     )
     .bind(name)
     .bind(id)
     .bind(now)
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
-    if older.is_some() {
+    let paused: Vec<String> = if paused { vec![name.to_owned()] } else { Vec::new() };
+    if older || run::unpaused(std::slice::from_ref(claim_name), &paused).is_empty() {
         return Ok(None);
     }
     lock_limited(conn, &[claim_name]).await?;
@@ -668,26 +677,29 @@ pub async fn schedule_tick(
 ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
     // The definition row's lock makes the check and the move of `next_start` one step across
     // nodes: the second node to tick sees the schedule already moved on.
-    let next_start: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT next_start FROM batchtaskdefinition WHERE name = $1 FOR UPDATE")
+    let (next_start, paused): (Option<DateTime<Utc>>, bool) =
+        sqlx::query_as("SELECT next_start, paused FROM batchtaskdefinition WHERE name = $1 FOR UPDATE")
             .bind(&tick.name)
             .fetch_optional(&mut *conn)
             .await
             .map_err(backend)?
             .ok_or(StoreError::NotFound)?;
-    let Some(next) = run::schedule_due(next_start, tick.interval, now) else {
+    let Some(due) = run::schedule_due(next_start, &tick.schedule, paused, now) else {
         return Ok((None, next_start.unwrap_or(now)));
     };
-    let active = tick.skip_if_active && {
-        let found: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM batchtask WHERE name = $1 AND state IN (1, 2, 3) LIMIT 1")
-                .bind(&tick.name)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(backend)?;
-        found.is_some()
-    };
-    let created = if active {
+    let next = due.next;
+    // Paused, or (when asked) a task of the name still waiting or running: no task this time.
+    let skipped = !due.create
+        || tick.skip_if_active && {
+            let found: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM batchtask WHERE name = $1 AND state IN (1, 2, 3) LIMIT 1")
+                    .bind(&tick.name)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(backend)?;
+            found.is_some()
+        };
+    let created = if skipped {
         None
     } else {
         let id = insert_task(conn, &new, now).await?;
@@ -714,4 +726,146 @@ pub async fn set_run_policy(conn: &mut PgConnection, name: &str, policy: &RunPol
         .await
         .map_err(backend)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling
+
+/// The trigger of `0009_scheduling.sql` tells the feed when `paused` changes.
+pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Result<bool, StoreError> {
+    let was: bool = sqlx::query_scalar("SELECT paused FROM batchtaskdefinition WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+    if was == paused {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE batchtaskdefinition SET paused = $1 WHERE name = $2")
+        .bind(paused)
+        .bind(name)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(true)
+}
+
+pub async fn definition_statuses(
+    conn: &mut PgConnection,
+    owner: Option<i32>,
+) -> Result<Vec<crate::store::DefinitionStatus>, StoreError> {
+    let rows: Vec<(String, bool, Option<DateTime<Utc>>)> =
+        sqlx::query_as("SELECT name, paused, next_start FROM batchtaskdefinition ORDER BY name")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+    // Two statements, so each has its index: (name, state) for every task, (associate_id, state)
+    // for a user's own.
+    let counts: Vec<(String, i32, i64)> = match owner {
+        None => {
+            sqlx::query_as(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE state IN (1, 2, 3, 5) GROUP BY name, state",
+            )
+            .fetch_all(&mut *conn)
+            .await
+        }
+        Some(owner) => {
+            sqlx::query_as(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE associate_id = $1 AND state IN (1, 2, 3, 5) \
+             AND NOT is_system GROUP BY name, state",
+            )
+            .bind(owner)
+            .fetch_all(&mut *conn)
+            .await
+        }
+    }
+    .map_err(backend)?;
+    Ok(crate::store::definition_statuses(rows, counts.into_iter().map(|(n, s, c)| (n, i64::from(s), c))))
+}
+
+pub async fn retry_task(
+    conn: &mut PgConnection,
+    id: i32,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    guard: crate::store::DeleteGuard,
+) -> Result<Task, StoreError> {
+    let row = load_run_rows(conn, &[id], false, true).await?.pop().ok_or(StoreError::NotFound)?;
+    guard(&row.task)?;
+    let change = run::retry(row, actor, now)?;
+    write(conn, std::slice::from_ref(&change)).await?;
+    load_task(conn, id, false).await?.ok_or(StoreError::NotFound)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys
+
+/// The key row is inserted first: a racing create with the same key blocks on the primary key
+/// until this transaction ends, then finds the row and replays its task.
+pub async fn create_task_once(
+    conn: &mut PgConnection,
+    new: &NewTask,
+    now: DateTime<Utc>,
+    key: &crate::domain::idempotency::KeyedCreate,
+) -> Result<crate::store::CreatedOnce, StoreError> {
+    use crate::domain::idempotency::{KeyUse, StoredKey, decide};
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_key (associate_id, key, request_hash, created) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (associate_id, key) DO NOTHING",
+    )
+    .bind(key.associate_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?
+    .rows_affected();
+    if inserted == 0 {
+        let stored: (String, Option<i32>, DateTime<Utc>) = sqlx::query_as(
+            "SELECT request_hash, task_id, created FROM idempotency_key WHERE associate_id = $1 AND key = $2 FOR UPDATE",
+        )
+        .bind(key.associate_id)
+        .bind(&key.key)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+        let stored = StoredKey { request_hash: stored.0, task_id: stored.1, created: stored.2 };
+        if let KeyUse::Replay(id) = decide(Some(&stored), &key.request_hash, now)? {
+            return Ok(crate::store::CreatedOnce::Replayed(id));
+        }
+    }
+    let id = insert_task(conn, new, now).await?;
+    sqlx::query(
+        "UPDATE idempotency_key SET request_hash = $3, task_id = $4, created = $5 WHERE associate_id = $1 AND key = $2",
+    )
+    .bind(key.associate_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let task = load_task(conn, id, false).await?.ok_or(StoreError::NotFound)?;
+    Ok(crate::store::CreatedOnce::Created(Box::new(task)))
+}
+
+pub async fn purge_idempotency_keys(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let n = sqlx::query(
+        "DELETE FROM idempotency_key WHERE ctid = ANY(ARRAY(SELECT ctid FROM idempotency_key WHERE created < $1 \
+         LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(before)
+    .bind(limit as i64)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?
+    .rows_affected();
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/sqlite/0004_formats.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_rescues.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_nodes.sql")),
+    (7, include_str!("../../../migrations/sqlite/0007_scheduling.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
@@ -730,6 +731,51 @@ impl Store for SqliteStore {
     async fn set_run_policy(&self, name: &str, policy: &RunPolicy) -> Result<(), StoreError> {
         let (name, policy) = (name.to_owned(), *policy);
         self.writer.write(move |conn| runner::set_run_policy(conn, &name, &policy)).await
+    }
+
+    // -- scheduling --
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        let owned = name.to_owned();
+        let changed = self.writer.write(move |conn| runner::set_paused(conn, &owned, paused)).await?;
+        if changed {
+            self.feed.send(Notice::Definition { name: name.to_owned() });
+        }
+        Ok(changed)
+    }
+
+    async fn definition_statuses(&self, owner: Option<i32>) -> Result<Vec<super::DefinitionStatus>, StoreError> {
+        self.read(|conn| runner::definition_statuses(conn, owner))
+    }
+
+    async fn create_task_once(
+        &self,
+        new: NewTask,
+        now: DateTime<Utc>,
+        key: &crate::domain::idempotency::KeyedCreate,
+    ) -> Result<super::CreatedOnce, StoreError> {
+        let key = key.clone();
+        let done = self.writer.write(move |conn| runner::create_task_once(conn, &new, now, &key)).await?;
+        if let super::CreatedOnce::Created(task) = &done {
+            self.feed.send(Notice::New { name: task.name.clone() });
+        }
+        Ok(done)
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        self.writer.write(move |conn| runner::purge_idempotency_keys(conn, before, limit)).await
+    }
+
+    async fn retry_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        guard: DeleteGuard,
+    ) -> Result<Task, StoreError> {
+        let task = self.writer.write(move |conn| runner::retry_task(conn, id, now, &actor, guard)).await?;
+        self.feed.send(Notice::New { name: task.name.clone() });
+        Ok(task)
     }
 
     // -- nodes and health --

@@ -202,10 +202,18 @@ fn ids_of(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> Result
 // ---------------------------------------------------------------------------------------------
 // Claims
 
+/// The names of paused definitions (a handful of rows at most).
+fn paused_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    conn.prepare_cached("SELECT name FROM batchtaskdefinition WHERE paused <> 0")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(backend)
+}
+
 pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
     let now = crate::domain::time::truncate_micros(now);
     let mut candidates: Vec<i32> = Vec::new();
-    for name in &req.names {
+    let paused = paused_names(conn)?;
+    for name in run::unpaused(&req.names, &paused) {
         let take = room(conn, name)?.min(req.max);
         if take == 0 {
             continue;
@@ -254,7 +262,10 @@ pub(super) fn claim_new(
     now: DateTime<Utc>,
 ) -> Result<Option<Lease>, StoreError> {
     let now = crate::domain::time::truncate_micros(now);
-    let Some(claim_name) = req.names.iter().find(|n| n.name == name) else { return Ok(None) };
+    let paused = paused_names(conn)?;
+    let Some(claim_name) = run::unpaused(&req.names, &paused).into_iter().find(|n| n.name == name) else {
+        return Ok(None);
+    };
     let older = ids_of(
         conn,
         "SELECT batchtask_id FROM batchtask WHERE name = ? AND state = 1 AND batchtask_id < ? \
@@ -492,22 +503,25 @@ pub(super) fn schedule_tick(
     new: NewTask,
 ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
     let now = crate::domain::time::truncate_micros(now);
-    let next_start: Option<i64> = conn
-        .prepare_cached("SELECT next_start FROM batchtaskdefinition WHERE name = ?")
-        .and_then(|mut s| s.query_row([&tick.name], |r| r.get::<_, Option<i64>>(0)).optional())
+    let (next_start, paused): (Option<i64>, bool) = conn
+        .prepare_cached("SELECT next_start, paused <> 0 FROM batchtaskdefinition WHERE name = ?")
+        .and_then(|mut s| s.query_row([&tick.name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
-    let Some(next) = run::schedule_due(next_start.map(from_micros), tick.interval, now) else {
+    let Some(due) = run::schedule_due(next_start.map(from_micros), &tick.schedule, paused, now) else {
         return Ok((None, next_start.map_or(now, from_micros)));
     };
-    let active = tick.skip_if_active
-        && !ids_of(
-            conn,
-            "SELECT batchtask_id FROM batchtask WHERE name = ? AND state IN (1, 2, 3) LIMIT 1",
-            [&tick.name],
-        )?
-        .is_empty();
-    let created = if active {
+    let next = due.next;
+    // Paused, or (when asked) a task of the name still waiting or running: no task this time.
+    let skipped = !due.create
+        || tick.skip_if_active
+            && !ids_of(
+                conn,
+                "SELECT batchtask_id FROM batchtask WHERE name = ? AND state IN (1, 2, 3) LIMIT 1",
+                [&tick.name],
+            )?
+            .is_empty();
+    let created = if skipped {
         None
     } else {
         let id = super::insert_task(conn, &new, now)?;
@@ -527,4 +541,113 @@ pub(super) fn set_run_policy(conn: &Connection, name: &str, policy: &RunPolicy) 
     .and_then(|mut s| s.execute(params![ms(policy.retry.backoff), ms(policy.retry.max_backoff), policy.rescues, name]))
     .map_err(backend)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling
+
+pub(super) fn set_paused(conn: &Connection, name: &str, paused: bool) -> Result<bool, StoreError> {
+    let was: bool = conn
+        .prepare_cached("SELECT paused <> 0 FROM batchtaskdefinition WHERE name = ?")
+        .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+        .map_err(backend)?
+        .ok_or(StoreError::NotFound)?;
+    if was == paused {
+        return Ok(false);
+    }
+    conn.prepare_cached("UPDATE batchtaskdefinition SET paused = ? WHERE name = ?")
+        .and_then(|mut s| s.execute(params![paused, name]))
+        .map_err(backend)?;
+    Ok(true)
+}
+
+pub(super) fn definition_statuses(
+    conn: &Connection,
+    owner: Option<i32>,
+) -> rusqlite::Result<Vec<crate::store::DefinitionStatus>> {
+    let rows: Vec<(String, bool, Option<DateTime<Utc>>)> = conn
+        .prepare_cached("SELECT name, paused <> 0, next_start FROM batchtaskdefinition ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, Option<i64>>(2)?.map(from_micros))))?
+        .collect::<rusqlite::Result<_>>()?;
+    // Two statements, so each has its index: (name, state) covers the count of every task,
+    // (associate_id, state) finds a user's own.
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?));
+    let counts: Vec<(String, i64, i64)> = match owner {
+        None => conn
+            .prepare_cached(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE state IN (1, 2, 3, 5) GROUP BY name, state",
+            )?
+            .query_map([], row)?
+            .collect::<rusqlite::Result<_>>()?,
+        Some(owner) => conn
+            .prepare_cached(
+                "SELECT name, state, COUNT(*) FROM batchtask WHERE associate_id = ? AND state IN (1, 2, 3, 5) \
+                 AND is_system = 0 GROUP BY name, state",
+            )?
+            .query_map([owner], row)?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    Ok(crate::store::definition_statuses(rows, counts))
+}
+
+pub(super) fn retry_task(
+    conn: &Connection,
+    id: i32,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    guard: crate::store::DeleteGuard,
+) -> Result<Task, StoreError> {
+    let now = crate::domain::time::truncate_micros(now);
+    let row = load_run_row(conn, id, false)?.ok_or(StoreError::NotFound)?;
+    guard(&row.task)?;
+    let change = run::retry(row, actor, now)?;
+    write(conn, &change)?;
+    super::load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency keys
+
+pub(super) fn create_task_once(
+    conn: &Connection,
+    new: &NewTask,
+    now: DateTime<Utc>,
+    key: &crate::domain::idempotency::KeyedCreate,
+) -> Result<crate::store::CreatedOnce, StoreError> {
+    use crate::domain::idempotency::{KeyUse, StoredKey, decide};
+    let now = crate::domain::time::truncate_micros(now);
+    let stored = conn
+        .prepare_cached("SELECT request_hash, task_id, created FROM idempotency_key WHERE associate_id = ? AND key = ?")
+        .and_then(|mut s| {
+            s.query_row(params![key.associate_id, key.key], |r| {
+                Ok(StoredKey { request_hash: r.get(0)?, task_id: r.get(1)?, created: from_micros(r.get(2)?) })
+            })
+            .optional()
+        })
+        .map_err(backend)?;
+    if let KeyUse::Replay(id) = decide(stored.as_ref(), &key.request_hash, now)? {
+        return Ok(crate::store::CreatedOnce::Replayed(id));
+    }
+    let id = super::insert_task(conn, new, now)?;
+    conn.prepare_cached(
+        "INSERT INTO idempotency_key (associate_id, key, request_hash, task_id, created) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (associate_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+         task_id = excluded.task_id, created = excluded.created",
+    )
+    .and_then(|mut s| s.execute(params![key.associate_id, key.key, key.request_hash, id, micros(now)]))
+    .map_err(backend)?;
+    let task = super::load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
+    Ok(crate::store::CreatedOnce::Created(Box::new(task)))
+}
+
+pub(super) fn purge_idempotency_keys(
+    conn: &Connection,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    conn.prepare_cached(
+        "DELETE FROM idempotency_key WHERE rowid IN (SELECT rowid FROM idempotency_key WHERE created < ? LIMIT ?)",
+    )
+    .and_then(|mut s| s.execute(params![micros(before), limit as i64]))
+    .map_err(backend)
 }
