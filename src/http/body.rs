@@ -84,6 +84,10 @@ pub enum BodyKind {
 pub const SUPPORTED: &str = "application/json, text/json, application/xml, text/xml, application/x-www-form-urlencoded, \
      application/json-patch+json or application/merge-patch+json";
 
+/// What reading a body may answer instead of the operation: 400 unreadable, 408 too slow, 413 too
+/// large, 415 a type not in [`SUPPORTED`].
+pub const STATUSES: [u16; 4] = [400, 408, 413, 415];
+
 pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyKind::Json);
