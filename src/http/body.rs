@@ -160,7 +160,10 @@ pub fn parse(kind: BodyKind, bytes: &[u8]) -> Result<Option<Value>, ApiError> {
 
 /// Like [`parse`], also giving the XML root element's name.
 pub fn parse_with_root(kind: BodyKind, bytes: &[u8]) -> Result<(Option<Value>, Option<String>), ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // No bytes: no body. White space alone is no body too for forms and XML, where it is what a
+    // blank field or a pretty-printer leaves; it is not JSON.
+    let json = matches!(kind, BodyKind::Json | BodyKind::JsonPatch | BodyKind::MergePatch);
+    if bytes.is_empty() || !json && bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((None, None));
     }
     let unreadable = |detail: String| ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", detail));

@@ -314,11 +314,14 @@ fn agent_spec(method: &str) -> Spec {
         "DeleteBatchTask" => vec![("BatchTaskId", int())],
         "DeleteBatchTasks" => vec![("BatchTaskIds", ints())],
         "StartBatchJob" => vec![("BatchTaskInfo", json!({"allOf": [r("BatchTaskCreate")], "nullable": true}))],
-        "UpdateBatchTask" => vec![(
-            "BatchTaskInfo",
-            json!({"nullable": true, "allOf": [r("BatchTaskUpdate")], "properties": {"Id": int()},
-                "description": "Id names the task (missing or 0: the request is invalid)"}),
-        )],
+        "UpdateBatchTask" => vec![("BatchTaskInfo", {
+            let mut update = task_update();
+            update["properties"]["Id"] = int();
+            update["nullable"] = json!(true);
+            update["description"] = json!("Id names the task (missing or 0: the request is invalid); \
+                State, Description, Response and Request change as with PUT");
+            update
+        })],
         "GetBatchTaskInfosByAssociates" => vec![("AssociateIds", ints())],
         "GetBatchTaskInfosByState" => vec![("State", state())],
         "GetBatchTaskInfosByNameAndState" => vec![("Name", name()), ("State", state())],
@@ -373,7 +376,7 @@ fn spec(path: &str, verb: &str) -> Spec {
             f["nullable"] = json!(nullable);
             f
         };
-        let schema = json!({"type": "object", "required": required, "properties": {
+        let schema = json!({"type": "object", "nullable": nullable, "required": required, "properties": {
             "UserName": field(), "Password": field()},
             "description": "Names match in any case; Name is taken for UserName"});
         body(schema.clone(), Some(form_of(schema)))
@@ -544,9 +547,8 @@ fn spec(path: &str, verb: &str) -> Spec {
         }
         // -- identity and access --
         ("Ticket", "POST") => Spec {
-            description: Some("Basic credentials, or UserName and Password in the body.".into()),
-            body: Some((false, body(json!({"type": "object", "nullable": true,
-                "description": "Without an Authorization header: UserName (or Name) and Password, names in any case"}), None))),
+            description: Some("Basic credentials, or else UserName (or Name) and Password in the body.".into()),
+            body: Some((false, credentials(&[]))),
             answers: vec![(200, ok(r("Ticket"), false))],
             storage: true,
             prefs: true,

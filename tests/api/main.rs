@@ -29,5 +29,6 @@ mod runner_model;
 mod runner_process;
 mod runner_trust;
 mod runner_workers;
+mod schemathesis;
 mod store_contract;
 mod upgrade;

@@ -151,5 +151,10 @@ pub async fn endpoints(_caller: Caller, BaseUrl(base): BaseUrl) -> Json<Value> {
             verbs.iter().map(|(v, _, d)| ((*v).to_owned(), Value::from(*d))).collect();
         map.insert(format!("{base}/api/v1/{path}"), Value::Object(verbs));
     }
+    // The reference, and the document it is rendered from.
+    for (path, verbs) in SERVICE_ENDPOINTS.iter().filter(|(p, _)| matches!(*p, "/api/docs" | "/api/openapi.json")) {
+        let verbs = verbs.iter().map(|(v, _, d)| ((*v).to_owned(), Value::from(*d))).collect();
+        map.insert(format!("{base}{path}"), Value::Object(verbs));
+    }
     Json(Value::Object(map))
 }
