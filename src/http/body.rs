@@ -160,11 +160,15 @@ pub fn parse(kind: BodyKind, bytes: &[u8]) -> Result<Option<Value>, ApiError> {
 
 /// Like [`parse`], also giving the XML root element's name.
 pub fn parse_with_root(kind: BodyKind, bytes: &[u8]) -> Result<(Option<Value>, Option<String>), ApiError> {
-    // No bytes: no body. White space alone is no body too for forms and XML, where it is what a
-    // blank field or a pretty-printer leaves; it is not JSON.
-    let json = matches!(kind, BodyKind::Json | BodyKind::JsonPatch | BodyKind::MergePatch);
-    if bytes.is_empty() || !json && bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, None));
+    let blank = bytes.iter().all(u8::is_ascii_whitespace);
+    match kind {
+        // A form with no fields is an object with none, as `{}` is.
+        BodyKind::Form if blank => return Ok((Some(Value::Object(serde_json::Map::new())), None)),
+        // White space alone is what a pretty-printer leaves of an empty XML document.
+        BodyKind::Xml if blank => return Ok((None, None)),
+        // JSON: no bytes is no body; white space alone is not JSON.
+        _ if bytes.is_empty() => return Ok((None, None)),
+        _ => {}
     }
     let unreadable = |detail: String| ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", detail));
     match kind {
