@@ -624,7 +624,8 @@ fn spec(path: &str, verb: &str) -> Spec {
                 "DELETE" => (None, vec![(204, no_body("Removed; its tasks stay"))]),
                 _ => (None, vec![(200, ok(r("Associate"), false))]),
             };
-            let errors = if verb == "GET" { vec![403, 404] } else { vec![403, 404, 409] };
+            // 400: an id that is not a number.
+            let errors = if verb == "GET" { vec![400, 403, 404] } else { vec![400, 403, 404, 409] };
             Spec { params: vec![id], body, answers, errors, storage: true, ..Spec::default() }
         }
         ("Agents/SoPrincipal/AuthenticateUsernamePassword", "POST") => Spec {
@@ -728,10 +729,6 @@ fn statuses_of(access: Access, s: &Spec, path: &str) -> Vec<u16> {
     }
     if s.storage || access == Access::Credentials {
         codes.extend(super::error::STORAGE_STATUSES);
-    }
-    if path.contains('{') {
-        // A path id that is not a number.
-        codes.push(400);
     }
     codes.sort_unstable();
     codes.dedup();

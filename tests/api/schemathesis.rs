@@ -14,7 +14,7 @@ use base64::Engine;
 use crate::helpers::{ADMIN, ADMIN_PASSWORD};
 use crate::runner::spawn_runner_with;
 
-/// The whole run, on this project's CI box, takes about 2 minutes; past this it is stopped.
+/// The whole run takes about 3 minutes on this project's CI box; past this it is stopped.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
 fn schemathesis() -> Option<PathBuf> {
@@ -67,7 +67,9 @@ async fn schemathesis_finds_no_failure_with_every_check() {
         .arg(&config)
         .arg("run")
         .arg(app.url("/api/openapi.json"))
-        .args(["--checks", "all", "--max-examples", "30", "--seed", "1", "--workers", "2", "--no-color"])
+        // One worker: with more, schemathesis on Python 3.11 now and then fails inside itself
+        // ("AST constructor recursion depth mismatch"), and the order of requests would vary.
+        .args(["--checks", "all", "--max-examples", "30", "--seed", "1", "--workers", "1", "--no-color"])
         .args(["--max-response-time", "10", "--request-timeout", "20"])
         // An event stream never ends, so no generic request to it can be judged: excluded.
         .args(["--exclude-path-regex", "/stream$"])
