@@ -715,7 +715,7 @@ fn json_patch() -> Value {
             op(&["test"], patch_path(&["State", "Description", "Response", "Request"]), json!({}))]}})
 }
 
-fn statuses_of(access: Access, s: &Spec, path: &str) -> Vec<u16> {
+fn statuses_of(access: Access, s: &Spec) -> Vec<u16> {
     let mut codes: Vec<u16> = access.statuses().to_vec();
     codes.extend(&s.errors);
     if s.prefs {
@@ -742,7 +742,7 @@ fn operation(path: &str, verb: &str, access: Access, summary: &str) -> Value {
     for (code, answer) in &s.answers {
         responses.insert(code.to_string(), answer.clone());
     }
-    for code in statuses_of(access, &s, path) {
+    for code in statuses_of(access, &s) {
         let mut e = error.clone();
         e["description"] = json!(describe_status(code));
         responses.entry(code.to_string()).or_insert(e);
