@@ -1,5 +1,11 @@
-//! Configuration: defaults, then the TOML file (`--config`), then environment and flags.
-//! Every key is documented in `batchd.example.toml`.
+//! Configuration: defaults, then the TOML file (`--config`), then the environment
+//! (`BATCHD_<TABLE>_<KEY>`), then flags ([`layers`]). Every key is documented in
+//! `batchd.example.toml`; docs/config.md has the layers, `config show` and `config check`.
+
+pub mod check;
+pub mod layers;
+pub mod schema;
+pub mod show;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,6 +30,8 @@ pub struct Config {
     /// First admin, created when there are no associates (`BATCHD_ADMIN_USER`/`_PASSWORD`).
     pub admin_user: Option<String>,
     pub admin_password: Option<String>,
+    /// Log lines on stderr; `None`: pretty on a terminal, json otherwise.
+    pub log_format: Option<LogFormat>,
     // -- identity and access --
     pub access: AccessConfig,
     // -- runner --
@@ -48,6 +56,7 @@ impl Default for Config {
             credential_cache: Duration::from_secs(60),
             admin_user: None,
             admin_password: None,
+            log_format: None,
             access: AccessConfig::default(),
             runner: Default::default(),
             retention: Default::default(),
@@ -70,10 +79,12 @@ impl std::fmt::Debug for Config {
             .field("credential_cache", &self.credential_cache)
             .field("admin_user", &self.admin_user)
             .field("admin_password", &self.admin_password.as_ref().map(|_| crate::redact::MASK))
+            .field("log_format", &self.log_format)
             .field("access", &self.access)
             .field("runner", &self.runner)
             .field("retention", &self.retention)
             .field("definitions", &self.definitions)
+            .field("http", &self.http)
             .field("postgres", &self.postgres)
             .finish()
     }
@@ -89,6 +100,10 @@ pub struct FileConfig {
     pub path_prefix: Option<String>,
     pub base_timezone: Option<String>,
     pub strict_definitions: Option<bool>,
+    /// The first admin (see [`Config::admin_user`]); usually from the environment.
+    pub admin_user: Option<String>,
+    pub admin_password: Option<String>,
+    pub log_format: Option<String>,
     pub auth: Option<AuthFileConfig>,
     // -- runner --
     pub runner: Option<crate::runner::settings::RunnerFile>,
@@ -121,14 +136,35 @@ pub struct AuthFileConfig {
     pub change_poll_millis: Option<u64>,
 }
 
+/// How log lines are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Pretty,
+    /// One JSON object a line, for collectors.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pretty" => Some(LogFormat::Pretty),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
 impl Config {
-    /// Defaults overlaid with the file at `path`, if any.
+    /// Defaults overlaid with the file at `path`, if any (no environment, no flags: see
+    /// [`layers::Sources`] for those).
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        layers::Sources::file_only(path).resolve().map(|e| e.config)
+    }
+
+    /// The defaults with every key `file` sets applied, each checked.
+    pub(crate) fn build(file: FileConfig) -> anyhow::Result<Config> {
         let mut cfg = Config::default();
-        let Some(path) = path else { return Ok(cfg) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let file: FileConfig =
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
         if let Some(l) = file.listen {
             cfg.listen = l.parse().with_context(|| format!("listen = {l:?} is not an address like 127.0.0.1:8080"))?;
         }
@@ -144,6 +180,12 @@ impl Config {
         }
         if let Some(s) = file.strict_definitions {
             cfg.strict_definitions = s;
+        }
+        cfg.admin_user = file.admin_user;
+        cfg.admin_password = file.admin_password;
+        if let Some(f) = file.log_format {
+            cfg.log_format =
+                Some(LogFormat::parse(&f).with_context(|| format!("log_format = {f:?}: use pretty or json"))?);
         }
         if let Some(auth) = file.auth {
             if let Some(secs) = auth.credential_cache_seconds {

@@ -11,7 +11,8 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use batchd::config::Config;
+use batchd::config::LogFormat;
+use batchd::config::layers::{Flag, Sources};
 use batchd::domain::Role;
 use batchd::domain::access::{Scope, parse_duration};
 use batchd::identity::{AssociateEdit, AssociateRequest, IdentityError, IdentityService, Principal, TokenRequest};
@@ -33,20 +34,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// Log lines on stderr: pretty for people, json (one object a line) for collectors.
-    /// Default: pretty when stderr is a terminal, json otherwise.
-    #[arg(long, global = true, env = "BATCHD_LOG_FORMAT", value_enum)]
+    /// Default: BATCHD_LOG_FORMAT, else the config file's `log_format`, else pretty when stderr
+    /// is a terminal, json otherwise.
+    #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Pretty,
-    Json,
-}
-
-/// The subscriber for `format` on stderr, filtered by `BATCHD_LOG` (default `info`).
+/// The subscriber for `format` on stderr, filtered by `BATCHD_LOG` (default `info`). The
+/// first call wins.
 fn init_logs(format: Option<LogFormat>) {
     let terminal = std::io::stderr().is_terminal();
     let filter = tracing_subscriber::EnvFilter::try_from_env("BATCHD_LOG")
@@ -57,19 +54,26 @@ fn init_logs(format: Option<LogFormat>) {
         .log_internal_errors(false)
         .with_env_filter(filter);
     match format.unwrap_or(if terminal { LogFormat::Pretty } else { LogFormat::Json }) {
-        LogFormat::Pretty => builder.with_ansi(terminal).init(),
+        LogFormat::Pretty => drop(builder.with_ansi(terminal).try_init()),
         // Fields at the top level and no span context: one flat object a line is what collectors
         // index without configuration.
-        LogFormat::Json => {
-            builder.with_ansi(false).json().flatten_event(true).with_current_span(false).with_span_list(false).init()
-        }
+        LogFormat::Json => drop(
+            builder
+                .with_ansi(false)
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .try_init(),
+        ),
     }
 }
 
 #[derive(Args, Clone)]
 struct DbArgs {
-    /// Database URL: sqlite:PATH (created if missing) or postgres://...
-    #[arg(long, env = "BATCHD_DATABASE")]
+    /// Database URL: sqlite:PATH (created if missing) or postgres://... Wins over
+    /// BATCHD_DATABASE and the file's `database`.
+    #[arg(long)]
     database: Option<String>,
     /// TOML configuration file (see batchd.example.toml).
     #[arg(long, env = "BATCHD_CONFIG")]
@@ -80,11 +84,17 @@ struct DbArgs {
 enum Command {
     /// Run the server.
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "BATCHD_LISTEN")]
+        /// Address to listen on. Wins over BATCHD_LISTEN and the file's `listen`.
+        #[arg(long)]
         listen: Option<String>,
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// The configuration: what it is in effect and where each value came from, or whether a
+    /// file is good (docs/config.md).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Manage associates (users).
     Associate {
@@ -104,6 +114,38 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff), e.g. `batchd man | man -l -`.
     Man,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults < file < environment < flags), each value with
+    /// where it came from; secrets are masked.
+    Show {
+        /// As `serve --listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+        /// text: TOML with each origin as a comment; json: {"KEY": {"value", "source", "env"}}.
+        #[arg(long, value_enum, default_value = "text")]
+        output: ShowOutput,
+    },
+    /// Check a config file: every unknown key, wrong type and value out of range, with its line.
+    #[command(
+        after_long_help = "Exit codes:\n  0  the file is good\n  1  the file has problems (each printed on stdout)\n  2  usage: the file cannot be read, or bad arguments"
+    )]
+    Check {
+        file: PathBuf,
+        /// text: FILE:LINE: KEY: message a line; json: {"file", "problems": [{"line", "key", "message"}]}.
+        #[arg(long, value_enum, default_value = "text")]
+        output: ShowOutput,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ShowOutput {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -196,7 +238,7 @@ enum AssociateCommand {
 /// The identity service over the configured store. The CLI acts as the operator
 /// ([`Principal::Operator`]): whoever can run it has the database anyway.
 async fn identity(db: &DbArgs) -> anyhow::Result<IdentityService> {
-    let cfg = load_config(db)?;
+    let cfg = load_config(db, None)?.config;
     Ok(IdentityService::new(store::open(&cfg.database).await?, &cfg.access))
 }
 
@@ -276,14 +318,63 @@ async fn token_command(command: TokenCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_config(db: &DbArgs) -> anyhow::Result<Config> {
-    let mut cfg = Config::load(db.config.as_deref())?;
-    if let Some(d) = &db.database {
-        cfg.database = d.clone();
+/// The global `--log-format`, for [`load_config`] to layer.
+static LOG_FORMAT_FLAG: std::sync::OnceLock<Option<LogFormat>> = std::sync::OnceLock::new();
+
+/// Defaults < `--config` file < `BATCHD_…` variables < flags, and the logs set up as it says.
+fn load_config(db: &DbArgs, listen: Option<String>) -> anyhow::Result<batchd::config::layers::Effective> {
+    let mut flags = Vec::new();
+    if let Some(l) = listen {
+        flags.push(Flag { flag: "--listen", key: "listen", value: l });
     }
-    cfg.admin_user = std::env::var("BATCHD_ADMIN_USER").ok();
-    cfg.admin_password = std::env::var("BATCHD_ADMIN_PASSWORD").ok();
-    Ok(cfg)
+    if let Some(d) = &db.database {
+        flags.push(Flag { flag: "--database", key: "database", value: d.clone() });
+    }
+    if let Some(f) = LOG_FORMAT_FLAG.get().copied().flatten() {
+        let value = if f == LogFormat::Json { "json" } else { "pretty" };
+        flags.push(Flag { flag: "--log-format", key: "log_format", value: value.into() });
+    }
+    let sources = Sources { file: db.config.clone(), env: Sources::process_env(), flags };
+    let effective = sources.resolve()?;
+    init_logs(effective.config.log_format);
+    for (var, near) in &effective.misspelt {
+        tracing::warn!("{var} is no setting and is ignored; did you mean {near}?");
+    }
+    Ok(effective)
+}
+
+/// `text` on stdout; a reader that went away (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `config check FILE`: 0 good, 1 problems (printed), 2 unreadable.
+fn config_check(file: &std::path::Path, output: ShowOutput) -> ExitCode {
+    let problems = match batchd::config::check::check_file(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match output {
+        ShowOutput::Json => format!("{}\n", serde_json::json!({ "file": file, "problems": problems })),
+        ShowOutput::Text => problems.iter().map(|p| format!("{}\n", p.render(file))).collect(),
+    };
+    if let Err(e) = print_out(&text) {
+        eprintln!("Error: {e:#}");
+    }
+    if problems.is_empty() {
+        eprintln!("{}: good", file.display());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{}: {} problem(s)", file.display(), problems.len());
+        ExitCode::FAILURE
+    }
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -315,14 +406,15 @@ fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    let _ = LOG_FORMAT_FLAG.set(cli.log_format);
+    // Commands that load the configuration set up the logs from it; the others here.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Associate { .. } | Command::Token { .. }) {
+        let from_env = std::env::var("BATCHD_LOG_FORMAT").ok().and_then(|v| LogFormat::parse(&v));
+        init_logs(cli.log_format.or(from_env));
+    }
     match cli.command {
         Command::Serve { listen, db } => {
-            let mut cfg = load_config(&db)?;
-            if let Some(l) = listen {
-                cfg.listen =
-                    l.parse().with_context(|| format!("--listen {l:?} is not an address like 127.0.0.1:8080"))?;
-            }
+            let cfg = load_config(&db, listen)?.config;
             let server = Server::build(cfg).await?;
             tracing::info!(addr = %server.local_addr()?, "batchd is listening");
             server.run(shutdown_signal()).await?;
@@ -386,6 +478,15 @@ async fn run() -> anyhow::Result<ExitCode> {
             }
         },
         Command::Token { command } => token_command(command).await?,
+        Command::Config { command: ConfigCommand::Show { listen, db, output } } => {
+            let settings = load_config(&db, listen)?.settings;
+            let text = match output {
+                ShowOutput::Text => batchd::config::show::text(&settings),
+                ShowOutput::Json => format!("{:#}\n", batchd::config::show::json(&settings)),
+            };
+            print_out(&text)?;
+        }
+        Command::Config { command: ConfigCommand::Check { file, output } } => return Ok(config_check(&file, output)),
         // The task commands print their own one-line errors and choose their exit codes.
         Command::Task(args) => return Ok(cli::task(args).await),
         Command::Definition(args) => return Ok(cli::definition(args).await),

@@ -11,7 +11,9 @@ use crate::domain::rights::{Reason, can_see, list_owner, may_list_nodes, owner_o
 use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, NewTask, Task, TaskUpdate};
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
-use crate::store::{BackendError, ListQuery, ListRow, Store, StoreError, TaskFilter};
+use crate::store::{
+    BackendError, ListQuery, ListRow, MinuteStats, STATS_MAX_MINUTES, Store, StoreError, TaskFilter, TaskStats,
+};
 
 /// Entity-tags from `If-Match` or `If-None-Match`, already parsed by the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +272,16 @@ impl TaskService {
         let now = now();
         let rows = self.store.list_nodes(node::kept_since(now), node::MAX_LISTED).await?;
         Ok(node::listing(rows, now))
+    }
+
+    /// The dashboard's figures of the tasks the caller may see: state counts now, and the
+    /// finished tasks of the last `minutes` whole minutes, this one included (at most
+    /// [`STATS_MAX_MINUTES`]). Answers where the window starts, with the figures.
+    pub async fn stats(&self, caller: &Caller, minutes: u32) -> Result<(DateTime<Utc>, TaskStats), StoreError> {
+        let minutes = i64::from(minutes.clamp(1, STATS_MAX_MINUTES));
+        let this_minute = now().timestamp().div_euclid(60);
+        let since = MinuteStats::minute_start(this_minute - (minutes - 1));
+        Ok((since, self.store.task_stats(since, list_owner(caller)).await?))
     }
 
     /// Whether the database answers a trivial query within [`PING_WITHIN`].

@@ -244,6 +244,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The 401 challenge for requests with `X-Requested-With` (see `render_errors`).
+pub const SCRIPT_CHALLENGE: &str = "Session realm=\"batchd\"";
+
 /// Middleware: writes the body of every [`ApiError`] response, and turns axum's own plain-text
 /// rejections (404 route, 405 method) into the same error body.
 pub async fn render_errors(req: Request, next: Next) -> Response {
@@ -252,6 +255,10 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     let h = req.headers();
     let wanted =
         [h.get(header::ACCEPT).cloned(), h.get(header::ACCEPT_LANGUAGE).cloned(), h.get("so-language").cloned()];
+    // A page's script says so (the dashboard sends `X-Requested-With`): its 401s challenge with
+    // a scheme browsers do not know, so the browser shows no password dialog of its own and the
+    // page shows its login form instead.
+    let scripted = h.contains_key("x-requested-with");
     let uri = req.uri().clone();
     let method = req.method().clone();
     let mut res = next.run(req).await;
@@ -300,6 +307,9 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, prefs.format.content_type());
     parts.headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(prefs.lang.code()));
+    if scripted && err.status == StatusCode::UNAUTHORIZED {
+        parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(SCRIPT_CHALLENGE));
+    }
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 

@@ -10,6 +10,7 @@ pub mod body;
 pub mod clock;
 pub mod conditional;
 pub mod context;
+pub mod dashboard;
 pub mod error;
 pub mod format;
 pub mod forwarded;
@@ -68,6 +69,8 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Events",
     // -- nodes and health --
     "Nodes",
+    // -- stats --
+    "Stats",
     "health",
     "live",
     "ready",

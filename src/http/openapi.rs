@@ -542,6 +542,14 @@ fn spec(path: &str, verb: &str) -> Spec {
             errors: vec![404],
             ..db
         },
+        // -- stats --
+        ("Stats", "GET") => Spec {
+            params: vec![json!({"name": "minutes", "in": "query", "required": false,
+                "description": "The window: the last N whole minutes, this one included",
+                "schema": {"type": "integer", "minimum": 1, "maximum": crate::store::STATS_MAX_MINUTES, "default": 60}})],
+            answers: vec![(200, ok(r("Stats"), true))],
+            ..db
+        },
         ("Nodes", "GET") => {
             Spec { answers: vec![(200, ok(array(r("Node")), true))], errors: vec![403], ..db }
         }
@@ -852,6 +860,16 @@ pub fn document() -> Value {
                     "Started": date(), "LastSeen": date(),
                     "Running": {"type": "integer", "description": "Runs in progress on it when last seen"},
                     "RunnerEnabled": {"type": "boolean"}, "Alive": {"type": "boolean"}}},
+                "Stats": answer(json!({
+                    "Since": {"type": "string", "format": "date-time", "description": "Start of the window"},
+                    "Minutes": integer(),
+                    "States": {"type": "object", "description": "Tasks in each state now, every state named", "additionalProperties": integer()},
+                    "Finished": {"type": "array", "description": "Per minute and end state, the tasks whose last change (their end) is in the window; oldest first",
+                        "items": answer(json!({
+                        "Minute": date(), "State": r("BatchTaskState"),
+                        "Count": integer(), "Started": {"type": "integer", "description": "Of Count, those that ever started; the times cover these"},
+                        "WaitMsAvg": {"type": "integer", "description": "Created to LastStarted, ms"}, "WaitMsMax": integer(),
+                        "RunMsAvg": {"type": "integer", "description": "LastStarted to the end, ms"}, "RunMsMax": integer()}))}})),
                 "Ticket": answer(json!({"Ticket": string(), "Expires": nullable_date(), "AssociateId": integer(),
                     "Associate": string(), "Role": r("Role")})),
                 "Token": answer(json!({"TokenId": integer(), "AssociateId": integer(), "Associate": string(),

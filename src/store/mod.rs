@@ -347,6 +347,49 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes up to `limit` node rows last seen before `before`; answers how many went.
     async fn purge_nodes(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError>;
+
+    // -- stats: the dashboard's charts --
+
+    /// The tasks `owner` selects (as in [`ListQuery::owner`]; `None` = every task): how many are
+    /// in each state now, and per minute the finished ones whose last change is at or after
+    /// `since` (the service looks at most [`STATS_MAX_MINUTES`] back), grouped in SQL.
+    async fn task_stats(&self, since: DateTime<Utc>, owner: Option<i32>) -> Result<TaskStats, StoreError>;
+}
+
+/// How far back [`Store::task_stats`] may look: a day of minutes (at most 3 rows a minute).
+pub const STATS_MAX_MINUTES: u32 = 1440;
+
+/// What [`Store::task_stats`] answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskStats {
+    /// Tasks in each state now; states with none are left out.
+    pub states: Vec<(BatchTaskState, i64)>,
+    /// Finished tasks by the minute of their last change and their end state, oldest first.
+    pub minutes: Vec<MinuteStats>,
+}
+
+/// The tasks that finished in one minute in one end state. A finished task's last change is its
+/// end (a later edit of its Description moves it, which the figures accept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinuteStats {
+    /// The start of the minute.
+    pub minute: DateTime<Utc>,
+    pub state: BatchTaskState,
+    pub finished: i64,
+    /// Of those, the ones that ever started (stopped while `New` they did not): the wait and run
+    /// figures cover these. Wait = Created → LastStarted; run = LastStarted → end.
+    pub started: i64,
+    pub wait_ms_total: i64,
+    pub wait_ms_max: i64,
+    pub run_ms_total: i64,
+    pub run_ms_max: i64,
+}
+
+impl MinuteStats {
+    /// The start of the minute `epoch_minute` counts from the epoch.
+    pub fn minute_start(epoch_minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(epoch_minute.saturating_mul(60), 0).unwrap_or_default()
+    }
 }
 
 /// The `batchtaskdefinition` mirror of a configured definition.

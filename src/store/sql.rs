@@ -301,3 +301,29 @@ pub(crate) fn states_with_counts(
     }
     out
 }
+
+/// The stored numbers of the end states, in the order `task_stats` binds them.
+pub(crate) fn finished_state_numbers() -> [i32; 3] {
+    let mut out = [0; 3];
+    let finished = crate::domain::BatchTaskState::STORED.into_iter().filter(|s| s.is_finished());
+    for (slot, state) in out.iter_mut().zip(finished) {
+        *slot = state.number();
+    }
+    out
+}
+
+/// One grouped row of `task_stats` (epoch minute, state number, finished, started, wait total and
+/// max, run total and max; times in microseconds) as the store's answer (milliseconds).
+pub(crate) fn minute_stats(row: [i64; 8]) -> super::MinuteStats {
+    let [minute, state, finished, started, wait_total, wait_max, run_total, run_max] = row;
+    super::MinuteStats {
+        minute: super::MinuteStats::minute_start(minute),
+        state: crate::domain::BatchTaskState::from_number(state).unwrap_or(crate::domain::BatchTaskState::Unknown),
+        finished,
+        started,
+        wait_ms_total: wait_total / 1000,
+        wait_ms_max: wait_max / 1000,
+        run_ms_total: run_total / 1000,
+        run_ms_max: run_max / 1000,
+    }
+}

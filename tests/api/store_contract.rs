@@ -16,7 +16,9 @@ use batchd::domain::{
 };
 use batchd::store::access::{AssociateChange, CredentialKind, CredentialRow, NewCredential, RevokeTarget};
 use batchd::store::runner::Actor;
-use batchd::store::{self, AssociateSelector, DefinitionRow, ListQuery, NewAssociate, Store, StoreError, TaskFilter};
+use batchd::store::{
+    self, AssociateSelector, DefinitionRow, ListQuery, MinuteStats, NewAssociate, Store, StoreError, TaskFilter,
+};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use reqwest::Method;
@@ -130,6 +132,7 @@ stories! {
     associates_story: sqlite_associates_story, postgres_associates_story;
     identity_story: sqlite_identity_story, postgres_identity_story;
     nodes_story: sqlite_nodes_story, postgres_nodes_story;
+    stats_story: sqlite_stats_story, postgres_stats_story;
 }
 
 #[tokio::test]
@@ -1469,4 +1472,78 @@ async fn nodes_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let back = store.list_nodes(since, 10).await.unwrap().into_iter().find(|n| n.name.starts_with("odd")).unwrap();
     assert_eq!(back, odd.clone().stored());
     assert_eq!((back.name.chars().count(), back.version.as_str()), (node::TEXT_MAX, "v\u{FFFD}"));
+}
+
+/// `task_stats`: state counts and per-minute figures of finished tasks, for everyone and for one
+/// owner (whose system tasks do not count), from `since` on.
+async fn stats_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use BatchTaskState::{Failed, New, Started, Succeeded};
+    let minute = Utc::now().timestamp().div_euclid(60) - 10;
+    let t0 = DateTime::from_timestamp(minute * 60, 0).unwrap();
+    let at = |s: i64| t0 + Duration::seconds(s);
+    let go = |id: i32, when: DateTime<Utc>, state: BatchTaskState| {
+        let store = store.clone();
+        async move {
+            let change = Box::new(move |t: &Task| update(|u| u.state = Patch::Set(state)).apply(t, when));
+            store.modify_task(id, when, Actor::default(), change).await.unwrap();
+        }
+    };
+    let new = |name: &str, owner: i32, system: bool, created: DateTime<Utc>| {
+        let store = store.clone();
+        let new = NewTask { is_system: system, ..task(name, owner, None) };
+        async move { store.create_task(new, created).await.unwrap().id }
+    };
+    // a: waits 2 s, runs 3 s, ends in minute 0. b: waits 1 s, runs 64 s, fails in minute 1.
+    let a = new("A", 7, false, at(0)).await;
+    go(a, at(2), Started).await;
+    go(a, at(5), Succeeded).await;
+    let b = new("B", 7, false, at(0)).await;
+    go(b, at(1), Started).await;
+    go(b, at(65), Failed).await;
+    // c: stopped before it started (no wait or run time). d: waits 3 s, runs 16 s.
+    let c = new("C", 8, false, at(0)).await;
+    go(c, at(10), Failed).await;
+    let d = new("D", 8, false, at(1)).await;
+    go(d, at(4), Started).await;
+    go(d, at(20), Succeeded).await;
+    // e: a system task of associate 7. f: still waiting. g: finished two hours earlier.
+    let e = new("E", 7, true, at(0)).await;
+    go(e, at(1), Started).await;
+    go(e, at(2), Succeeded).await;
+    new("F", 7, false, at(0)).await;
+    let g = new("G", 7, false, at(-7200)).await;
+    go(g, at(-7199), Started).await;
+    go(g, at(-7198), Succeeded).await;
+
+    let row = |minute: i64, state, finished, started, wait: (i64, i64), run: (i64, i64)| MinuteStats {
+        minute: at(minute * 60),
+        state,
+        finished,
+        started,
+        wait_ms_total: wait.0,
+        wait_ms_max: wait.1,
+        run_ms_total: run.0,
+        run_ms_max: run.1,
+    };
+    let all = store.task_stats(t0, None).await.unwrap();
+    assert_eq!(all.states, vec![(New, 1), (Succeeded, 4), (Failed, 2)], "every task counts");
+    assert_eq!(
+        all.minutes,
+        vec![
+            row(0, Succeeded, 3, 3, (2000 + 3000 + 1000, 3000), (3000 + 16000 + 1000, 16000)),
+            row(0, Failed, 1, 0, (0, 0), (0, 0)),
+            row(1, Failed, 1, 1, (1000, 1000), (64000, 64000)),
+        ],
+        "grouped by minute and end state, oldest first; g is before the window"
+    );
+    let own = store.task_stats(t0, Some(7)).await.unwrap();
+    assert_eq!(own.states, vec![(New, 1), (Succeeded, 2), (Failed, 1)], "7's own tasks, not its system task");
+    assert_eq!(
+        own.minutes,
+        vec![row(0, Succeeded, 1, 1, (2000, 2000), (3000, 3000)), row(1, Failed, 1, 1, (1000, 1000), (64000, 64000))]
+    );
+    let later = store.task_stats(at(60), None).await.unwrap();
+    assert_eq!(later.minutes, vec![row(1, Failed, 1, 1, (1000, 1000), (64000, 64000))], "since is inclusive");
+    let nobody = store.task_stats(t0, Some(99)).await.unwrap();
+    assert_eq!((nobody.states, nobody.minutes), (vec![], vec![]));
 }

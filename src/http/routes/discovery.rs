@@ -67,6 +67,15 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
     ("BatchTask/{id}/Events", &[("GET", Credentials, "The task's state changes: time, from, to, who, why")]),
     // -- nodes --
     ("Nodes", &[("GET", Credentials, "Admins: the nodes sharing the database, live and dead within the hour, with their liveness")]),
+    // -- stats --
+    (
+        "Stats",
+        &[(
+            "GET",
+            Credentials,
+            "?minutes=60 State counts, and tasks finished per minute with queue wait and run time (own tasks for users)",
+        )],
+    ),
     ("Agents/Batch/GetBatchTaskInfo", &[("POST", Credentials, "?id={int} Get a BatchTaskInfo by id")]),
     (
         "Agents/Batch/GetBatchTaskInfosByAssociates",

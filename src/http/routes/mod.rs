@@ -8,6 +8,7 @@ mod health;
 mod identity;
 mod nodes;
 mod runner;
+mod stats;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -22,6 +23,7 @@ use crate::i18n::{Key, Msg};
 use super::AppState;
 pub(crate) use super::conditional::precondition;
 use super::context::Prefs;
+use super::dashboard;
 use super::error::ApiError;
 use super::format::{self, Payload};
 use super::wire::TaskView;
@@ -69,6 +71,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/Nodes", get(nodes::list))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        // -- stats and the dashboard --
+        .route("/api/v1/Stats", get(stats::get))
+        .route("/", get(dashboard::page))
+        .route("/login", get(dashboard::page))
+        .route("/tasks", get(dashboard::page))
+        .route("/tasks/{id}", get(dashboard::task_page))
+        // Path rewriting spells the API's fixed words canonically in any path, so the pages
+        // `/definitions` and `/nodes` arrive as these.
+        .route("/Definitions", get(dashboard::page))
+        .route("/Nodes", get(dashboard::page))
+        .route("/ui/{version}/{file}", get(dashboard::asset))
         .with_state(state)
 }
 

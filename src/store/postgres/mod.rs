@@ -65,6 +65,7 @@ const TASK_COLUMN_COUNT: usize = 24;
 // After `task_columns!` so the runner's statements can use it.
 mod nodes;
 mod runner;
+mod stats;
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -787,5 +788,11 @@ impl Store for PostgresStore {
 
     async fn purge_nodes(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
         nodes::purge(&self.pool, before, limit).await
+    }
+
+    // -- stats --
+
+    async fn task_stats(&self, since: DateTime<Utc>, owner: Option<i32>) -> Result<super::TaskStats, StoreError> {
+        stats::task_stats(&self.pool, since, owner).await
     }
 }

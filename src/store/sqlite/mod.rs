@@ -8,6 +8,7 @@ mod auth;
 mod list;
 mod nodes;
 mod runner;
+mod stats;
 mod writer;
 
 use std::path::Path;
@@ -748,5 +749,11 @@ impl Store for SqliteStore {
 
     async fn purge_nodes(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
         self.writer.write(move |conn| nodes::purge(conn, before, limit)).await
+    }
+
+    // -- stats --
+
+    async fn task_stats(&self, since: DateTime<Utc>, owner: Option<i32>) -> Result<super::TaskStats, StoreError> {
+        self.read(|conn| stats::task_stats(conn, since, owner))
     }
 }
