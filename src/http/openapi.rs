@@ -308,7 +308,8 @@ fn agent_spec(method: &str) -> Spec {
              "additionalProperties": {"anyOf": [array(one.clone()), one]}}]})
     };
     let name = || json!({"nullable": true, "anyOf": [{"type": "string"}, {"type": "number"}]});
-    let state = || json!({"allOf": [state_input(&[], "By name in any case, or by number; All = any state")], "nullable": true});
+    let state =
+        || json!({"allOf": [state_input(&[], "By name in any case, or by number; All = any state")], "nullable": true});
     let params: Vec<(&str, Value)> = match method {
         "GetBatchTaskInfo" | "StopBatchJob" => vec![("Id", int())],
         "DeleteBatchTask" => vec![("BatchTaskId", int())],
@@ -318,8 +319,10 @@ fn agent_spec(method: &str) -> Spec {
             let mut update = task_update();
             update["properties"]["Id"] = int();
             update["nullable"] = json!(true);
-            update["description"] = json!("Id names the task (missing or 0: the request is invalid); \
-                State, Description, Response and Request change as with PUT");
+            update["description"] = json!(
+                "Id names the task (missing or 0: the request is invalid); \
+                State, Description, Response and Request change as with PUT"
+            );
             update
         })],
         "GetBatchTaskInfosByAssociates" => vec![("AssociateIds", ints())],
@@ -384,14 +387,26 @@ fn spec(path: &str, verb: &str) -> Spec {
     match (path, verb) {
         // -- service --
         ("/api", "GET") => Spec {
-            answers: vec![(200, ok(answer(json!({"Version": string(), "v1": string(), "Product": string(),
+            answers: vec![(
+                200,
+                ok(
+                    answer(json!({"Version": string(), "v1": string(), "Product": string(),
                 "ProductVersion": string(), "NetServer": string(),
-                "Database": {"type": "string", "enum": ["Available", "Unavailable"]}})), false))],
+                "Database": {"type": "string", "enum": ["Available", "Unavailable"]}})),
+                    false,
+                ),
+            )],
             ..Spec::default()
         },
         ("/api/v1", "GET") => Spec {
-            answers: vec![(200, ok(json!({"type": "object", "description": "Endpoint URL -> {verb: description}",
-                "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}}}), false))],
+            answers: vec![(
+                200,
+                ok(
+                    json!({"type": "object", "description": "Endpoint URL -> {verb: description}",
+                "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}}}),
+                    false,
+                ),
+            )],
             storage: true,
             ..Spec::default()
         },
@@ -438,8 +453,11 @@ fn spec(path: &str, verb: &str) -> Spec {
             ..db
         },
         ("BatchTask/{id}", "GET") => Spec {
-            description: Some("With a BatchTaskState name (any case) instead of an id: the user tasks in that state, \
-                as GET /api/v1/BatchTask/{state}. Anything else is a 400.".into()),
+            description: Some(
+                "With a BatchTaskState name (any case) instead of an id: the user tasks in that state, \
+                as GET /api/v1/BatchTask/{state}. Anything else is a 400."
+                    .into(),
+            ),
             params: vec![path_param(
                 "id",
                 json!({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": format!("^(?:{})$",
@@ -491,27 +509,47 @@ fn spec(path: &str, verb: &str) -> Spec {
             ..db
         },
         ("Definitions", "GET") => Spec {
-            answers: vec![(200, ok(array(answer(json!({
+            answers: vec![(
+                200,
+                ok(
+                    array(answer(json!({
                 "Name": string(), "Description": nullable_string(),
                 "Runner": {"type": "string", "enum": ["noop", "sleep", "command", "http", "external", "embedded"]},
                 "TimeOut": {"type": "integer", "nullable": true, "description": "seconds"},
                 "Restarts": integer(), "Concurrency": {"type": "integer", "nullable": true},
                 "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for recurring definitions"},
-                "CancellationBehaviour": r("BatchTaskCancellationBehaviour")}))), true))],
+                "CancellationBehaviour": r("BatchTaskCancellationBehaviour")}))),
+                    true,
+                ),
+            )],
             ..db
         },
         // -- runner --
         ("BatchTask/Acquire", "POST") => Spec {
-            body: Some((true, body(json!({"type": "object", "required": ["Names"], "properties": {
+            body: Some((
+                true,
+                body(
+                    json!({"type": "object", "required": ["Names"], "properties": {
                 "Names": {"anyOf": [
                     {"type": "string", "pattern": "[^, ]", "description": "comma-separated"},
                     {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string", "pattern": "[^ ]"}}]},
                 "Wait": {"type": "number", "minimum": 0, "maximum": 3600, "nullable": true, "description": "seconds to wait for a task"}},
-                "description": "Name is taken for Names"}), None))),
+                "description": "Name is taken for Names"}),
+                    None,
+                ),
+            )),
             answers: vec![
-                (200, ok(answer(json!({"LeaseToken": string(), "LeaseExpires": date(), "LeaseSeconds": {"type": "number"},
+                (
+                    200,
+                    ok(
+                        answer(
+                            json!({"LeaseToken": string(), "LeaseExpires": date(), "LeaseSeconds": {"type": "number"},
                     "HeartbeatSeconds": {"type": "number"}, "Attempt": integer(),
-                    "TimeoutSeconds": {"type": "number", "nullable": true}, "Task": task()})), true)),
+                    "TimeoutSeconds": {"type": "number", "nullable": true}, "Task": task()}),
+                        ),
+                        true,
+                    ),
+                ),
                 (204, no_body("No task of those names came within Wait")),
             ],
             errors: vec![403],
@@ -524,21 +562,39 @@ fn spec(path: &str, verb: &str) -> Spec {
                     "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[!-~]+$"},
                     "description": "The lease token Acquire answered (or LeaseToken in the body)"}),
             ],
-            body: Some((false, body(json!({"type": "object", "properties": {
+            body: Some((
+                false,
+                body(
+                    json!({"type": "object", "properties": {
                 "ProgressPercent": int_input(0, 100),
                 "ProgressDescription": text_input(limits::PROGRESS_DESCRIPTION),
-                "FileName": text_input(limits::FILE_NAME)}}), None))),
-            answers: vec![(200, ok(answer(json!({"LeaseExpires": date(), "State": r("BatchTaskState"),
-                "StopRequested": {"type": "boolean"}, "StopRequestedBy": nullable_string()})), true))],
+                "FileName": text_input(limits::FILE_NAME)}}),
+                    None,
+                ),
+            )),
+            answers: vec![(
+                200,
+                ok(
+                    answer(json!({"LeaseExpires": date(), "State": r("BatchTaskState"),
+                "StopRequested": {"type": "boolean"}, "StopRequestedBy": nullable_string()})),
+                    true,
+                ),
+            )],
             errors: vec![403, 404, 409],
             ..db
         },
         ("BatchTask/{id}/Events", "GET") => Spec {
             params: vec![task_id()],
-            answers: vec![(200, ok(array(answer(json!({"Id": integer(), "BatchTaskId": integer(), "Time": date(),
+            answers: vec![(
+                200,
+                ok(
+                    array(answer(json!({"Id": integer(), "BatchTaskId": integer(), "Time": date(),
                 "From": {"allOf": [r("BatchTaskState")], "nullable": true}, "To": {"allOf": [r("BatchTaskState")], "nullable": true},
                 "AssociateId": {"type": "integer", "nullable": true}, "Associate": nullable_string(),
-                "Node": nullable_string(), "Reason": nullable_string()}))), true))],
+                "Node": nullable_string(), "Reason": nullable_string()}))),
+                    true,
+                ),
+            )],
             errors: vec![404],
             ..db
         },
@@ -550,9 +606,7 @@ fn spec(path: &str, verb: &str) -> Spec {
             answers: vec![(200, ok(r("Stats"), true))],
             ..db
         },
-        ("Nodes", "GET") => {
-            Spec { answers: vec![(200, ok(array(r("Node")), true))], errors: vec![403], ..db }
-        }
+        ("Nodes", "GET") => Spec { answers: vec![(200, ok(array(r("Node")), true))], errors: vec![403], ..db },
         // -- identity and access --
         ("Ticket", "POST") => Spec {
             description: Some("Basic credentials, or else UserName (or Name) and Password in the body.".into()),
@@ -566,12 +620,21 @@ fn spec(path: &str, verb: &str) -> Spec {
             Spec { answers: vec![(204, no_body("Logged out"))], storage: true, ..Spec::default() }
         }
         ("Session", "POST") => Spec {
-            description: Some("A form field next=/path answers 303 to that path instead. Refused (403) when a \
-                browser says the form comes from another site.".into()),
+            description: Some(
+                "A form field next=/path answers 303 to that path instead. Refused (403) when a \
+                browser says the form comes from another site."
+                    .into(),
+            ),
             body: Some((true, credentials(&["UserName", "Password"]))),
             answers: vec![
-                (200, ok(answer(json!({"AssociateId": integer(), "Associate": string(), "Role": r("Role"),
-                    "Expires": nullable_date(), "XsrfToken": string()})), false)),
+                (
+                    200,
+                    ok(
+                        answer(json!({"AssociateId": integer(), "Associate": string(), "Role": r("Role"),
+                    "Expires": nullable_date(), "XsrfToken": string()})),
+                        false,
+                    ),
+                ),
                 (303, no_body("Logged in; to the form's next path")),
             ],
             errors: vec![403],
@@ -580,10 +643,16 @@ fn spec(path: &str, verb: &str) -> Spec {
             ..Spec::default()
         },
         ("Session", "GET") => Spec {
-            answers: vec![(200, ok(answer(json!({"AssociateId": integer(), "Associate": string(), "Role": r("Role"),
+            answers: vec![(
+                200,
+                ok(
+                    answer(json!({"AssociateId": integer(), "Associate": string(), "Role": r("Role"),
                 "ReadOnly": {"type": "boolean"},
                 "Authentication": {"type": "string", "enum": ["Basic", "SOTicket", "Bearer", "Session"]},
-                "Scope": {"allOf": [r("Scope")], "nullable": true}})), false))],
+                "Scope": {"allOf": [r("Scope")], "nullable": true}})),
+                    false,
+                ),
+            )],
             storage: true,
             ..Spec::default()
         },
@@ -593,15 +662,24 @@ fn spec(path: &str, verb: &str) -> Spec {
             ..db
         },
         ("Token", "POST") => Spec {
-            body: Some((true, body(json!({"type": "object", "required": ["Scope"], "properties": {
+            body: Some((
+                true,
+                body(
+                    json!({"type": "object", "required": ["Scope"], "properties": {
                 "Scope": names_input(&scopes(), "In any case"),
                 "Name": {"nullable": true, "anyOf": [{"type": "string", "maxLength": MAX_LABEL, "pattern": NO_NUL}, {"type": "number"}]},
                 "Expires": {"type": "string", "nullable": true, "pattern": r"^[1-9][0-9]{0,3}[smhd]$",
                     "description": "A lifetime: 90s, 30m, 8h, 30d (docs/auth.md has the whole grammar)"},
                 "Associate": {"nullable": true, "description": "Admins: whose token (a name)",
                     "anyOf": [string(), {"type": "number"}]}},
-                "description": "Names match in any case"}), None))),
-            answers: vec![(201, ok(json!({"allOf": [r("Token")], "properties": {"Token": string()}, "required": ["Token"]}), false))],
+                "description": "Names match in any case"}),
+                    None,
+                ),
+            )),
+            answers: vec![(
+                201,
+                ok(json!({"allOf": [r("Token")], "properties": {"Token": string()}, "required": ["Token"]}), false),
+            )],
             errors: vec![403, 404],
             ..db
         },
@@ -639,18 +717,27 @@ fn spec(path: &str, verb: &str) -> Spec {
         ("Agents/SoPrincipal/AuthenticateUsernamePassword", "POST") => Spec {
             description: Some("A wrong name or password answers 200 with AuthenticationSucceeded false.".into()),
             body: Some((false, credentials(&[]))),
-            answers: vec![(200, ok(json!({"anyOf": [answer(json!({
+            answers: vec![(
+                200,
+                ok(
+                    json!({"anyOf": [answer(json!({
                 "AuthenticationSucceeded": {"type": "boolean"},
                 "Credentials": {"nullable": true, "allOf": [answer(json!({"Ticket": string(), "Expires": nullable_date()}))]},
                 "Response": {"nullable": true, "allOf": [answer(json!({"Associate": string(), "AssociateId": integer(), "RoleName": r("Role")}))]}})),
-                r("InvalidRequest")]}), false))],
+                r("InvalidRequest")]}),
+                    false,
+                ),
+            )],
             storage: true,
             prefs: true,
             ..Spec::default()
         },
         (p, "POST") if p.starts_with("Agents/Batch/") => agent_spec(&p["Agents/Batch/".len()..]),
         (p, "GET") if p.starts_with("Agents/Batch/") => Spec {
-            answers: vec![(200, ok(answer(json!({"Method": string(), "Verb": {"enum": ["POST"]}, "Description": string()})), false))],
+            answers: vec![(
+                200,
+                ok(answer(json!({"Method": string(), "Verb": {"enum": ["POST"]}, "Description": string()})), false),
+            )],
             storage: true,
             ..Spec::default()
         },
@@ -675,7 +762,10 @@ const MAX_LABEL: usize = crate::identity::MAX_TOKEN_LABEL_CHARS;
 
 fn associate_input(required: &[&str]) -> Value {
     let nullable = required.is_empty();
-    let name = format!(r"^[^\u0000-\u001f\u007f-\u009f:{w}](?:[^\u0000-\u001f\u007f-\u009f:]{{0,98}}[^\u0000-\u001f\u007f-\u009f:{w}])?$", w = &WS[1..WS.len() - 1]);
+    let name = format!(
+        r"^[^\u0000-\u001f\u007f-\u009f:{w}](?:[^\u0000-\u001f\u007f-\u009f:]{{0,98}}[^\u0000-\u001f\u007f-\u009f:{w}])?$",
+        w = &WS[1..WS.len() - 1]
+    );
     json!({"type": "object", "nullable": nullable, "required": required, "properties": {
         "Name": {"nullable": nullable, "description": "1-100 characters, no control characters or ':', no surrounding white space",
             "anyOf": [{"type": "string", "pattern": name}, {"type": "number"}]},

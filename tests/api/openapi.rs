@@ -100,7 +100,8 @@ async fn the_reference_page_renders_the_document_under_a_strict_policy() {
                 path.replace('&', "&amp;")
             );
             assert!(page.contains(&heading), "{verb} {path} is not on the page");
-            let summary = op["summary"].as_str().unwrap().replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            let summary =
+                op["summary"].as_str().unwrap().replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
             assert!(page.contains(&summary.replace('"', "&quot;").replace('\'', "&#39;")), "{summary}");
         }
     }

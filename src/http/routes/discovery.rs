@@ -46,7 +46,11 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
         "BatchTask/{id}",
         &[
             ("GET", Credentials, "Get a BatchTaskInfo by id"),
-            ("PUT", Credentials, "Update State, Description, Response and Request (a body, a JSON Patch or a Merge Patch)"),
+            (
+                "PUT",
+                Credentials,
+                "Update State, Description, Response and Request (a body, a JSON Patch or a Merge Patch)",
+            ),
             ("PATCH", Credentials, "Apply a JSON Patch or Merge Patch to State, Description, Response and Request"),
             ("DELETE", Credentials, "Delete a finished or waiting task"),
         ],
@@ -54,7 +58,10 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
     ("BatchTask/{state}", &[("GET", Credentials, "User tasks in a BatchTaskState (All = every state)")]),
     ("BatchTask/{id}/Stop", &[("POST", Credentials, "Stop a task; answers true when the stop took effect")]),
     // -- definitions --
-    ("Definitions", &[("GET", Credentials, "The task definitions this server runs: Name, Runner, Description, limits")]),
+    (
+        "Definitions",
+        &[("GET", Credentials, "The task definitions this server runs: Name, Runner, Description, limits")],
+    ),
     // -- runner --
     (
         "BatchTask/Acquire",
@@ -62,11 +69,22 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
     ),
     (
         "BatchTask/{id}/Heartbeat",
-        &[("POST", Credentials, "X-Lease-Token; {ProgressPercent, ProgressDescription} Worker: renew the lease, report progress")],
+        &[(
+            "POST",
+            Credentials,
+            "X-Lease-Token; {ProgressPercent, ProgressDescription} Worker: renew the lease, report progress",
+        )],
     ),
     ("BatchTask/{id}/Events", &[("GET", Credentials, "The task's state changes: time, from, to, who, why")]),
     // -- nodes --
-    ("Nodes", &[("GET", Credentials, "Admins: the nodes sharing the database, live and dead within the hour, with their liveness")]),
+    (
+        "Nodes",
+        &[(
+            "GET",
+            Credentials,
+            "Admins: the nodes sharing the database, live and dead within the hour, with their liveness",
+        )],
+    ),
     // -- stats --
     (
         "Stats",
@@ -84,7 +102,10 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
     ("Agents/Batch/StartBatchJob", &[("POST", Credentials, "{BatchTaskInfo} Start a batch task; answers its id")]),
     ("Agents/Batch/StopBatchJob", &[("POST", Credentials, "?id={int} Stop a task")]),
     ("Agents/Batch/GetBatchTaskInfosByState", &[("POST", Credentials, "{State} User tasks in a state")]),
-    ("Agents/Batch/UpdateBatchTask", &[("POST", Credentials, "{BatchTaskInfo} Update State, Description, Response and Request")]),
+    (
+        "Agents/Batch/UpdateBatchTask",
+        &[("POST", Credentials, "{BatchTaskInfo} Update State, Description, Response and Request")],
+    ),
     (
         "Agents/Batch/GetBatchTaskInfosByNameAndState",
         &[("POST", Credentials, "{Name, State} User tasks by definition name and state")],
@@ -127,10 +148,19 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
     ),
     (
         "Token",
-        &[("GET", Credentials, "The caller's API tokens (admins: all)"), ("POST", Credentials, "{Scope, Name, Expires} Create an API token")],
+        &[
+            ("GET", Credentials, "The caller's API tokens (admins: all)"),
+            ("POST", Credentials, "{Scope, Name, Expires} Create an API token"),
+        ],
     ),
     ("Token/{id}", &[("DELETE", Credentials, "Revoke an API token")]),
-    ("Associate", &[("GET", Credentials, "Associates (admins)"), ("POST", Credentials, "{Name, Password, Role, Active} Add an associate")]),
+    (
+        "Associate",
+        &[
+            ("GET", Credentials, "Associates (admins)"),
+            ("POST", Credentials, "{Name, Password, Role, Active} Add an associate"),
+        ],
+    ),
     (
         "Associate/{id}",
         &[
@@ -139,7 +169,10 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
             ("DELETE", Credentials, "Remove an associate"),
         ],
     ),
-    ("Agents/SoPrincipal/AuthenticateUsernamePassword", &[("POST", Login, "{UserName, Password} Log in for an SOTicket")]),
+    (
+        "Agents/SoPrincipal/AuthenticateUsernamePassword",
+        &[("POST", Login, "{UserName, Password} Log in for an SOTicket")],
+    ),
 ];
 
 /// Endpoints outside `/api/v1`, by absolute path: in the OpenAPI document, not in `GET /api/v1`.

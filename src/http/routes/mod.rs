@@ -61,10 +61,7 @@ pub fn router(state: AppState) -> Router {
             post(identity::authenticate_username_password),
         )
         // -- runner --
-        .route(
-            "/api/v1/BatchTask/Acquire",
-            post(runner::acquire).fallback(runner::acquire_other_method),
-        )
+        .route("/api/v1/BatchTask/Acquire", post(runner::acquire).fallback(runner::acquire_other_method))
         .route("/api/v1/BatchTask/{id}/Heartbeat", post(runner::heartbeat))
         .route("/api/v1/BatchTask/{id}/Events", get(runner::events))
         // -- nodes and health --
