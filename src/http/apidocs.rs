@@ -47,10 +47,10 @@ fn schema_html(schema: &Value) -> String {
         let name = r.rsplit('/').next().unwrap_or(r);
         return format!("<a href=\"#schema-{0}\">{0}</a>", escape(name));
     }
-    if schema.get("type").and_then(Value::as_str) == Some("array") {
-        if let Some(items) = schema.get("items").filter(|i| i.get("$ref").is_some()) {
-            return format!("array of {}", schema_html(items));
-        }
+    if schema.get("type").and_then(Value::as_str) == Some("array")
+        && let Some(items) = schema.get("items").filter(|i| i.get("$ref").is_some())
+    {
+        return format!("array of {}", schema_html(items));
     }
     let pretty = serde_json::to_string_pretty(schema).unwrap_or_default();
     format!("<details><summary>schema</summary><pre>{}</pre></details>", escape(&pretty))
