@@ -12,6 +12,8 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::User, Role::Worker, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",

@@ -62,6 +62,32 @@ pub const APP_TOKEN_HEADER: &str = "so-apptoken";
 /// Set at a password login: marks the browser or client as one that logged in as that name.
 pub const DEVICE_COOKIE: &str = "batchd_device";
 
+/// What an operation asks of its caller. Handlers that extract a [`Caller`] or an
+/// [`Authenticated`] are `Credentials`; the OpenAPI document takes each operation's `security`
+/// and its authentication statuses from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No credentials (probes, the version, the document).
+    Open,
+    /// A login: a name and password in the body (or Basic), checked and throttled like Basic.
+    Login,
+    /// Any credential: Basic, SOTicket, Bearer or the session cookie.
+    Credentials,
+}
+
+impl Access {
+    /// What authentication may answer instead of the operation: 401 for a missing or wrong
+    /// credential, 403 for a token scope too narrow, 429 when failed logins or password checks
+    /// from the client are throttled (see [`Authenticator::login`]).
+    pub fn statuses(self) -> &'static [u16] {
+        match self {
+            Access::Open => &[],
+            Access::Login => &[401, 429],
+            Access::Credentials => &[401, 403, 429],
+        }
+    }
+}
+
 /// An authentication failure: the error, and for 429 how long to wait.
 #[derive(Debug, Clone)]
 pub struct AuthError {

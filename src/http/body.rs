@@ -84,6 +84,10 @@ pub enum BodyKind {
 pub const SUPPORTED: &str = "application/json, text/json, application/xml, text/xml, application/x-www-form-urlencoded, \
      application/json-patch+json or application/merge-patch+json";
 
+/// What reading a body may answer instead of the operation: 400 unreadable, 408 too slow, 413 too
+/// large, 415 a type not in [`SUPPORTED`].
+pub const STATUSES: [u16; 4] = [400, 408, 413, 415];
+
 pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyKind::Json);
@@ -156,8 +160,15 @@ pub fn parse(kind: BodyKind, bytes: &[u8]) -> Result<Option<Value>, ApiError> {
 
 /// Like [`parse`], also giving the XML root element's name.
 pub fn parse_with_root(kind: BodyKind, bytes: &[u8]) -> Result<(Option<Value>, Option<String>), ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, None));
+    let blank = bytes.iter().all(u8::is_ascii_whitespace);
+    match kind {
+        // A form with no fields is an object with none, as `{}` is.
+        BodyKind::Form if blank => return Ok((Some(Value::Object(serde_json::Map::new())), None)),
+        // White space alone is what a pretty-printer leaves of an empty XML document.
+        BodyKind::Xml if blank => return Ok((None, None)),
+        // JSON: no bytes is no body; white space alone is not JSON.
+        _ if bytes.is_empty() => return Ok((None, None)),
+        _ => {}
     }
     let unreadable = |detail: String| ApiError::bad_request(Msg::new(Key::BodyUnreadable).arg("detail", detail));
     match kind {

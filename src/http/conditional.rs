@@ -18,6 +18,10 @@ use crate::service::{EntityTag, EntityTags, Precondition};
 
 use super::error::ApiError;
 
+/// What the conditional headers may answer on a write: 400 for an unreadable `If-Match`, 412 when
+/// the condition fails. A read also answers 304 (see `Freshness`).
+pub const STATUSES: [u16; 2] = [400, 412];
+
 /// The request's conditional headers.
 pub fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     let if_match = match list(headers, &header::IF_MATCH) {

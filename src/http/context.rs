@@ -78,6 +78,9 @@ pub fn language_from(so_language: Option<&HeaderValue>, accept_language: Option<
     Lang::En
 }
 
+/// What reading the preferences may answer: 400 for an unknown `SO-TimeZone` or `SO-Culture`.
+pub const PREFS_STATUSES: [u16; 1] = [400];
+
 impl FromRequestParts<AppState> for Prefs {
     type Rejection = ApiError;
 

@@ -159,6 +159,10 @@ impl From<DomainError> for ApiError {
     }
 }
 
+/// What a storage failure answers (below): 500, 503 while the database is unreachable, 507 when
+/// it is full.
+pub const STORAGE_STATUSES: [u16; 3] = [500, 503, 507];
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {

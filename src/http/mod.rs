@@ -4,6 +4,7 @@
 //! the router → handlers, which extract a [`auth`] caller and [`context::Prefs`], call the
 //! [`crate::service`] layer, and answer through [`format`].
 
+pub mod apidocs;
 pub mod auth;
 pub mod body;
 pub mod clock;
@@ -73,6 +74,7 @@ const FIXED_SEGMENTS: &[&str] = &[
     "health",
     "live",
     "ready",
+    "docs",
 ];
 
 /// `/Cust1/API/v1/batchtask/` → `/api/v1/BatchTask` (prefix removed, fixed words canonical,

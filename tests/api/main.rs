@@ -32,5 +32,6 @@ mod runner_process;
 mod runner_trust;
 mod runner_workers;
 mod scheduling;
+mod schemathesis;
 mod store_contract;
 mod upgrade;

@@ -89,7 +89,8 @@ impl<'a> Params<'a> {
             },
             // A single number (a form body with one value) is a list of one.
             Some(v @ (Value::Number(_) | Value::String(_))) => vec![v.clone()],
-            // XML-style wrapper: {"int": [1, 2]}
+            // XML-style wrapper: {"int": [1, 2]}; one element name, not several.
+            Some(Value::Object(m)) if m.len() > 1 => return Err(bad()),
             Some(Value::Object(m)) => match m.values().next() {
                 Some(Value::Array(a)) => a.clone(),
                 Some(v) => vec![v.clone()],
@@ -137,6 +138,17 @@ impl<'a> Params<'a> {
 macro_rules! need {
     ($e:expr) => {
         match $e? {
+            Ok(v) => v,
+            Err(missing) => return Ok(Outcome::Missing(missing)),
+        }
+    };
+}
+
+/// A parameter read already (so a malformed one is a 400 even when another is missing), now
+/// required.
+macro_rules! present {
+    ($e:expr) => {
+        match $e {
             Ok(v) => v,
             Err(missing) => return Ok(Outcome::Missing(missing)),
         }
@@ -251,18 +263,18 @@ pub async fn call(
                 list(TaskFilter { states: states(s), system: Some(false), ..Default::default() }).await
             }
             "GetBatchTaskInfosByNameAndState" => {
-                let s = need!(params.state("State"));
                 let name = name_filter(params.text("Name")?);
+                let s = need!(params.state("State"));
                 list(TaskFilter { states: states(s), system: Some(false), name, ..Default::default() }).await
             }
             "GetBatchTaskInfosByNameAndAssociates" => {
-                let ids = need!(params.ints("AssociateIds"));
                 let name = name_filter(params.text("Name")?);
+                let ids = need!(params.ints("AssociateIds"));
                 list(TaskFilter { associates: AssociateSelector::from_ids(&ids), name, ..Default::default() }).await
             }
             "GetBatchTaskInfosByAssociatesAndState" => {
-                let ids = need!(params.ints("AssociateIds"));
-                let s = need!(params.state("State"));
+                let (ids, s) = (params.ints("AssociateIds")?, params.state("State")?);
+                let (ids, s) = (present!(ids), present!(s));
                 list(TaskFilter {
                     associates: AssociateSelector::from_ids(&ids),
                     states: states(s),
@@ -275,8 +287,8 @@ pub async fn call(
                 list(TaskFilter { name, ..Default::default() }).await
             }
             "GetAllBatchTaskInfosByNameAndState" => {
-                let s = need!(params.state("State"));
                 let name = name_filter(params.text("TaskName")?);
+                let s = need!(params.state("State"));
                 list(TaskFilter { name, states: states(s), ..Default::default() }).await
             }
             "GetSystemBatchTaskInfosByName" => {
@@ -284,8 +296,8 @@ pub async fn call(
                 list(TaskFilter { name, system: Some(true), ..Default::default() }).await
             }
             "GetSystemBatchTaskInfosByNameAndState" => {
-                let s = need!(params.state("State"));
                 let name = name_filter(params.text("TaskName")?);
+                let s = need!(params.state("State"));
                 list(TaskFilter { name, states: states(s), system: Some(true), ..Default::default() }).await
             }
             _ => unreachable!("METHODS lists every arm"),
@@ -357,6 +369,6 @@ pub async fn describe(_caller: Caller, Path(method): Path<String>) -> Result<axu
         .iter()
         .find(|(p, _)| p.ends_with(method))
         .and_then(|(_, verbs)| verbs.first())
-        .map_or("", |(_, d)| d);
+        .map_or("", |(_, _, d)| d);
     Ok(axum::Json(json!({ "Method": method, "Verb": "POST", "Description": doc })))
 }

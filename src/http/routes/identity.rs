@@ -93,6 +93,14 @@ fn required<T>(v: Option<T>, name: &'static str) -> Result<T> {
     v.ok_or_else(|| ApiError::from(DomainError::Required { field: Field::Param(name) }).into())
 }
 
+/// Checks the types of `UserName`, `Name` and `Password`, present or not.
+fn credentials_if_typed(props: &Props<'_>) -> Result<()> {
+    for name in ["UserName", "Name", "Password"] {
+        text(props, name)?;
+    }
+    Ok(())
+}
+
 /// `UserName`/`Password` from a body (JSON or form; any letter case).
 fn credentials(props: &Props<'_>) -> Result<(String, String)> {
     let name = text(props, "UserName")?.or(text(props, "Name")?);
@@ -114,6 +122,11 @@ fn ticket_json(secret: &str, row: &CredentialRow, role: Role, prefs: &Prefs) -> 
 
 /// Who a login endpoint is for: `Authorization: Basic` if sent, else `UserName`/`Password` in the body.
 async fn password_login(app: &AppState, headers: &HeaderMap, body: Body, client: Client) -> Result<Associate> {
+    // The body is read whatever the credentials: a malformed one is a 400 with Basic too.
+    let obj = object(body)?;
+    let props = Props::new(&obj);
+    let name = text(&props, "UserName")?.or(text(&props, "Name")?);
+    let password = text(&props, "Password")?;
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let is_basic =
             v.to_str().ok().and_then(|v| v.trim().get(..6)).is_some_and(|s| s.eq_ignore_ascii_case("basic "));
@@ -124,13 +137,10 @@ async fn password_login(app: &AppState, headers: &HeaderMap, body: Body, client:
         let c = auth.caller;
         return Ok(Associate { id: c.associate_id, name: c.name, role: c.role, active: true });
     }
-    let obj = object(body)?;
-    let props = Props::new(&obj);
-    if props.get("Password").is_none() {
+    let Some(password) = password else {
         return Err(ApiError::unauthorized(Key::AuthRequired).into());
-    }
-    let (name, password) = credentials(&props)?;
-    app.auth.login(&name, &password, &client).await
+    };
+    app.auth.login(&required(name, "UserName")?, &password, &client).await
 }
 
 /// Marks the client as one that logged in as `name`: the device cookie (see docs/auth.md,
@@ -174,6 +184,8 @@ pub async fn authenticate_username_password(
 ) -> Result<Response> {
     let obj = object(body)?;
     let props = Props::new(&obj);
+    // Types first: a malformed parameter is a 400 even when the other is missing.
+    credentials_if_typed(&props)?;
     let missing = ["UserName", "Password"].into_iter().find(|n| matches!(props.get(n), None | Some(Value::Null)));
     if let Some(name) = missing {
         return Ok(format::respond(

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api", get(discovery::version))
         .route("/api/v1", get(discovery::endpoints))
         .route("/api/openapi.json", get(super::openapi::serve))
+        .route("/api/docs", get(super::apidocs::serve))
         .route("/metrics", get(super::metrics::serve))
         .route("/api/v1/BatchTask", get(batchtask::list).post(batchtask::create))
         .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
@@ -65,13 +66,7 @@ pub fn router(state: AppState) -> Router {
             post(identity::authenticate_username_password),
         )
         // -- runner --
-        .route(
-            "/api/v1/BatchTask/Acquire",
-            post(runner::acquire)
-                .get(runner::acquire_other_method)
-                .put(runner::acquire_other_method)
-                .delete(runner::acquire_other_method),
-        )
+        .route("/api/v1/BatchTask/Acquire", post(runner::acquire).fallback(runner::acquire_other_method))
         .route("/api/v1/BatchTask/{id}/Heartbeat", post(runner::heartbeat))
         .route("/api/v1/BatchTask/{id}/Events", get(runner::events))
         // -- nodes and health --

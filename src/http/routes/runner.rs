@@ -293,10 +293,17 @@ pub async fn events(
     })
 }
 
-/// `Acquire` is a fixed segment, so `GET /BatchTask/Acquire` lands here: answer as the id/state
-/// route would for a word that is neither.
-pub async fn acquire_other_method() -> ApiError {
-    ApiError::bad_request(Msg::new(Key::BadPathSegment).arg("segment", "Acquire"))
+/// Any other verb on `/BatchTask/Acquire`. `Acquire` is a fixed segment, so a GET lands here and
+/// is answered as the id/state route would answer a word that is neither (400); the rest are 405
+/// with `Allow: POST`, as on every route.
+pub async fn acquire_other_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if method == axum::http::Method::GET {
+        return ApiError::bad_request(Msg::new(Key::BadPathSegment).arg("segment", "Acquire")).into_response();
+    }
+    let msg = Msg::new(Key::MethodNotAllowed).arg("path", uri.path()).arg("method", method.as_str());
+    let mut res = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, msg).into_response();
+    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    res
 }
 
 fn not_found_as(e: crate::store::StoreError, id: i32) -> crate::store::StoreError {
