@@ -558,8 +558,8 @@ fn spec(path: &str, verb: &str) -> Spec {
         ("BatchTask/Bulk", "POST") => {
             let request = json!({"type": "object", "required": ["Action", "Filter"], "properties": {
                 "Action": {"type": "string", "enum": ["Stop", "Delete", "Retry"]},
-                "Filter": {"type": "string", "description": "An OData $filter, as GET /api/v1/BatchTask takes", "example": "State eq 'Failed'"},
-                "DryRun": {"type": "boolean", "description": "Count the matches only"}}});
+                "Filter": {"type": "string", "pattern": "\\S", "description": "An OData $filter, as GET /api/v1/BatchTask takes (required: an empty one would match every task)", "example": "State eq 'Failed'"},
+                "DryRun": {"type": "boolean", "nullable": true, "description": "Count the matches only (null or absent: false)"}}});
             Spec {
                 body: Some((true, body(request, None))),
                 answers: vec![(
@@ -582,8 +582,8 @@ fn spec(path: &str, verb: &str) -> Spec {
                 body(
                     json!({"type": "object", "required": ["Names"], "properties": {
                 "Names": {"anyOf": [
-                    {"type": "string", "pattern": "[^, ]", "description": "comma-separated"},
-                    {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string", "pattern": "[^ ]"}}]},
+                    {"type": "string", "pattern": "[^,\\s]", "description": "comma-separated"},
+                    {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string", "pattern": "\\S"}}]},
                 "Wait": {"type": "number", "minimum": 0, "maximum": 3600, "nullable": true, "description": "seconds to wait for a task"}},
                 "description": "Name is taken for Names"}),
                     None,

@@ -211,9 +211,10 @@ pub async fn call(
                 }))
             }
             "StartBatchJob" => {
+                // A malformed header is the request's fault whatever the body says: read it first.
+                let key = super::batchtask::idempotency_key(&headers)?;
                 let info = need!(params.object("BatchTaskInfo"));
                 let req = wire::parse_create(info)?;
-                let key = super::batchtask::idempotency_key(&headers)?;
                 let created = tasks.create(caller, req.task, req.associate_id, req.cancellation_given, key).await?;
                 let mut res = format::respond(prefs.format, &Payload::Int(created.id.into()));
                 super::batchtask::mark_replay(&mut res, created);
