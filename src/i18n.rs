@@ -116,6 +116,8 @@ pub enum Key {
     // -- runner --
     LeaseStale,
     NotExternal,
+    // -- event stream --
+    TooManyStreams,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -207,6 +209,7 @@ fn english(key: Key) -> &'static str {
             "X-Lease-Token: the token is not the current lease of BatchTask id {id} (it expired or the task was taken back)."
         }
         Key::NotExternal => "Names: '{name}' is run by the server itself, not by external workers.",
+        Key::TooManyStreams => "{max} event streams are open already: try again shortly.",
     }
 }
 
@@ -396,6 +399,7 @@ mod tests {
         Key::AssociateNameInvalid,
         Key::LeaseStale,
         Key::NotExternal,
+        Key::TooManyStreams,
     ];
 
     fn placeholders(t: &str) -> Vec<&str> {

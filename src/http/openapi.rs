@@ -104,6 +104,11 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             (None, ("204", json!({"description": "Deleted"})))
         }
         ("BatchTask/{state}", "GET") => (None, ("200", ok(tasks.clone()))),
+        ("BatchTask/Events/stream", "GET") => {
+            responses.insert("503".into(), json!({"description": "Too many streams open (Retry-After)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+            (None, ("200", json!({"description": "Server-sent events, one per change: `id:` (opaque resume token), `event:` created|state|progress|deleted|resync, `data:` one line of JSON ({Id, Name, Task} for created, {Id, Name, Changed} for state and progress, {Id, Name} for deleted, {} for resync); `: keep-alive` comments in between",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}})))
+        }
         ("Nodes", "GET") => {
             responses.insert("403".into(), error.clone());
             (None, ("200", ok(json!({"type": "array", "items": {"$ref": "#/components/schemas/Node"}}))))
@@ -141,7 +146,13 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
         _ => (None, ("200", json!({"description": "OK"}))),
     };
     responses.insert(response.0.into(), response.1);
-    if path.contains('{') || agent {
+    if path == "BatchTask/Events/stream" {
+        op["parameters"] = json!([
+            {"name": "task", "in": "query", "required": false, "schema": {"type": "integer", "format": "int32", "minimum": 1}, "description": "Only this task's events"},
+            {"name": "name", "in": "query", "required": false, "schema": {"type": "string", "maxLength": crate::domain::task::limits::NAME}, "description": "Only tasks of this definition (exact name)"},
+            {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "string"}, "description": "Resume after this event id; an unknown or too old one gets `resync` first"}
+        ]);
+    } else if path.contains('{') || agent {
         responses.insert("404".into(), error.clone());
     }
     if let Some(b) = request {

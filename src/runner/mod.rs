@@ -701,7 +701,7 @@ impl Runner {
             match notice {
                 Notice::New { .. } => self.wake(),
                 Notice::Stop { node } if node == self.inner.node => self.deliver_stops().await,
-                Notice::Stop { .. } | Notice::Credentials => {}
+                Notice::Stop { .. } | Notice::Credentials | Notice::Tasks { .. } => {}
                 Notice::Resync => {
                     self.wake();
                     self.deliver_stops().await;

@@ -48,6 +48,10 @@ pub const ENDPOINTS: &[(&str, &[(&str, &str)])] = &[
     ),
     ("BatchTask/{state}", &[("GET", "User tasks in a BatchTaskState (All = every state)")]),
     ("BatchTask/{id}/Stop", &[("POST", "Stop a task; answers true when the stop took effect")]),
+    (
+        "BatchTask/Events/stream",
+        &[("GET", "?task=&name= text/event-stream of task changes: created, state, progress, deleted, resync")],
+    ),
     // -- definitions --
     ("Definitions", &[("GET", "The task definitions this server runs: Name, Runner, Description, limits")]),
     // -- runner --
