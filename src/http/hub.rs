@@ -518,6 +518,80 @@ mod tests {
         assert!(all(&user).wants(&event(EventKind::Resync, None)));
     }
 
+    fn hub(max: usize) -> (Hub, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(dir.path().join("h.db").to_str().unwrap()).unwrap();
+        (Hub::start(Arc::new(store), max), dir)
+    }
+
+    fn admin() -> Interest {
+        Interest { caller: Caller::new(1, "a", Role::Admin), task: None, name: None }
+    }
+
+    fn changes(n: usize) -> Vec<(EventKind, i32, Option<Arc<Task>>, Vec<&'static str>)> {
+        (0..n)
+            .map(|i| {
+                let t = Task::fixture(i as i32 + 1, "n", 1, BatchTaskState::New);
+                (EventKind::Progress, t.id, Some(Arc::new(t)), vec!["ProgressPercent"])
+            })
+            .collect()
+    }
+
+    async fn seqs(sub: &mut Subscription, n: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            match sub.next().await {
+                Next::Event(e) => out.push(e.seq),
+                _ => panic!("ended after {out:?}"),
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_resume_replays_what_followed_and_an_unknown_or_lost_point_is_a_resync() {
+        let (hub, _dir) = hub(10);
+        let mut first = hub.subscribe(admin(), None).unwrap();
+        assert!(first.replay.is_empty());
+        hub.publish(changes(3));
+        let got = seqs(&mut first, 3).await;
+        assert_eq!(got, [1, 2, 3]);
+        let resumed = hub.subscribe(admin(), Some(&hub.event_id(1))).unwrap();
+        assert_eq!(resumed.replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3], "no gap, no duplicate");
+        let at_end = hub.subscribe(admin(), Some(&hub.event_id(3))).unwrap();
+        assert!(at_end.replay.is_empty());
+        for unknown in ["bogus".to_owned(), "0000zzzz-1".to_owned(), hub.event_id(99), format!("x{}", hub.event_id(1))] {
+            let s = hub.subscribe(admin(), Some(&unknown)).unwrap();
+            let kinds: Vec<_> = s.replay.iter().map(|e| (e.kind, e.seq)).collect();
+            assert_eq!(kinds, [(EventKind::Resync, 3)], "{unknown}: resync, resumable from the newest event");
+        }
+        // Past the ring, the oldest events are gone: resuming before them is a resync too.
+        hub.publish(changes(RING));
+        let s = hub.subscribe(admin(), Some(&hub.event_id(2))).unwrap();
+        assert_eq!(s.replay[0].kind, EventKind::Resync);
+        let s = hub.subscribe(admin(), Some(&hub.event_id(3))).unwrap();
+        assert_eq!(s.replay.len(), RING, "the ring starts right after event 3");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_dropped_with_a_resync_and_the_limit_holds() {
+        let (hub, _dir) = hub(2);
+        let mut slow = hub.subscribe(admin(), None).unwrap();
+        let _other = hub.subscribe(admin(), None).unwrap();
+        assert_eq!(hub.subscribe(admin(), None).err(), Some(SubscribeError::Full { max: 2 }));
+        hub.publish(changes(QUEUE + 5));
+        assert_eq!(seqs(&mut slow, QUEUE).await.len(), QUEUE, "the queue is delivered first");
+        match slow.next().await {
+            Next::Lagged(seq) => assert_eq!(seq, QUEUE as u64 + 1, "resumable from the event it missed"),
+            _ => panic!("expected a lag"),
+        }
+        drop(slow);
+        assert_eq!(hub.open_streams(), 1);
+        let mut again = hub.subscribe(admin(), None).unwrap();
+        hub.close();
+        assert!(matches!(again.next().await, Next::Closed));
+    }
+
     #[test]
     fn the_cache_keeps_the_newest_versions_within_its_bound() {
         let mut cache = Cache::default();
