@@ -30,4 +30,5 @@ mod runner_process;
 mod runner_trust;
 mod runner_workers;
 mod store_contract;
+mod stream;
 mod upgrade;
