@@ -560,7 +560,8 @@ mod tests {
         assert_eq!(resumed.replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3], "no gap, no duplicate");
         let at_end = hub.subscribe(admin(), Some(&hub.event_id(3))).unwrap();
         assert!(at_end.replay.is_empty());
-        for unknown in ["bogus".to_owned(), "0000zzzz-1".to_owned(), hub.event_id(99), format!("x{}", hub.event_id(1))] {
+        for unknown in ["bogus".to_owned(), "0000zzzz-1".to_owned(), hub.event_id(99), format!("x{}", hub.event_id(1))]
+        {
             let s = hub.subscribe(admin(), Some(&unknown)).unwrap();
             let kinds: Vec<_> = s.replay.iter().map(|e| (e.kind, e.seq)).collect();
             assert_eq!(kinds, [(EventKind::Resync, 3)], "{unknown}: resync, resumable from the newest event");

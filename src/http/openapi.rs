@@ -106,8 +106,14 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
         ("BatchTask/{state}", "GET") => (None, ("200", ok(tasks.clone()))),
         ("BatchTask/Events/stream", "GET") => {
             responses.insert("503".into(), json!({"description": "Too many streams open (Retry-After)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
-            (None, ("200", json!({"description": "Server-sent events, one per change: `id:` (opaque resume token), `event:` created|state|progress|deleted|resync, `data:` one line of JSON ({Id, Name, Task} for created, {Id, Name, Changed} for state and progress, {Id, Name} for deleted, {} for resync); `: keep-alive` comments in between",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}}})))
+            (
+                None,
+                (
+                    "200",
+                    json!({"description": "Server-sent events, one per change: `id:` (opaque resume token), `event:` created|state|progress|deleted|resync, `data:` one line of JSON ({Id, Name, Task} for created, {Id, Name, Changed} for state and progress, {Id, Name} for deleted, {} for resync); `: keep-alive` comments in between",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}}}),
+                ),
+            )
         }
         ("Nodes", "GET") => {
             responses.insert("403".into(), error.clone());

@@ -473,7 +473,10 @@ mod tests {
         progressed.progress_description = Some("copying".into());
         assert_eq!(changed_properties(&started, &progressed), ["ProgressDescription", "ProgressPercent"]);
         let shown = properties_json(&progressed, chrono_tz::Asia::Kolkata, &["State", "LastStarted", "Nope"]);
-        assert_eq!(Value::Object(shown), json!({"State": "Started", "LastStarted": "2023-11-15T03:43:20.0000000+05:30"}));
+        assert_eq!(
+            Value::Object(shown),
+            json!({"State": "Started", "LastStarted": "2023-11-15T03:43:20.0000000+05:30"})
+        );
     }
 
     #[test]

@@ -144,7 +144,10 @@ async fn one_task_in_commit_order(app: &TestApp) {
     let mut named = Sse::open(app, &admin(app), "?name=ext", None).await;
     let id = app.create(&json!({"Name": "ext", "Description": "d"})).await;
     let created = named.next().await;
-    assert_eq!((created.event.as_str(), &created.data["Id"], &created.data["Name"]), ("created", &json!(id), &json!("ext")));
+    assert_eq!(
+        (created.event.as_str(), &created.data["Id"], &created.data["Name"]),
+        ("created", &json!(id), &json!("ext"))
+    );
     assert_eq!(created.data["Task"], app.task(id).await, "the task as GET gives it");
     assert_eq!(named.retry, Some(2000));
 
@@ -206,7 +209,10 @@ async fn filters_select_a_task_or_a_definition(app: &TestApp) {
     describe(app, b, "b1").await;
     describe(app, a, "a1").await;
     let m = only_a.next().await;
-    assert_eq!((m.data["Id"].as_i64(), m.event.as_str(), &m.data["Changed"]), (Some(a), "progress", &json!({"Description": "a1"})));
+    assert_eq!(
+        (m.data["Id"].as_i64(), m.event.as_str(), &m.data["Changed"]),
+        (Some(a), "progress", &json!({"Description": "a1"}))
+    );
     let m = only_other.next().await;
     assert_eq!((m.data["Id"].as_i64(), &m.data["Changed"]["Description"]), (Some(b), &json!("b1")));
     let m = both.next().await;
@@ -241,7 +247,11 @@ async fn users_see_their_own_tasks_only(app: &TestApp) {
     let neighbours = app.as_user(&other).create(&json!({"Name": "ext"})).await;
     let users = app.as_user(&user).create(&json!({"Name": "ext"})).await;
     let m = mine.next().await;
-    assert_eq!((m.event.as_str(), m.data["Id"].as_i64()), ("created", Some(users)), "not the admin's nor the neighbour's");
+    assert_eq!(
+        (m.event.as_str(), m.data["Id"].as_i64()),
+        ("created", Some(users)),
+        "not the admin's nor the neighbour's"
+    );
     assert_eq!(m.data["Task"]["TableRight"]["Mask"], "Select, Update, Delete", "the user's own rights");
     assert_eq!(peeking.next().await.data["Id"].as_i64(), Some(users));
     let ids: Vec<i64> = [everything.next().await, everything.next().await, everything.next().await]

@@ -49,9 +49,7 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let query = Query::parse(uri.query());
     let interest = Interest { task: task_param(query.get("task"))?, name: name_param(query.get("name"))?, caller };
-    let last = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().ok().filter(|s| s.len() <= MAX_EVENT_ID).unwrap_or("?"));
+    let last = headers.get("last-event-id").map(|v| v.to_str().ok().filter(|s| s.len() <= MAX_EVENT_ID).unwrap_or("?"));
     let sub = app.hub.subscribe(interest.clone(), last).map_err(|e| match e {
         SubscribeError::Full { max } => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Msg::new(Key::TooManyStreams).arg("max", max))
@@ -79,7 +77,9 @@ fn task_param(raw: Option<&str>) -> Result<Option<i32>, ApiError> {
             Msg::new(Key::FieldOutOfRange).arg("field", "task").arg("min", 1).arg("max", i32::MAX),
         )),
         Err(_) => Err(ApiError::bad_request(
-            Msg::new(Key::FieldUnknownValue).arg("field", "task").arg("value", raw.chars().take(40).collect::<String>()),
+            Msg::new(Key::FieldUnknownValue)
+                .arg("field", "task")
+                .arg("value", raw.chars().take(40).collect::<String>()),
         )),
     }
 }
@@ -157,8 +157,12 @@ impl Out {
         if let Some(task) = &e.task {
             match e.kind {
                 EventKind::Created => {
-                    let view =
-                        TaskView { task, rights: rights_for(&self.interest.caller, task), zone: self.zone, select: None };
+                    let view = TaskView {
+                        task,
+                        rights: rights_for(&self.interest.caller, task),
+                        zone: self.zone,
+                        select: None,
+                    };
                     m.insert("Task".into(), serde_json::to_value(&view).unwrap_or(Value::Null));
                 }
                 EventKind::State | EventKind::Progress => {

@@ -376,7 +376,8 @@ impl Store for PostgresStore {
         debug_assert!(ids.len() <= super::MAX_TASKS_BY_ID);
         let text = format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ANY($1)");
         read_twice(|| async {
-            let rows = sqlx::query(AssertSqlSafe(text.clone())).bind(ids).fetch_all(&self.pool).await.map_err(backend)?;
+            let rows =
+                sqlx::query(AssertSqlSafe(text.clone())).bind(ids).fetch_all(&self.pool).await.map_err(backend)?;
             rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
         })
         .await
