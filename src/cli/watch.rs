@@ -170,6 +170,7 @@ pub struct Streaming<'a> {
     buf: Vec<u8>,
     last_event_id: Option<String>,
     started: bool,
+    opened: Instant,
 }
 
 impl<'a> Streaming<'a> {
@@ -181,17 +182,15 @@ impl<'a> Streaming<'a> {
             buf: Vec::new(),
             last_event_id: None,
             started: false,
+            opened: Instant::now(),
         }
     }
 
     /// Waits for the next event; `false` when the stream is gone and could not be opened again.
+    /// A stream that ends (the server closes each after a while, or restarts) is opened again
+    /// with `Last-Event-ID`, unless it ended within a second of opening: then polling takes over.
     async fn next_event(&mut self) -> bool {
-        for reopened in [false, true] {
-            if reopened {
-                let last = self.last_event_id.clone();
-                self.stream = self.reader.client.open_stream(&self.path, last.as_deref()).await;
-                self.buf.clear();
-            }
+        loop {
             let Some(stream) = self.stream.as_mut() else { return false };
             loop {
                 if let Some(at) = self.buf.windows(2).position(|w| w == b"\n\n") {
@@ -218,9 +217,19 @@ impl<'a> Streaming<'a> {
                     _ => break,
                 }
             }
+            if self.opened.elapsed() < Duration::from_secs(1) {
+                self.stream = None;
+                return false;
+            }
+            let last = self.last_event_id.clone();
+            self.open(last.as_deref()).await;
         }
-        self.stream = None;
-        false
+    }
+
+    async fn open(&mut self, last_event_id: Option<&str>) {
+        self.stream = self.reader.client.open_stream(&self.path, last_event_id).await;
+        self.buf.clear();
+        self.opened = Instant::now();
     }
 }
 
@@ -228,7 +237,7 @@ impl Updates for Streaming<'_> {
     async fn next(&mut self) -> Result<Snapshot, CliError> {
         if !self.started {
             self.started = true;
-            self.stream = self.reader.client.open_stream(&self.path, None).await;
+            self.open(None).await;
             let s = self.reader.read().await?;
             self.reader.answered = true;
             return Ok(s);

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! `retry: 2000` once at the start, `: keep-alive` comments while idle (`[http] stream_keepalive`).
-//! The stream ends when the server shuts down, and after a `resync` sent because the subscriber
-//! fell behind.
+//! The stream ends when the server shuts down, after a `resync` sent because the subscriber fell
+//! behind, and after [`MAX_AGE`]: the caller was authenticated once, at connect, so a revoked
+//! credential or a disabled associate stops streaming within that time (EventSource reconnects,
+//! with `Last-Event-ID`, and is authenticated again).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,6 +39,9 @@ use super::Query;
 /// How long a client waits before reconnecting (EventSource's `retry`), in milliseconds.
 const RETRY_MS: u32 = 2000;
 
+/// How long one stream lasts at most.
+pub const MAX_AGE: Duration = Duration::from_secs(10 * 60);
+
 /// Longest `Last-Event-ID` looked at; a longer one is unknown (`resync`).
 const MAX_EVENT_ID: usize = 64;
 
@@ -55,7 +60,12 @@ pub async fn stream(
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Msg::new(Key::TooManyStreams).arg("max", max))
         }
     })?;
-    let out = Out { interest, zone: prefs.zone, keepalive: app.config.http.stream_keepalive };
+    let out = Out {
+        interest,
+        zone: prefs.zone,
+        keepalive: app.config.http.stream_keepalive,
+        until: tokio::time::Instant::now() + MAX_AGE,
+    };
     let body = Body::from_stream(futures_util::stream::unfold(Phase::Start(sub), move |phase| {
         let out = out.clone();
         async move { out.step(phase).await }
@@ -111,6 +121,7 @@ struct Out {
     interest: Interest,
     zone: Tz,
     keepalive: Duration,
+    until: tokio::time::Instant,
 }
 
 impl Out {
@@ -130,7 +141,13 @@ impl Out {
     }
 
     async fn live(&self, mut sub: Subscription) -> Option<(Result<Bytes, Infallible>, Phase)> {
-        match tokio::time::timeout(self.keepalive, sub.next()).await {
+        let now = tokio::time::Instant::now();
+        if now >= self.until {
+            return None;
+        }
+        let wait = self.keepalive.min(self.until - now);
+        match tokio::time::timeout(wait, sub.next()).await {
+            Err(_) if tokio::time::Instant::now() >= self.until => None,
             Err(_) => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Phase::Live(sub))),
             Ok(Next::Event(e)) => Some((Ok(self.message(sub.hub(), &e)), Phase::Live(sub))),
             Ok(Next::Lagged(seq)) => {
