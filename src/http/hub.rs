@@ -78,6 +78,13 @@ pub struct Event {
     pub changed: Vec<&'static str>,
 }
 
+impl Event {
+    /// An event before [`Hub::publish`] numbers it.
+    fn unnumbered(kind: EventKind, id: i32, task: Option<Arc<Task>>, changed: Vec<&'static str>) -> Event {
+        Event { seq: 0, kind, id, task, changed }
+    }
+}
+
 /// What a subscriber asked for, and who it is.
 #[derive(Debug, Clone)]
 pub struct Interest {
@@ -272,16 +279,18 @@ impl Hub {
         on
     }
 
-    /// Numbers the events, keeps them in the ring and hands them to the subscribers that want them.
-    fn publish(&self, made: Vec<(EventKind, i32, Option<Arc<Task>>, Vec<&'static str>)>) {
+    /// Numbers the events (their `seq` is set here), keeps them in the ring and hands them to the
+    /// subscribers that want them.
+    fn publish(&self, made: Vec<Event>) {
         if made.is_empty() {
             return;
         }
         let mut ring = self.inner.ring.lock().expect("hub ring");
-        for (kind, id, task, changed) in made {
+        for mut event in made {
             let seq = ring.next_seq;
             ring.next_seq += 1;
-            let event = Arc::new(Event { seq, kind, id, task, changed });
+            event.seq = seq;
+            let event = Arc::new(event);
             ring.events.push_back(event.clone());
             if ring.events.len() > RING {
                 ring.events.pop_front();
@@ -333,14 +342,10 @@ impl Hub {
 
     /// Re-reads the tasks a round of notices named and answers the events, in the order the ids
     /// were first named.
-    async fn read_round(
-        &self,
-        round: &Round,
-        cache: &mut Cache,
-    ) -> Vec<(EventKind, i32, Option<Arc<Task>>, Vec<&'static str>)> {
+    async fn read_round(&self, round: &Round, cache: &mut Cache) -> Vec<Event> {
         let mut made = Vec::new();
         if round.resync {
-            made.push((EventKind::Resync, 0, None, Vec::new()));
+            made.push(Event::unnumbered(EventKind::Resync, 0, None, Vec::new()));
         }
         let to_read: Vec<i32> = round.order.iter().copied().filter(|id| !round.deleted.contains(id)).collect();
         let mut read: HashMap<i32, Task> = HashMap::with_capacity(to_read.len());
@@ -350,7 +355,7 @@ impl Hub {
                 Err(e) => {
                     tracing::warn!(error = %e, "the event stream could not re-read changed tasks");
                     if !round.resync {
-                        made.insert(0, (EventKind::Resync, 0, None, Vec::new()));
+                        made.insert(0, Event::unnumbered(EventKind::Resync, 0, None, Vec::new()));
                     }
                     // The cache may now be behind: those tasks are compared afresh next time.
                     for id in chunk {
@@ -362,7 +367,7 @@ impl Hub {
         for id in &round.order {
             if round.deleted.contains(id) {
                 let last = cache.remove(*id);
-                made.push((EventKind::Deleted, *id, last, Vec::new()));
+                made.push(Event::unnumbered(EventKind::Deleted, *id, last, Vec::new()));
                 continue;
             }
             // Gone without its deletion notice yet: that notice will say so.
@@ -379,7 +384,7 @@ impl Hub {
             };
             cache.put(task.clone());
             if let Some((kind, changed)) = event {
-                made.push((kind, *id, Some(task), changed));
+                made.push(Event::unnumbered(kind, *id, Some(task), changed));
             }
         }
         made
@@ -528,11 +533,11 @@ mod tests {
         Interest { caller: Caller::new(1, "a", Role::Admin), task: None, name: None }
     }
 
-    fn changes(n: usize) -> Vec<(EventKind, i32, Option<Arc<Task>>, Vec<&'static str>)> {
+    fn changes(n: usize) -> Vec<Event> {
         (0..n)
             .map(|i| {
                 let t = Task::fixture(i as i32 + 1, "n", 1, BatchTaskState::New);
-                (EventKind::Progress, t.id, Some(Arc::new(t)), vec!["ProgressPercent"])
+                Event::unnumbered(EventKind::Progress, t.id, Some(Arc::new(t)), vec!["ProgressPercent"])
             })
             .collect()
     }
