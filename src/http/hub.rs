@@ -32,8 +32,10 @@ use super::wire;
 
 /// Events kept for resumes.
 pub const RING: usize = 4096;
-/// Events a subscriber may fall behind by before it is dropped with `resync`.
-pub const QUEUE: usize = 256;
+/// Events a subscriber may fall behind by before it is dropped with `resync`. A claim or finish
+/// batch makes hundreds of events at once; tokio's channel allocates its slots as they fill, so
+/// an idle subscriber costs none of this.
+pub const QUEUE: usize = 4096;
 /// Task versions kept to compare the next one with.
 pub const CACHE: usize = 8192;
 /// How long the hub keeps recording after the last subscriber left, so that a client
