@@ -230,6 +230,10 @@ pub struct HttpConfig {
     /// Connections open at once; at most the open-file limit less a reserve (see
     /// `crate::http::serve::connection_cap`). Beyond it, new clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Event streams (`GET /api/v1/BatchTask/Events/stream`) open at once; past it, 503.
+    pub max_stream_subscribers: usize,
+    /// How often an idle event stream sends a `: keep-alive` comment.
+    pub stream_keepalive: Duration,
 }
 
 impl Default for HttpConfig {
@@ -239,6 +243,8 @@ impl Default for HttpConfig {
             keep_alive_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_stream_subscribers: 10_000,
+            stream_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -250,6 +256,10 @@ pub struct HttpFile {
     pub keep_alive_timeout: Option<crate::runner::settings::DurationValue>,
     pub body_read_timeout: Option<crate::runner::settings::DurationValue>,
     pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub max_stream_subscribers: Option<usize>,
+    #[serde(default)]
+    pub stream_keepalive: Option<crate::runner::settings::DurationValue>,
 }
 
 impl HttpFile {
@@ -258,6 +268,7 @@ impl HttpFile {
             (&mut cfg.header_read_timeout, self.header_read_timeout, "http.header_read_timeout"),
             (&mut cfg.keep_alive_timeout, self.keep_alive_timeout, "http.keep_alive_timeout"),
             (&mut cfg.body_read_timeout, self.body_read_timeout, "http.body_read_timeout"),
+            (&mut cfg.stream_keepalive, self.stream_keepalive, "http.stream_keepalive"),
         ] {
             if let Some(v) = value {
                 *slot = v.get(key)?;
@@ -267,6 +278,9 @@ impl HttpFile {
         if let Some(n) = self.max_connections {
             anyhow::ensure!(n > 0, "http.max_connections must be at least 1");
             cfg.max_connections = n;
+        }
+        if let Some(n) = self.max_stream_subscribers {
+            cfg.max_stream_subscribers = n;
         }
         Ok(())
     }

@@ -121,6 +121,8 @@ pub enum Key {
     DefinitionNotFound,
     BulkTooMany,
     IdempotencyKeyReused,
+    // -- event stream --
+    TooManyStreams,
 }
 
 /// Type words used in "must be {expected}" messages.
@@ -218,6 +220,7 @@ fn english(key: Key) -> &'static str {
         Key::IdempotencyKeyReused => {
             "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
         }
+        Key::TooManyStreams => "{max} event streams are open already: try again shortly.",
     }
 }
 
@@ -345,7 +348,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 67] = [
+    const KEYS: [Key; 68] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -413,6 +416,7 @@ mod tests {
         Key::DefinitionNotFound,
         Key::BulkTooMany,
         Key::IdempotencyKeyReused,
+        Key::TooManyStreams,
     ];
 
     fn placeholders(t: &str) -> Vec<&str> {

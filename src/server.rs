@@ -84,9 +84,10 @@ impl Server {
         auth.spawn_watcher();
         let definitions = BUILTIN_DEFINITIONS.iter().map(|s| (*s).to_owned()).collect();
         let identity = IdentityService::new(store.clone(), &config.access).notifying(auth.clone());
+        let hub = crate::http::hub::Hub::start(store.clone(), config.http.max_stream_subscribers);
         let tasks = TaskService::new(store, config.strict_definitions, definitions).with_runner(runner.clone());
         Ok(Server {
-            state: AppState { config: Arc::new(config), tasks, identity, auth, metrics: Arc::default() },
+            state: AppState { config: Arc::new(config), tasks, identity, auth, metrics: Arc::default(), hub },
             listener,
             runner,
         })
@@ -105,10 +106,13 @@ impl Server {
             self.listener.local_addr().map_or_else(|_| self.state.config.listen.to_string(), |a| a.to_string());
         let keeper = NodeKeeper::start(&runner, address).await;
         let limits = self.state.config.http.clone();
+        let hub = self.state.hub.clone();
         let app = app(self.state);
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
+            // Open event streams end now: a graceful shutdown waits for every response to end.
+            hub.close();
             let _ = signalled.send(());
         };
         let drain = async move {

@@ -77,6 +77,15 @@ fn root_cause(e: &reqwest::Error) -> String {
     }
 }
 
+/// Whether an answer is an event stream to read (else the caller polls).
+pub fn is_event_stream(status: StatusCode, headers: &header::HeaderMap) -> bool {
+    status == StatusCode::OK
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
 /// The `Message` of an error body (JSON or XML), if it has one.
 pub fn error_message(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?.trim();
@@ -146,6 +155,28 @@ impl Client {
         Err(self.refusal(status, &body))
     }
 
+    /// Opens a server-sent event stream at `path`; `None` when the server has none there (an
+    /// older server: 404 or 405), answers something else, or cannot be reached, so the caller
+    /// falls back to asking.
+    pub async fn open_stream(&self, path: &str, last_event_id: Option<&str>) -> Option<reqwest::Response> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(header::ACCEPT, "text/event-stream")
+            // The client's whole-request timeout would cut a stream; silence is watched per read.
+            .timeout(Duration::from_secs(24 * 3600));
+        req = match &self.credentials {
+            Some(Credentials::Basic { user, password }) => req.basic_auth(user, Some(password)),
+            Some(Credentials::Bearer(token)) => req.bearer_auth(token),
+            None => req,
+        };
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.ok()?;
+        is_event_stream(res.status(), res.headers()).then_some(res)
+    }
+
     pub async fn get(&self, path: &str) -> Result<Answer, CliError> {
         self.send(Method::GET, path, None, &[]).await
     }
@@ -195,6 +226,18 @@ mod tests {
         assert!(server_url("ftp://h/").is_err());
         let e = server_url("not a url with secret@x").err().unwrap();
         assert!(!e.message.contains("secret"), "{}", e.message);
+    }
+
+    #[test]
+    fn only_a_200_event_stream_is_read_as_one() {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+        assert!(is_event_stream(StatusCode::OK, &h));
+        for status in [StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED, StatusCode::SERVICE_UNAVAILABLE] {
+            assert!(!is_event_stream(status, &h), "{status}: poll instead");
+        }
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        assert!(!is_event_stream(StatusCode::OK, &h), "an older server's 200 for another route");
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub struct TaskArgs {
 
 #[derive(Args)]
 pub struct WatchArgs {
-    /// How often to ask the server for news (at least 100ms).
+    /// How often to ask the server for news when it has no event stream (at least 100ms).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
     interval: Duration,
 }
@@ -347,7 +347,7 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
                 return Ok(Exit::Ok);
             }
             eprintln!("started task {id}");
-            watch::watch(&mut watch::Polling::new(&c, id, watch_args.interval), id, json).await
+            watch::watch(&mut watch::Streaming::new(&c, id, watch_args.interval), id, json).await
         }
         TaskCommand::Get { id } => {
             let a = c.get(&format!("/api/v1/BatchTask/{id}")).await?;
@@ -401,7 +401,7 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
             Ok(Exit::Ok)
         }
         TaskCommand::Watch { id, watch_args } => {
-            watch::watch(&mut watch::Polling::new(&c, id, watch_args.interval), id, json).await
+            watch::watch(&mut watch::Streaming::new(&c, id, watch_args.interval), id, json).await
         }
         TaskCommand::Stop { id } => {
             let a = c.send(Method::POST, &format!("/api/v1/BatchTask/{id}/Stop"), None, &[]).await?;

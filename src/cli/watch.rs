@@ -1,8 +1,9 @@
 //! `batchd task watch`: follows a task to its end, with a bar on a terminal and plain lines
 //! elsewhere.
 //!
-//! Where the news comes from is behind [`Updates`]: today [`Polling`] (conditional GETs),
-//! later an event stream, without the display changing.
+//! Where the news comes from is behind [`Updates`]: [`Streaming`] (the server's event stream,
+//! `?task=ID`, each event a cue to read the task again) or, where there is no stream (an older
+//! server, a proxy that refuses it), [`Polling`] (conditional GETs), without the display changing.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
@@ -129,6 +130,13 @@ impl Updates for Polling<'_> {
         if self.answered {
             tokio::time::sleep(self.interval).await;
         }
+        self.read().await
+    }
+}
+
+impl Polling<'_> {
+    /// The task now (a 304 keeps the last snapshot, with the time moved on).
+    async fn read(&mut self) -> Result<Snapshot, CliError> {
         let a = self.ask().await?;
         self.answered = true;
         if a.status == reqwest::StatusCode::NOT_MODIFIED
@@ -145,6 +153,99 @@ impl Updates for Polling<'_> {
         let etag = a.headers.get(header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
         self.last = etag.map(|e| (e, s.clone()));
         Ok(s)
+    }
+}
+
+/// Longest silence on a stream (the server sends a keep-alive every 15 s) before it is taken
+/// for lost and opened again.
+const STREAM_SILENCE: Duration = Duration::from_secs(60);
+
+/// [`Updates`] from the event stream: the task is read once the stream is open (so no change
+/// falls between), then again after each event about it. A lost stream is opened again with
+/// `Last-Event-ID`; when that fails too, [`Polling`] takes over.
+pub struct Streaming<'a> {
+    reader: Polling<'a>,
+    path: String,
+    stream: Option<reqwest::Response>,
+    buf: Vec<u8>,
+    last_event_id: Option<String>,
+    started: bool,
+    opened: Instant,
+}
+
+impl<'a> Streaming<'a> {
+    pub fn new(client: &'a Client, id: u32, interval: Duration) -> Streaming<'a> {
+        Streaming {
+            reader: Polling::new(client, id, interval),
+            path: format!("/api/v1/BatchTask/Events/stream?task={id}"),
+            stream: None,
+            buf: Vec::new(),
+            last_event_id: None,
+            started: false,
+            opened: Instant::now(),
+        }
+    }
+
+    /// Waits for the next event; `false` when the stream is gone and could not be opened again.
+    /// A stream that ends (the server closes each after a while, or restarts) is opened again
+    /// with `Last-Event-ID`, unless it ended within a second of opening: then polling takes over.
+    async fn next_event(&mut self) -> bool {
+        loop {
+            let Some(stream) = self.stream.as_mut() else { return false };
+            loop {
+                if let Some(at) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                    let block: Vec<u8> = self.buf.drain(..at + 2).collect();
+                    let text = String::from_utf8_lossy(&block);
+                    let mut event = false;
+                    for line in text.lines() {
+                        if let Some(id) = line.strip_prefix("id:") {
+                            self.last_event_id = Some(id.trim().to_owned());
+                        } else if line.starts_with("event:") {
+                            event = true;
+                        }
+                    }
+                    if event {
+                        return true;
+                    }
+                    continue;
+                }
+                match tokio::time::timeout(STREAM_SILENCE, stream.chunk()).await {
+                    // Bounded: one event is a line of JSON, far below this.
+                    Ok(Ok(Some(bytes))) if self.buf.len() + bytes.len() <= 1024 * 1024 => {
+                        self.buf.extend_from_slice(&bytes)
+                    }
+                    _ => break,
+                }
+            }
+            if self.opened.elapsed() < Duration::from_secs(1) {
+                self.stream = None;
+                return false;
+            }
+            let last = self.last_event_id.clone();
+            self.open(last.as_deref()).await;
+        }
+    }
+
+    async fn open(&mut self, last_event_id: Option<&str>) {
+        self.stream = self.reader.client.open_stream(&self.path, last_event_id).await;
+        self.buf.clear();
+        self.opened = Instant::now();
+    }
+}
+
+impl Updates for Streaming<'_> {
+    async fn next(&mut self) -> Result<Snapshot, CliError> {
+        if !self.started {
+            self.started = true;
+            self.open(None).await;
+            let s = self.reader.read().await?;
+            self.reader.answered = true;
+            return Ok(s);
+        }
+        if self.stream.is_some() && self.next_event().await {
+            return self.reader.read().await;
+        }
+        self.reader.next().await
     }
 }
 

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod error;
 pub mod format;
 pub mod forwarded;
+pub mod hub;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub identity: crate::identity::IdentityService,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<metrics::Metrics>,
+    /// The live event stream's fan-out (`GET /api/v1/BatchTask/Events/stream`).
+    pub hub: hub::Hub,
 }
 
 /// Fixed path segments, in their canonical spelling. Requests may use any letter case.
@@ -67,6 +70,7 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Acquire",
     "Heartbeat",
     "Events",
+    "stream",
     // -- nodes and health --
     "Nodes",
     // -- stats --

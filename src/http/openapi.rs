@@ -512,6 +512,26 @@ fn spec(path: &str, verb: &str) -> Spec {
             precondition: true,
             ..db
         },
+        ("BatchTask/Events/stream", "GET") => Spec {
+            params: vec![
+                json!({"name": "task", "in": "query", "required": false,
+                    "schema": {"type": "integer", "format": "int32", "minimum": 1}, "description": "Only this task's events"}),
+                json!({"name": "name", "in": "query", "required": false,
+                    "schema": {"type": "string", "maxLength": limits::NAME}, "description": "Only tasks of this definition (exact name)"}),
+                json!({"name": "Last-Event-ID", "in": "header", "required": false, "schema": string(),
+                    "description": "Resume after this event id; an unknown or too old one gets `resync` first"}),
+            ],
+            answers: vec![(
+                200,
+                json!({"description": "Server-sent events, one per change: `id:` (opaque resume token), `event:` \
+                    created|state|progress|deleted|resync, `data:` one line of JSON ({Id, Name, Task} for created, \
+                    {Id, Name, Changed} for state and progress, {Id, Name} for deleted, {} for resync); \
+                    `: keep-alive` comments in between (docs/API.md)",
+                    "content": {"text/event-stream": {"schema": string()}}}),
+            )],
+            errors: vec![503],
+            ..db
+        },
         ("BatchTask/{id}/Stop", "POST") => Spec {
             params: vec![task_id()],
             answers: vec![(200, ok(json!({"type": "boolean"}), true))],

@@ -181,6 +181,35 @@ impl serde::Serialize for TableRightJson {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Changes, for the event stream
+
+/// The data properties (not the caller's rights) of a task as BatchTaskInfo JSON writes them.
+fn data_properties(task: &Task, zone: Tz) -> serde_json::Map<String, Value> {
+    let view = TaskView { task, rights: TaskRights::NONE, zone, select: None };
+    match serde_json::to_value(&view) {
+        Ok(Value::Object(mut m)) => {
+            m.remove("TableRight");
+            m.remove("FieldProperties");
+            m
+        }
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The data properties whose values differ between two versions of a task, in [`PROPERTIES`]
+/// order; compared as written on the wire, so what is listed is what a client would see change.
+pub fn changed_properties(old: &Task, new: &Task) -> Vec<&'static str> {
+    let (before, after) = (data_properties(old, Tz::UTC), data_properties(new, Tz::UTC));
+    PROPERTIES.iter().map(|(name, _, _)| *name).filter(|name| before.get(*name) != after.get(*name)).collect()
+}
+
+/// The named data properties of `task`, values as BatchTaskInfo JSON gives them in `zone`.
+pub fn properties_json(task: &Task, zone: Tz, names: &[&str]) -> serde_json::Map<String, Value> {
+    let mut all = data_properties(task, zone);
+    names.iter().filter_map(|n| all.remove(*n).map(|v| ((*n).to_owned(), v))).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
 // Input
 
 /// Case-insensitive view of a JSON object's properties.
@@ -427,6 +456,27 @@ mod tests {
             let e = parse_create(&obj(body.clone())).err().unwrap_or_else(|| panic!("{body} accepted"));
             assert!(format!("{e}").contains(field), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn changed_properties_name_what_a_client_sees_change_and_nothing_else() {
+        let old = Task::fixture(7, "Sleep", 10, BatchTaskState::New);
+        assert!(changed_properties(&old, &old).is_empty());
+        let mut started = old.clone();
+        started.begin_run(chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap());
+        // Bookkeeping that is no property (version, updated) is not a change.
+        started.version += 1;
+        started.updated = chrono::DateTime::from_timestamp(1_700_000_001, 0).unwrap();
+        assert_eq!(changed_properties(&old, &started), ["LastStarted", "StartCount", "State"]);
+        let mut progressed = started.clone();
+        progressed.progress_percent = 40;
+        progressed.progress_description = Some("copying".into());
+        assert_eq!(changed_properties(&started, &progressed), ["ProgressDescription", "ProgressPercent"]);
+        let shown = properties_json(&progressed, chrono_tz::Asia::Kolkata, &["State", "LastStarted", "Nope"]);
+        assert_eq!(
+            Value::Object(shown),
+            json!({"State": "Started", "LastStarted": "2023-11-15T03:43:20.0000000+05:30"})
+        );
     }
 
     #[test]

@@ -511,6 +511,14 @@ fn row(key: Key) -> Option<Row> {
             "X-Lease-Token : le jeton n'est pas le bail actuel de BatchTask {id} (il a expiré ou la tâche a été reprise).",
             "X-Lease-Token: het token is niet de huidige lease van BatchTask {id} (die is verlopen of de taak is teruggenomen).",
         ],
+        Key::TooManyStreams => [
+            "{max} hendelsesstrømmer er allerede åpne: prøv igjen om litt.",
+            "{max} händelseströmmar är redan öppna: försök igen om en stund.",
+            "{max} hændelsesstrømme er allerede åbne: prøv igen om lidt.",
+            "Es sind bereits {max} Ereignisströme offen: versuchen Sie es gleich erneut.",
+            "{max} flux d'événements sont déjà ouverts : réessayez dans un instant.",
+            "Er zijn al {max} gebeurtenisstromen open: probeer het zo opnieuw.",
+        ],
         Key::NotExternal => [
             "Names: '{name}' kjøres av serveren selv, ikke av eksterne arbeidere.",
             "Names: '{name}' körs av servern själv, inte av externa arbetare.",

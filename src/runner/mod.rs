@@ -703,7 +703,7 @@ impl Runner {
                 // A resumed definition's waiting tasks are claimable again.
                 Notice::New { .. } | Notice::Definition { .. } => self.wake(),
                 Notice::Stop { node } if node == self.inner.node => self.deliver_stops().await,
-                Notice::Stop { .. } | Notice::Credentials => {}
+                Notice::Stop { .. } | Notice::Credentials | Notice::Tasks { .. } => {}
                 Notice::Resync => {
                     self.wake();
                     self.deliver_stops().await;

@@ -1,7 +1,8 @@
 //! The change feed: what changed, told to every consumer (the runner's claim and stop loops, the
 //! credential cache) so that they re-read at once instead of waiting for their next poll.
 //!
-//! A notice is small and says only what to re-read. Consumers never learn the engine: on
+//! A notice is small and says only what to re-read: a definition, a node, or which tasks were
+//! created, changed or deleted (for the live event stream, `crate::http::hub`). Consumers never learn the engine: on
 //! PostgreSQL the notices come from `LISTEN batchd`, raised by triggers in the same transaction as
 //! the change (`migrations/postgres/0007_feed.sql`), so every node hears every node's changes; on
 //! SQLite the store tells its own process. Polling stays as the fallback: a notice missed (a lost
@@ -12,8 +13,28 @@ use tokio::sync::broadcast;
 /// The PostgreSQL channel the notices travel on.
 pub const CHANNEL: &str = "batchd";
 
-/// Longest payload accepted from the channel; PostgreSQL's own limit is 8000 bytes.
-const MAX_PAYLOAD: usize = 1024;
+/// Longest payload accepted from the channel: PostgreSQL's own limit.
+const MAX_PAYLOAD: usize = 8000;
+
+/// What happened to the tasks a [`Notice::Tasks`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TasksWere {
+    Created,
+    /// A row was written; whether anything visible changed is for the reader to find out (on
+    /// PostgreSQL the trigger leaves out writes that changed only lease columns).
+    Changed,
+    Deleted,
+}
+
+impl TasksWere {
+    fn letter(self) -> char {
+        match self {
+            TasksWere::Created => 'c',
+            TasksWere::Changed => 'u',
+            TasksWere::Deleted => 'd',
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -25,6 +46,9 @@ pub enum Notice {
     Definition { name: String },
     /// Associates or credentials changed: re-read the credential change log.
     Credentials,
+    /// These tasks were created, changed or deleted (ids in no particular order; one commit may
+    /// send several notices).
+    Tasks { were: TasksWere, ids: std::sync::Arc<[i32]> },
     /// Notices may have been missed: re-read everything.
     Resync,
 }
@@ -37,6 +61,16 @@ impl Notice {
             Notice::Stop { node } => format!("stop:{node}"),
             Notice::Definition { name } => format!("def:{name}"),
             Notice::Credentials => "cred".into(),
+            Notice::Tasks { were, ids } => {
+                let mut out = format!("tasks:{}:", were.letter());
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&id.to_string());
+                }
+                out
+            }
             Notice::Resync => "resync".into(),
         }
     }
@@ -51,10 +85,21 @@ impl Notice {
             Some(("new", name)) => Notice::New { name: name.to_owned() },
             Some(("stop", node)) => Notice::Stop { node: node.to_owned() },
             Some(("def", name)) => Notice::Definition { name: name.to_owned() },
+            Some(("tasks", rest)) => decode_tasks(rest).unwrap_or(Notice::Resync),
             _ if payload == "cred" => Notice::Credentials,
             _ => Notice::Resync,
         }
     }
+}
+
+/// `c:1,2,3` (created), `u:…` (changed) or `d:…` (deleted).
+fn decode_tasks(rest: &str) -> Option<Notice> {
+    let (letter, ids) = rest.split_once(':')?;
+    let were = [TasksWere::Created, TasksWere::Changed, TasksWere::Deleted]
+        .into_iter()
+        .find(|w| letter.len() == 1 && letter.starts_with(w.letter()))?;
+    let ids = ids.split(',').map(|id| id.parse::<i32>().ok()).collect::<Option<Vec<i32>>>()?;
+    Some(Notice::Tasks { were, ids: ids.into() })
 }
 
 /// One process's end of the feed: stores send, consumers subscribe.
@@ -97,6 +142,15 @@ impl Subscription {
             Err(broadcast::error::RecvError::Closed) => None,
         }
     }
+
+    /// A notice already waiting, without waiting for one.
+    pub fn try_next(&mut self) -> Option<Notice> {
+        match self.rx.try_recv() {
+            Ok(n) => Some(n),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => Some(Notice::Resync),
+            Err(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -110,12 +164,18 @@ mod tests {
             Notice::Stop { node: "host-1-ab12".into() },
             Notice::Definition { name: "Export: daily".into() },
             Notice::Credentials,
+            Notice::Tasks { were: TasksWere::Created, ids: vec![7].into() },
+            Notice::Tasks { were: TasksWere::Changed, ids: vec![1, 2, 2147483647].into() },
+            Notice::Tasks { were: TasksWere::Deleted, ids: vec![9, 8].into() },
             Notice::Resync,
         ] {
             assert_eq!(Notice::decode(&n.encode()), n);
         }
         assert_eq!(Notice::decode("later:kind"), Notice::Resync);
-        assert_eq!(Notice::decode(&format!("new:{}", "x".repeat(2000))), Notice::Resync);
+        assert_eq!(Notice::decode(&format!("new:{}", "x".repeat(8001))), Notice::Resync);
+        for bad in ["tasks:x:1", "tasks:c:", "tasks:c:1,,2", "tasks:u:1,a", "tasks:cu:1", "tasks:d:99999999999"] {
+            assert_eq!(Notice::decode(bad), Notice::Resync, "{bad}");
+        }
     }
 
     #[tokio::test]

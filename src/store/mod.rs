@@ -47,6 +47,9 @@ pub enum StoreError {
     Backend(BackendError),
 }
 
+/// Most ids [`Store::tasks_by_id`] takes at once.
+pub const MAX_TASKS_BY_ID: usize = 500;
+
 /// A change to one task: gets the stored row, returns the row to store (or a refusal).
 pub type TaskChange = Box<dyn FnOnce(&Task) -> Result<Task, DomainError> + Send>;
 /// A check made on the stored row, inside the transaction, before it is deleted.
@@ -153,6 +156,9 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts the task (and its ParameterObject blob) and returns it as stored.
     async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError>;
     async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError>;
+    /// The tasks with these ids that exist, in no particular order: one query, for at most
+    /// [`MAX_TASKS_BY_ID`] ids.
+    async fn tasks_by_id(&self, ids: &[i32]) -> Result<Vec<Task>, StoreError>;
     /// Tasks matching `filter`, oldest id first.
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
     /// Atomically reads, changes and writes one task. `version` and `updated` are set by the store.

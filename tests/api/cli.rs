@@ -503,3 +503,22 @@ fn scheduling_commands_pause_resume_retry_and_act_in_bulk() {
     let r = env.admin(&["task", "bulk", "stop"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// `task watch` follows the server's event stream: with a 30 s polling interval, a task that
+/// runs a second is seen to its end within seconds, which asking every 30 s could not do.
+#[test]
+fn watch_follows_the_event_stream_rather_than_polling() {
+    let env = Env::start();
+    let began = Instant::now();
+    let r = env.admin(&["task", "start", "Sleep", "-p", "Seconds=1", "--watch", "--interval", "30s"]);
+    let took = began.elapsed();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "slept 1 s\n");
+    assert!(r.stderr.contains("Succeeded"), "{}", r.stderr);
+    assert!(took < Duration::from_secs(15), "the watch took {took:?}: it polled instead of streaming");
+    // A task watched from before its start: the stream brings each state.
+    let id = start(&env, &["Sleep", "-p", "Seconds=1"]);
+    let r = env.admin(&["task", "watch", &id.to_string(), "--interval", "30s"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("task {id} Succeeded")), "{}", r.stderr);
+}

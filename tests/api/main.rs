@@ -34,4 +34,5 @@ mod runner_workers;
 mod scheduling;
 mod schemathesis;
 mod store_contract;
+mod stream;
 mod upgrade;

@@ -428,6 +428,11 @@ async fn tasks_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
     assert!(system.is_system);
     let other = store.create_task(task("Export", 8, Some("second")), t0).await.unwrap();
     assert_eq!(store.get_task(other.id + 1000).await.unwrap(), None, "a missing id is None, not an error");
+    // Several at once (the event stream's re-read): the rows that exist, as get_task reads them.
+    let mut some = store.tasks_by_id(&[with.id, other.id + 1000, plain.id, plain.id]).await.unwrap();
+    some.sort_by_key(|t| t.id);
+    assert_eq!(some, [plain.clone(), with.clone()]);
+    assert!(store.tasks_by_id(&[]).await.unwrap().is_empty());
 
     // modify_task: the change sees the stored row; the store bumps version and updated.
     let t1 = t0 + Duration::seconds(1);

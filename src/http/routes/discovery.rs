@@ -61,6 +61,14 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
     ),
     ("BatchTask/{state}", &[("GET", Credentials, "User tasks in a BatchTaskState (All = every state)")]),
     ("BatchTask/{id}/Stop", &[("POST", Credentials, "Stop a task; answers true when the stop took effect")]),
+    (
+        "BatchTask/Events/stream",
+        &[(
+            "GET",
+            Credentials,
+            "?task=&name= text/event-stream of task changes: created, state, progress, deleted, resync",
+        )],
+    ),
     // -- definitions --
     (
         "Definitions",
@@ -124,7 +132,11 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
     ),
     (
         "Agents/Batch/StartBatchJob",
-        &[("POST", Credentials, "{BatchTaskInfo} Start a batch task; answers its id (Idempotency-Key as for POST BatchTask)")],
+        &[(
+            "POST",
+            Credentials,
+            "{BatchTaskInfo} Start a batch task; answers its id (Idempotency-Key as for POST BatchTask)",
+        )],
     ),
     ("Agents/Batch/StopBatchJob", &[("POST", Credentials, "?id={int} Stop a task")]),
     ("Agents/Batch/GetBatchTaskInfosByState", &[("POST", Credentials, "{State} User tasks in a state")]),

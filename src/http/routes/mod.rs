@@ -9,6 +9,7 @@ mod identity;
 mod nodes;
 mod runner;
 mod stats;
+mod stream;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -38,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/BatchTask", get(batchtask::list).post(batchtask::create))
         .route("/api/v1/BatchTask/{key}", get(batchtask::get_one).put(batchtask::update).delete(batchtask::delete))
         .route("/api/v1/BatchTask/{id}/Stop", post(batchtask::stop))
+        // -- event stream -- (a static segment: wins over `{key}` and `{id}/Events`)
+        .route("/api/v1/BatchTask/Events/stream", get(stream::stream))
         .route("/api/v1/Agents/Batch/{method}", post(agents::call).get(agents::describe))
         // -- definitions --
         .route("/api/v1/Definitions", get(definitions::list))

@@ -373,6 +373,17 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn tasks_by_id(&self, ids: &[i32]) -> Result<Vec<Task>, StoreError> {
+        debug_assert!(ids.len() <= super::MAX_TASKS_BY_ID);
+        let text = format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ANY($1)");
+        read_twice(|| async {
+            let rows =
+                sqlx::query(AssertSqlSafe(text.clone())).bind(ids).fetch_all(&self.pool).await.map_err(backend)?;
+            rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
         // PostgreSQL refuses U+0000 in text; no stored name has one, so nothing matches.
         if filter.name.as_deref().is_some_and(|n| n.contains('\0')) {

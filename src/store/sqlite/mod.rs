@@ -24,7 +24,7 @@ use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJEC
 use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
 
 use super::access;
-use super::feed::{Feed, Notice};
+use super::feed::{Feed, Notice, TasksWere};
 use super::runner::{
     Actor, Beat, BeatOutcome, ClaimRequest, Claimed, Finish, FinishResult, Lease, LeaseInfo, Rescued, ScheduleTick,
     StopResult, TaskEvent,
@@ -122,7 +122,21 @@ impl SqliteStore {
         let feed = Feed::default();
         let told = feed.clone();
         // Another process wrote the file (the CLI, another server): this one's consumers re-read.
-        let writer = Writer::start(conn, connect(path, false)?, move || told.send(Notice::Resync))?;
+        let tasks = feed.clone();
+        let writer = Writer::start(
+            conn,
+            connect(path, false)?,
+            move || told.send(Notice::Resync),
+            move |t: writer::TouchedTasks| {
+                for (were, ids) in
+                    [(TasksWere::Created, t.created), (TasksWere::Changed, t.changed), (TasksWere::Deleted, t.deleted)]
+                {
+                    if !ids.is_empty() {
+                        tasks.send(Notice::Tasks { were, ids: ids.into() });
+                    }
+                }
+            },
+        )?;
         Ok(SqliteStore { path: path.to_owned(), writer, readers: Mutex::new(Vec::new()), feed })
     }
 
@@ -391,6 +405,18 @@ impl Store for SqliteStore {
 
     async fn get_task(&self, id: i32) -> Result<Option<Task>, StoreError> {
         self.read(|conn| load_task(conn, id))
+    }
+
+    async fn tasks_by_id(&self, ids: &[i32]) -> Result<Vec<Task>, StoreError> {
+        debug_assert!(ids.len() <= super::MAX_TASKS_BY_ID);
+        let list = serde_json::to_string(ids).map_err(|e| StoreError::Backend(BackendError::new(e)))?;
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id IN (SELECT value FROM json_each(?))"
+            ))?;
+            let rows = stmt.query_map([list], task_from_row)?;
+            rows.collect()
+        })
     }
 
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {

@@ -5,6 +5,11 @@
 //! inside one transaction, commits once, and only then answers each caller. A 200 therefore
 //! always means "on disk", and concurrent writers share the fsync instead of queueing for it.
 //!
+//! The writer also hears, through SQLite's update hook, which tasks each transaction inserted,
+//! updated or deleted, and hands the lists on once the commit is durable (the change feed's task
+//! notices). A job rolled back to its savepoint is still in the lists: a reader finds nothing
+//! changed, which costs a read and no event.
+//!
 //! Checkpoints (copying the WAL back into the database file, with an fsync of that file) run on
 //! a second thread with its own connection. Left to SQLite's automatic checkpoint they would run
 //! inside the writer's commit, and every commit that happened to trigger one, with every caller
@@ -18,6 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+use rusqlite::hooks::Action;
 use tokio::sync::oneshot;
 
 use crate::store::StoreError;
@@ -38,20 +44,27 @@ impl Writer {
     /// Takes over `conn` as the one write connection; `checkpoints` is a second connection to the
     /// same file for the checkpoint thread.
     /// `on_outside_write` is called when another connection (another process: the writer is this
-    /// process's only one) has committed to the file since the last look.
+    /// process's only one) has committed to the file since the last look; `on_tasks` after each
+    /// commit that touched task rows.
     pub fn start(
         conn: Connection,
         checkpoints: Connection,
         on_outside_write: impl Fn() + Send + 'static,
+        on_tasks: impl Fn(TouchedTasks) + Send + 'static,
     ) -> anyhow::Result<Writer> {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        conn.update_hook(Some(|action: Action, _db: &str, table: &str, rowid: i64| {
+            if table == "batchtask" {
+                TOUCHED.with(|t| t.borrow_mut().add(action, rowid));
+            }
+        }));
         let (tx, rx) = mpsc::channel::<Job>();
         let (committed, commits) = mpsc::sync_channel::<()>(1);
         let restart_due = Arc::new(AtomicBool::new(false));
         let due = restart_due.clone();
         thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, rx, committed, due, on_outside_write))?;
+            .spawn(move || run(conn, rx, committed, due, on_outside_write, on_tasks))?;
         thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint(checkpoints, commits, restart_due))?;
@@ -84,6 +97,35 @@ impl Writer {
         self.tx.send(job).map_err(|_| StoreError::Backend("the writer thread has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Backend("the writer thread dropped a job".into()))?
     }
+}
+
+/// Task rows a transaction inserted, updated and deleted (ids; a row may be in several lists).
+#[derive(Debug, Default)]
+pub struct TouchedTasks {
+    pub created: Vec<i32>,
+    pub changed: Vec<i32>,
+    pub deleted: Vec<i32>,
+}
+
+impl TouchedTasks {
+    fn add(&mut self, action: Action, rowid: i64) {
+        let Ok(id) = i32::try_from(rowid) else { return };
+        match action {
+            Action::SQLITE_INSERT => self.created.push(id),
+            Action::SQLITE_UPDATE => self.changed.push(id),
+            Action::SQLITE_DELETE => self.deleted.push(id),
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.changed.is_empty() && self.deleted.is_empty()
+    }
+}
+
+thread_local! {
+    /// What the writer thread's open transaction touched, filled by the update hook.
+    static TOUCHED: std::cell::RefCell<TouchedTasks> = std::cell::RefCell::default();
 }
 
 /// Runs one statement from the connection's statement cache (no parsing after the first time).
@@ -145,6 +187,7 @@ fn run(
     committed: mpsc::SyncSender<()>,
     restart_due: Arc<AtomicBool>,
     on_outside_write: impl Fn(),
+    on_tasks: impl Fn(TouchedTasks),
 ) {
     let data_version = |conn: &Connection| conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).ok();
     let mut seen = data_version(&conn);
@@ -184,8 +227,12 @@ fn run(
         if commit.is_err() {
             let _ = exec(&conn, "ROLLBACK");
         }
+        let touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
         for finish in finishers {
             finish(commit.clone());
+        }
+        if commit.is_ok() && !touched.is_empty() {
+            on_tasks(touched);
         }
         if restart_due.swap(false, Ordering::Relaxed) {
             // Catches up with the checkpoint thread so the next transaction restarts the WAL.
