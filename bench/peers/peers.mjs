@@ -125,7 +125,7 @@ async function batchd() {
     const cfg = `/tmp/batchd-peers-${process.pid}-${runner}.toml`;
     fs.writeFileSync(cfg, `[runner]\nenabled = ${runner}\nmax_running = ${settings.max_running}\nclaim_batch = ${settings.claim_batch}\n\n[retention]\nsucceeded = "never"\nfailed = "never"\n`);
     const child = spawn(batchdBin, ["serve", "--listen", `127.0.0.1:${port}`, "--database", url], {
-      env: { ...process.env, BATCHD_CONFIG: cfg, BATCHD_ADMIN_PASSWORD: "bench", BATCHD_LOG: "warn" },
+      env: { ...process.env, BATCHD_CONFIG: cfg, BATCHD_ADMIN_PASSWORD: "bench", BATCHD_LOG: process.env.BATCHD_BENCH_LOG ?? "warn" },
       stdio: ["ignore", "ignore", "inherit"],
     });
     const exited = new Promise((r) => child.on("exit", r));
