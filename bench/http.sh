@@ -36,13 +36,14 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-# database ENGINE NAME: a fresh database URL for ENGINE.
+# database ENGINE NAME: sets $db to a fresh database URL for ENGINE (not in a subshell, so that
+# cleanup sees the PostgreSQL databases to drop).
 database() {
-  if [ "$1" = sqlite ]; then echo "sqlite:$dir/$2.db"; return; fi
-  local db="batchd_bench_http_$2_$$"
-  dbs+=("$db")
-  psql "$PG" -qc "CREATE DATABASE $db" >/dev/null
-  echo "${PG%/*}/$db"
+  if [ "$1" = sqlite ]; then db="sqlite:$dir/$2.db"; return; fi
+  local name="batchd_bench_http_$2_$$"
+  dbs+=("$name")
+  psql "$PG" -qc "CREATE DATABASE $name" >/dev/null
+  db="${PG%/*}/$name"
 }
 rps() { sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$1"; }
 status_kib() { awk -v f="$1:" '$1 == f {print $2}' /proc/$server/status; }
@@ -58,7 +59,7 @@ if [[ " $PHASES " == *" http "* ]]; then
     hello=$(run "hello" hello.lua)
     echo "$hello"
     stop
-    db=$(database "$engine" http)
+    database "$engine" http
     start_server "$bin" "$db" "$dir/$engine.log"
     create_tasks "$TASKS"
     get=$(run "get-$engine" get.lua)
@@ -73,7 +74,7 @@ fi
 if [[ " $PHASES " == *" rss "* ]]; then
   printf '[runner]\nmax_running = %d\nclaim_batch = 1024\n' "$RUNNING" >"$dir/rss.toml"
   for engine in $ENGINES; do
-    db=$(database "$engine" rss)
+    database "$engine" rss
     BATCHD_CONFIG=$dir/rss.toml start_server "$bin" "$db" "$dir/rss-$engine.log"
     sleep 1
     idle=$(status_kib VmRSS)
