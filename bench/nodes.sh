@@ -72,5 +72,6 @@ for _ in range(stops):
     while call("GET", f"/api/v1/BatchTask/{i}")["State"] != "Failed":
         time.sleep(0.002)
     ends.append((time.monotonic() - asked) * 1000)
-print(f"stop on A -> run ended on B, {stops} tasks: p50 {pct(ends,50):.1f} ms, p99 {pct(ends,99):.1f} ms, max {max(ends):.1f} ms")
+if ends:
+    print(f"stop on A -> run ended on B, {stops} tasks: p50 {pct(ends,50):.1f} ms, p99 {pct(ends,99):.1f} ms, max {max(ends):.1f} ms")
 PY

@@ -1,0 +1,1 @@
+-- GET / on the bare axum yardstick (examples/hello.rs): wrk's default request.
