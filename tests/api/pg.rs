@@ -500,7 +500,9 @@ async fn the_change_feed_wakes_another_node_for_creates_and_stops_on_postgres() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     waits.sort_unstable();
-    assert!(waits[waits.len() - 1] < 50_000, "create on A to start on B, µs: {waits:?}");
+    // Polls are 5 s apart, so a start within a second of every create is the feed's doing; how
+    // fast it is belongs to bench/peers.sh, not to a test on a shared machine.
+    assert!(waits[waits.len() - 1] < 1_000_000, "create on A to start on B, µs: {waits:?}");
 
     let id = api.create(&json!({"Name": "Sleep", "ParameterObject": {"Seconds": "60"}})).await;
     crate::runner::wait_task(&api, id, Duration::from_secs(3), |t| t["State"] == "Started").await;
