@@ -174,9 +174,16 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_what_is_wrong() {
-        for expr in
-            ["* * * *", "60 * * * *", "* 24 * * *", "*/0 * * * *", "* * 0 * *", "* * * foo *", "5-1 * * * *", "0 0 0 1 1 * 2027"]
-        {
+        for expr in [
+            "* * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "*/0 * * * *",
+            "* * 0 * *",
+            "* * * foo *",
+            "5-1 * * * *",
+            "0 0 0 1 1 * 2027",
+        ] {
             assert!(Cron::parse(expr, Tz::UTC).is_err(), "{expr}");
         }
         assert!(Cron::parse("* * * *", Tz::UTC).unwrap_err().contains("4 fields"));

@@ -1213,7 +1213,10 @@ mod tests {
     #[test]
     fn a_paused_schedule_moves_on_without_creating() {
         let minute = &Schedule::Every(Duration::from_secs(60));
-        assert_eq!(schedule_due(Some(at(0)), minute, true, CatchUp::One, at(30_000)), Some(Due { next: at(60_000), create: false }));
+        assert_eq!(
+            schedule_due(Some(at(0)), minute, true, CatchUp::One, at(30_000)),
+            Some(Due { next: at(60_000), create: false })
+        );
         assert_eq!(schedule_due(Some(at(1)), minute, true, CatchUp::One, at(0)), None);
         assert_eq!(next_run(minute, Some(at(60_000)), true, at(0)), None, "a paused schedule creates nothing");
         assert_eq!(next_run(minute, Some(at(60_000)), false, at(0)), Some(at(60_000)));
@@ -1227,12 +1230,17 @@ mod tests {
         let hourly = &Schedule::Cron(crate::domain::cron::Cron::parse("0 * * * *", chrono_tz::Tz::UTC).unwrap());
         let first = schedule_due(None, hourly, false, CatchUp::One, t("2026-12-03T09:20:00Z"));
         assert_eq!(first, Some(Due { next: t("2026-12-03T10:00:00Z"), create: false }), "armed, nothing created");
-        assert_eq!(schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T09:59:59Z")), None);
+        assert_eq!(
+            schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T09:59:59Z")),
+            None
+        );
         let due = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T10:00:00Z"));
         assert_eq!(due, Some(Due { next: t("2026-12-03T11:00:00Z"), create: true }));
-        let late = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T13:30:00Z"));
+        let late =
+            schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T13:30:00Z"));
         assert_eq!(late, Some(Due { next: t("2026-12-03T14:00:00Z"), create: true }), "one task, not four");
-        let paused = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, true, CatchUp::One, t("2026-12-03T10:00:00Z"));
+        let paused =
+            schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, true, CatchUp::One, t("2026-12-03T10:00:00Z"));
         assert_eq!(paused, Some(Due { next: t("2026-12-03T11:00:00Z"), create: false }));
         assert_eq!(next_run(hourly, None, false, t("2026-12-03T09:20:00Z")), Some(t("2026-12-03T10:00:00Z")));
         assert_eq!(hourly.describe(), "0 * * * * UTC");
@@ -1289,8 +1297,15 @@ mod tests {
         let at_0230 = Schedule::Cron(crate::domain::cron::Cron::parse("30 2 * * *", oslo).unwrap());
         let spring = ticked(&at_0230, t("2026-03-27T12:00:00Z"), t("2026-03-31T12:00:00Z"));
         // 28th 02:30 CET, 29th in the gap: at its end (03:00 CEST), then 02:30 CEST.
-        assert_eq!(spring, [t("2026-03-28T01:30:00Z"), t("2026-03-29T01:00:00Z"), t("2026-03-30T00:30:00Z"),
-            t("2026-03-31T00:30:00Z")]);
+        assert_eq!(
+            spring,
+            [
+                t("2026-03-28T01:30:00Z"),
+                t("2026-03-29T01:00:00Z"),
+                t("2026-03-30T00:30:00Z"),
+                t("2026-03-31T00:30:00Z")
+            ]
+        );
         let autumn = ticked(&at_0230, t("2026-10-24T12:00:00Z"), t("2026-10-26T12:00:00Z"));
         assert_eq!(autumn, [t("2026-10-25T00:30:00Z"), t("2026-10-26T01:30:00Z")], "25th: the first 02:30 only");
         let quarter = Schedule::Cron(crate::domain::cron::Cron::parse("*/15 * * * *", oslo).unwrap());
