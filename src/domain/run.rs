@@ -913,21 +913,24 @@ pub fn schedule_due(
     }
 }
 
-/// When a schedule next creates a task, as `GET /Definitions` shows it: none while paused; at
-/// the next tick (now) when an interval never ran or an occurrence is overdue; a cron schedule
-/// that never ran, at its next occurrence.
+/// When a schedule next creates a task, as `GET /Definitions` shows it: none while paused;
+/// otherwise what the next tick would do: now when it would create (an interval that never ran,
+/// or an occurrence due or overdue and caught up), else the occurrence it would move on to (a
+/// cron schedule that never ran, or missed occurrences that `CatchUp::None` skips).
 pub fn next_run(
     schedule: &Schedule,
     next_start: Option<DateTime<Utc>>,
     paused: bool,
+    catch_up: CatchUp,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     if paused {
         return None;
     }
-    match (schedule, next_start) {
-        (Schedule::Cron(c), None) => c.next_after(now),
-        (_, next) => Some(next.map_or(now, |n| n.max(now))),
+    match schedule_due(next_start, schedule, false, catch_up, now) {
+        None => next_start,
+        Some(due) if due.create => Some(now),
+        Some(due) => Some(due.next),
     }
 }
 
@@ -1218,10 +1221,14 @@ mod tests {
             Some(Due { next: at(60_000), create: false })
         );
         assert_eq!(schedule_due(Some(at(1)), minute, true, CatchUp::One, at(0)), None);
-        assert_eq!(next_run(minute, Some(at(60_000)), true, at(0)), None, "a paused schedule creates nothing");
-        assert_eq!(next_run(minute, Some(at(60_000)), false, at(0)), Some(at(60_000)));
-        assert_eq!(next_run(minute, Some(at(0)), false, at(5)), Some(at(5)), "overdue: the next tick");
-        assert_eq!(next_run(minute, None, false, at(5)), Some(at(5)), "never ran: the first tick");
+        assert_eq!(
+            next_run(minute, Some(at(60_000)), true, CatchUp::One, at(0)),
+            None,
+            "a paused schedule creates nothing"
+        );
+        assert_eq!(next_run(minute, Some(at(60_000)), false, CatchUp::One, at(0)), Some(at(60_000)));
+        assert_eq!(next_run(minute, Some(at(0)), false, CatchUp::One, at(5)), Some(at(5)), "overdue: the next tick");
+        assert_eq!(next_run(minute, None, false, CatchUp::One, at(5)), Some(at(5)), "never ran: the first tick");
     }
 
     #[test]
@@ -1242,7 +1249,10 @@ mod tests {
         let paused =
             schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, true, CatchUp::One, t("2026-12-03T10:00:00Z"));
         assert_eq!(paused, Some(Due { next: t("2026-12-03T11:00:00Z"), create: false }));
-        assert_eq!(next_run(hourly, None, false, t("2026-12-03T09:20:00Z")), Some(t("2026-12-03T10:00:00Z")));
+        assert_eq!(
+            next_run(hourly, None, false, CatchUp::One, t("2026-12-03T09:20:00Z")),
+            Some(t("2026-12-03T10:00:00Z"))
+        );
         assert_eq!(hourly.describe(), "0 * * * * UTC");
     }
 
@@ -1267,6 +1277,10 @@ mod tests {
         let minute = &Schedule::Every(Duration::from_secs(60));
         assert!(!schedule_due(Some(at(0)), minute, false, CatchUp::None, at(600_000)).unwrap().create);
         assert!(schedule_due(Some(at(0)), minute, false, CatchUp::None, at(30_000)).unwrap().create);
+        // What `GET /Definitions` shows while the slots are missed: now, or the next slot.
+        assert_eq!(next_run(hourly, slot, false, CatchUp::One, back), Some(back));
+        assert_eq!(next_run(hourly, slot, false, CatchUp::None, back), Some(t("2026-12-03T14:00:00Z")));
+        assert_eq!(next_run(hourly, slot, false, CatchUp::None, on_time), Some(on_time), "due now");
         assert_eq!(CatchUp::parse("none"), Some(CatchUp::None));
         assert_eq!(CatchUp::parse("all"), None);
         assert_eq!(CatchUp::default(), CatchUp::One);
