@@ -22,7 +22,8 @@ pub struct Cron {
     /// The expression as given, for display.
     text: String,
     zone: Tz,
-    pattern: croner::Cron,
+    /// Boxed: the parsed pattern is large, and schedules are passed around by value.
+    pattern: Box<croner::Cron>,
 }
 
 /// Longest expression accepted, in bytes.
@@ -46,7 +47,7 @@ impl Cron {
         }
         let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
         let pattern = parser.parse(text).map_err(|e| e.to_string())?;
-        Ok(Cron { text: text.to_owned(), zone, pattern })
+        Ok(Cron { text: text.to_owned(), zone, pattern: Box::new(pattern) })
     }
 
     /// The expression and its zone, as `GET /Definitions` shows them.

@@ -1270,7 +1270,7 @@ mod tests {
         let on_time = t("2026-12-03T10:00:00.050Z");
         let next = Some(Due { next: t("2026-12-03T11:00:00Z"), create: true });
         assert_eq!(schedule_due(slot, hourly, false, CatchUp::None, on_time), next);
-        let edge = slot.unwrap() + MISSED_AFTER;
+        let edge = t("2026-12-03T10:00:00Z") + MISSED_AFTER;
         assert!(schedule_due(slot, hourly, false, CatchUp::None, edge).unwrap().create);
         let past = edge + chrono::Duration::milliseconds(1);
         assert!(!schedule_due(slot, hourly, false, CatchUp::None, past).unwrap().create);
