@@ -1,85 +1,36 @@
-//! Cron schedules for recurring definitions: five fields (minute, hour, day of month, month,
-//! day of week) read in a time zone, so "every day at 03:00 in Oslo" stays at 03:00 across DST.
+//! Cron schedules for recurring definitions, read in a time zone, so "every day at 03:00 in
+//! Oslo" stays at 03:00 across DST. The expression is parsed and matched by the `croner` crate:
+//! five fields (minute, hour, day of month, month, day of week) with an optional leading
+//! seconds field (six fields), `*`, numbers, ranges, steps, lists, English month and weekday
+//! names, weekday 7 = Sunday, `L`, `W`, `#`, and `@hourly`, `@daily` (`@midnight`), `@weekly`,
+//! `@monthly`, `@yearly` (`@annually`). As in Vixie cron, when both the day of month and the day
+//! of week are restricted a day matching either counts.
 //!
-//! Each field takes `*`, a number, a range `a-b`, a step `*/n` or `a-b/n`, and lists of those
-//! (`1,15,30-40/5`); months and weekdays also take their English three-letter names, and a
-//! weekday 7 is Sunday like 0. As in Vixie cron, when both the day of month and the day of week
-//! are restricted a day matching either counts. `@hourly`, `@daily` (`@midnight`), `@weekly`,
-//! `@monthly` and `@yearly` (`@annually`) stand for their usual expressions.
-//!
-//! Local times that do not exist (the hour skipped when clocks go forward) are skipped; a local
-//! time that happens twice (when clocks go back) runs once, at its first instance.
+//! The crate is asked for slots in local wall-clock time only; how a local slot becomes an
+//! instant is this module's rule, the same for every expression:
+//! - a slot in the spring-forward gap (Oslo 02:30 on the last Sunday of March) runs once, at the
+//!   end of the gap (03:00 local); several slots in one gap are that one run;
+//! - a slot in the fall-back overlap (02:30 on the last Sunday of October) runs once, at its
+//!   first instance.
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {
     /// The expression as given, for display.
     text: String,
     zone: Tz,
-    minutes: u64,
-    hours: u32,
-    days: u32,
-    months: u16,
-    weekdays: u8,
-    any_day: bool,
-    any_weekday: bool,
+    /// Boxed: the parsed pattern is large, and schedules are passed around by value.
+    pattern: Box<croner::Cron>,
 }
-
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
-const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Longest expression accepted, in bytes.
 pub const MAX_LEN: usize = 200;
 
-/// One field's set of values as a bit set, and whether it was `*`.
-fn field(text: &str, min: u32, max: u32, names: &[&str], what: &str) -> Result<(u64, bool), String> {
-    let value = |s: &str| -> Result<u32, String> {
-        let lower = s.to_ascii_lowercase();
-        if let Some(i) = names.iter().position(|n| *n == lower) {
-            return Ok(i as u32 + min);
-        }
-        let n: u32 = s.parse().map_err(|_| format!("{what}: {s:?} is not a number"))?;
-        // Weekday 7 is Sunday.
-        let n = if what == "day of week" && n == 7 { 0 } else { n };
-        if n < min || n > max {
-            return Err(format!("{what}: {n} is outside {min}-{max}"));
-        }
-        Ok(n)
-    };
-    let mut bits = 0u64;
-    for item in text.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| format!("{what}: step {s:?} is not a number"))?;
-                if step == 0 {
-                    return Err(format!("{what}: a step must be at least 1"));
-                }
-                (r, step)
-            }
-            None => (item, 1),
-        };
-        let (lo, hi) = match range {
-            "*" => (min, max),
-            r => match r.split_once('-') {
-                Some((a, b)) => (value(a)?, value(b)?),
-                // `5/15`: from 5 to the end, every 15.
-                None if step > 1 => (value(r)?, max),
-                None => (value(r)?, value(r)?),
-            },
-        };
-        if lo > hi {
-            return Err(format!("{what}: range {lo}-{hi} runs backwards"));
-        }
-        let mut v = lo;
-        while v <= hi {
-            bits |= 1 << v;
-            v += step;
-        }
-    }
-    Ok((bits, text == "*"))
-}
+/// How far ahead an occurrence is looked for: an expression like `0 0 30 2 *` never occurs.
+const HORIZON_DAYS: i64 = 5 * 366;
 
 impl Cron {
     pub fn parse(expr: &str, zone: Tz) -> Result<Cron, String> {
@@ -87,37 +38,16 @@ impl Cron {
         if text.len() > MAX_LEN {
             return Err(format!("longer than {MAX_LEN} characters"));
         }
-        let expanded = match text.to_ascii_lowercase().as_str() {
-            "@hourly" => "0 * * * *",
-            "@daily" | "@midnight" => "0 0 * * *",
-            "@weekly" => "0 0 * * 0",
-            "@monthly" => "0 0 1 * *",
-            "@yearly" | "@annually" => "0 0 1 1 *",
-            _ => text,
-        };
-        let parts: Vec<&str> = expanded.split_whitespace().collect();
-        let [mi, h, d, mo, w] = parts[..] else {
+        let fields = text.split_whitespace().count();
+        if !text.starts_with('@') && !(5..=6).contains(&fields) {
             return Err(format!(
-                "{} fields: a cron expression has 5 (minute hour day-of-month month day-of-week)",
-                parts.len()
+                "{fields} fields: a cron expression has 5 (minute hour day-of-month month day-of-week), \
+                 or 6 with a leading seconds field"
             ));
-        };
-        let (minutes, _) = field(mi, 0, 59, &[], "minute")?;
-        let (hours, _) = field(h, 0, 23, &[], "hour")?;
-        let (days, any_day) = field(d, 1, 31, &[], "day of month")?;
-        let (months, _) = field(mo, 1, 12, &MONTHS, "month")?;
-        let (weekdays, any_weekday) = field(w, 0, 7, &WEEKDAYS, "day of week")?;
-        Ok(Cron {
-            text: text.to_owned(),
-            zone,
-            minutes,
-            hours: hours as u32,
-            days: days as u32,
-            months: months as u16,
-            weekdays: weekdays as u8,
-            any_day,
-            any_weekday,
-        })
+        }
+        let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
+        let pattern = parser.parse(text).map_err(|e| e.to_string())?;
+        Ok(Cron { text: text.to_owned(), zone, pattern: Box::new(pattern) })
     }
 
     /// The expression and its zone, as `GET /Definitions` shows them.
@@ -125,49 +55,50 @@ impl Cron {
         format!("{} {}", self.text, self.zone.name())
     }
 
-    fn day_matches(&self, date: NaiveDate) -> bool {
-        if self.months & (1 << date.month()) == 0 {
-            return false;
-        }
-        let dom = self.days & (1 << date.day()) != 0;
-        let dow = self.weekdays & (1 << date.weekday().num_days_from_sunday()) != 0;
-        match (self.any_day, self.any_weekday) {
-            (true, true) => true,
-            (true, false) => dow,
-            (false, true) => dom,
-            (false, false) => dom || dow,
+    /// The instant a local slot runs at: itself; its first instance when the clocks go back;
+    /// the end of the gap when it falls where the clocks go forward.
+    fn instant(&self, slot: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self.zone.from_local_datetime(&slot) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Some(t.with_timezone(&Utc)),
+            LocalResult::None => {
+                // Gaps are whole minutes and at most a few hours; the first local minute that
+                // exists again is the end of the gap.
+                let minute = slot - Duration::seconds(i64::from(chrono::Timelike::second(&slot)));
+                (1..=24 * 60).find_map(|m| match self.zone.from_local_datetime(&(minute + Duration::minutes(m))) {
+                    LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
+                        // The exact end: the zone's transition lies within this last minute.
+                        let end = t.with_timezone(&Utc);
+                        let earliest = (0..60)
+                            .rev()
+                            .map(|s| end - Duration::seconds(s))
+                            .find(|u| u.with_timezone(&self.zone).naive_local() > slot)
+                            .unwrap_or(end);
+                        Some(earliest)
+                    }
+                    LocalResult::None => None,
+                })
+            }
         }
     }
 
-    /// The first occurrence strictly after `after`, within the next five years (an expression
-    /// like `0 0 30 2 *` never occurs: `None`).
+    /// The first occurrence strictly after `after`, within the next five years.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.zone).naive_local();
-        let start_day = local.date();
-        for offset in 0..(5 * 366) {
-            let date = start_day + Duration::days(offset);
-            if !self.day_matches(date) {
-                continue;
+        // A slot's instant never decreases as its local time increases, and a slot before
+        // `after`'s local time runs at or before `after`: the search starts there.
+        let mut cursor = after.with_timezone(&self.zone).naive_local();
+        let horizon = cursor + Duration::days(HORIZON_DAYS);
+        loop {
+            let slot = self.pattern.find_next_occurrence(&cursor, false).ok()?;
+            if slot > horizon {
+                return None;
             }
-            for hour in (0..24).filter(|h| self.hours & (1 << h) != 0) {
-                if offset == 0 && hour < local.hour() {
-                    continue;
-                }
-                for minute in (0..60).filter(|m| self.minutes & (1 << m) != 0) {
-                    let Some(naive) = date.and_hms_opt(hour, minute, 0) else { continue };
-                    let at = match self.zone.from_local_datetime(&naive) {
-                        LocalResult::Single(t) => t,
-                        LocalResult::Ambiguous(first, _) => first,
-                        LocalResult::None => continue,
-                    };
-                    let at = at.with_timezone(&Utc);
-                    if at > after {
-                        return Some(at);
-                    }
-                }
+            // A slot in the overlap's first hour seen from its second pass, or a gap slot
+            // already run at the gap's end, is not a new occurrence.
+            if let Some(at) = self.instant(slot).filter(|at| *at > after) {
+                return Some(at);
             }
+            cursor = slot;
         }
-        None
     }
 }
 
@@ -177,6 +108,10 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn oslo() -> Tz {
+        "Europe/Oslo".parse().unwrap()
     }
 
     #[test]
@@ -192,43 +127,67 @@ mod tests {
         assert_eq!(c.next_after(utc("2026-12-03T13:00:00Z")), Some(utc("2026-12-04T12:00:00Z")), "Friday the 4th");
         let c = Cron::parse("@daily", Tz::UTC).unwrap();
         assert_eq!(c.next_after(utc("2026-12-03T13:00:00Z")), Some(utc("2026-12-04T00:00:00Z")));
-        assert_eq!(
-            Cron::parse("0 0 * * 7", Tz::UTC).unwrap(),
-            Cron { text: "0 0 * * 7".into(), ..Cron::parse("0 0 * * 0", Tz::UTC).unwrap() }
-        );
+        let sunday = Cron::parse("0 0 * * 7", Tz::UTC).unwrap();
+        assert_eq!(sunday.next_after(utc("2026-12-03T00:00:00Z")), Some(utc("2026-12-06T00:00:00Z")));
         assert_eq!(Cron::parse("0 0 30 2 *", Tz::UTC).unwrap().next_after(utc("2026-01-01T00:00:00Z")), None);
     }
 
     #[test]
-    fn local_time_holds_across_dst_and_skips_the_missing_hour() {
-        let oslo: Tz = "Europe/Oslo".parse().unwrap();
-        let c = Cron::parse("0 3 * * *", oslo).unwrap();
+    fn an_optional_leading_seconds_field() {
+        let c = Cron::parse("30 * * * * *", Tz::UTC).unwrap();
+        assert_eq!(c.next_after(utc("2026-12-03T10:00:00Z")), Some(utc("2026-12-03T10:00:30Z")));
+        assert_eq!(c.next_after(utc("2026-12-03T10:00:30Z")), Some(utc("2026-12-03T10:01:30Z")));
+        let five = Cron::parse("* * * * *", Tz::UTC).unwrap();
+        assert_eq!(five.next_after(utc("2026-12-03T10:00:00Z")), Some(utc("2026-12-03T10:01:00Z")), "five: seconds 0");
+    }
+
+    #[test]
+    fn local_time_holds_across_dst() {
+        let c = Cron::parse("0 3 * * *", oslo()).unwrap();
         // 03:00 in Oslo is 02:00 UTC in winter and 01:00 UTC in summer.
         assert_eq!(c.next_after(utc("2026-03-28T12:00:00Z")), Some(utc("2026-03-29T01:00:00Z")));
         assert_eq!(c.next_after(utc("2026-03-27T12:00:00Z")), Some(utc("2026-03-28T02:00:00Z")));
         assert_eq!(c.describe(), "0 3 * * * Europe/Oslo");
-        // 02:30 does not exist on 29 March 2026 in Oslo: that day is skipped.
-        let c = Cron::parse("30 2 * * *", oslo).unwrap();
-        assert_eq!(c.next_after(utc("2026-03-28T12:00:00Z")), Some(utc("2026-03-30T00:30:00Z")));
-        // 02:30 happens twice on 25 October 2026: once, at the first.
+    }
+
+    #[test]
+    fn a_slot_in_the_spring_gap_runs_once_at_its_end() {
+        // 02:00-03:00 does not exist on 29 March 2026 in Oslo: 02:30 runs at 03:00 CEST (01:00Z).
+        let c = Cron::parse("30 2 * * *", oslo()).unwrap();
+        assert_eq!(c.next_after(utc("2026-03-28T12:00:00Z")), Some(utc("2026-03-29T01:00:00Z")));
+        assert_eq!(c.next_after(utc("2026-03-29T01:00:00Z")), Some(utc("2026-03-30T00:30:00Z")), "then as usual");
+        // Every 15 minutes: the four slots of the missing hour are one run, at its end.
+        let c = Cron::parse("*/15 * * * *", oslo()).unwrap();
+        assert_eq!(c.next_after(utc("2026-03-29T00:45:00Z")), Some(utc("2026-03-29T01:00:00Z")));
+        assert_eq!(c.next_after(utc("2026-03-29T01:00:00Z")), Some(utc("2026-03-29T01:15:00Z")));
+    }
+
+    #[test]
+    fn a_slot_in_the_autumn_overlap_runs_once_at_its_first_instance() {
+        // 02:30 happens twice on 25 October 2026 (00:30Z CEST, 01:30Z CET): once, at the first.
+        let c = Cron::parse("30 2 * * *", oslo()).unwrap();
         assert_eq!(c.next_after(utc("2026-10-24T12:00:00Z")), Some(utc("2026-10-25T00:30:00Z")));
         assert_eq!(c.next_after(utc("2026-10-25T00:30:00Z")), Some(utc("2026-10-26T01:30:00Z")));
+        // Every 30 minutes: 02:00 and 02:30 once each, then 03:00 CET.
+        let c = Cron::parse("*/30 * * * *", oslo()).unwrap();
+        assert_eq!(c.next_after(utc("2026-10-25T00:30:00Z")), Some(utc("2026-10-25T02:00:00Z")));
     }
 
     #[test]
     fn bad_expressions_say_what_is_wrong() {
-        for (expr, says) in [
-            ("* * * *", "4 fields"),
-            ("60 * * * *", "minute: 60 is outside 0-59"),
-            ("* 24 * * *", "hour"),
-            ("*/0 * * * *", "step"),
-            ("* * 0 * *", "day of month"),
-            ("* * * foo *", "month"),
-            ("5-1 * * * *", "backwards"),
+        for expr in [
+            "* * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "*/0 * * * *",
+            "* * 0 * *",
+            "* * * foo *",
+            "5-1 * * * *",
+            "0 0 0 1 1 * 2027",
         ] {
-            let e = Cron::parse(expr, Tz::UTC).unwrap_err();
-            assert!(e.contains(says), "{expr}: {e}");
+            assert!(Cron::parse(expr, Tz::UTC).is_err(), "{expr}");
         }
+        assert!(Cron::parse("* * * *", Tz::UTC).unwrap_err().contains("4 fields"));
         assert!(Cron::parse(&"1,".repeat(150), Tz::UTC).unwrap_err().contains("longer"));
     }
 }

@@ -34,6 +34,8 @@ pub struct Definition {
     pub start_interval: Option<Duration>,
     /// Recurring by a cron expression in a time zone (instead of `start_interval`).
     pub cron: Option<super::cron::Cron>,
+    /// What the schedule does about occurrences missed while no node ran.
+    pub catch_up: super::run::CatchUp,
     /// ParameterObject of the tasks the schedule creates.
     pub parameters: Option<Parameters>,
 }
@@ -191,6 +193,7 @@ impl Definition {
             concurrency: None,
             start_interval: None,
             cron: None,
+            catch_up: super::run::CatchUp::One,
             parameters: None,
         }
     }

@@ -828,7 +828,33 @@ pub struct ScheduleTick {
     pub schedule: Schedule,
     /// Skip the occurrence while a task of this name is New, Aquired or Started.
     pub skip_if_active: bool,
+    /// What a tick does about occurrences missed while no node ran.
+    pub catch_up: CatchUp,
 }
+
+/// What a schedule does about occurrences missed while no node ran (or while it could not
+/// reach the store): `One` creates one task for them all, then goes on at the next
+/// occurrence; `None` creates nothing for them and goes on at the next occurrence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CatchUp {
+    None,
+    #[default]
+    One,
+}
+
+impl CatchUp {
+    pub fn parse(s: &str) -> Option<CatchUp> {
+        match s {
+            "none" => Some(CatchUp::None),
+            "one" => Some(CatchUp::One),
+            _ => None,
+        }
+    }
+}
+
+/// An occurrence ticked later than this after its time was missed: nodes tick at the
+/// occurrence itself (within a poll interval when the store was briefly unreachable).
+pub const MISSED_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 
 /// What makes a recurring definition's tasks.
 #[derive(Debug, Clone, PartialEq)]
@@ -859,18 +885,22 @@ pub struct Due {
 
 /// What a tick does: `Some(due)` when the occurrence is due now (create its task unless the
 /// definition is paused or the occurrence is skipped, and move the schedule to `due.next`);
-/// `None` when not due yet. Missed occurrences (no node ran, or the definition was paused) are
-/// not made up for: the next one is always in the future. An interval's first occurrence is its
-/// first tick; a cron schedule's first tick only sets its next occurrence, creating nothing.
+/// `None` when not due yet. The next occurrence is always in the future: missed ones (no node
+/// ran, or the definition was paused) are one task with `CatchUp::One` and none with
+/// `CatchUp::None` (an occurrence more than `MISSED_AFTER` late is missed). An interval's first
+/// occurrence is its first tick; a cron schedule's first tick only sets its next occurrence,
+/// creating nothing.
 pub fn schedule_due(
     next_start: Option<DateTime<Utc>>,
     schedule: &Schedule,
     paused: bool,
+    catch_up: CatchUp,
     now: DateTime<Utc>,
 ) -> Option<Due> {
+    let missed = catch_up == CatchUp::None && next_start.is_some_and(|n| now - n > MISSED_AFTER);
     match schedule {
         Schedule::Every(interval) => {
-            next_occurrence(next_start, *interval, now).map(|next| Due { next, create: !paused })
+            next_occurrence(next_start, *interval, now).map(|next| Due { next, create: !paused && !missed })
         }
         Schedule::Cron(cron) => {
             if next_start.is_some_and(|n| n > now) {
@@ -878,26 +908,29 @@ pub fn schedule_due(
             }
             // An expression that never occurs again is parked a century ahead.
             let next = cron.next_after(now).unwrap_or(now + chrono::Duration::days(36_500));
-            Some(Due { next, create: next_start.is_some() && !paused })
+            Some(Due { next, create: next_start.is_some() && !paused && !missed })
         }
     }
 }
 
-/// When a schedule next creates a task, as `GET /Definitions` shows it: none while paused; at
-/// the next tick (now) when an interval never ran or an occurrence is overdue; a cron schedule
-/// that never ran, at its next occurrence.
+/// When a schedule next creates a task, as `GET /Definitions` shows it: none while paused;
+/// otherwise what the next tick would do: now when it would create (an interval that never ran,
+/// or an occurrence due or overdue and caught up), else the occurrence it would move on to (a
+/// cron schedule that never ran, or missed occurrences that `CatchUp::None` skips).
 pub fn next_run(
     schedule: &Schedule,
     next_start: Option<DateTime<Utc>>,
     paused: bool,
+    catch_up: CatchUp,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     if paused {
         return None;
     }
-    match (schedule, next_start) {
-        (Schedule::Cron(c), None) => c.next_after(now),
-        (_, next) => Some(next.map_or(now, |n| n.max(now))),
+    match schedule_due(next_start, schedule, false, catch_up, now) {
+        None => next_start,
+        Some(due) if due.create => Some(now),
+        Some(due) => Some(due.next),
     }
 }
 
@@ -1174,38 +1207,157 @@ mod tests {
     fn a_schedule_never_makes_up_for_missed_occurrences() {
         let minute = &Schedule::Every(Duration::from_secs(60));
         let due = |next| Some(Due { next, create: true });
-        assert_eq!(schedule_due(Some(at(1)), minute, false, at(0)), None);
-        assert_eq!(schedule_due(None, minute, false, at(0)), due(at(60_000)));
-        assert_eq!(schedule_due(Some(at(0)), minute, false, at(30_000)), due(at(60_000)));
-        assert_eq!(schedule_due(Some(at(0)), minute, false, at(600_000)), due(at(660_000)));
+        assert_eq!(schedule_due(Some(at(1)), minute, false, CatchUp::One, at(0)), None);
+        assert_eq!(schedule_due(None, minute, false, CatchUp::One, at(0)), due(at(60_000)));
+        assert_eq!(schedule_due(Some(at(0)), minute, false, CatchUp::One, at(30_000)), due(at(60_000)));
+        assert_eq!(schedule_due(Some(at(0)), minute, false, CatchUp::One, at(600_000)), due(at(660_000)));
     }
 
     #[test]
     fn a_paused_schedule_moves_on_without_creating() {
         let minute = &Schedule::Every(Duration::from_secs(60));
-        assert_eq!(schedule_due(Some(at(0)), minute, true, at(30_000)), Some(Due { next: at(60_000), create: false }));
-        assert_eq!(schedule_due(Some(at(1)), minute, true, at(0)), None);
-        assert_eq!(next_run(minute, Some(at(60_000)), true, at(0)), None, "a paused schedule creates nothing");
-        assert_eq!(next_run(minute, Some(at(60_000)), false, at(0)), Some(at(60_000)));
-        assert_eq!(next_run(minute, Some(at(0)), false, at(5)), Some(at(5)), "overdue: the next tick");
-        assert_eq!(next_run(minute, None, false, at(5)), Some(at(5)), "never ran: the first tick");
+        assert_eq!(
+            schedule_due(Some(at(0)), minute, true, CatchUp::One, at(30_000)),
+            Some(Due { next: at(60_000), create: false })
+        );
+        assert_eq!(schedule_due(Some(at(1)), minute, true, CatchUp::One, at(0)), None);
+        assert_eq!(
+            next_run(minute, Some(at(60_000)), true, CatchUp::One, at(0)),
+            None,
+            "a paused schedule creates nothing"
+        );
+        assert_eq!(next_run(minute, Some(at(60_000)), false, CatchUp::One, at(0)), Some(at(60_000)));
+        assert_eq!(next_run(minute, Some(at(0)), false, CatchUp::One, at(5)), Some(at(5)), "overdue: the next tick");
+        assert_eq!(next_run(minute, None, false, CatchUp::One, at(5)), Some(at(5)), "never ran: the first tick");
     }
 
     #[test]
     fn a_cron_schedule_arms_on_its_first_tick_and_never_makes_up() {
         let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let hourly = &Schedule::Cron(crate::domain::cron::Cron::parse("0 * * * *", chrono_tz::Tz::UTC).unwrap());
-        let first = schedule_due(None, hourly, false, t("2026-12-03T09:20:00Z"));
+        let first = schedule_due(None, hourly, false, CatchUp::One, t("2026-12-03T09:20:00Z"));
         assert_eq!(first, Some(Due { next: t("2026-12-03T10:00:00Z"), create: false }), "armed, nothing created");
-        assert_eq!(schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T09:59:59Z")), None);
-        let due = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T10:00:00Z"));
+        assert_eq!(
+            schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T09:59:59Z")),
+            None
+        );
+        let due = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T10:00:00Z"));
         assert_eq!(due, Some(Due { next: t("2026-12-03T11:00:00Z"), create: true }));
-        let late = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, t("2026-12-03T13:30:00Z"));
+        let late =
+            schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, false, CatchUp::One, t("2026-12-03T13:30:00Z"));
         assert_eq!(late, Some(Due { next: t("2026-12-03T14:00:00Z"), create: true }), "one task, not four");
-        let paused = schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, true, t("2026-12-03T10:00:00Z"));
+        let paused =
+            schedule_due(Some(t("2026-12-03T10:00:00Z")), hourly, true, CatchUp::One, t("2026-12-03T10:00:00Z"));
         assert_eq!(paused, Some(Due { next: t("2026-12-03T11:00:00Z"), create: false }));
-        assert_eq!(next_run(hourly, None, false, t("2026-12-03T09:20:00Z")), Some(t("2026-12-03T10:00:00Z")));
+        assert_eq!(
+            next_run(hourly, None, false, CatchUp::One, t("2026-12-03T09:20:00Z")),
+            Some(t("2026-12-03T10:00:00Z"))
+        );
         assert_eq!(hourly.describe(), "0 * * * * UTC");
+    }
+
+    #[test]
+    fn catch_up_none_skips_missed_occurrences_and_one_makes_one_task() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let hourly = &Schedule::Cron(crate::domain::cron::Cron::parse("0 * * * *", chrono_tz::Tz::UTC).unwrap());
+        let slot = Some(t("2026-12-03T10:00:00Z"));
+        // Down from 09:50 to 13:30: three occurrences missed.
+        let back = t("2026-12-03T13:30:00Z");
+        let next = t("2026-12-03T14:00:00Z");
+        assert_eq!(schedule_due(slot, hourly, false, CatchUp::One, back), Some(Due { next, create: true }));
+        assert_eq!(schedule_due(slot, hourly, false, CatchUp::None, back), Some(Due { next, create: false }));
+        // On time (or a moment late), `none` runs the occurrence like `one`.
+        let on_time = t("2026-12-03T10:00:00.050Z");
+        let next = Some(Due { next: t("2026-12-03T11:00:00Z"), create: true });
+        assert_eq!(schedule_due(slot, hourly, false, CatchUp::None, on_time), next);
+        let edge = t("2026-12-03T10:00:00Z") + MISSED_AFTER;
+        assert!(schedule_due(slot, hourly, false, CatchUp::None, edge).unwrap().create);
+        let past = edge + chrono::Duration::milliseconds(1);
+        assert!(!schedule_due(slot, hourly, false, CatchUp::None, past).unwrap().create);
+        let minute = &Schedule::Every(Duration::from_secs(60));
+        assert!(!schedule_due(Some(at(0)), minute, false, CatchUp::None, at(600_000)).unwrap().create);
+        assert!(schedule_due(Some(at(0)), minute, false, CatchUp::None, at(30_000)).unwrap().create);
+        // What `GET /Definitions` shows while the slots are missed: now, or the next slot.
+        assert_eq!(next_run(hourly, slot, false, CatchUp::One, back), Some(back));
+        assert_eq!(next_run(hourly, slot, false, CatchUp::None, back), Some(t("2026-12-03T14:00:00Z")));
+        assert_eq!(next_run(hourly, slot, false, CatchUp::None, on_time), Some(on_time), "due now");
+        assert_eq!(CatchUp::parse("none"), Some(CatchUp::None));
+        assert_eq!(CatchUp::parse("all"), None);
+        assert_eq!(CatchUp::default(), CatchUp::One);
+    }
+
+    /// Ticks a cron schedule at each of its occurrences from `from` to `to`; the instants of
+    /// the tasks created.
+    fn ticked(schedule: &Schedule, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let mut created = Vec::new();
+        let mut next_start = None;
+        let mut now = from;
+        while now < to {
+            let due = schedule_due(next_start, schedule, false, CatchUp::None, now).expect("ticked when due");
+            if due.create {
+                created.push(now);
+            }
+            assert!(due.next > now, "the next occurrence is in the future");
+            next_start = Some(due.next);
+            now = due.next;
+        }
+        created
+    }
+
+    #[test]
+    fn ticking_across_the_oslo_dst_changes_runs_each_slot_once() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let oslo: chrono_tz::Tz = "Europe/Oslo".parse().unwrap();
+        let at_0230 = Schedule::Cron(crate::domain::cron::Cron::parse("30 2 * * *", oslo).unwrap());
+        let spring = ticked(&at_0230, t("2026-03-27T12:00:00Z"), t("2026-03-31T12:00:00Z"));
+        // 28th 02:30 CET, 29th in the gap: at its end (03:00 CEST), then 02:30 CEST.
+        assert_eq!(
+            spring,
+            [
+                t("2026-03-28T01:30:00Z"),
+                t("2026-03-29T01:00:00Z"),
+                t("2026-03-30T00:30:00Z"),
+                t("2026-03-31T00:30:00Z")
+            ]
+        );
+        let autumn = ticked(&at_0230, t("2026-10-24T12:00:00Z"), t("2026-10-26T12:00:00Z"));
+        assert_eq!(autumn, [t("2026-10-25T00:30:00Z"), t("2026-10-26T01:30:00Z")], "25th: the first 02:30 only");
+        let quarter = Schedule::Cron(crate::domain::cron::Cron::parse("*/15 * * * *", oslo).unwrap());
+        let gap_night = ticked(&quarter, t("2026-03-28T23:00:00Z"), t("2026-03-29T03:00:00Z"));
+        // Armed at 00:00 CET; 00:15-01:45 CET (7), the missing hour's one run at 03:00 CEST,
+        // 03:15-04:45 CEST (7).
+        assert_eq!(gap_night.len(), 7 + 1 + 7);
+        assert!(gap_night.contains(&t("2026-03-29T01:00:00Z")) && !gap_night.contains(&t("2026-03-29T00:59:00Z")));
+        let overlap_night = ticked(&quarter, t("2026-10-24T22:00:00Z"), t("2026-10-25T03:00:00Z"));
+        // Armed at 00:00 CEST; 00:15-02:45 CEST (11); 02:00-02:45 CET again are not new;
+        // 03:00-03:45 CET (4).
+        assert_eq!(overlap_night.len(), 11 + 4);
+        assert!(!overlap_night.contains(&t("2026-10-25T01:00:00Z")), "not the second 02:00");
+    }
+
+    proptest::proptest! {
+        /// A daily cron schedule in Oslo runs exactly once on every local day of a year, at its
+        /// local time, or at 03:00 when that time falls in the spring gap.
+        #[test]
+        fn a_daily_slot_runs_once_every_local_day(hour in 0u32..24, minute in 0u32..60, start in 0i64..365) {
+            let oslo: chrono_tz::Tz = "Europe/Oslo".parse().unwrap();
+            let cron = crate::domain::cron::Cron::parse(&format!("{minute} {hour} * * *"), oslo).unwrap();
+            let from = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+                + chrono::Duration::days(start);
+            let to = from + chrono::Duration::days(366);
+            let runs = ticked(&Schedule::Cron(cron), from, to);
+            let days: Vec<_> = runs.iter().map(|r| r.with_timezone(&oslo).date_naive()).collect();
+            for pair in days.windows(2) {
+                proptest::prop_assert_eq!(pair[1], pair[0].succ_opt().unwrap(), "one run a day, none skipped");
+            }
+            proptest::prop_assert!(runs.len() >= 365);
+            for r in &runs {
+                let local = r.with_timezone(&oslo).time();
+                let wanted = chrono::NaiveTime::from_hms_opt(hour, minute, 0).unwrap();
+                let gap_end = chrono::NaiveTime::from_hms_opt(3, 0, 0).unwrap();
+                proptest::prop_assert!(local == wanted || (hour == 2 && local == gap_end), "{r}: {local}");
+            }
+        }
     }
 
     #[test]

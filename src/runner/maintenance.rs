@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::domain::run::Schedule;
+use crate::domain::run::{CatchUp, Schedule};
 use crate::domain::{BatchTaskState, NewTask};
 use crate::store::runner::ScheduleTick;
 
@@ -17,7 +17,7 @@ pub fn spawn(runner: Runner) {
     tokio::spawn(retention_loop(runner.clone()));
     for def in runner.definitions().all() {
         if let Some(schedule) = def.schedule() {
-            tokio::spawn(schedule_loop(runner.clone(), def.name.clone(), schedule));
+            tokio::spawn(schedule_loop(runner.clone(), def.name.clone(), schedule, def.catch_up));
         }
     }
 }
@@ -106,14 +106,14 @@ async fn retention_loop(runner: Runner) {
     }
 }
 
-async fn schedule_loop(runner: Runner, name: String, schedule: Schedule) {
+async fn schedule_loop(runner: Runner, name: String, schedule: Schedule, catch_up: CatchUp) {
     let description = match &schedule {
         Schedule::Every(interval) => {
             format!("scheduled every {}", crate::domain::definition::format_duration(*interval))
         }
         Schedule::Cron(c) => format!("scheduled: {}", c.describe()),
     };
-    let tick = ScheduleTick { name: name.clone(), schedule, skip_if_active: true };
+    let tick = ScheduleTick { name: name.clone(), schedule, skip_if_active: true, catch_up };
     loop {
         let def = runner.definitions().get(&name).cloned();
         let new = NewTask {

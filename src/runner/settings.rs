@@ -210,6 +210,8 @@ pub struct DefinitionFile {
     pub cron: Option<String>,
     /// IANA name (or SuperOffice code) of the zone `cron` is read in; UTC when left out.
     pub time_zone: Option<String>,
+    /// Occurrences missed while no node ran: "one" task for them all (the default) or "none".
+    pub catch_up: Option<String>,
     pub parameters: Option<BTreeMap<String, String>>,
 }
 
@@ -485,6 +487,15 @@ impl DefinitionFile {
             }
             (None, Some(_)) => anyhow::bail!("{}", ctx("time_zone is the zone of cron, which is missing")),
             (None, None) => {}
+        }
+        if let Some(c) = self.catch_up {
+            anyhow::ensure!(
+                def.schedule().is_some(),
+                "{}",
+                ctx("catch_up is about a schedule: give start_interval or cron")
+            );
+            def.catch_up = crate::domain::run::CatchUp::parse(&c)
+                .with_context(|| ctx(&format!("catch_up = {c:?}: use \"one\" or \"none\"")))?;
         }
         def.parameters = self.parameters.map(|p| Parameters(p.into_iter().collect()));
         Ok(def)

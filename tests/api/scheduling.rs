@@ -466,7 +466,13 @@ fn a_cron_definition_is_checked_when_the_config_is_read() {
     let ok = def("cron = \"*/5 * * * mon-fri\"").unwrap();
     let n = ok.iter().find(|d| d.name == "n").unwrap();
     assert_eq!(n.schedule().unwrap().describe(), "*/5 * * * mon-fri UTC");
+    assert_eq!(n.catch_up, batchd::domain::run::CatchUp::One, "by default");
+    let none = def("cron = \"30 0 3 * * *\"\ncatch_up = \"none\"").unwrap();
+    assert_eq!(none.iter().find(|d| d.name == "n").unwrap().catch_up, batchd::domain::run::CatchUp::None);
     for (extra, says) in [
+        ("cron = \"0 3 * * *\"\ncatch_up = \"all\"", "catch_up = \"all\": use \"one\" or \"none\""),
+        ("catch_up = \"none\"", "catch_up is about a schedule"),
+        ("cron = \"0 0 3 * * * 2027\"", "7 fields"),
         ("cron = \"0 3 * * *\"\nstart_interval = \"1h\"", "not both"),
         ("time_zone = \"Europe/Oslo\"", "cron, which is missing"),
         ("cron = \"0 3 * *\"", "4 fields"),

@@ -134,6 +134,7 @@ stories! {
     nodes_story: sqlite_nodes_story, postgres_nodes_story;
     stats_story: sqlite_stats_story, postgres_stats_story;
     scheduling_story: sqlite_scheduling_story, postgres_scheduling_story;
+    cron_story: sqlite_cron_story, postgres_cron_story;
     idempotency_story: sqlite_idempotency_story, postgres_idempotency_story;
 }
 
@@ -198,6 +199,130 @@ async fn postgres_store_loses_no_concurrent_update_across_two_nodes() {
     let first = store::open(&db.url).await.unwrap();
     let second = store::open(&db.url.replacen("postgres://", "postgresql://", 1)).await.unwrap();
     concurrent_updates_story(vec![first, second]).await;
+}
+
+/// Two nodes (two pools on one database) tick every cron slot at the same instant, across the
+/// Oslo DST changes: each slot makes exactly one task.
+#[tokio::test]
+async fn postgres_cron_slots_make_one_task_across_two_nodes() {
+    let Some(db) = TestPg::create("store_contract::postgres_cron_slots_make_one_task_across_two_nodes").await else {
+        return;
+    };
+    let first = store::open(&db.url).await.unwrap();
+    let second = store::open(&db.url.replacen("postgres://", "postgresql://", 1)).await.unwrap();
+    cron_dst_ticks(&[first, second]).await;
+}
+
+#[tokio::test]
+async fn sqlite_cron_slots_make_one_task_across_two_ticking_loops() {
+    let (store, _probe, _dir) = sqlite_store().await;
+    cron_dst_ticks(&[store.clone(), store]).await;
+}
+
+async fn cron_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    cron_dst_ticks(std::slice::from_ref(&store)).await;
+    cron_catch_up(store).await;
+}
+
+fn cron_tick(
+    name: &str,
+    expr: &str,
+    zone: &str,
+    catch_up: batchd::domain::run::CatchUp,
+) -> batchd::store::runner::ScheduleTick {
+    let zone: Tz = zone.parse().unwrap();
+    batchd::store::runner::ScheduleTick {
+        name: name.into(),
+        schedule: batchd::domain::run::Schedule::Cron(batchd::domain::cron::Cron::parse(expr, zone).unwrap()),
+        skip_if_active: false,
+        catch_up,
+    }
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// Ticks `tick` from `from` to `to` as every node does (each at the next occurrence the store
+/// answered, all at once); the instants at which tasks were created.
+async fn tick_through(
+    stores: &[Arc<dyn Store>],
+    tick: &batchd::store::runner::ScheduleTick,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let mut created = Vec::new();
+    let mut now = from;
+    while now < to {
+        let ticks = stores.iter().map(|s| s.schedule_tick(tick, now, task(&tick.name, 0, None)));
+        let answers: Vec<_> = futures_util::future::join_all(ticks).await.into_iter().map(Result::unwrap).collect();
+        let made = answers.iter().filter(|(t, _)| t.is_some()).count();
+        assert!(made <= 1, "{} at {now}: {made} tasks for one slot", tick.name);
+        if made == 1 {
+            created.push(now);
+        }
+        let next = answers.iter().map(|(_, n)| *n).max().unwrap();
+        assert!(answers.iter().all(|(_, n)| *n == next), "every node is told the same next occurrence");
+        assert!(next > now);
+        now = next;
+    }
+    created
+}
+
+async fn new_count(store: &Arc<dyn Store>, name: &str) -> i64 {
+    let statuses = store.definition_statuses(None).await.unwrap();
+    statuses.iter().find(|s| s.name == name).map(|s| s.counts.new).unwrap()
+}
+
+async fn cron_dst_ticks(stores: &[Arc<dyn Store>]) {
+    use batchd::domain::run::CatchUp;
+    let store = &stores[0];
+    let t0 = micros_now();
+    for name in ["spring", "autumn", "quarter"] {
+        store.upsert_definition(&definition(name, "cron", 0), t0).await.unwrap();
+    }
+    let spring = cron_tick("spring", "30 2 * * *", "Europe/Oslo", CatchUp::One);
+    let made = tick_through(stores, &spring, utc("2026-03-27T12:00:00Z"), utc("2026-03-30T12:00:00Z")).await;
+    // 28 March 02:30 CET; 29 March in the gap: once, at its end (03:00 CEST); 30 March 02:30 CEST.
+    assert_eq!(made, [utc("2026-03-28T01:30:00Z"), utc("2026-03-29T01:00:00Z"), utc("2026-03-30T00:30:00Z")]);
+    assert_eq!(new_count(store, "spring").await, 3, "the tasks stored");
+    let autumn = cron_tick("autumn", "30 2 * * *", "Europe/Oslo", CatchUp::One);
+    let made = tick_through(stores, &autumn, utc("2026-10-24T12:00:00Z"), utc("2026-10-26T12:00:00Z")).await;
+    assert_eq!(made, [utc("2026-10-25T00:30:00Z"), utc("2026-10-26T01:30:00Z")], "the first 02:30 only");
+    assert_eq!(new_count(store, "autumn").await, 2);
+    // Every 30 minutes through the autumn night: 00:00-02:30 CEST, not 02:00-02:30 CET again,
+    // then 03:00-04:30 CET (armed at 00:00 CEST, so that one makes none).
+    let quarter = cron_tick("quarter", "*/30 * * * *", "Europe/Oslo", CatchUp::One);
+    let made = tick_through(stores, &quarter, utc("2026-10-24T22:00:00Z"), utc("2026-10-25T04:00:00Z")).await;
+    assert_eq!(made.len(), 5 + 4, "{made:?}");
+    assert_eq!(new_count(store, "quarter").await, 9);
+}
+
+/// A node down from before a slot until hours after it: `one` makes one task for the missed
+/// slots, `none` makes none; both then go on at the next slot.
+async fn cron_catch_up(store: Arc<dyn Store>) {
+    use batchd::domain::run::CatchUp;
+    let t0 = micros_now();
+    for name in ["late-one", "late-none"] {
+        store.upsert_definition(&definition(name, "cron", 0), t0).await.unwrap();
+    }
+    for (name, catch_up, after_downtime) in [("late-one", CatchUp::One, 1), ("late-none", CatchUp::None, 0)] {
+        let tick = cron_tick(name, "0 * * * *", "UTC", catch_up);
+        let (made, armed) = store.schedule_tick(&tick, utc("2026-12-03T09:20:00Z"), task(name, 0, None)).await.unwrap();
+        assert!(made.is_none());
+        assert_eq!(armed, utc("2026-12-03T10:00:00Z"));
+        // Back at 13:30: the 10, 11, 12 and 13 o'clock slots were missed.
+        let back = utc("2026-12-03T13:30:00Z");
+        let (made, next) = store.schedule_tick(&tick, back, task(name, 0, None)).await.unwrap();
+        assert_eq!(made.is_some() as i64, after_downtime, "{name}");
+        assert_eq!(next, utc("2026-12-03T14:00:00Z"), "{name}: on to the next future slot");
+        assert_eq!(new_count(&store, name).await, after_downtime);
+        let (made, _) = store.schedule_tick(&tick, back, task(name, 0, None)).await.unwrap();
+        assert!(made.is_none(), "{name}: the missed slots are done with");
+        let (made, _) = store.schedule_tick(&tick, next, task(name, 0, None)).await.unwrap();
+        assert!(made.is_some(), "{name}: on schedule again");
+        assert_eq!(new_count(&store, name).await, after_downtime + 1);
+    }
 }
 
 #[tokio::test]
@@ -1485,7 +1610,7 @@ async fn nodes_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
 /// create) skip a paused definition's tasks, its schedule moves on without creating, and a
 /// retried task runs again with its run count going on.
 async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
-    use batchd::domain::run::Schedule;
+    use batchd::domain::run::{CatchUp, Schedule};
     use batchd::store::TaskCounts;
     use batchd::store::runner::{
         ClaimName, ClaimRequest, Finish, FinishOutcome, FinishResult, ScheduleTick, StopResult,
@@ -1554,6 +1679,7 @@ async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
         name: "held".into(),
         schedule: Schedule::Every(std::time::Duration::from_secs(60)),
         skip_if_active: false,
+        catch_up: CatchUp::One,
     };
     let (made, next) = store.schedule_tick(&tick, t0, task("held", 0, None)).await.unwrap();
     assert!(made.is_none(), "paused: nothing created");
@@ -1568,8 +1694,12 @@ async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     // that time creates the task, and a late tick creates one task, not one per missed time.
     let oslo: chrono_tz::Tz = "Europe/Oslo".parse().unwrap();
     let nightly = batchd::domain::cron::Cron::parse("0 3 * * *", oslo).unwrap();
-    let cron_tick =
-        ScheduleTick { name: "free".into(), schedule: Schedule::Cron(nightly.clone()), skip_if_active: false };
+    let cron_tick = ScheduleTick {
+        name: "free".into(),
+        schedule: Schedule::Cron(nightly.clone()),
+        skip_if_active: false,
+        catch_up: CatchUp::One,
+    };
     let (made, armed) = store.schedule_tick(&cron_tick, t0, task("free", 0, None)).await.unwrap();
     assert!(made.is_none(), "the first tick arms the schedule");
     assert_eq!(armed, nightly.next_after(t0).unwrap());

@@ -137,9 +137,24 @@ try {
   assert.ok((await page.locator('[data-out="Result"]').textContent()).includes('exit status 3'));
   assert.ok((await page.locator('.event').allTextContents()).some((t) => t.includes(' on ')), 'where it ran');
 
+  step('retry a Failed task from its page: it runs again, attempt 2');
+  assert.equal(await page.locator('#stop').count(), 0, 'no Stop on a Failed task');
+  await page.locator('#retry').click();
+  await page.locator('#status', { hasText: 'runs again' }).waitFor();
+  await page.locator('.attempt h3', { hasText: 'Attempt 2' }).waitFor();
+  await page.locator('[data-prop="State"]', { hasText: 'Failed' }).waitFor();
+  assert.equal((await api(admin, 'GET', '/api/v1/BatchTask/' + broken)).StartCount, 2, 'run again by the server');
+  await page.locator('#retry').waitFor();
+  const runningTask = await api(admin, 'POST', '/api/v1/BatchTask', { Name: 'Sleep', ParameterObject: { Seconds: '600' } });
+  await page.goto(base + '/tasks/' + runningTask);
+  await page.locator('[data-prop="State"]', { hasText: 'Started' }).waitFor();
+  await page.locator('#stop').waitFor();
+  assert.equal(await page.locator('#retry').count(), 0, 'no Retry unless Failed');
+  await api(admin, 'POST', `/api/v1/BatchTask/${runningTask}/Stop`);
+
   step('start a task from a definition, with parameters');
   await page.goto(base + '/definitions');
-  await page.locator('tr[data-definition="Sleep"] button').click();
+  await page.locator('tr[data-definition="Sleep"] button[data-action="start"]').click();
   assert.equal(await page.locator('.start input[name="key"]').first().inputValue(), 'Seconds', 'parameter keys prefilled');
   await page.locator('.start input[name="value"]').first().fill('1');
   await page.fill('#s-desc', 'from the page');
@@ -149,7 +164,20 @@ try {
   await page.locator('.kv td', { hasText: '1' }).waitFor();
   await page.goto(base + '/definitions');
   await page.locator('tr[data-definition="Careful"]').waitFor();
+
+  step('an admin pauses a definition on the definitions page, and resumes it');
+  const pausedOf = async (name) => (await api(admin, 'GET', '/api/v1/Definitions')).find((d) => d.Name === name).Paused;
+  const careful2 = page.locator('tr[data-definition="Careful"]');
+  assert.equal(await careful2.locator('.state', { hasText: 'paused' }).count(), 0);
+  await careful2.locator('button[data-action="pause"]').click();
+  await careful2.locator('.state', { hasText: 'paused' }).waitFor();
+  await careful2.locator('button[data-action="resume"]').waitFor();
+  assert.equal(await pausedOf('Careful'), true, 'paused on the server');
   await page.screenshot({ path: join(shots, 'definitions.png'), fullPage: true });
+  await careful2.locator('button[data-action="resume"]').click();
+  await careful2.locator('button[data-action="pause"]').waitFor();
+  assert.equal(await careful2.locator('.state', { hasText: 'paused' }).count(), 0, 'the Paused mark is gone');
+  assert.equal(await pausedOf('Careful'), false, 'resumed on the server');
   await page.goto(base + '/nodes');
   await page.locator('.nodes tbody tr').first().waitFor();
   await page.screenshot({ path: join(shots, 'nodes.png'), fullPage: true });
@@ -219,7 +247,7 @@ try {
   });
   await page.goto(base + '/tasks/' + broken);
   await page.locator('[data-prop="State"]', { hasText: 'Failed' }).waitFor();
-  assert.equal(await page.locator('#delete, #stop').count(), 0, 'no Stop or Delete');
+  assert.equal(await page.locator('#delete, #stop, #retry').count(), 0, 'no Stop, Retry or Delete');
   await page.goto(base + '/');
   await row(sleeper).waitFor();
   assert.equal(await page.locator('input[type="checkbox"], .bulk, a:has-text("Start a task")').count(), 0, 'no selection, bulk or start');
@@ -267,6 +295,9 @@ try {
   await page.locator('h1', { hasText: 'is not there' }).waitFor();
   await page.goto(base + '/nodes');
   await page.locator('h1', { hasText: 'Not found' }).waitFor();
+  await page.goto(base + '/definitions');
+  await page.locator('tr[data-definition="Sleep"] button[data-action="start"]').waitFor();
+  assert.equal(await page.locator('button[data-action="pause"], button[data-action="resume"]').count(), 0, 'users do not pause');
 
   step('an expired session goes back to the login form');
   await page.goto(base + '/definitions');

@@ -783,6 +783,7 @@ function taskView(root, id) {
     const may = (right) => !app.me.ReadOnly && mask.split(',').map((s) => s.trim()).includes(right);
     const btns = [];
     if (may('Update') && !FINISHED.includes(t.State) && t.CancellationBehaviour !== 'CannotCancel') btns.push(h('button', { type: 'button', id: 'stop', text: 'Stop', onclick: stop }));
+    if (may('Update') && t.State === 'Failed') btns.push(h('button', { type: 'button', id: 'retry', text: 'Retry', onclick: retry }));
     if (may('Delete')) btns.push(h('button', { type: 'button', id: 'delete', class: 'danger', text: 'Delete', onclick: remove }));
     // Rebuilt only when the choice changes, so a focused button keeps the focus.
     const key = btns.map((b) => b.id).join(',');
@@ -802,6 +803,16 @@ function taskView(root, id) {
       const warning = res.headers.get('Warning');
       const text = warning ? warning.replace(/^199 batchd "(.*)"$/, '$1') : '';
       status(data === false ? 'The task could not be stopped (finished, or CannotCancel).' : 'Stop asked.' + (text ? ' ' + text : ''), data === false ? 'error' : warning ? 'warn' : 'ok');
+      await view.refresh();
+    } catch (e) {
+      if (e.status !== 401) status(e.message, 'error');
+    }
+  }
+
+  async function retry() {
+    try {
+      await api('POST', '/api/v1/BatchTask/' + task.Id + '/Retry');
+      status('Task #' + task.Id + ' runs again.', 'ok');
       await view.refresh();
     } catch (e) {
       if (e.status !== 401) status(e.message, 'error');
@@ -889,6 +900,7 @@ function taskView(root, id) {
 function definitionsView(root) {
   document.title = 'Definitions · batchd';
   const canWrite = !app.me.ReadOnly;
+  const canPause = canWrite && app.me.Role === 'admin';
   const tbody = h('tbody');
   const formBox = h('div', { id: 'start-box' });
   root.append(h('h1', { text: 'Definitions' }), formBox,
@@ -951,6 +963,23 @@ function definitionsView(root) {
     nameSel.focus();
   }
 
+  // Admins pause a definition on every node (its tasks wait, its schedule creates none) and resume it.
+  function pauseButton(d) {
+    const action = d.Paused ? 'Resume' : 'Pause';
+    return h('button', {
+      type: 'button', class: 'plain', 'data-action': action.toLowerCase(), text: action, 'aria-label': action + ' ' + d.Name,
+      onclick: async () => {
+        try {
+          await api('POST', '/api/v1/Definitions/' + encodeURIComponent(d.Name) + '/' + action);
+          status(d.Name + (d.Paused ? ' resumed.' : ' paused: its tasks wait until it is resumed.'), 'ok');
+          await view.refresh();
+        } catch (e) {
+          if (e.status !== 401) status(e.message, 'error');
+        }
+      },
+    });
+  }
+
   const view = {
     async refresh() {
       const { data } = await api('GET', '/api/v1/Definitions');
@@ -968,7 +997,8 @@ function definitionsView(root) {
         h('td', { 'data-label': 'New', class: 'num', text: count(d, 'New') }),
         h('td', { 'data-label': 'Running', class: 'num', text: count(d, 'Running') }),
         h('td', { 'data-label': 'Failed', class: 'num', text: count(d, 'Failed') }),
-        h('td', {}, canWrite ? h('button', { type: 'button', text: 'Start', 'aria-label': 'Start a ' + d.Name + ' task', onclick: () => startForm(d.Name) }) : null))));
+        h('td', {}, canWrite ? h('button', { type: 'button', 'data-action': 'start', text: 'Start', 'aria-label': 'Start a ' + d.Name + ' task', onclick: () => startForm(d.Name) }) : null,
+          canPause ? pauseButton(d) : null))));
       const q = new URLSearchParams(location.search);
       if (canWrite && q.has('start') && !formBox.firstChild) startForm(q.get('start'));
     },

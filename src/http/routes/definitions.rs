@@ -33,7 +33,7 @@ fn view(d: &Definition, status: Option<&DefinitionStatus>, prefs: &Prefs, now: c
     let schedule = d.schedule();
     let next = schedule
         .as_ref()
-        .and_then(|s| next_run(s, status.and_then(|st| st.next_start), paused, now))
+        .and_then(|s| next_run(s, status.and_then(|st| st.next_start), paused, d.catch_up, now))
         .map(|t| time::format(t, prefs.zone));
     json!({
         "Name": d.name,

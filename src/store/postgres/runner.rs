@@ -684,7 +684,7 @@ pub async fn schedule_tick(
             .await
             .map_err(backend)?
             .ok_or(StoreError::NotFound)?;
-    let Some(due) = run::schedule_due(next_start, &tick.schedule, paused, now) else {
+    let Some(due) = run::schedule_due(next_start, &tick.schedule, paused, tick.catch_up, now) else {
         return Ok((None, next_start.unwrap_or(now)));
     };
     let next = due.next;

@@ -508,7 +508,7 @@ pub(super) fn schedule_tick(
         .and_then(|mut s| s.query_row([&tick.name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(backend)?
         .ok_or(StoreError::NotFound)?;
-    let Some(due) = run::schedule_due(next_start.map(from_micros), &tick.schedule, paused, now) else {
+    let Some(due) = run::schedule_due(next_start.map(from_micros), &tick.schedule, paused, tick.catch_up, now) else {
         return Ok((None, next_start.map_or(now, from_micros)));
     };
     let next = due.next;
