@@ -800,7 +800,8 @@ pub fn retry(row: RunRow, actor: &Actor, now: DateTime<Utc>) -> Result<Change, s
     Ok(d.visible())
 }
 
-/// The event of a task's creation by its owner.
+/// The event of a task's creation by its owner. Its reason names a priority other than the
+/// default: the event log is where batchd shows a task's priority (it never changes).
 pub fn created(task_id: i32, new: &super::NewTask, now: DateTime<Utc>) -> Option<RunEvent> {
     (!new.is_internal).then(|| RunEvent {
         task_id,
@@ -809,8 +810,24 @@ pub fn created(task_id: i32, new: &super::NewTask, now: DateTime<Utc>) -> Option
         to: Some(BatchTaskState::New),
         associate_id: Some(new.associate_id),
         node: None,
-        reason: Some("created".into()),
+        reason: Some(match new.priority {
+            0 => "created".into(),
+            p => format!("created with priority {p}"),
+        }),
     })
+}
+
+/// The order claims take due tasks in, across names: higher priority first, then oldest (lower
+/// id) first. Answers the ids of the first `max` of the `(priority, id)` candidates, in that order.
+pub fn claim_order(mut candidates: Vec<(i16, i32)>, max: usize) -> Vec<i32> {
+    candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    candidates.into_iter().take(max).map(|(_, id)| id).collect()
+}
+
+/// Puts a claimed batch in claim order (`order`: ids as [`claim_order`] answered), so a node
+/// starts its tasks in that order.
+pub fn in_claim_order(claimed: &mut [Claimed], order: &[i32]) {
+    claimed.sort_by_key(|c| order.iter().position(|id| *id == c.task.id));
 }
 
 /// The event of a task's deletion (the log outlives the task, for audit; retention removes it).

@@ -205,6 +205,8 @@ pub struct DefinitionFile {
     pub rescues: Option<u32>,
     pub cancellation: Option<String>,
     pub concurrency: Option<u32>,
+    /// Priority of the tasks whose create names none (0 to 9, higher first).
+    pub priority: Option<u8>,
     pub start_interval: Option<DurationValue>,
     /// Recurring by a five-field cron expression instead (src/domain/cron.rs), read in `time_zone`.
     pub cron: Option<String>,
@@ -465,6 +467,11 @@ impl DefinitionFile {
         if let Some(c) = self.concurrency {
             anyhow::ensure!(c >= 1, "{}", ctx("concurrency must be at least 1 (leave it out for no limit)"));
             def.concurrency = Some(c);
+        }
+        if let Some(p) = self.priority {
+            let max = crate::domain::task::PRIORITY_MAX;
+            anyhow::ensure!(p <= max, "{}", ctx(&format!("priority = {p}: from 0 (the default) to {max}, higher first")));
+            def.priority = p;
         }
         if let Some(i) = self.start_interval {
             let d = i.get(&ctx("start_interval"))?;

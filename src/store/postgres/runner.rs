@@ -372,15 +372,17 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     lock_limited(conn, &wanted).await?;
-    let mut candidates: Vec<i32> = Vec::new();
+    let mut candidates: Vec<(i16, i32)> = Vec::new();
     for name in wanted {
         let take = room(conn, name).await?.min(req.max);
         if take == 0 {
             continue;
         }
-        let ids: Vec<i32> = sqlx::query_scalar(
-            "SELECT batchtask_id FROM batchtask WHERE name = $1 AND state = 1 \
-             AND (run_after IS NULL OR run_after <= $2) ORDER BY batchtask_id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
+        let ids: Vec<(i16, i32)> = sqlx::query_as(
+            "SELECT priority, batchtask_id FROM batchtask WHERE name = $1 AND state = 1 \
+             AND (run_after IS NULL OR run_after <= $2) ORDER BY priority DESC, batchtask_id LIMIT $3 \
+             FOR UPDATE SKIP LOCKED",
         )
         .bind(&name.name)
         .bind(now)
@@ -390,13 +392,13 @@ pub async fn claim(
         .map_err(backend)?;
         candidates.extend(ids);
     }
-    // Oldest first across names.
-    candidates.sort_unstable();
-    candidates.truncate(req.max);
-    if candidates.is_empty() {
+    let order = run::claim_order(candidates, req.max);
+    if order.is_empty() {
         return Ok(Vec::new());
     }
-    claim_ids(conn, &candidates, req, now).await
+    let mut claimed = claim_ids(conn, &order, req, now).await?;
+    run::in_claim_order(&mut claimed, &order);
+    Ok(claimed)
 }
 
 /// Claims the given `New` rows (locked by the caller) under one lease token for the batch.
@@ -416,7 +418,8 @@ async fn claim_ids(
     Ok(claimed)
 }
 
-/// After inserting task `id`: claims it when it is claimable by `req` and nothing older waits.
+/// After inserting task `id`: claims it when it is claimable by `req` and nothing of its name
+/// goes before it (a higher priority, or the same and older).
 pub async fn claim_new(
     conn: &mut PgConnection,
     id: i32,
@@ -426,8 +429,10 @@ pub async fn claim_new(
 ) -> Result<Option<Lease>, StoreError> {
     let Some(claim_name) = req.names.iter().find(|n| n.name == name) else { return Ok(None) };
     let (older, paused): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 AND batchtask_id < $2 \
-         AND (run_after IS NULL OR run_after <= $3)), \
+        "SELECT EXISTS (SELECT 1 FROM batchtask o, batchtask t WHERE t.batchtask_id = $2 \
+         AND o.name = $1 AND o.state = 1 AND o.batchtask_id <> t.batchtask_id \
+         AND (o.priority > t.priority OR (o.priority = t.priority AND o.batchtask_id < t.batchtask_id)) \
+         AND (o.run_after IS NULL OR o.run_after <= $3)), \
          EXISTS (SELECT 1 FROM batchtaskdefinition WHERE name = $1 AND paused)",
     )
     .bind(name)

@@ -211,25 +211,29 @@ fn paused_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
 
 pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
     let now = crate::domain::time::truncate_micros(now);
-    let mut candidates: Vec<i32> = Vec::new();
+    let mut candidates: Vec<(i16, i32)> = Vec::new();
     let paused = paused_names(conn)?;
     for name in run::unpaused(&req.names, &paused) {
         let take = room(conn, name)?.min(req.max);
         if take == 0 {
             continue;
         }
-        // (name, state) index: rows come out in id order, no sort.
-        candidates.extend(ids_of(
-            conn,
-            "SELECT batchtask_id FROM batchtask WHERE name = ? AND state = 1 \
-             AND (run_after IS NULL OR run_after <= ?) ORDER BY batchtask_id LIMIT ?",
-            params![name.name, micros(now), take as i64],
-        )?);
+        // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
+        candidates.extend(
+            conn.prepare_cached(
+                "SELECT priority, batchtask_id FROM batchtask WHERE name = ? AND state = 1 \
+                 AND (run_after IS NULL OR run_after <= ?) ORDER BY priority DESC, batchtask_id LIMIT ?",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![name.name, micros(now), take as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(backend)?,
+        );
     }
-    // Oldest first across names.
-    candidates.sort_unstable();
-    candidates.truncate(req.max);
-    claim_ids(conn, &candidates, req, now)
+    let order = run::claim_order(candidates, req.max);
+    let mut claimed = claim_ids(conn, &order, req, now)?;
+    run::in_claim_order(&mut claimed, &order);
+    Ok(claimed)
 }
 
 /// Claims the given `New` rows under one lease token for the batch.
@@ -253,7 +257,8 @@ fn claim_ids(
     Ok(out)
 }
 
-/// After inserting task `id`: claims it when it is claimable by `req` and nothing older waits.
+/// After inserting task `id`: claims it when it is claimable by `req` and nothing of its name
+/// goes before it (a higher priority, or the same and older).
 pub(super) fn claim_new(
     conn: &Connection,
     id: i32,
@@ -268,8 +273,10 @@ pub(super) fn claim_new(
     };
     let older = ids_of(
         conn,
-        "SELECT batchtask_id FROM batchtask WHERE name = ? AND state = 1 AND batchtask_id < ? \
-         AND (run_after IS NULL OR run_after <= ?) LIMIT 1",
+        "SELECT o.batchtask_id FROM batchtask o, batchtask t WHERE t.batchtask_id = ?2 \
+         AND o.name = ?1 AND o.state = 1 AND o.batchtask_id <> t.batchtask_id \
+         AND (o.priority > t.priority OR (o.priority = t.priority AND o.batchtask_id < t.batchtask_id)) \
+         AND (o.run_after IS NULL OR o.run_after <= ?3) LIMIT 1",
         params![name, id, micros(now)],
     )?;
     if !older.is_empty() || room(conn, claim_name)? == 0 {
