@@ -30,6 +30,8 @@ pub struct Definition {
     pub cancellation: CancellationBehaviour,
     /// At most this many tasks of this definition `Aquired` or `Started` at once, across all nodes.
     pub concurrency: Option<u32>,
+    /// At most so many starts per period, across all nodes.
+    pub rate: Option<super::run::Rate>,
     /// Priority of new tasks whose create names none, and of the schedule's (`0..=9`).
     pub priority: u8,
     /// Recurring: a new task is created this often.
@@ -192,6 +194,7 @@ impl Definition {
             cancellation: CancellationBehaviour::CanCancel,
             concurrency: None,
             priority: 0,
+            rate: None,
             start_interval: None,
             cron: None,
             parameters: None,

@@ -1,6 +1,7 @@
-//! Task priority: claims take higher priority first, ties oldest first, across definitions; a
-//! create names it (`Priority`) or gets its definition's; bad values are refused. Observed by the
-//! tasks themselves: the order an external worker acquires them in, and their `LastStarted`.
+//! Task priority and rate limits: claims take higher priority first, ties oldest first, across
+//! definitions; a create names it (`Priority`) or gets its definition's; a definition's `rate` bounds
+//! its starts per period over every node; bad values are refused. Observed by the tasks themselves:
+//! the order an external worker acquires them in, and their `LastStarted`.
 
 use batchd::domain::Role;
 use reqwest::Method;
@@ -148,4 +149,66 @@ fn a_priority_out_of_range_in_the_config_names_the_key_and_range() {
     let err = batchd::runner::settings::parse_definitions("[[definition]]\nname = \"x\"\nrunner = \"noop\"\npriority = -1\n")
         .unwrap_err();
     assert!(format!("{err:#}").contains("priority"), "{err:#}");
+}
+
+/// `rate = "4/1s"` on a definition whose tasks are all waiting: they start, but no more than 4
+/// in any one-second window (as their `LastStarted` say), over every node given.
+async fn starts_stay_within_the_rate(nodes: &[&TestApp]) {
+    let mut ids = Vec::new();
+    for i in 0..14 {
+        ids.push(nodes[i % nodes.len()].create(&json!({"Name": "limited"})).await);
+    }
+    let mut starts = Vec::new();
+    for id in &ids {
+        let t = crate::runner::wait_task(nodes[0], *id, std::time::Duration::from_secs(30), |t| {
+            t["State"] == "Succeeded"
+        })
+        .await;
+        starts.push(chrono::DateTime::parse_from_rfc3339(t["LastStarted"].as_str().unwrap()).unwrap());
+    }
+    starts.sort();
+    let period = chrono::Duration::seconds(1);
+    for pair in starts.windows(5) {
+        assert!(pair[4] - pair[0] >= period, "5 starts within 1 s: {pair:?} (all: {starts:?})");
+    }
+    // It does not merely run slowly: the limit is used.
+    let spread = *starts.last().unwrap() - starts[0];
+    assert!(spread < chrono::Duration::seconds(8), "14 starts at 4/s took {spread:?}");
+}
+
+const RATED: &str = "[[definition]]\nname = \"limited\"\nrunner = \"noop\"\nrate = \"4/1s\"\n";
+
+#[tokio::test]
+async fn a_rate_limit_bounds_the_starts_in_any_window() {
+    let app = spawn_runner_with(RATED, |_| {}).await;
+    starts_stay_within_the_rate(&[&app]).await;
+    let list: Value = app.get("/api/v1/Definitions").await.json().await.unwrap();
+    let limited = list.as_array().unwrap().iter().find(|d| d["Name"] == "limited").unwrap();
+    assert_eq!(limited["Rate"], "4/1s");
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_two_nodes_on_postgres() {
+    let Some(db) = crate::pg::TestPg::create("priority::a_rate_limit_holds_across_two_nodes_on_postgres").await else {
+        return;
+    };
+    let node = |name: &'static str| {
+        let url = db.url.clone();
+        move |c: &mut batchd::config::Config| {
+            c.database = url;
+            c.runner.node = Some(name.into());
+        }
+    };
+    let a = spawn_runner_with(RATED, node("node-a")).await;
+    let b = spawn_runner_with(RATED, node("node-b")).await;
+    starts_stay_within_the_rate(&[&a, &b]).await;
+}
+
+#[test]
+fn a_bad_rate_in_the_config_names_the_key() {
+    for (rate, why) in [("100", "COUNT/PERIOD"), ("0/1m", "from 1 to 10000"), ("5/1ms", "from 1s to 1d")] {
+        let toml = format!("[[definition]]\nname = \"x\"\nrunner = \"noop\"\nrate = \"{rate}\"\n");
+        let err = format!("{:#}", batchd::runner::settings::parse_definitions(&toml).unwrap_err());
+        assert!(err.contains("rate = ") && err.contains(why), "{rate}: {err}");
+    }
 }

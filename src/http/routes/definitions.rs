@@ -43,6 +43,7 @@ fn view(d: &Definition, status: Option<&DefinitionStatus>, prefs: &Prefs, now: c
         "Restarts": d.retry.restarts,
         "Concurrency": d.concurrency,
         "Priority": d.priority,
+        "Rate": d.rate.map(|r| r.describe()),
         "StartInterval": seconds(d.start_interval),
         "CancellationBehaviour": d.cancellation.name(),
         "Paused": paused,

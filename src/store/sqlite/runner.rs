@@ -188,11 +188,36 @@ fn active_count(conn: &Connection, name: &str) -> Result<i64, StoreError> {
         .map_err(backend)
 }
 
-fn room(conn: &Connection, name: &ClaimName) -> Result<usize, StoreError> {
-    if name.concurrency.is_none() {
-        return Ok(usize::MAX);
+/// Room left under a name's concurrency limit and rate (`usize::MAX` when it has neither).
+fn room(conn: &Connection, name: &ClaimName, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let active = if name.concurrency.is_some() { active_count(conn, &name.name)? } else { 0 };
+    let started = match name.rate {
+        None => 0,
+        Some(rate) => conn
+            .prepare_cached("SELECT COUNT(*) FROM claim_start WHERE name = ? AND at > ?")
+            .and_then(|mut s| s.query_row(params![name.name, micros(rate.window_start(now))], |r| r.get(0)))
+            .map_err(backend)?,
+    };
+    Ok(name.claim_room(active, started))
+}
+
+/// Records the claims of rate-limited names (one row each) and forgets those out of the window.
+fn record_starts(conn: &Connection, claimed: &[Claimed], names: &[ClaimName], now: DateTime<Utc>) -> Result<(), StoreError> {
+    for name in names {
+        let Some(rate) = name.rate else { continue };
+        let n = claimed.iter().filter(|c| c.task.name == name.name).count();
+        if n == 0 {
+            continue;
+        }
+        conn.prepare_cached("DELETE FROM claim_start WHERE name = ? AND at <= ?")
+            .and_then(|mut s| s.execute(params![name.name, micros(rate.window_start(now))]))
+            .map_err(backend)?;
+        let mut insert = conn.prepare_cached("INSERT INTO claim_start (name, at) VALUES (?, ?)").map_err(backend)?;
+        for _ in 0..n {
+            insert.execute(params![name.name, micros(now)]).map_err(backend)?;
+        }
     }
-    Ok(name.room(active_count(conn, &name.name)?))
+    Ok(())
 }
 
 fn ids_of(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> Result<Vec<i32>, StoreError> {
@@ -214,7 +239,7 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -
     let mut candidates: Vec<(i16, i32)> = Vec::new();
     let paused = paused_names(conn)?;
     for name in run::unpaused(&req.names, &paused) {
-        let take = room(conn, name)?.min(req.max);
+        let take = room(conn, name, now)?.min(req.max);
         if take == 0 {
             continue;
         }
@@ -233,6 +258,7 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -
     let order = run::claim_order(candidates, req.max);
     let mut claimed = claim_ids(conn, &order, req, now)?;
     run::in_claim_order(&mut claimed, &order);
+    record_starts(conn, &claimed, &req.names, now)?;
     Ok(claimed)
 }
 
@@ -279,10 +305,12 @@ pub(super) fn claim_new(
          AND (o.run_after IS NULL OR o.run_after <= ?3) LIMIT 1",
         params![name, id, micros(now)],
     )?;
-    if !older.is_empty() || room(conn, claim_name)? == 0 {
+    if !older.is_empty() || room(conn, claim_name, now)? == 0 {
         return Ok(None);
     }
-    Ok(claim_ids(conn, &[id], req, now)?.pop().map(|c| c.lease))
+    let claimed = claim_ids(conn, &[id], req, now)?;
+    record_starts(conn, &claimed, std::slice::from_ref(claim_name), now)?;
+    Ok(claimed.into_iter().next().map(|c| c.lease))
 }
 
 // ---------------------------------------------------------------------------------------------
