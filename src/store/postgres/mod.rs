@@ -645,7 +645,7 @@ impl Store for PostgresStore {
         let now = runner::at(now);
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let id = insert_task(&mut tx, &new, now).await?;
-        let lease = runner::claim_new(&mut tx, id, &new.name, claim, now).await?;
+        let lease = runner::claim_new(&mut tx, id, &new.name, new.priority, claim, now).await?;
         let task = load_task(&mut tx, id, false).await?.ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(backend)?;
         Ok((task, lease))

@@ -466,20 +466,21 @@ pub async fn claim_new(
     conn: &mut PgConnection,
     id: i32,
     name: &str,
+    priority: u8,
     req: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> Result<Option<Lease>, StoreError> {
     let Some(claim_name) = req.names.iter().find(|n| n.name == name) else { return Ok(None) };
     let (older, paused): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM batchtask o, batchtask t WHERE t.batchtask_id = $2 \
-         AND o.name = $1 AND o.state = 1 AND o.batchtask_id <> t.batchtask_id \
-         AND (o.priority > t.priority OR (o.priority = t.priority AND o.batchtask_id < t.batchtask_id)) \
-         AND (o.run_after IS NULL OR o.run_after <= $3)), \
+        "SELECT EXISTS (SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 \
+         AND (priority > $4 OR (priority = $4 AND batchtask_id < $2)) \
+         AND (run_after IS NULL OR run_after <= $3)), \
          EXISTS (SELECT 1 FROM batchtaskdefinition WHERE name = $1 AND paused)",
     )
     .bind(name)
     .bind(id)
     .bind(now)
+    .bind(i16::from(priority))
     .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;

@@ -635,7 +635,7 @@ impl Store for SqliteStore {
             .writer
             .write(move |conn| {
                 let id = insert_task(conn, &new, now)?;
-                let lease = runner::claim_new(conn, id, &new.name, &claim, now)?;
+                let lease = runner::claim_new(conn, id, &new.name, new.priority, &claim, now)?;
                 let task = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 Ok((task, lease))
             })

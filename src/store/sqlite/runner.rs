@@ -289,6 +289,7 @@ pub(super) fn claim_new(
     conn: &Connection,
     id: i32,
     name: &str,
+    priority: u8,
     req: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> Result<Option<Lease>, StoreError> {
@@ -299,11 +300,10 @@ pub(super) fn claim_new(
     };
     let older = ids_of(
         conn,
-        "SELECT o.batchtask_id FROM batchtask o, batchtask t WHERE t.batchtask_id = ?2 \
-         AND o.name = ?1 AND o.state = 1 AND o.batchtask_id <> t.batchtask_id \
-         AND (o.priority > t.priority OR (o.priority = t.priority AND o.batchtask_id < t.batchtask_id)) \
-         AND (o.run_after IS NULL OR o.run_after <= ?3) LIMIT 1",
-        params![name, id, micros(now)],
+        "SELECT batchtask_id FROM batchtask WHERE name = ?1 AND state = 1 \
+         AND (priority > ?4 OR (priority = ?4 AND batchtask_id < ?2)) \
+         AND (run_after IS NULL OR run_after <= ?3) LIMIT 1",
+        params![name, id, micros(now), priority],
     )?;
     if !older.is_empty() || room(conn, claim_name, now)? == 0 {
         return Ok(None);
