@@ -86,7 +86,10 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
         ("BatchTask", "GET") => (None, ("200", ok(json!({"$ref": "#/components/schemas/ODataList"})))),
         ("BatchTask", "POST") => {
             responses.insert("422".into(), error.clone());
-            (Some(body(task.clone())), ("200", ok(json!({"type": "integer"}))))
+            let create = json!({"allOf": [task.clone(), {"type": "object", "properties": {"Priority": {
+                "type": "integer", "minimum": 0, "maximum": crate::domain::task::PRIORITY_MAX,
+                "description": "batchd's own: claim order, higher first (ties oldest first); absent = the definition's priority. Also taken in StartBatchJob's BatchTaskInfo"}}}]});
+            (Some(body(create)), ("200", ok(json!({"type": "integer"}))))
         }
         ("BatchTask/{id}", "GET") => {
             responses.insert("304".into(), json!({"description": "Not modified (If-None-Match, If-Modified-Since)"}));
@@ -134,6 +137,8 @@ fn operation(path: &str, verb: &str, summary: &str) -> Value {
             "Runner": {"type": "string", "enum": ["noop", "sleep", "command", "http", "external", "embedded"]},
             "TimeOut": {"type": "integer", "nullable": true, "description": "seconds"},
             "Restarts": {"type": "integer"}, "Concurrency": {"type": "integer", "nullable": true},
+            "Priority": {"type": "integer", "minimum": 0, "maximum": crate::domain::task::PRIORITY_MAX, "description": "Of its tasks whose create names none"},
+            "Rate": {"type": "string", "nullable": true, "description": "At most COUNT starts per PERIOD across all nodes (100/1m)"},
             "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for definitions recurring by start_interval"},
             "CancellationBehaviour": {"$ref": "#/components/schemas/BatchTaskCancellationBehaviour"},
             "Paused": {"type": "boolean", "description": "Its New tasks wait and its schedule creates nothing, on every node"},
