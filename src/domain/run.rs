@@ -273,9 +273,7 @@ pub const RATE_MAX_PERIOD: Duration = Duration::from_secs(86_400);
 impl Rate {
     /// `COUNT/PERIOD`, as `100/1m` or `5/10s`; the period is a duration (`1h`, `30s`, ...).
     pub fn parse(text: &str) -> Result<Rate, String> {
-        let (count, period) = text
-            .split_once('/')
-            .ok_or_else(|| "give COUNT/PERIOD, as \"100/1m\"".to_owned())?;
+        let (count, period) = text.split_once('/').ok_or_else(|| "give COUNT/PERIOD, as \"100/1m\"".to_owned())?;
         let count: u32 = count
             .trim()
             .parse()

@@ -359,7 +359,12 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
     };
     let associate_id = p.int(Field::AssociateId, 0, i64::from(i32::MAX))?.map(|v| v as i32).filter(|v| *v != 0);
     task.validate()?;
-    Ok(CreateRequest { task, associate_id, cancellation_given: cancellation.is_some(), priority_given: priority.is_some() })
+    Ok(CreateRequest {
+        task,
+        associate_id,
+        cancellation_given: cancellation.is_some(),
+        priority_given: priority.is_some(),
+    })
 }
 
 /// The update a PUT body asks for, and the body's `Id` (0 or absent = none).

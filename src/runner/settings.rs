@@ -472,11 +472,16 @@ impl DefinitionFile {
         }
         if let Some(p) = self.priority {
             let max = crate::domain::task::PRIORITY_MAX;
-            anyhow::ensure!(p <= max, "{}", ctx(&format!("priority = {p}: from 0 (the default) to {max}, higher first")));
+            anyhow::ensure!(
+                p <= max,
+                "{}",
+                ctx(&format!("priority = {p}: from 0 (the default) to {max}, higher first"))
+            );
             def.priority = p;
         }
         if let Some(r) = self.rate {
-            let rate = crate::domain::run::Rate::parse(&r).map_err(|e| anyhow::anyhow!("{}", ctx(&format!("rate = {r:?}: {e}"))))?;
+            let rate = crate::domain::run::Rate::parse(&r)
+                .map_err(|e| anyhow::anyhow!("{}", ctx(&format!("rate = {r:?}: {e}"))))?;
             def.rate = Some(rate);
         }
         if let Some(i) = self.start_interval {

@@ -142,12 +142,14 @@ async fn claims_take_higher_priority_first_across_definitions_on_postgres() {
 
 #[test]
 fn a_priority_out_of_range_in_the_config_names_the_key_and_range() {
-    let err = batchd::runner::settings::parse_definitions("[[definition]]\nname = \"x\"\nrunner = \"noop\"\npriority = 10\n")
-        .unwrap_err()
-        .to_string();
+    let err =
+        batchd::runner::settings::parse_definitions("[[definition]]\nname = \"x\"\nrunner = \"noop\"\npriority = 10\n")
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("priority = 10") && err.contains("0 (the default) to 9"), "{err}");
-    let err = batchd::runner::settings::parse_definitions("[[definition]]\nname = \"x\"\nrunner = \"noop\"\npriority = -1\n")
-        .unwrap_err();
+    let err =
+        batchd::runner::settings::parse_definitions("[[definition]]\nname = \"x\"\nrunner = \"noop\"\npriority = -1\n")
+            .unwrap_err();
     assert!(format!("{err:#}").contains("priority"), "{err:#}");
 }
 
@@ -160,10 +162,9 @@ async fn starts_stay_within_the_rate(nodes: &[&TestApp]) {
     }
     let mut starts = Vec::new();
     for id in &ids {
-        let t = crate::runner::wait_task(nodes[0], *id, std::time::Duration::from_secs(30), |t| {
-            t["State"] == "Succeeded"
-        })
-        .await;
+        let t =
+            crate::runner::wait_task(nodes[0], *id, std::time::Duration::from_secs(30), |t| t["State"] == "Succeeded")
+                .await;
         starts.push(chrono::DateTime::parse_from_rfc3339(t["LastStarted"].as_str().unwrap()).unwrap());
     }
     starts.sort();

@@ -1405,7 +1405,8 @@ async fn runner_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
         ]
     );
     let internal = store.create_task(NewTask { is_internal: true, ..task("quiet", 1, None) }, later).await.unwrap();
-    let quiet = ClaimRequest { names: vec![ClaimName { name: "quiet".into(), concurrency: None, rate: None }], ..req("n1") };
+    let quiet =
+        ClaimRequest { names: vec![ClaimName { name: "quiet".into(), concurrency: None, rate: None }], ..req("n1") };
     let c = store.claim_tasks(&quiet, later).await.unwrap();
     assert_eq!(c.len(), 1);
     let out =

@@ -202,7 +202,12 @@ fn room(conn: &Connection, name: &ClaimName, now: DateTime<Utc>) -> Result<usize
 }
 
 /// Records the claims of rate-limited names (one row each) and forgets those out of the window.
-fn record_starts(conn: &Connection, claimed: &[Claimed], names: &[ClaimName], now: DateTime<Utc>) -> Result<(), StoreError> {
+fn record_starts(
+    conn: &Connection,
+    claimed: &[Claimed],
+    names: &[ClaimName],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     for name in names {
         let Some(rate) = name.rate else { continue };
         let n = claimed.iter().filter(|c| c.task.name == name.name).count();
@@ -250,7 +255,8 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -
                  AND (run_after IS NULL OR run_after <= ?) ORDER BY priority DESC, batchtask_id LIMIT ?",
             )
             .and_then(|mut s| {
-                s.query_map(params![name.name, micros(now), take as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()
+                s.query_map(params![name.name, micros(now), take as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
             })
             .map_err(backend)?,
         );
