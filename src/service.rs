@@ -210,6 +210,7 @@ impl TaskService {
         mut task: NewTask,
         associate_id: Option<i32>,
         cancellation_given: bool,
+        priority_given: bool,
         key: Option<String>,
     ) -> Result<Created, StoreError> {
         task.associate_id = owner_of_new_task(caller, &task, associate_id)?;
@@ -219,6 +220,9 @@ impl TaskService {
         if !cancellation_given {
             task.cancellation =
                 self.definitions.get(&task.name).map_or(CancellationBehaviour::default(), |d| d.cancellation);
+        }
+        if !priority_given {
+            task.priority = self.definitions.get(&task.name).map_or(0, |d| d.priority);
         }
         task.validate()?;
         if let Some(key) = key {

@@ -113,6 +113,9 @@ pub enum TaskCommand {
         params: Vec<(String, String)>,
         #[arg(long, value_name = "TEXT")]
         description: Option<String>,
+        /// Claim order, 0 to 9, higher first (default: the definition's priority).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
+        priority: Option<u8>,
         /// Follow the task to its end, as `batchd task watch` does (exit 0 or 1 by its outcome).
         #[arg(long)]
         watch: bool,
@@ -321,7 +324,7 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
     let c = connect(&args.client)?;
     let json = args.client.output == Output::Json;
     match args.command {
-        TaskCommand::Start { name, params, description, watch, watch_args } => {
+        TaskCommand::Start { name, params, description, priority, watch, watch_args } => {
             let mut body = Map::new();
             body.insert("Name".into(), Value::from(name));
             if !params.is_empty() {
@@ -335,6 +338,9 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
             }
             if let Some(d) = description {
                 body.insert("Description".into(), Value::from(d));
+            }
+            if let Some(p) = priority {
+                body.insert("Priority".into(), Value::from(p));
             }
             let a = c.send(Method::POST, "/api/v1/BatchTask", Some(&Value::Object(body)), &[]).await?;
             let id = a

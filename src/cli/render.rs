@@ -180,6 +180,7 @@ pub fn definitions(list: &Value) {
         "TIMEOUT",
         "RESTARTS",
         "CONCURRENCY",
+        "PRIORITY",
         "EVERY",
         "NEXT RUN",
         "PAUSED",
@@ -201,6 +202,7 @@ pub fn definitions(list: &Value) {
             secs(d.get("TimeOut")),
             text(d.get("Restarts")),
             text(d.get("Concurrency")),
+            text(d.get("Priority")),
             secs(d.get("StartInterval")),
             date(d.get("NextRun")),
             if d.get("Paused").and_then(Value::as_bool) == Some(true) { "paused".into() } else { String::new() },
@@ -210,7 +212,7 @@ pub fn definitions(list: &Value) {
             text(d.get("Description")),
         ]);
     }
-    print(&mut tbl, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    print(&mut tbl, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ pub struct Definition {
     pub cancellation: CancellationBehaviour,
     /// At most this many tasks of this definition `Aquired` or `Started` at once, across all nodes.
     pub concurrency: Option<u32>,
+    /// At most so many starts per period, across all nodes.
+    pub rate: Option<super::run::Rate>,
+    /// Priority of new tasks whose create names none, and of the schedule's (`0..=9`).
+    pub priority: u8,
     /// Recurring: a new task is created this often.
     pub start_interval: Option<Duration>,
     /// Recurring by a cron expression in a time zone (instead of `start_interval`).
@@ -191,6 +195,8 @@ impl Definition {
             rescues: super::run::DEFAULT_RESCUES,
             cancellation: CancellationBehaviour::CanCancel,
             concurrency: None,
+            priority: 0,
+            rate: None,
             start_interval: None,
             cron: None,
             catch_up: super::run::CatchUp::One,

@@ -42,7 +42,7 @@ pub fn parse_key(raw: &str) -> Result<String, DomainError> {
 /// A digest of everything a create asks for (after the server filled in its defaults), to tell
 /// a repeat of the request from another request under the same key.
 pub fn request_hash(new: &NewTask) -> String {
-    let canonical = serde_json::json!([
+    let mut canonical = serde_json::json!([
         new.name,
         new.associate_id,
         new.description,
@@ -57,6 +57,10 @@ pub fn request_hash(new: &NewTask) -> String {
         new.file_name,
         new.cancellation.name(),
     ]);
+    // Appended only when set, so keys stored before priorities existed keep their hash.
+    if new.priority != 0 {
+        canonical.as_array_mut().expect("an array").push(new.priority.into());
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -253,9 +253,62 @@ pub struct ClaimName {
     pub name: String,
     /// At most this many tasks of the name `Aquired` or `Started` at once, across all nodes.
     pub concurrency: Option<u32>,
+    /// At most this many claims of the name per period, across all nodes.
+    pub rate: Option<Rate>,
+}
+
+/// A definition's rate limit: at most `count` claims (starts) in any window of `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+/// The most starts a rate may allow per period (the stores keep one row per start in the window).
+pub const RATE_MAX_COUNT: u32 = 10_000;
+/// The shortest and longest period of a rate.
+pub const RATE_MIN_PERIOD: Duration = Duration::from_secs(1);
+pub const RATE_MAX_PERIOD: Duration = Duration::from_secs(86_400);
+
+impl Rate {
+    /// `COUNT/PERIOD`, as `100/1m` or `5/10s`; the period is a duration (`1h`, `30s`, ...).
+    pub fn parse(text: &str) -> Result<Rate, String> {
+        let (count, period) = text.split_once('/').ok_or_else(|| "give COUNT/PERIOD, as \"100/1m\"".to_owned())?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|c| (1..=RATE_MAX_COUNT).contains(c))
+            .ok_or_else(|| format!("the count must be a whole number from 1 to {RATE_MAX_COUNT}"))?;
+        let period = super::duration::parse_duration(period).map_err(|e| format!("the period: {e}"))?;
+        if !(RATE_MIN_PERIOD..=RATE_MAX_PERIOD).contains(&period) {
+            return Err("the period must be from 1s to 1d".into());
+        }
+        Ok(Rate { count, period })
+    }
+
+    /// Where the window ending at `now` starts: starts after it count.
+    pub fn window_start(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - chrono::Duration::from_std(self.period).unwrap_or(chrono::Duration::days(1))
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.count, super::duration::format_duration(self.period))
+    }
 }
 
 impl ClaimName {
+    /// How many more may be claimed now (`usize::MAX` when unlimited): `active` of the name are
+    /// `Aquired` or `Started`, and `started` were claimed in the rate's window ending now (read
+    /// only when the name has a rate).
+    pub fn claim_room(&self, active: i64, started: i64) -> usize {
+        let rate_room = match self.rate {
+            None => usize::MAX,
+            Some(r) => usize::try_from(i64::from(r.count) - started).unwrap_or(0),
+        };
+        self.room(active).min(rate_room)
+    }
+
     /// How many more may be claimed with `active` of the name `Aquired` or `Started` now
     /// (`usize::MAX` when unlimited).
     pub fn room(&self, active: i64) -> usize {
@@ -800,7 +853,8 @@ pub fn retry(row: RunRow, actor: &Actor, now: DateTime<Utc>) -> Result<Change, s
     Ok(d.visible())
 }
 
-/// The event of a task's creation by its owner.
+/// The event of a task's creation by its owner. Its reason names a priority other than the
+/// default: the event log is where batchd shows a task's priority (it never changes).
 pub fn created(task_id: i32, new: &super::NewTask, now: DateTime<Utc>) -> Option<RunEvent> {
     (!new.is_internal).then(|| RunEvent {
         task_id,
@@ -809,8 +863,24 @@ pub fn created(task_id: i32, new: &super::NewTask, now: DateTime<Utc>) -> Option
         to: Some(BatchTaskState::New),
         associate_id: Some(new.associate_id),
         node: None,
-        reason: Some("created".into()),
+        reason: Some(match new.priority {
+            0 => "created".into(),
+            p => format!("created with priority {p}"),
+        }),
     })
+}
+
+/// The order claims take due tasks in, across names: higher priority first, then oldest (lower
+/// id) first. Answers the ids of the first `max` of the `(priority, id)` candidates, in that order.
+pub fn claim_order(mut candidates: Vec<(i16, i32)>, max: usize) -> Vec<i32> {
+    candidates.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    candidates.into_iter().take(max).map(|(_, id)| id).collect()
+}
+
+/// Puts a claimed batch in claim order (`order`: ids as [`claim_order`] answered), so a node
+/// starts its tasks in that order.
+pub fn in_claim_order(claimed: &mut [Claimed], order: &[i32]) {
+    claimed.sort_by_key(|c| order.iter().position(|id| *id == c.task.id));
 }
 
 /// The event of a task's deletion (the log outlives the task, for audit; retention removes it).
@@ -1028,10 +1098,41 @@ mod tests {
 
     #[test]
     fn room_under_a_concurrency_limit() {
-        let name = |c| ClaimName { name: "x".into(), concurrency: c };
+        let name = |c| ClaimName { name: "x".into(), concurrency: c, rate: None };
         assert_eq!(name(None).room(1_000), usize::MAX);
         assert_eq!(name(Some(3)).room(1), 2);
         assert_eq!(name(Some(3)).room(5), 0);
+    }
+
+    #[test]
+    fn room_under_a_rate_and_a_concurrency_limit() {
+        let rate = Some(Rate::parse("5/1m").unwrap());
+        let name = |c| ClaimName { name: "x".into(), concurrency: c, rate };
+        assert_eq!(name(None).claim_room(100, 0), 5);
+        assert_eq!(name(None).claim_room(0, 3), 2);
+        assert_eq!(name(None).claim_room(0, 7), 0, "more than the rate (a lowered limit): none");
+        assert_eq!(name(Some(1)).claim_room(0, 0), 1, "the smaller of the two");
+        let free = ClaimName { name: "x".into(), concurrency: None, rate: None };
+        assert_eq!(free.claim_room(1_000, 1_000), usize::MAX);
+    }
+
+    #[test]
+    fn rates_parse_bounded() {
+        assert_eq!(Rate::parse("100/1m").unwrap(), Rate { count: 100, period: Duration::from_secs(60) });
+        assert_eq!(Rate::parse(" 3 / 10s ").unwrap().describe(), "3/10s");
+        for (bad, why) in [
+            ("100", "COUNT/PERIOD"),
+            ("0/1m", "from 1 to 10000"),
+            ("10001/1m", "from 1 to 10000"),
+            ("x/1m", "whole number"),
+            ("-1/1m", "whole number"),
+            ("5/500ms", "from 1s to 1d"),
+            ("5/2d", "from 1s to 1d"),
+            ("5/soon", "the period"),
+        ] {
+            let err = Rate::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -216,7 +216,15 @@ pub struct NewTask {
     pub parameters: Option<Parameters>,
     pub file_name: Option<String>,
     pub cancellation: CancellationBehaviour,
+    /// Claim order: higher first, ties oldest first (`0..=PRIORITY_MAX`).
+    pub priority: u8,
 }
+
+/// The create body's optional `Priority` key (batchd's own; not a `BatchTaskInfo` property).
+pub const PRIORITY: Field = Field::Param("Priority");
+
+/// The highest task priority (the lowest, and the default, is 0).
+pub const PRIORITY_MAX: u8 = 9;
 
 /// A property in an update: absent (keep), `null` (clear) or a value.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -272,6 +280,9 @@ impl NewTask {
         opt(Field::Request, &self.request, limits::LONG_TEXT)?;
         opt(Field::DatabaseSerialNumber, &self.database_serial_number, limits::DATABASE_SERIAL_NUMBER)?;
         opt(Field::FileName, &self.file_name, limits::FILE_NAME)?;
+        if self.priority > PRIORITY_MAX {
+            return Err(DomainError::OutOfRange { field: PRIORITY, min: 0, max: i64::from(PRIORITY_MAX) });
+        }
         if self.details_table < 0 {
             return Err(DomainError::OutOfRange { field: Field::DetailsTable, min: 0, max: i64::from(i16::MAX) });
         }

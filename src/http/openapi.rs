@@ -151,6 +151,10 @@ fn task_create() -> Value {
     props.insert("IsSystemTask".into(), bool_input());
     props.insert("IsInternalTask".into(), bool_input());
     props.insert("CancellationBehaviour".into(), json!({"allOf": [cancellation_input()], "nullable": true}));
+    let mut priority = int_input(0, crate::domain::task::PRIORITY_MAX.into());
+    priority["description"] =
+        json!("batchd's own: claim order, higher first (ties oldest first); absent = the definition's priority");
+    props.insert("Priority".into(), priority);
     props.insert(
         "ParameterObject".into(),
         json!({"type": "object", "nullable": true, "description": "Text values; numbers, booleans and null are taken as text",
@@ -550,6 +554,8 @@ fn spec(path: &str, verb: &str) -> Spec {
                 "Restarts": integer(), "Concurrency": {"type": "integer", "nullable": true},
                 "StartInterval": {"type": "integer", "nullable": true, "description": "seconds; set for definitions recurring by start_interval"},
                 "CancellationBehaviour": r("BatchTaskCancellationBehaviour"),
+                "Priority": {"type": "integer", "minimum": 0, "maximum": crate::domain::task::PRIORITY_MAX, "description": "Of its tasks whose create names none"},
+                "Rate": {"type": "string", "nullable": true, "description": "At most COUNT starts per PERIOD across all nodes (100/1m)"},
                 "Paused": {"type": "boolean", "description": "Its New tasks wait and its schedule creates nothing, on every node"},
                 "Schedule": {"type": "string", "nullable": true, "description": "What creates its tasks: an interval (5m) or a cron expression and its zone (0 3 * * * Europe/Oslo)"},
                 "NextRun": {"type": "string", "format": "date-time", "nullable": true, "description": "When the schedule next creates a task; null when none (no schedule, or paused)"},

@@ -358,6 +358,8 @@ pub struct CreateRequest {
     /// `AssociateId` as given (0 or absent = the caller).
     pub associate_id: Option<i32>,
     pub cancellation_given: bool,
+    /// `Priority` as given; absent = the definition's.
+    pub priority_given: bool,
 }
 
 pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateRequest, DomainError> {
@@ -367,6 +369,7 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
         _ => return Err(DomainError::Required { field: Field::Name }),
     };
     let cancellation = p.cancellation()?;
+    let priority = p.int(crate::domain::task::PRIORITY, 0, i64::from(crate::domain::task::PRIORITY_MAX))?;
     let task = NewTask {
         name,
         associate_id: 0,
@@ -381,10 +384,16 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
         parameters: p.parameters()?,
         file_name: opt_text(p.text(Field::FileName)?),
         cancellation: cancellation.unwrap_or_default(),
+        priority: priority.map_or(0, |v| v as u8),
     };
     let associate_id = p.int(Field::AssociateId, 0, i64::from(i32::MAX))?.map(|v| v as i32).filter(|v| *v != 0);
     task.validate()?;
-    Ok(CreateRequest { task, associate_id, cancellation_given: cancellation.is_some() })
+    Ok(CreateRequest {
+        task,
+        associate_id,
+        cancellation_given: cancellation.is_some(),
+        priority_given: priority.is_some(),
+    })
 }
 
 /// The update a PUT body asks for, and the body's `Id` (0 or absent = none).

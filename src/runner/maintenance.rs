@@ -123,6 +123,7 @@ async fn schedule_loop(runner: Runner, name: String, schedule: Schedule, catch_u
             description: Some(description.clone()),
             parameters: def.and_then(|d| d.parameters.clone()),
             cancellation: runner.definitions().get(&name).map(|d| d.cancellation).unwrap_or_default(),
+            priority: runner.definitions().get(&name).map_or(0, |d| d.priority),
             ..NewTask::default()
         };
         let wait = match runner.store().schedule_tick(&tick, Utc::now(), new).await {

@@ -71,7 +71,7 @@ impl Definitions {
         self.list
             .iter()
             .filter(|d| d.runner.in_process() == in_process)
-            .map(|d| ClaimName { name: d.name.clone(), concurrency: d.concurrency })
+            .map(|d| ClaimName { name: d.name.clone(), concurrency: d.concurrency, rate: d.rate })
             .collect()
     }
 

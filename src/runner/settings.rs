@@ -205,6 +205,10 @@ pub struct DefinitionFile {
     pub rescues: Option<u32>,
     pub cancellation: Option<String>,
     pub concurrency: Option<u32>,
+    /// Priority of the tasks whose create names none (0 to 9, higher first).
+    pub priority: Option<u8>,
+    /// At most COUNT starts per PERIOD across all nodes: `"100/1m"`.
+    pub rate: Option<String>,
     pub start_interval: Option<DurationValue>,
     /// Recurring by a five-field cron expression instead (src/domain/cron.rs), read in `time_zone`.
     pub cron: Option<String>,
@@ -467,6 +471,20 @@ impl DefinitionFile {
         if let Some(c) = self.concurrency {
             anyhow::ensure!(c >= 1, "{}", ctx("concurrency must be at least 1 (leave it out for no limit)"));
             def.concurrency = Some(c);
+        }
+        if let Some(p) = self.priority {
+            let max = crate::domain::task::PRIORITY_MAX;
+            anyhow::ensure!(
+                p <= max,
+                "{}",
+                ctx(&format!("priority = {p}: from 0 (the default) to {max}, higher first"))
+            );
+            def.priority = p;
+        }
+        if let Some(r) = self.rate {
+            let rate = crate::domain::run::Rate::parse(&r)
+                .map_err(|e| anyhow::anyhow!("{}", ctx(&format!("rate = {r:?}: {e}"))))?;
+            def.rate = Some(rate);
         }
         if let Some(i) = self.start_interval {
             let d = i.get(&ctx("start_interval"))?;

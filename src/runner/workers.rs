@@ -59,9 +59,9 @@ impl Runner {
                 Some(d) if d.runner.in_process() => {
                     return Err(DomainError::NotExternal { name: n.clone() }.into());
                 }
-                Some(d) => claim_names.push(ClaimName { name: n.clone(), concurrency: d.concurrency }),
+                Some(d) => claim_names.push(ClaimName { name: n.clone(), concurrency: d.concurrency, rate: d.rate }),
                 // A name with no definition waits for an external worker (docs/API.md).
-                None => claim_names.push(ClaimName { name: n.clone(), concurrency: None }),
+                None => claim_names.push(ClaimName { name: n.clone(), concurrency: None, rate: None }),
             }
         }
         claim_names.dedup();

@@ -21,6 +21,7 @@ mod openapi;
 mod patch;
 mod pg;
 mod pg_connect;
+mod priority;
 mod process;
 mod props;
 mod rest;

@@ -150,7 +150,7 @@ async fn run_case(store: Arc<dyn Store>, ops: Vec<Op>) -> Result<(), TestCaseErr
     let claim = ClaimRequest {
         node: "model".into(),
         lease: Duration::from_millis(LEASE_MS as u64),
-        names: vec![ClaimName { name: "m".into(), concurrency: None }],
+        names: vec![ClaimName { name: "m".into(), concurrency: None, rate: None }],
         max: 1,
         start: false,
         associate_id: None,

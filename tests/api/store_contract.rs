@@ -1433,7 +1433,7 @@ async fn runner_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let req = |node: &str| ClaimRequest {
         node: node.into(),
         lease: std::time::Duration::from_secs(30),
-        names: vec![ClaimName { name: "job".into(), concurrency: Some(3) }],
+        names: vec![ClaimName { name: "job".into(), concurrency: Some(3), rate: None }],
         max: 10,
         start: true,
         associate_id: None,
@@ -1535,7 +1535,8 @@ async fn runner_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
         ]
     );
     let internal = store.create_task(NewTask { is_internal: true, ..task("quiet", 1, None) }, later).await.unwrap();
-    let quiet = ClaimRequest { names: vec![ClaimName { name: "quiet".into(), concurrency: None }], ..req("n1") };
+    let quiet =
+        ClaimRequest { names: vec![ClaimName { name: "quiet".into(), concurrency: None, rate: None }], ..req("n1") };
     let c = store.claim_tasks(&quiet, later).await.unwrap();
     assert_eq!(c.len(), 1);
     let out =
@@ -1623,7 +1624,7 @@ async fn scheduling_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     let req = |max| ClaimRequest {
         node: "n1".into(),
         lease: std::time::Duration::from_secs(30),
-        names: ["held", "free"].map(|n| ClaimName { name: n.into(), concurrency: None }).to_vec(),
+        names: ["held", "free"].map(|n| ClaimName { name: n.into(), concurrency: None, rate: None }).to_vec(),
         max,
         start: true,
         associate_id: None,

@@ -215,7 +215,9 @@ pub async fn call(
                 let key = super::batchtask::idempotency_key(&headers)?;
                 let info = need!(params.object("BatchTaskInfo"));
                 let req = wire::parse_create(info)?;
-                let created = tasks.create(caller, req.task, req.associate_id, req.cancellation_given, key).await?;
+                let created = tasks
+                    .create(caller, req.task, req.associate_id, req.cancellation_given, req.priority_given, key)
+                    .await?;
                 let mut res = format::respond(prefs.format, &Payload::Int(created.id.into()));
                 super::batchtask::mark_replay(&mut res, created);
                 Ok(Outcome::Done(res))

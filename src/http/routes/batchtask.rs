@@ -40,7 +40,8 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     let obj = require_object(body.value, "BatchTaskInfo")?;
     let req = wire::parse_create(&obj)?;
-    let created = app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given, key).await?;
+    let created =
+        app.tasks.create(&caller, req.task, req.associate_id, req.cancellation_given, req.priority_given, key).await?;
     let mut res = format::respond(prefs.format, &Payload::Int(created.id.into()));
     let location = local_path(&app.config, &format!("/api/v1/BatchTask/{}", created.id));
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -42,6 +42,8 @@ fn view(d: &Definition, status: Option<&DefinitionStatus>, prefs: &Prefs, now: c
         "TimeOut": seconds(d.run_timeout()),
         "Restarts": d.retry.restarts,
         "Concurrency": d.concurrency,
+        "Priority": d.priority,
+        "Rate": d.rate.map(|r| r.describe()),
         "StartInterval": seconds(d.start_interval),
         "CancellationBehaviour": d.cancellation.name(),
         "Paused": paused,

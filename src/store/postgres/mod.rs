@@ -289,8 +289,8 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
     let id: i32 = sqlx::query_scalar(
         "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
          detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
-         cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $16, 1) \
+         cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
+         priority) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $16, 1, $17) \
          RETURNING batchtask_id",
     )
     .bind(definition)
@@ -309,6 +309,7 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
     .bind(new.cancellation.number())
     .bind(now)
     .bind(new.associate_id)
+    .bind(i16::from(new.priority))
     .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
@@ -655,7 +656,7 @@ impl Store for PostgresStore {
         let now = runner::at(now);
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let id = insert_task(&mut tx, &new, now).await?;
-        let lease = runner::claim_new(&mut tx, id, &new.name, claim, now).await?;
+        let lease = runner::claim_new(&mut tx, id, &new.name, new.priority, claim, now).await?;
         let task = load_task(&mut tx, id, false).await?.ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(backend)?;
         Ok((task, lease))

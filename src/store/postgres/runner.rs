@@ -314,7 +314,8 @@ pub async fn delete_rows(conn: &mut PgConnection, id: i32, events: bool) -> Resu
 
 /// Takes the claim lock of each limited name, in name order (see the module doc).
 async fn lock_limited(conn: &mut PgConnection, names: &[&ClaimName]) -> Result<(), StoreError> {
-    let mut limited: Vec<&str> = names.iter().filter(|n| n.concurrency.is_some()).map(|n| n.name.as_str()).collect();
+    let mut limited: Vec<&str> =
+        names.iter().filter(|n| n.concurrency.is_some() || n.rate.is_some()).map(|n| n.name.as_str()).collect();
     limited.sort_unstable();
     limited.dedup();
     for name in limited {
@@ -328,18 +329,58 @@ async fn lock_limited(conn: &mut PgConnection, names: &[&ClaimName]) -> Result<(
     Ok(())
 }
 
-/// Room left under a name's concurrency limit (`usize::MAX` when unlimited). Call with the
-/// name's claim lock held.
-async fn room(conn: &mut PgConnection, name: &ClaimName) -> Result<usize, StoreError> {
-    if name.concurrency.is_none() {
-        return Ok(usize::MAX);
+/// Room left under a name's concurrency limit and rate (`usize::MAX` when it has neither).
+/// Call with the name's claim lock held.
+async fn room(conn: &mut PgConnection, name: &ClaimName, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let active: i64 = match name.concurrency {
+        None => 0,
+        Some(_) => sqlx::query_scalar("SELECT COUNT(*) FROM batchtask WHERE name = $1 AND state IN (2, 3)")
+            .bind(&name.name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?,
+    };
+    let started: i64 = match name.rate {
+        None => 0,
+        Some(rate) => sqlx::query_scalar("SELECT COUNT(*) FROM claim_start WHERE name = $1 AND at > $2")
+            .bind(&name.name)
+            .bind(rate.window_start(now))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(backend)?,
+    };
+    Ok(name.claim_room(active, started))
+}
+
+/// Records the claims of rate-limited names (one row each) and forgets those out of the window.
+/// Call with the names' claim locks held.
+async fn record_starts(
+    conn: &mut PgConnection,
+    claimed: &[Claimed],
+    names: &[ClaimName],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for name in names {
+        let Some(rate) = name.rate else { continue };
+        let n = claimed.iter().filter(|c| c.task.name == name.name).count();
+        if n == 0 {
+            continue;
+        }
+        sqlx::query("DELETE FROM claim_start WHERE name = $1 AND at <= $2")
+            .bind(&name.name)
+            .bind(rate.window_start(now))
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
+        sqlx::query("INSERT INTO claim_start (name, at) SELECT $1, $2 FROM generate_series(1, $3)")
+            .bind(&name.name)
+            .bind(now)
+            .bind(n as i32)
+            .execute(&mut *conn)
+            .await
+            .map_err(backend)?;
     }
-    let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM batchtask WHERE name = $1 AND state IN (2, 3)")
-        .bind(&name.name)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(backend)?;
-    Ok(name.room(active))
+    Ok(())
 }
 
 pub async fn claim(
@@ -372,15 +413,17 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     lock_limited(conn, &wanted).await?;
-    let mut candidates: Vec<i32> = Vec::new();
+    let mut candidates: Vec<(i16, i32)> = Vec::new();
     for name in wanted {
-        let take = room(conn, name).await?.min(req.max);
+        let take = room(conn, name, now).await?.min(req.max);
         if take == 0 {
             continue;
         }
-        let ids: Vec<i32> = sqlx::query_scalar(
-            "SELECT batchtask_id FROM batchtask WHERE name = $1 AND state = 1 \
-             AND (run_after IS NULL OR run_after <= $2) ORDER BY batchtask_id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
+        let ids: Vec<(i16, i32)> = sqlx::query_as(
+            "SELECT priority, batchtask_id FROM batchtask WHERE name = $1 AND state = 1 \
+             AND (run_after IS NULL OR run_after <= $2) ORDER BY priority DESC, batchtask_id LIMIT $3 \
+             FOR UPDATE SKIP LOCKED",
         )
         .bind(&name.name)
         .bind(now)
@@ -390,13 +433,14 @@ pub async fn claim(
         .map_err(backend)?;
         candidates.extend(ids);
     }
-    // Oldest first across names.
-    candidates.sort_unstable();
-    candidates.truncate(req.max);
-    if candidates.is_empty() {
+    let order = run::claim_order(candidates, req.max);
+    if order.is_empty() {
         return Ok(Vec::new());
     }
-    claim_ids(conn, &candidates, req, now).await
+    let mut claimed = claim_ids(conn, &order, req, now).await?;
+    run::in_claim_order(&mut claimed, &order);
+    record_starts(conn, &claimed, &req.names, now).await?;
+    Ok(claimed)
 }
 
 /// Claims the given `New` rows (locked by the caller) under one lease token for the batch.
@@ -416,23 +460,27 @@ async fn claim_ids(
     Ok(claimed)
 }
 
-/// After inserting task `id`: claims it when it is claimable by `req` and nothing older waits.
+/// After inserting task `id`: claims it when it is claimable by `req` and nothing of its name
+/// goes before it (a higher priority, or the same and older).
 pub async fn claim_new(
     conn: &mut PgConnection,
     id: i32,
     name: &str,
+    priority: u8,
     req: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> Result<Option<Lease>, StoreError> {
     let Some(claim_name) = req.names.iter().find(|n| n.name == name) else { return Ok(None) };
     let (older, paused): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 AND batchtask_id < $2 \
+        "SELECT EXISTS (SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 \
+         AND (priority > $4 OR (priority = $4 AND batchtask_id < $2)) \
          AND (run_after IS NULL OR run_after <= $3)), \
          EXISTS (SELECT 1 FROM batchtaskdefinition WHERE name = $1 AND paused)",
     )
     .bind(name)
     .bind(id)
     .bind(now)
+    .bind(i16::from(priority))
     .fetch_one(&mut *conn)
     .await
     .map_err(backend)?;
@@ -441,10 +489,12 @@ pub async fn claim_new(
         return Ok(None);
     }
     lock_limited(conn, &[claim_name]).await?;
-    if room(conn, claim_name).await? == 0 {
+    if room(conn, claim_name, now).await? == 0 {
         return Ok(None);
     }
-    Ok(claim_ids(conn, &[id], req, now).await?.pop().map(|c| c.lease))
+    let claimed = claim_ids(conn, &[id], req, now).await?;
+    record_starts(conn, &claimed, std::slice::from_ref(claim_name), now).await?;
+    Ok(claimed.into_iter().next().map(|c| c.lease))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../migrations/sqlite/0005_rescues.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_nodes.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_scheduling.sql")),
+    (8, include_str!("../../../migrations/sqlite/0008_priority.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
@@ -335,8 +336,8 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
     conn.prepare_cached(
         "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
              detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
-             cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+             cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
+             priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -358,6 +359,7 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
             new.associate_id,
             now_us,
             new.associate_id,
+            new.priority,
         ])
     })
     .map_err(backend)?;
@@ -659,7 +661,7 @@ impl Store for SqliteStore {
             .writer
             .write(move |conn| {
                 let id = insert_task(conn, &new, now)?;
-                let lease = runner::claim_new(conn, id, &new.name, &claim, now)?;
+                let lease = runner::claim_new(conn, id, &new.name, new.priority, &claim, now)?;
                 let task = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 Ok((task, lease))
             })

@@ -188,11 +188,41 @@ fn active_count(conn: &Connection, name: &str) -> Result<i64, StoreError> {
         .map_err(backend)
 }
 
-fn room(conn: &Connection, name: &ClaimName) -> Result<usize, StoreError> {
-    if name.concurrency.is_none() {
-        return Ok(usize::MAX);
+/// Room left under a name's concurrency limit and rate (`usize::MAX` when it has neither).
+fn room(conn: &Connection, name: &ClaimName, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let active = if name.concurrency.is_some() { active_count(conn, &name.name)? } else { 0 };
+    let started = match name.rate {
+        None => 0,
+        Some(rate) => conn
+            .prepare_cached("SELECT COUNT(*) FROM claim_start WHERE name = ? AND at > ?")
+            .and_then(|mut s| s.query_row(params![name.name, micros(rate.window_start(now))], |r| r.get(0)))
+            .map_err(backend)?,
+    };
+    Ok(name.claim_room(active, started))
+}
+
+/// Records the claims of rate-limited names (one row each) and forgets those out of the window.
+fn record_starts(
+    conn: &Connection,
+    claimed: &[Claimed],
+    names: &[ClaimName],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for name in names {
+        let Some(rate) = name.rate else { continue };
+        let n = claimed.iter().filter(|c| c.task.name == name.name).count();
+        if n == 0 {
+            continue;
+        }
+        conn.prepare_cached("DELETE FROM claim_start WHERE name = ? AND at <= ?")
+            .and_then(|mut s| s.execute(params![name.name, micros(rate.window_start(now))]))
+            .map_err(backend)?;
+        let mut insert = conn.prepare_cached("INSERT INTO claim_start (name, at) VALUES (?, ?)").map_err(backend)?;
+        for _ in 0..n {
+            insert.execute(params![name.name, micros(now)]).map_err(backend)?;
+        }
     }
-    Ok(name.room(active_count(conn, &name.name)?))
+    Ok(())
 }
 
 fn ids_of(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> Result<Vec<i32>, StoreError> {
@@ -211,25 +241,31 @@ fn paused_names(conn: &Connection) -> Result<Vec<String>, StoreError> {
 
 pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
     let now = crate::domain::time::truncate_micros(now);
-    let mut candidates: Vec<i32> = Vec::new();
+    let mut candidates: Vec<(i16, i32)> = Vec::new();
     let paused = paused_names(conn)?;
     for name in run::unpaused(&req.names, &paused) {
-        let take = room(conn, name)?.min(req.max);
+        let take = room(conn, name, now)?.min(req.max);
         if take == 0 {
             continue;
         }
-        // (name, state) index: rows come out in id order, no sort.
-        candidates.extend(ids_of(
-            conn,
-            "SELECT batchtask_id FROM batchtask WHERE name = ? AND state = 1 \
-             AND (run_after IS NULL OR run_after <= ?) ORDER BY batchtask_id LIMIT ?",
-            params![name.name, micros(now), take as i64],
-        )?);
+        // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
+        candidates.extend(
+            conn.prepare_cached(
+                "SELECT priority, batchtask_id FROM batchtask WHERE name = ? AND state = 1 \
+                 AND (run_after IS NULL OR run_after <= ?) ORDER BY priority DESC, batchtask_id LIMIT ?",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![name.name, micros(now), take as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(backend)?,
+        );
     }
-    // Oldest first across names.
-    candidates.sort_unstable();
-    candidates.truncate(req.max);
-    claim_ids(conn, &candidates, req, now)
+    let order = run::claim_order(candidates, req.max);
+    let mut claimed = claim_ids(conn, &order, req, now)?;
+    run::in_claim_order(&mut claimed, &order);
+    record_starts(conn, &claimed, &req.names, now)?;
+    Ok(claimed)
 }
 
 /// Claims the given `New` rows under one lease token for the batch.
@@ -253,11 +289,13 @@ fn claim_ids(
     Ok(out)
 }
 
-/// After inserting task `id`: claims it when it is claimable by `req` and nothing older waits.
+/// After inserting task `id`: claims it when it is claimable by `req` and nothing of its name
+/// goes before it (a higher priority, or the same and older).
 pub(super) fn claim_new(
     conn: &Connection,
     id: i32,
     name: &str,
+    priority: u8,
     req: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> Result<Option<Lease>, StoreError> {
@@ -268,14 +306,17 @@ pub(super) fn claim_new(
     };
     let older = ids_of(
         conn,
-        "SELECT batchtask_id FROM batchtask WHERE name = ? AND state = 1 AND batchtask_id < ? \
-         AND (run_after IS NULL OR run_after <= ?) LIMIT 1",
-        params![name, id, micros(now)],
+        "SELECT batchtask_id FROM batchtask WHERE name = ?1 AND state = 1 \
+         AND (priority > ?4 OR (priority = ?4 AND batchtask_id < ?2)) \
+         AND (run_after IS NULL OR run_after <= ?3) LIMIT 1",
+        params![name, id, micros(now), priority],
     )?;
-    if !older.is_empty() || room(conn, claim_name)? == 0 {
+    if !older.is_empty() || room(conn, claim_name, now)? == 0 {
         return Ok(None);
     }
-    Ok(claim_ids(conn, &[id], req, now)?.pop().map(|c| c.lease))
+    let claimed = claim_ids(conn, &[id], req, now)?;
+    record_starts(conn, &claimed, std::slice::from_ref(claim_name), now)?;
+    Ok(claimed.into_iter().next().map(|c| c.lease))
 }
 
 // ---------------------------------------------------------------------------------------------
