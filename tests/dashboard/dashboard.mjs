@@ -87,6 +87,9 @@ try {
   assert.equal(await page.evaluate(() => window.__owned), undefined);
   for (const cell of ['Sleep', 'admin']) assert.ok((await row(sleeper).textContent()).includes(cell), cell);
 
+  step('the page follows the server\'s event stream, not polling');
+  await page.waitForFunction(() => document.querySelector('#live')?.getAttribute('data-mode') === 'live', null, { timeout: 10000 });
+
   step("the Sleep task's progress bar moves");
   const seen = new Set();
   const deadline = Date.now() + 20000;
