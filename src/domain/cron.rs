@@ -46,7 +46,9 @@ impl Cron {
             ));
         }
         let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
-        let pattern = parser.parse(text).map_err(|e| e.to_string())?;
+        // Vixie cron's `@midnight` is `@daily`; croner knows only the latter.
+        let pattern_text = if text.eq_ignore_ascii_case("@midnight") { "@daily" } else { text };
+        let pattern = parser.parse(pattern_text).map_err(|e| e.to_string())?;
         Ok(Cron { text: text.to_owned(), zone, pattern: Box::new(pattern) })
     }
 
@@ -139,6 +141,16 @@ mod tests {
         assert_eq!(c.next_after(utc("2026-12-03T10:00:30Z")), Some(utc("2026-12-03T10:01:30Z")));
         let five = Cron::parse("* * * * *", Tz::UTC).unwrap();
         assert_eq!(five.next_after(utc("2026-12-03T10:00:00Z")), Some(utc("2026-12-03T10:01:00Z")), "five: seconds 0");
+    }
+
+    #[test]
+    fn the_short_names_include_midnight() {
+        for name in ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"] {
+            assert!(Cron::parse(name, Tz::UTC).is_ok(), "{name}");
+        }
+        let c = Cron::parse("@midnight", Tz::UTC).unwrap();
+        assert_eq!(c.next_after(utc("2026-12-03T10:00:00Z")), Some(utc("2026-12-04T00:00:00Z")));
+        assert_eq!(c.describe(), "@midnight UTC");
     }
 
     #[test]

@@ -257,6 +257,19 @@ pub struct ClaimName {
     pub rate: Option<Rate>,
 }
 
+/// What a claim must record for the rate limits: each rate-limited name it claimed tasks of, with
+/// its rate and how many it claimed. Names without a rate, or with no task claimed, need nothing.
+pub fn starts_to_record<'a>(claimed: &[Claimed], names: &'a [ClaimName]) -> Vec<(&'a str, Rate, usize)> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let rate = name.rate?;
+            let n = claimed.iter().filter(|c| c.task.name == name.name).count();
+            (n > 0).then_some((name.name.as_str(), rate, n))
+        })
+        .collect()
+}
+
 /// A definition's rate limit: at most `count` claims (starts) in any window of `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {

@@ -360,20 +360,15 @@ async fn record_starts(
     names: &[ClaimName],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for name in names {
-        let Some(rate) = name.rate else { continue };
-        let n = claimed.iter().filter(|c| c.task.name == name.name).count();
-        if n == 0 {
-            continue;
-        }
+    for (name, rate, n) in run::starts_to_record(claimed, names) {
         sqlx::query("DELETE FROM claim_start WHERE name = $1 AND at <= $2")
-            .bind(&name.name)
+            .bind(name)
             .bind(rate.window_start(now))
             .execute(&mut *conn)
             .await
             .map_err(backend)?;
         sqlx::query("INSERT INTO claim_start (name, at) SELECT $1, $2 FROM generate_series(1, $3)")
-            .bind(&name.name)
+            .bind(name)
             .bind(now)
             .bind(n as i32)
             .execute(&mut *conn)

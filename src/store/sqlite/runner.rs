@@ -208,18 +208,13 @@ fn record_starts(
     names: &[ClaimName],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for name in names {
-        let Some(rate) = name.rate else { continue };
-        let n = claimed.iter().filter(|c| c.task.name == name.name).count();
-        if n == 0 {
-            continue;
-        }
+    for (name, rate, n) in run::starts_to_record(claimed, names) {
         conn.prepare_cached("DELETE FROM claim_start WHERE name = ? AND at <= ?")
-            .and_then(|mut s| s.execute(params![name.name, micros(rate.window_start(now))]))
+            .and_then(|mut s| s.execute(params![name, micros(rate.window_start(now))]))
             .map_err(backend)?;
         let mut insert = conn.prepare_cached("INSERT INTO claim_start (name, at) VALUES (?, ?)").map_err(backend)?;
         for _ in 0..n {
-            insert.execute(params![name.name, micros(now)]).map_err(backend)?;
+            insert.execute(params![name, micros(now)]).map_err(backend)?;
         }
     }
     Ok(())
