@@ -81,8 +81,19 @@ const FIXED_SEGMENTS: &[&str] = &[
     "docs",
 ];
 
-/// `/Cust1/API/v1/batchtask/` → `/api/v1/BatchTask` (prefix removed, fixed words canonical,
-/// trailing slash dropped). Other segments (ids, state names, agent methods) are left as sent.
+/// The first segments of the paths whose fixed words may come in any case: the API and the health
+/// checks. The dashboard's own pages (`/definitions`, `/nodes`) are spelt as they are.
+const CASELESS_ROOTS: &[&str] = &["api", "health"];
+
+/// Whether a path (its prefix removed) spells its fixed words in any case.
+fn is_caseless(path: &str) -> bool {
+    let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
+    CASELESS_ROOTS.iter().any(|root| root.eq_ignore_ascii_case(first))
+}
+
+/// `/Cust1/API/v1/batchtask/` → `/api/v1/BatchTask` (prefix removed, fixed words canonical under
+/// the [`CASELESS_ROOTS`], trailing slash dropped). Other segments (ids, state names, agent
+/// methods) are left as sent.
 pub fn normalize_path(path: &str, prefix: &str) -> String {
     let mut p = path;
     if !prefix.is_empty() {
@@ -92,10 +103,11 @@ pub fn normalize_path(path: &str, prefix: &str) -> String {
             }
         }
     }
+    let caseless = is_caseless(p);
     let mut out = String::with_capacity(p.len());
     for seg in p.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
-        match FIXED_SEGMENTS.iter().find(|w| w.eq_ignore_ascii_case(seg)) {
+        match FIXED_SEGMENTS.iter().find(|w| caseless && w.eq_ignore_ascii_case(seg)) {
             Some(w) => out.push_str(w),
             None => out.push_str(seg),
         }
@@ -114,7 +126,8 @@ fn is_normal(path: &str, prefix: &str) -> bool {
     if !prefix.is_empty() && path.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix)) {
         return false;
     }
-    path.split('/').all(|seg| FIXED_SEGMENTS.iter().all(|w| !w.eq_ignore_ascii_case(seg) || *w == seg))
+    !is_caseless(path)
+        || path.split('/').all(|seg| FIXED_SEGMENTS.iter().all(|w| !w.eq_ignore_ascii_case(seg) || *w == seg))
 }
 
 async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, next: Next) -> Response {
@@ -251,6 +264,10 @@ mod tests {
             "/api/v1/Agents/Batch/GetBatchTaskInfo"
         );
         assert_eq!(normalize_path("/", ""), "/");
+        assert_eq!(normalize_path("/Health/LIVE", ""), "/health/live");
+        // The dashboard's pages are not the API: their words keep the case they came in.
+        assert_eq!(normalize_path("/definitions", ""), "/definitions");
+        assert_eq!(normalize_path("/nodes/", ""), "/nodes");
     }
 
     #[test]
@@ -264,6 +281,9 @@ mod tests {
             ("/Cust1/api", "/Cust1"),
             ("/api/v1/Agents/Batch/GetBatchTaskInfo", "/Cust1"),
             ("/API", ""),
+            ("/definitions", ""),
+            ("/Definitions", ""),
+            ("/health/LIVE", ""),
         ] {
             assert_eq!(super::is_normal(path, prefix), normalize_path(path, prefix) == path, "{path} {prefix}");
         }

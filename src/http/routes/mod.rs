@@ -82,10 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(dashboard::page))
         .route("/tasks", get(dashboard::page))
         .route("/tasks/{id}", get(dashboard::task_page))
-        // Path rewriting spells the API's fixed words canonically in any path, so the pages
-        // `/definitions` and `/nodes` arrive as these.
-        .route("/Definitions", get(dashboard::page))
-        .route("/Nodes", get(dashboard::page))
+        .route("/definitions", get(dashboard::page))
+        .route("/nodes", get(dashboard::page))
         .route("/ui/{version}/{file}", get(dashboard::asset))
         .with_state(state)
 }
