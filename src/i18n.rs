@@ -121,6 +121,8 @@ pub enum Key {
     DefinitionNotFound,
     BulkTooMany,
     IdempotencyKeyReused,
+    TooManyIds,
+    DependencyNotMet,
     // -- event stream --
     TooManyStreams,
 }
@@ -217,6 +219,10 @@ fn english(key: Key) -> &'static str {
         Key::TaskNotFailed => "BatchTask id {id} is {state}; only a Failed task can be retried.",
         Key::DefinitionNotFound => "No task definition is named '{name}'.",
         Key::BulkTooMany => "Filter: it matches more than {max} tasks; a bulk action takes at most {max}.",
+        Key::TooManyIds => "{field}: at most {max} ids are allowed, {actual} were given.",
+        Key::DependencyNotMet => {
+            "BatchTask id {id} waits for BatchTask id {after}, which is {state}; run that one again first."
+        }
         Key::IdempotencyKeyReused => {
             "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
         }
@@ -348,7 +354,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 68] = [
+    const KEYS: [Key; 70] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -416,6 +422,8 @@ mod tests {
         Key::DefinitionNotFound,
         Key::BulkTooMany,
         Key::IdempotencyKeyReused,
+        Key::TooManyIds,
+        Key::DependencyNotMet,
         Key::TooManyStreams,
     ];
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::dependency::{self, AFTER};
 use crate::domain::idempotency::KeyedCreate;
 use crate::domain::node::{self, NodeStatus};
 use crate::domain::rights::{
@@ -15,8 +16,8 @@ use crate::domain::{BatchTaskState, Caller, CancellationBehaviour, DomainError, 
 use crate::runner::{Definitions, Runner};
 use crate::store::runner::{Actor, StopResult, TaskEvent};
 use crate::store::{
-    BackendError, CreatedOnce, DefinitionStatus, ListQuery, ListRow, MinuteStats, STATS_MAX_MINUTES, Store, StoreError,
-    TaskFilter, TaskStats,
+    BackendError, CreatedOnce, DefinitionStatus, Dependencies, ListQuery, ListRow, MinuteStats, STATS_MAX_MINUTES,
+    Store, StoreError, TaskFilter, TaskStats,
 };
 
 /// Entity-tags from `If-Match` or `If-None-Match`, already parsed by the HTTP layer.
@@ -225,6 +226,7 @@ impl TaskService {
             task.priority = self.definitions.get(&task.name).map_or(0, |d| d.priority);
         }
         task.validate()?;
+        self.check_after(caller, &task.after).await?;
         if let Some(key) = key {
             let keyed = KeyedCreate {
                 associate_id: caller.associate_id,
@@ -243,6 +245,32 @@ impl TaskService {
             });
         }
         self.create_now(task).await.map(|t| Created { id: t.id, replayed: false })
+    }
+
+    /// A create's `After` names only tasks that exist and the caller may see; the first that
+    /// does not is named in the 400 (a task the caller may not see reads as unknown).
+    async fn check_after(&self, caller: &Caller, after: &[i32]) -> Result<(), StoreError> {
+        if after.is_empty() {
+            return Ok(());
+        }
+        let found = self.store.tasks_by_id(after).await?;
+        match after.iter().find(|id| !found.iter().any(|t| t.id == **id && can_see(caller, t))) {
+            Some(id) => Err(DomainError::UnknownValue { field: AFTER, value: id.to_string() }.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Task `id`'s dependencies both ways, as far as the caller may see them: a dependency since
+    /// deleted shows by id only (the caller named it); `Before` lists the first
+    /// [`dependency::BEFORE_MAX`] of those the caller may see.
+    pub async fn dependencies(&self, caller: &Caller, id: i32) -> Result<Dependencies, StoreError> {
+        if self.get(caller, id).await?.is_none() {
+            return Err(DomainError::TaskNotFound { id: id.into() }.into());
+        }
+        let mut deps = self.store.task_dependencies(id, list_owner(caller), dependency::BEFORE_MAX).await?;
+        deps.after.retain(|e| e.task.as_ref().is_none_or(|t| can_see(caller, t)));
+        deps.before.retain(|t| can_see(caller, t));
+        Ok(deps)
     }
 
     async fn create_now(&self, task: NewTask) -> Result<Task, StoreError> {

@@ -144,6 +144,13 @@ pub enum DomainError {
     /// An `Idempotency-Key` used within its window for a different create.
     #[error("the Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,
+    /// A list of ids with more distinct entries than allowed.
+    #[error("{} names {actual} ids, more than {max}", field.name())]
+    TooManyIds { field: Field, max: usize, actual: usize },
+    /// A task may not be made `New` again while a dependency it waits for is failed or deleted
+    /// (`state` `None`).
+    #[error("task {id} waits for task {after}, which is {state:?}")]
+    DependencyNotMet { id: i64, after: i64, state: Option<BatchTaskState> },
     /// An external worker asked for a definition the server runs itself.
     #[error("definition {name:?} is run by the server, not by external workers")]
     NotExternal { name: String },

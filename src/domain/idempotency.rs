@@ -61,6 +61,10 @@ pub fn request_hash(new: &NewTask) -> String {
     if new.priority != 0 {
         canonical.as_array_mut().expect("an array").push(new.priority.into());
     }
+    // Likewise `After`, as an object so it cannot read as a priority.
+    if !new.after.is_empty() {
+        canonical.as_array_mut().expect("an array").push(serde_json::json!({ "After": new.after }));
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod associate;
 pub mod cron;
 pub mod definition;
+pub mod dependency;
 pub mod duration;
 pub mod error;
 pub mod filter;

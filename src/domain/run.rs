@@ -50,7 +50,7 @@ impl RunRow {
     }
 
     /// Ends the lease and any stop request with it.
-    fn clear_lease(&mut self) {
+    pub(crate) fn clear_lease(&mut self) {
         self.lease_token = None;
         self.lease_expires = None;
         self.lease_node = None;

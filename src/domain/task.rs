@@ -218,6 +218,9 @@ pub struct NewTask {
     pub cancellation: CancellationBehaviour,
     /// Claim order: higher first, ties oldest first (`0..=PRIORITY_MAX`).
     pub priority: u8,
+    /// Tasks this one waits for (`After`): existing ids, sorted, each once, at most
+    /// [`super::dependency::AFTER_MAX`].
+    pub after: Vec<i32>,
 }
 
 /// The create body's optional `Priority` key (batchd's own; not a `BatchTaskInfo` property).

@@ -151,6 +151,17 @@ impl From<DomainError> for ApiError {
             }
             DomainError::BulkTooMany { max } => (S::BAD_REQUEST, Msg::new(Key::BulkTooMany).arg("max", max)),
             DomainError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, Msg::new(Key::IdempotencyKeyReused)),
+            DomainError::TooManyIds { field, max, actual } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::TooManyIds).arg("field", field.name()).arg("max", max).arg("actual", actual),
+            ),
+            DomainError::DependencyNotMet { id, after, state } => (
+                S::CONFLICT,
+                Msg::new(Key::DependencyNotMet)
+                    .arg("id", id)
+                    .arg("after", after)
+                    .arg("state", state.map_or("deleted", |s| s.name())),
+            ),
             DomainError::NotExternal { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
             }

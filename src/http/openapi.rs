@@ -156,6 +156,13 @@ fn task_create() -> Value {
         json!("batchd's own: claim order, higher first (ties oldest first); absent = the definition's priority");
     props.insert("Priority".into(), priority);
     props.insert(
+        "After".into(),
+        json!({"type": "array", "nullable": true, "maxItems": crate::domain::dependency::AFTER_MAX,
+            "items": {"type": "integer", "minimum": 1, "maximum": i32::MAX},
+            "description": "batchd's own: ids of tasks (the caller may see) this one waits for; it stays New \
+                until all have Succeeded, and ends Failed if one fails or is deleted. Duplicates count once"}),
+    );
+    props.insert(
         "ParameterObject".into(),
         json!({"type": "object", "nullable": true, "description": "Text values; numbers, booleans and null are taken as text",
             "additionalProperties": {"nullable": true, "anyOf": [
@@ -675,6 +682,30 @@ fn spec(path: &str, verb: &str) -> Spec {
             errors: vec![404],
             ..db
         },
+        ("BatchTask/{id}/Dependencies", "GET") => {
+            let item = |satisfied: bool| {
+                let mut p = json!({"Id": integer(), "Name": nullable_string(),
+                    "State": {"allOf": [r("BatchTaskState")], "nullable": true}});
+                if satisfied {
+                    p["Satisfied"] = json!({"type": "boolean"});
+                }
+                answer(p)
+            };
+            Spec {
+                params: vec![task_id()],
+                answers: vec![(
+                    200,
+                    ok(
+                        answer(json!({"After": array(item(true)), "Before": array(item(false)),
+                            "BeforeMore": {"type": "boolean"},
+                            "BeforeMax": {"type": "integer", "enum": [crate::domain::dependency::BEFORE_MAX]}})),
+                        true,
+                    ),
+                )],
+                errors: vec![404],
+                ..db
+            }
+        }
         // -- stats --
         ("Stats", "GET") => Spec {
             params: vec![json!({"name": "minutes", "in": "query", "required": false,

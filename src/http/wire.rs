@@ -385,6 +385,7 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
         file_name: opt_text(p.text(Field::FileName)?),
         cancellation: cancellation.unwrap_or_default(),
         priority: priority.map_or(0, |v| v as u8),
+        after: after_ids(&p)?,
     };
     let associate_id = p.int(Field::AssociateId, 0, i64::from(i32::MAX))?.map(|v| v as i32).filter(|v| *v != 0);
     task.validate()?;
@@ -394,6 +395,19 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
         cancellation_given: cancellation.is_some(),
         priority_given: priority.is_some(),
     })
+}
+
+/// The create body's `After`: a list of task ids (one bare id is a list of one); absent or
+/// `null` is none. Bounds and duplicates are the domain's rule.
+fn after_ids(p: &Props<'_>) -> Result<Vec<i32>, DomainError> {
+    use crate::domain::dependency::{AFTER, check_after};
+    let wrong = || DomainError::WrongType { field: AFTER, expected: Expected::IntegerList };
+    let ids: Vec<i64> = match p.get(AFTER.name()) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items.iter().map(|v| int_of(v).ok_or_else(wrong)).collect::<Result<_, _>>()?,
+        Some(v) => vec![int_of(v).ok_or_else(wrong)?],
+    };
+    check_after(&ids)
 }
 
 /// The update a PUT body asks for, and the body's `Id` (0 or absent = none).

@@ -9,7 +9,7 @@
 //!
 //! How an element becomes a value (first rule that applies):
 //! 1. `nil="true"` (any prefix) → `null`.
-//! 2. A list: its name is a list parameter (`AssociateIds`, `BatchTaskIds`) or starts with
+//! 2. A list: its name is a list parameter (`AssociateIds`, `BatchTaskIds`, `After`) or starts with
 //!    `ArrayOf` → an array of its children's values, whatever the children are called.
 //! 3. No child elements → its text (`""` when empty), except that an empty dictionary
 //!    (`ParameterObject`, `FieldProperties`) or object (`BatchTaskInfo`, `TableRight`) is `{}`.
@@ -36,7 +36,7 @@ pub use super::body::MAX_DEPTH;
 pub const MAX_ELEMENTS: usize = 100_000;
 
 /// Parameters that are lists even with one item.
-const LIST_NAMES: [&str; 2] = ["AssociateIds", "BatchTaskIds"];
+const LIST_NAMES: [&str; 3] = ["AssociateIds", "BatchTaskIds", "After"];
 /// Elements that are dictionaries (pairs) or objects even when empty.
 const OBJECT_NAMES: [&str; 4] = ["ParameterObject", "FieldProperties", "BatchTaskInfo", "TableRight"];
 

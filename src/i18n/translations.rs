@@ -117,6 +117,22 @@ fn row(key: Key) -> Option<Row> {
             "Filter : correspond à plus de {max} tâches ; une action groupée en prend au plus {max}.",
             "Filter: komt overeen met meer dan {max} taken; een bulkactie neemt er hoogstens {max}.",
         ],
+        Key::TooManyIds => [
+            "{field}: høyst {max} id-er er tillatt, {actual} ble sendt.",
+            "{field}: högst {max} id:n är tillåtna, {actual} skickades.",
+            "{field}: højst {max} id'er er tilladt, {actual} blev sendt.",
+            "{field}: höchstens {max} IDs sind erlaubt, {actual} wurden übergeben.",
+            "{field} : au plus {max} identifiants sont autorisés, {actual} ont été fournis.",
+            "{field}: maximaal {max} id's zijn toegestaan, {actual} werden opgegeven.",
+        ],
+        Key::DependencyNotMet => [
+            "BatchTask {id} venter på BatchTask {after}, som er {state}; kjør den på nytt først.",
+            "BatchTask {id} väntar på BatchTask {after}, som är {state}; kör den igen först.",
+            "BatchTask {id} venter på BatchTask {after}, som er {state}; kør den igen først.",
+            "BatchTask {id} wartet auf BatchTask {after}, die {state} ist; führen Sie diese zuerst erneut aus.",
+            "BatchTask {id} attend BatchTask {after}, qui est {state} ; relancez-la d'abord.",
+            "BatchTask {id} wacht op BatchTask {after}, die {state} is; voer die eerst opnieuw uit.",
+        ],
         Key::IdempotencyKeyReused => [
             "Idempotency-Key: nøkkelen ble brukt det siste døgnet til en annen forespørsel; bruk en ny nøkkel.",
             "Idempotency-Key: nyckeln användes det senaste dygnet för en annan begäran; använd en ny nyckel.",

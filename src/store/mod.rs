@@ -148,6 +148,23 @@ pub struct NewAssociate {
     pub role: Role,
 }
 
+/// One task a task waits for: `task` is `None` once it is deleted; `satisfied` once it succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AfterEdge {
+    pub id: i32,
+    pub satisfied: bool,
+    pub task: Option<Task>,
+}
+
+/// A task's dependencies both ways, as [`Store::task_dependencies`] reads them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dependencies {
+    pub after: Vec<AfterEdge>,
+    pub before: Vec<Task>,
+    /// More tasks wait for it than `before` lists.
+    pub more_before: bool,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// This process's end of the change feed (`store::feed`): what changed, on any node.
@@ -369,6 +386,15 @@ pub trait Store: Send + Sync + 'static {
         actor: runner::Actor,
         guard: DeleteGuard,
     ) -> Result<Task, StoreError>;
+
+    /// Task `id`'s dependencies both ways (`crate::domain::dependency`): every task it waits
+    /// for, and the first `before_max` of `owner`'s (everyone's when `None`) waiting for it.
+    async fn task_dependencies(
+        &self,
+        id: i32,
+        owner: Option<i32>,
+        before_max: usize,
+    ) -> Result<Dependencies, StoreError>;
 
     // -- nodes and health --
     // The rules (liveness, what is listed, what is purged) are in `crate::domain::node`.

@@ -136,6 +136,7 @@ stories! {
     scheduling_story: sqlite_scheduling_story, postgres_scheduling_story;
     cron_story: sqlite_cron_story, postgres_cron_story;
     idempotency_story: sqlite_idempotency_story, postgres_idempotency_story;
+    dependencies_story: sqlite_dependencies_story, postgres_dependencies_story;
 }
 
 #[tokio::test]
@@ -1920,4 +1921,107 @@ async fn stats_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     assert_eq!(later.minutes, vec![row(1, Failed, 1, 1, (1000, 1000), (64000, 64000))], "since is inclusive");
     let nobody = store.task_stats(t0, Some(99)).await.unwrap();
     assert_eq!((nobody.states, nobody.minutes), (vec![], vec![]));
+}
+
+/// Task dependencies: a task waits (unclaimable, also by claim-on-create) until every task it
+/// names has succeeded; a failure or a deletion fails it, naming the dependency, and so on down
+/// the chain; a rerun waits for its failed dependency to run again.
+async fn dependencies_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+    use batchd::store::runner::{ClaimName, ClaimRequest, Finish, FinishOutcome};
+    let t0 = micros_now();
+    let req = ClaimRequest {
+        node: "n1".into(),
+        lease: std::time::Duration::from_secs(30),
+        names: vec![ClaimName { name: "dep".into(), concurrency: None, rate: None }],
+        max: 10,
+        start: true,
+        associate_id: None,
+    };
+    let after = |ids: &[i32]| NewTask { after: ids.to_vec(), ..task("dep", 1, None) };
+    let finish = |c: &batchd::store::runner::Claimed, outcome| Finish {
+        id: c.task.id,
+        token: c.lease.token.clone(),
+        outcome,
+        result: None,
+        response: None,
+        progress: None,
+        actor: Actor::node("n1", "done"),
+    };
+    let get = |id: i32| {
+        let store = store.clone();
+        async move { store.get_task(id).await.unwrap().unwrap() }
+    };
+    let a = store.create_task(task("dep", 1, None), t0).await.unwrap().id;
+    let b = store.create_task(after(&[a]), t0).await.unwrap().id;
+    let c = store.create_task(after(&[b]), t0).await.unwrap().id;
+    let d = store.create_task(after(&[a, b]), t0).await.unwrap().id;
+    // Claim-on-create leaves a waiting task alone, and the claim takes only `a`.
+    let (e, lease) = store.create_and_claim(after(&[a]), t0, &req).await.unwrap();
+    assert!(lease.is_none());
+    assert_eq!(e.state, BatchTaskState::New);
+    let claimed = store.claim_tasks(&req, t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [a]);
+    assert!(store.claim_tasks(&req, t0).await.unwrap().is_empty(), "nothing else is due while a runs");
+    store.finish_tasks(vec![finish(&claimed[0], FinishOutcome::Succeeded)], t0).await.unwrap();
+    // a succeeded: b and e are due; d still waits for b.
+    let claimed = store.claim_tasks(&req, t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [b, e.id]);
+    let deps = store.task_dependencies(d, None, 100).await.unwrap();
+    assert_eq!(deps.after.iter().map(|x| (x.id, x.satisfied)).collect::<Vec<_>>(), [(a, true), (b, false)]);
+    let deps = store.task_dependencies(a, None, 2).await.unwrap();
+    assert_eq!(deps.before.iter().map(|t| t.id).collect::<Vec<_>>(), [b, d], "the first two by id");
+    assert!(deps.more_before);
+    assert!(store.task_dependencies(a, Some(99), 100).await.unwrap().before.is_empty(), "another owner's");
+    // b fails for good: c and d end Failed naming b, in the same transaction.
+    let b_claim = claimed.iter().find(|x| x.task.id == b).unwrap();
+    store.finish_tasks(vec![finish(b_claim, FinishOutcome::Failed { retry: false })], t0).await.unwrap();
+    for id in [c, d] {
+        let t = get(id).await;
+        assert_eq!(
+            (t.state, t.result.as_deref()),
+            (BatchTaskState::Failed, Some(format!("dependency {b} failed").as_str()))
+        );
+        assert_eq!(t.start_count, 0);
+        let last = store.task_events(id).await.unwrap().pop().unwrap();
+        assert_eq!(last.reason, Some(format!("dependency {b} failed")));
+    }
+    // Transitively: a task after c (already failed) is created Failed, naming c.
+    let f = store.create_task(after(&[c]), t0).await.unwrap();
+    assert_eq!((f.state, f.result.clone()), (BatchTaskState::Failed, Some(format!("dependency {c} failed"))));
+    // A rerun of c waits for b to run again: refused, then allowed once b is New.
+    let guard = || -> batchd::store::DeleteGuard { Box::new(|_| Ok(())) };
+    let refused = store.retry_task(c, t0, Actor::default(), guard()).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Rejected(DomainError::DependencyNotMet { after, .. }) if after == i64::from(b)),
+        "{refused:?}"
+    );
+    store.retry_task(b, t0, Actor::default(), guard()).await.unwrap();
+    assert_eq!(store.retry_task(c, t0, Actor::default(), guard()).await.unwrap().state, BatchTaskState::New);
+    let claimed = store.claim_tasks(&req, t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [b], "c waits for b again");
+    store.finish_tasks(vec![finish(&claimed[0], FinishOutcome::SucceededManualCleanup)], t0).await.unwrap();
+    let claimed = store.claim_tasks(&req, t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [c]);
+    // A deleted dependency fails its waiting dependent; a rerun of that one is refused.
+    let g = store.create_task(task("dep", 1, None), t0).await.unwrap().id;
+    let h = store.create_task(after(&[g]), t0).await.unwrap().id;
+    store.delete_task(g, t0, Actor::default(), guard()).await.unwrap();
+    let t = get(h).await;
+    assert_eq!((t.state, t.result), (BatchTaskState::Failed, Some(format!("dependency {g} was deleted"))));
+    let refused = store.retry_task(h, t0, Actor::default(), guard()).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Rejected(DomainError::DependencyNotMet { state: None, .. })), "{refused:?}");
+    // An id that does not exist (any more) refuses the create.
+    let missing = store.create_task(after(&[g]), t0).await.unwrap_err();
+    assert!(matches!(missing, StoreError::Rejected(DomainError::UnknownValue { .. })), "{missing:?}");
+    // A move by hand counts too: Failed releases nothing, Succeeded releases.
+    let i = store.create_task(NewTask { name: "other".into(), ..task("dep", 1, None) }, t0).await.unwrap().id;
+    let j = store.create_task(after(&[i]), t0).await.unwrap().id;
+    for to in [BatchTaskState::Started, BatchTaskState::Succeeded] {
+        store
+            .modify_task(i, t0, Actor::default(), Box::new(move |t| Ok(Task { state: to, ..t.clone() })))
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_tasks(&req, t0).await.unwrap();
+    assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [j]);
 }

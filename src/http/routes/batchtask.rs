@@ -23,7 +23,7 @@ use super::{Query, no_content, precondition, require_object, task_response, task
 use crate::http::forwarded::{BaseUrl, local_path};
 
 /// A path id: all digits. Larger than any task id → no such task.
-fn parse_id(raw: &str) -> Result<i32, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<i32, ApiError> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DomainError::WrongType { field: Field::Id, expected: crate::domain::Expected::Integer }.into());
     }

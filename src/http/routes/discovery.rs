@@ -107,6 +107,10 @@ pub const ENDPOINTS: &[(&str, &[Operation])] = &[
         )],
     ),
     ("BatchTask/{id}/Events", &[("GET", Credentials, "The task's state changes: time, from, to, who, why")]),
+    (
+        "BatchTask/{id}/Dependencies",
+        &[("GET", Credentials, "The tasks it waits for (After) and those waiting for it (Before, the first 100)")],
+    ),
     // -- nodes --
     (
         "Nodes",

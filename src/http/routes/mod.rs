@@ -3,6 +3,7 @@
 mod agents;
 mod batchtask;
 mod definitions;
+mod dependencies;
 pub(crate) mod discovery;
 mod health;
 mod identity;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/BatchTask/Acquire", post(runner::acquire).fallback(runner::acquire_other_method))
         .route("/api/v1/BatchTask/{id}/Heartbeat", post(runner::heartbeat))
         .route("/api/v1/BatchTask/{id}/Events", get(runner::events))
+        .route("/api/v1/BatchTask/{id}/Dependencies", get(dependencies::get))
         // -- nodes and health --
         .route("/api/v1/Nodes", get(nodes::list))
         .route("/health/live", get(health::live))

@@ -34,6 +34,7 @@ use super::{
 
 mod auth;
 mod connect;
+mod deps;
 
 use super::feed::{self, Feed, Notice};
 
@@ -348,6 +349,7 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
             .map_err(backend)?;
     }
     runner::write_events(conn, run::created(id, new, now).as_slice()).await?;
+    deps::insert_edges(conn, id, new, now).await?;
     Ok(id)
 }
 
@@ -643,6 +645,7 @@ impl Store for PostgresStore {
         let current = load_task(&mut tx, id, true).await?.ok_or(StoreError::NotFound)?;
         guard(&current)?;
         runner::write_events(&mut tx, run::deleted(&current, &actor, runner::at(now)).as_slice()).await?;
+        runner::cascade_end(&mut tx, vec![(id, crate::domain::dependency::Ended::Deleted)], runner::at(now)).await?;
         runner::delete_rows(&mut tx, id, false).await?;
         tx.commit().await.map_err(backend)
     }
@@ -656,7 +659,12 @@ impl Store for PostgresStore {
         let now = runner::at(now);
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let id = insert_task(&mut tx, &new, now).await?;
-        let lease = runner::claim_new(&mut tx, id, &new.name, new.priority, claim, now).await?;
+        // -- deps -- a task with dependencies is left to the claim loop.
+        let lease = if new.after.is_empty() {
+            runner::claim_new(&mut tx, id, &new.name, new.priority, claim, now).await?
+        } else {
+            None
+        };
         let task = load_task(&mut tx, id, false).await?.ok_or(StoreError::NotFound)?;
         tx.commit().await.map_err(backend)?;
         Ok((task, lease))
@@ -823,6 +831,16 @@ impl Store for PostgresStore {
         let task = runner::retry_task(&mut tx, id, runner::at(now), &actor, guard).await?;
         tx.commit().await.map_err(backend)?;
         Ok(task)
+    }
+
+    async fn task_dependencies(
+        &self,
+        id: i32,
+        owner: Option<i32>,
+        before_max: usize,
+    ) -> Result<super::Dependencies, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        deps::dependencies(&mut conn, id, owner, before_max).await
     }
 
     // -- nodes and health --

@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
+use crate::domain::dependency::Ended;
 use crate::domain::run::{self, Change, RunEvent, RunPolicy, RunRow};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK};
 use crate::domain::{BatchTaskState, NewTask, Task};
@@ -94,7 +95,7 @@ fn run_row_from(r: &PgRow) -> Result<RunRow, sqlx::Error> {
 
 /// Loads rows with their runner columns, in id order. `lock` takes their row locks, in id order
 /// in one statement, so batches sharing rows queue instead of deadlocking.
-async fn load_run_rows(
+pub(super) async fn load_run_rows(
     conn: &mut PgConnection,
     ids: &[i32],
     with_params: bool,
@@ -116,9 +117,34 @@ async fn locked_rows(conn: &mut PgConnection, ids: impl Iterator<Item = i32>) ->
     load_run_rows(conn, &ids, false, true).await
 }
 
-/// Writes what the rules decided: every column the runner may change, for the whole batch in one
-/// statement over `unnest` of the columns, then the events in another.
-async fn write(conn: &mut PgConnection, changes: &[Change]) -> Result<(), StoreError> {
+/// Writes what the rules decided, and what that does to the tasks waiting for those that ended.
+pub(super) async fn write(conn: &mut PgConnection, changes: &[Change]) -> Result<(), StoreError> {
+    write_rows(conn, changes).await?;
+    let ended: Vec<(i32, Ended)> =
+        changes.iter().filter_map(|c| Ended::of(c.row.task.state).map(|h| (c.row.task.id, h))).collect();
+    match changes.first() {
+        Some(c) if !ended.is_empty() => cascade_end(conn, ended, c.row.task.updated).await,
+        _ => Ok(()),
+    }
+}
+
+/// Tasks `ended` (id, how): their dependents are released or failed, and theirs in turn.
+pub(super) async fn cascade_end(
+    conn: &mut PgConnection,
+    mut ended: Vec<(i32, Ended)>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    while !ended.is_empty() {
+        let failed = super::deps::after_end(conn, &ended, now).await?;
+        write_rows(conn, &failed).await?;
+        ended = failed.iter().map(|c| (c.row.task.id, Ended::Failed)).collect();
+    }
+    Ok(())
+}
+
+/// Every column the runner may change, for the whole batch in one statement over `unnest` of
+/// the columns, then the events in another.
+async fn write_rows(conn: &mut PgConnection, changes: &[Change]) -> Result<(), StoreError> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -240,6 +266,9 @@ pub async fn modify_task(
     let current = load_task(conn, id, true).await?.ok_or(StoreError::NotFound)?;
     // A refusal drops the transaction, which rolls back and releases the row lock.
     let next = change(&current)?;
+    if current.state.is_finished() && next.state == BatchTaskState::New {
+        super::deps::check_rerun(conn, id).await?;
+    }
     let by_hand = run::by_hand(&current, &next, actor, now);
     sqlx::query(
         "UPDATE batchtask SET state = $1, description = $2, response = $3, request = $4, result = $5, \
@@ -275,6 +304,11 @@ pub async fn modify_task(
     .await
     .map_err(backend)?;
     write_events(conn, &by_hand.event).await?;
+    if next.state != current.state {
+        if let Some(how) = Ended::of(next.state) {
+            cascade_end(conn, vec![(id, how)], now).await?;
+        }
+    }
     // Read back: the answer is exactly what is stored.
     load_task(conn, id, false).await?.ok_or(StoreError::NotFound)
 }
@@ -298,6 +332,7 @@ pub async fn delete_rows(conn: &mut PgConnection, id: i32, events: bool) -> Resu
         .execute(&mut *conn)
         .await
         .map_err(backend)?;
+    super::deps::delete_edges(conn, id).await?;
     sqlx::query("DELETE FROM batchtask WHERE batchtask_id = $1").bind(id).execute(&mut *conn).await.map_err(backend)?;
     if events {
         sqlx::query("DELETE FROM batchtaskevent WHERE batchtask_id = $1")
@@ -416,7 +451,8 @@ pub async fn claim(
         }
         // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
         let ids: Vec<(i16, i32)> = sqlx::query_as(
-            "SELECT priority, batchtask_id FROM batchtask WHERE name = $1 AND state = 1 \
+            // -- deps -- `waiting_on = 0`: a task waiting for its dependencies is not due.
+            "SELECT priority, batchtask_id FROM batchtask WHERE name = $1 AND state = 1 AND waiting_on = 0 \
              AND (run_after IS NULL OR run_after <= $2) ORDER BY priority DESC, batchtask_id LIMIT $3 \
              FOR UPDATE SKIP LOCKED",
         )
@@ -467,7 +503,7 @@ pub async fn claim_new(
 ) -> Result<Option<Lease>, StoreError> {
     let Some(claim_name) = req.names.iter().find(|n| n.name == name) else { return Ok(None) };
     let (older, paused): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 \
+        "SELECT EXISTS (SELECT 1 FROM batchtask WHERE name = $1 AND state = 1 AND waiting_on = 0 \
          AND (priority > $4 OR (priority = $4 AND batchtask_id < $2)) \
          AND (run_after IS NULL OR run_after <= $3)), \
          EXISTS (SELECT 1 FROM batchtaskdefinition WHERE name = $1 AND paused)",
@@ -838,6 +874,9 @@ pub async fn retry_task(
 ) -> Result<Task, StoreError> {
     let row = load_run_rows(conn, &[id], false, true).await?.pop().ok_or(StoreError::NotFound)?;
     guard(&row.task)?;
+    if row.task.state == BatchTaskState::Failed {
+        super::deps::check_rerun(conn, id).await?;
+    }
     let change = run::retry(row, actor, now)?;
     write(conn, std::slice::from_ref(&change)).await?;
     load_task(conn, id, false).await?.ok_or(StoreError::NotFound)

@@ -5,6 +5,7 @@
 //! thread that batches them into group commits (see `writer.rs`).
 
 mod auth;
+mod deps;
 mod list;
 mod nodes;
 mod runner;
@@ -46,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_nodes.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_scheduling.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_priority.sql")),
+    (10, include_str!("../../../migrations/sqlite/0010_dependencies.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
@@ -105,6 +107,15 @@ fn connect(path: &str, create: bool) -> rusqlite::Result<Connection> {
 }
 
 impl SqliteStore {
+    /// Wakes the nodes for tasks whose last dependency just succeeded.
+    fn tell_released(&self, mut names: Vec<String>) {
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            self.feed.send(Notice::New { name });
+        }
+    }
+
     pub fn open(path: &str) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = Path::new(path).parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -384,6 +395,7 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
             .map_err(backend)?;
     }
     runner::write_events(conn, &run::created(id, new, now))?;
+    deps::insert_edges(conn, id, new, now)?;
     Ok(id)
 }
 
@@ -607,11 +619,14 @@ impl Store for SqliteStore {
         change: TaskChange,
     ) -> Result<Task, StoreError> {
         let now = crate::domain::time::truncate_micros(now);
-        let (task, to_new) = self
+        let (task, to_new, released) = self
             .writer
             .write(move |conn| {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 let next = change(&current)?;
+                if current.state.is_finished() && next.state == BatchTaskState::New {
+                    deps::check_rerun(conn, id)?;
+                }
                 let by_hand = run::by_hand(&current, &next, &actor, now);
                 let run_fields_same =
                     next.start_count == current.start_count && next.last_started == current.last_started;
@@ -621,15 +636,26 @@ impl Store for SqliteStore {
                     update_whole_task(conn, &next, now, &actor, &by_hand, id)?;
                 }
                 runner::write_events(conn, &by_hand.event)?;
+                if next.state != current.state {
+                    if let Some(how) = crate::domain::dependency::Ended::of(next.state) {
+                        runner::cascade_end(conn, id, how, now)?;
+                    }
+                }
+                let released = deps::take_released();
                 // What was just written, without reading it back: the writer thread is the one
                 // serial resource of the SQLite store. Times are cut to the stored precision.
                 let last_started = next.last_started.map(crate::domain::time::truncate_micros);
-                Ok((Task { version: current.version + 1, updated: now, last_started, ..next }, by_hand.resets_attempts))
+                Ok((
+                    Task { version: current.version + 1, updated: now, last_started, ..next },
+                    by_hand.resets_attempts,
+                    released,
+                ))
             })
             .await?;
         if to_new {
             self.feed.send(Notice::New { name: task.name.clone() });
         }
+        self.tell_released(released);
         Ok(task)
     }
 
@@ -645,6 +671,8 @@ impl Store for SqliteStore {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 guard(&current)?;
                 runner::write_events(conn, &run::deleted(&current, &actor, now))?;
+                let now = crate::domain::time::truncate_micros(now);
+                runner::cascade_end(conn, id, crate::domain::dependency::Ended::Deleted, now)?;
                 runner::delete_rows(conn, id, false)
             })
             .await
@@ -661,7 +689,12 @@ impl Store for SqliteStore {
             .writer
             .write(move |conn| {
                 let id = insert_task(conn, &new, now)?;
-                let lease = runner::claim_new(conn, id, &new.name, new.priority, &claim, now)?;
+                // -- deps -- a task with dependencies is left to the claim loop.
+                let lease = if new.after.is_empty() {
+                    runner::claim_new(conn, id, &new.name, new.priority, &claim, now)?
+                } else {
+                    None
+                };
                 let task = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 Ok((task, lease))
             })
@@ -687,7 +720,10 @@ impl Store for SqliteStore {
     }
 
     async fn finish_tasks(&self, finishes: Vec<Finish>, now: DateTime<Utc>) -> Result<Vec<FinishResult>, StoreError> {
-        self.writer.write(move |conn| runner::finish(conn, finishes, now)).await
+        let (done, released) =
+            self.writer.write(move |conn| Ok((runner::finish(conn, finishes, now)?, deps::take_released()))).await?;
+        self.tell_released(released);
+        Ok(done)
     }
 
     async fn request_stop(
@@ -804,6 +840,15 @@ impl Store for SqliteStore {
         let task = self.writer.write(move |conn| runner::retry_task(conn, id, now, &actor, guard)).await?;
         self.feed.send(Notice::New { name: task.name.clone() });
         Ok(task)
+    }
+
+    async fn task_dependencies(
+        &self,
+        id: i32,
+        owner: Option<i32>,
+        before_max: usize,
+    ) -> Result<super::Dependencies, StoreError> {
+        self.read(|conn| deps::dependencies(conn, id, owner, before_max))
     }
 
     // -- nodes and health --

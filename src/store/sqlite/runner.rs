@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::domain::dependency::Ended;
 use crate::domain::run::{self, Change, RunEvent, RunPolicy, RunRow};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK};
 use crate::domain::{BatchTaskState, NewTask, Task};
@@ -46,7 +47,7 @@ fn run_row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
 /// Loads rows with their runner columns, in id order. `with_params`: also the ParameterObject
 /// blob (a run needs it; bookkeeping writes do not, and skipping the blob lookup keeps them cheap).
 /// The ids are one bound JSON array, so the statement is prepared once for any batch size.
-fn load_run_rows(conn: &Connection, ids: &[i32], with_params: bool) -> Result<Vec<RunRow>, StoreError> {
+pub(super) fn load_run_rows(conn: &Connection, ids: &[i32], with_params: bool) -> Result<Vec<RunRow>, StoreError> {
     static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
         [light_columns(), TASK_COLUMNS.to_owned()].map(|columns| {
@@ -62,12 +63,34 @@ fn load_run_rows(conn: &Connection, ids: &[i32], with_params: bool) -> Result<Ve
         .map_err(backend)
 }
 
-fn load_run_row(conn: &Connection, id: i32, with_params: bool) -> Result<Option<RunRow>, StoreError> {
+pub(super) fn load_run_row(conn: &Connection, id: i32, with_params: bool) -> Result<Option<RunRow>, StoreError> {
     Ok(load_run_rows(conn, &[id], with_params)?.pop())
 }
 
-/// Writes what a rule decided: every column the runner may change, then the events.
-fn write(conn: &Connection, change: &Change) -> Result<(), StoreError> {
+/// Writes what a rule decided, and what that does to the tasks waiting for this one.
+pub(super) fn write(conn: &Connection, change: &Change) -> Result<(), StoreError> {
+    write_row(conn, change)?;
+    let t = &change.row.task;
+    match Ended::of(t.state) {
+        Some(how) => cascade_end(conn, t.id, how, t.updated),
+        None => Ok(()),
+    }
+}
+
+/// Task `id` ended as `how`: its dependents are released or failed, and theirs in turn.
+pub(super) fn cascade_end(conn: &Connection, id: i32, how: Ended, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut todo = vec![(id, how)];
+    while let Some((id, how)) = todo.pop() {
+        for change in super::deps::after_end(conn, id, how, now)? {
+            write_row(conn, &change)?;
+            todo.push((change.row.task.id, Ended::Failed));
+        }
+    }
+    Ok(())
+}
+
+/// Writes every column the runner may change, then the events.
+fn write_row(conn: &Connection, change: &Change) -> Result<(), StoreError> {
     let (row, t) = (&change.row, &change.row.task);
     conn.prepare_cached(
         "UPDATE batchtask SET state = ?, result = ?, response = ?, startcount = ?, laststarted = ?, \
@@ -220,7 +243,7 @@ fn record_starts(
     Ok(())
 }
 
-fn ids_of(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> Result<Vec<i32>, StoreError> {
+pub(super) fn ids_of(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> Result<Vec<i32>, StoreError> {
     conn.prepare_cached(sql).and_then(|mut s| s.query_map(values, |r| r.get::<_, i32>(0))?.collect()).map_err(backend)
 }
 
@@ -246,7 +269,8 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -
         // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
         candidates.extend(
             conn.prepare_cached(
-                "SELECT priority, batchtask_id FROM batchtask WHERE name = ? AND state = 1 \
+                // -- deps -- `waiting_on = 0`: a task waiting for its dependencies is not due.
+                "SELECT priority, batchtask_id FROM batchtask WHERE name = ? AND state = 1 AND waiting_on = 0 \
                  AND (run_after IS NULL OR run_after <= ?) ORDER BY priority DESC, batchtask_id LIMIT ?",
             )
             .and_then(|mut s| {
@@ -301,7 +325,7 @@ pub(super) fn claim_new(
     };
     let older = ids_of(
         conn,
-        "SELECT batchtask_id FROM batchtask WHERE name = ?1 AND state = 1 \
+        "SELECT batchtask_id FROM batchtask WHERE name = ?1 AND state = 1 AND waiting_on = 0 \
          AND (priority > ?4 OR (priority = ?4 AND batchtask_id < ?2)) \
          AND (run_after IS NULL OR run_after <= ?3) LIMIT 1",
         params![name, id, micros(now), priority],
@@ -479,6 +503,7 @@ pub(super) fn delete_rows(conn: &Connection, id: i32, events: bool) -> Result<()
     conn.prepare_cached("DELETE FROM binaryobjectlink WHERE ownertable = ? AND ownerrecord = ?")
         .and_then(|mut s| s.execute(params![TABLE_BATCHTASK, id]))
         .map_err(backend)?;
+    super::deps::delete_edges(conn, id)?;
     conn.prepare_cached("DELETE FROM batchtask WHERE batchtask_id = ?")
         .and_then(|mut s| s.execute([id]))
         .map_err(backend)?;
@@ -636,6 +661,9 @@ pub(super) fn retry_task(
     let now = crate::domain::time::truncate_micros(now);
     let row = load_run_row(conn, id, false)?.ok_or(StoreError::NotFound)?;
     guard(&row.task)?;
+    if row.task.state == BatchTaskState::Failed {
+        super::deps::check_rerun(conn, id)?;
+    }
     let change = run::retry(row, actor, now)?;
     write(conn, &change)?;
     super::load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)

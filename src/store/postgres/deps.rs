@@ -1,0 +1,206 @@
+//! Task dependencies on PostgreSQL: the twin of `src/store/sqlite/deps.rs`, the decisions those
+//! of `crate::domain::dependency`. What the single writer gives SQLite is done here with locks:
+//!
+//! - A create reads its dependencies `FOR SHARE`: a dependency finishing at the same time (its
+//!   row is locked `FOR UPDATE` by the finish) is either seen finished, or its finish waits for
+//!   the create's commit and then, in a later statement, sees the new edges.
+//! - A dependency's end locks its waiting dependents in id order before changing them; success
+//!   marks its edges satisfied and decrements each dependent's `waiting_on` (a decrement, so two
+//!   dependencies of one task succeeding on two nodes both count), and notifies the nodes of the
+//!   tasks it released (the feed's trigger only sees state changes).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::domain::dependency::{self, Ended};
+use crate::domain::run::Change;
+use crate::domain::{BatchTaskState, NewTask, Task};
+use crate::store::{AfterEdge, Dependencies, StoreError};
+
+use super::{TASK_COLUMNS, backend, task_from_row};
+
+fn state_of(n: i32) -> BatchTaskState {
+    BatchTaskState::from_number(n.into()).unwrap_or(BatchTaskState::Unknown)
+}
+
+/// After inserting task `id`: its edges and its count; `Failed` at once when a dependency has
+/// already failed. A named task that is gone refuses the create.
+pub async fn insert_edges(
+    conn: &mut PgConnection,
+    id: i32,
+    new: &NewTask,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if new.after.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT batchtask_id, state FROM batchtask WHERE batchtask_id = ANY($1) ORDER BY batchtask_id FOR SHARE",
+    )
+    .bind(&new.after)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let found: Vec<(i32, BatchTaskState)> = found.into_iter().map(|(i, s)| (i, state_of(s))).collect();
+    let start = dependency::at_create(&new.after, &found)?;
+    sqlx::query(
+        "INSERT INTO batchtask_after (task_id, after_id, satisfied) SELECT $1, a, s FROM unnest($2::integer[], \
+         $3::boolean[]) AS v (a, s)",
+    )
+    .bind(id)
+    .bind(found.iter().map(|(a, _)| *a).collect::<Vec<_>>())
+    .bind(found.iter().map(|(_, s)| Ended::of(*s) == Some(Ended::Succeeded)).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sqlx::query("UPDATE batchtask SET waiting_on = $1 WHERE batchtask_id = $2")
+        .bind(start.waiting_on)
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if let Some(dep) = start.failed {
+        let row = super::runner::load_run_rows(conn, &[id], false, false).await?.pop().ok_or(StoreError::NotFound)?;
+        if let Some(change) = dependency::fail_dependent(row, dep, Ended::Failed, super::runner::at(now)) {
+            super::runner::write(conn, std::slice::from_ref(&change)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What the tasks `ended` (id, how) do to the tasks waiting for them: successes satisfy their
+/// edges and release those whose count reaches 0; failures and deletions answer the changes
+/// that fail them, for the caller to write (which goes on to their own dependents).
+pub async fn after_end(
+    conn: &mut PgConnection,
+    ended: &[(i32, Ended)],
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, StoreError> {
+    let succeeded: Vec<i32> = ended.iter().filter(|(_, h)| *h == Ended::Succeeded).map(|(i, _)| *i).collect();
+    if !succeeded.is_empty() {
+        sqlx::query(
+            "SELECT 1 FROM batchtask WHERE batchtask_id IN (SELECT task_id FROM batchtask_after \
+             WHERE after_id = ANY($1) AND NOT satisfied) ORDER BY batchtask_id FOR UPDATE",
+        )
+        .bind(&succeeded)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+        sqlx::query(
+            "WITH done AS (UPDATE batchtask_after SET satisfied = true WHERE after_id = ANY($1) AND NOT satisfied \
+             RETURNING task_id), \
+             n AS (SELECT task_id, count(*)::integer AS n FROM done GROUP BY task_id), \
+             released AS (UPDATE batchtask t SET waiting_on = t.waiting_on - n.n FROM n \
+             WHERE t.batchtask_id = n.task_id RETURNING t.name, t.waiting_on, t.state) \
+             SELECT pg_notify('batchd', 'new:' || name) FROM released WHERE waiting_on = 0 AND state = 1",
+        )
+        .bind(&succeeded)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    }
+    let failed: Vec<i32> = ended.iter().filter(|(_, h)| *h != Ended::Succeeded).map(|(i, _)| *i).collect();
+    if failed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let waiting: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT a.task_id, a.after_id FROM batchtask_after a JOIN batchtask t ON t.batchtask_id = a.task_id \
+         WHERE a.after_id = ANY($1) AND NOT a.satisfied AND t.state = 1 ORDER BY a.task_id, a.after_id",
+    )
+    .bind(&failed)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    if waiting.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<i32> = waiting.iter().map(|(t, _)| *t).collect();
+    ids.dedup();
+    // Locked, and read again under the lock: the rule sees the dependent as it is now.
+    let rows = super::runner::load_run_rows(conn, &ids, false, true).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let (_, dep) = *waiting.iter().find(|(t, _)| *t == row.task.id)?;
+            let how = ended.iter().find(|(i, _)| *i == dep).map_or(Ended::Failed, |(_, h)| *h);
+            dependency::fail_dependent(row, dep, how, now)
+        })
+        .collect())
+}
+
+/// Refuses to make task `id` `New` again while a dependency it still waits for is failed or gone.
+pub async fn check_rerun(conn: &mut PgConnection, id: i32) -> Result<(), StoreError> {
+    let rows: Vec<(i32, Option<i32>)> = sqlx::query_as(
+        "SELECT a.after_id, t.state FROM batchtask_after a LEFT JOIN batchtask t ON t.batchtask_id = a.after_id \
+         WHERE a.task_id = $1 AND NOT a.satisfied ORDER BY a.after_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    let unsatisfied: Vec<(i32, Option<BatchTaskState>)> = rows.into_iter().map(|(a, s)| (a, s.map(state_of))).collect();
+    Ok(dependency::may_rerun(id, &unsatisfied)?)
+}
+
+/// A task's edges go with it (edges naming it stay: they tell its dependents it was deleted).
+pub async fn delete_edges(conn: &mut PgConnection, id: i32) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM batchtask_after WHERE task_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(backend)
+}
+
+/// Both directions of task `id`: what it waits for (every edge), and the first `before_max`
+/// tasks of `owner` (all when `None`) waiting for it, by id.
+pub async fn dependencies(
+    conn: &mut PgConnection,
+    id: i32,
+    owner: Option<i32>,
+    before_max: usize,
+) -> Result<Dependencies, StoreError> {
+    let edges: Vec<(i32, bool)> =
+        sqlx::query_as("SELECT after_id, satisfied FROM batchtask_after WHERE task_id = $1 ORDER BY after_id")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+    static AFTER_SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ANY($1)"));
+    let ids: Vec<i32> = edges.iter().map(|(a, _)| *a).collect();
+    let found = sqlx::query(sqlx::AssertSqlSafe(AFTER_SQL.as_str()))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(task_from_row)
+        .collect::<Result<Vec<Task>, _>>()
+        .map_err(backend)?;
+    let after = edges
+        .into_iter()
+        .map(|(a, satisfied)| AfterEdge { id: a, satisfied, task: found.iter().find(|t| t.id == a).cloned() })
+        .collect();
+    static BEFORE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {TASK_COLUMNS} FROM batchtask_after a JOIN batchtask t ON t.batchtask_id = a.task_id \
+             WHERE a.after_id = $1 AND ($2::integer IS NULL OR (t.associate_id = $2 AND NOT t.is_system)) \
+             ORDER BY a.task_id LIMIT $3"
+        )
+    });
+    let mut before = sqlx::query(sqlx::AssertSqlSafe(BEFORE_SQL.as_str()))
+        .bind(id)
+        .bind(owner)
+        .bind(before_max as i64 + 1)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(task_from_row)
+        .collect::<Result<Vec<Task>, _>>()
+        .map_err(backend)?;
+    let more_before = before.len() > before_max;
+    before.truncate(before_max);
+    Ok(Dependencies { after, before, more_before })
+}
