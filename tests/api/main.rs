@@ -7,6 +7,7 @@ mod compat;
 mod config;
 mod conn;
 mod dashboard;
+mod dependencies;
 mod errors;
 mod faults;
 mod formats;
