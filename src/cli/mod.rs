@@ -116,6 +116,9 @@ pub enum TaskCommand {
         /// Claim order, 0 to 9, higher first (default: the definition's priority).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=9))]
         priority: Option<u8>,
+        /// Wait for this task to succeed first (fails if it fails); repeat for more.
+        #[arg(long = "after", value_name = "ID")]
+        after: Vec<u32>,
         /// Follow the task to its end, as `batchd task watch` does (exit 0 or 1 by its outcome).
         #[arg(long)]
         watch: bool,
@@ -144,6 +147,9 @@ pub enum TaskCommand {
     /// A task's state changes: when, from, to, by whom, why.
     #[command(after_long_help = EXIT_CODES)]
     Events { id: u32 },
+    /// The tasks a task waits for (AFTER) and those waiting for it (BEFORE).
+    #[command(after_long_help = EXIT_CODES)]
+    Deps { id: u32 },
     /// Follow a task with a progress bar (plain lines when not on a terminal) until it ends;
     /// prints its Result, and exits 0 when it succeeded, 1 when it failed.
     #[command(after_long_help = EXIT_CODES)]
@@ -324,7 +330,7 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
     let c = connect(&args.client)?;
     let json = args.client.output == Output::Json;
     match args.command {
-        TaskCommand::Start { name, params, description, priority, watch, watch_args } => {
+        TaskCommand::Start { name, params, description, priority, after, watch, watch_args } => {
             let mut body = Map::new();
             body.insert("Name".into(), Value::from(name));
             if !params.is_empty() {
@@ -341,6 +347,9 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
             }
             if let Some(p) = priority {
                 body.insert("Priority".into(), Value::from(p));
+            }
+            if !after.is_empty() {
+                body.insert("After".into(), Value::from(after));
             }
             let a = c.send(Method::POST, "/api/v1/BatchTask", Some(&Value::Object(body)), &[]).await?;
             let id = a
@@ -403,6 +412,15 @@ async fn run_task(args: TaskArgs) -> Result<Exit, CliError> {
                 render::raw(&a)
             } else {
                 render::events(&a.json()?)
+            }
+            Ok(Exit::Ok)
+        }
+        TaskCommand::Deps { id } => {
+            let a = c.get(&format!("/api/v1/BatchTask/{id}/Dependencies")).await?;
+            if json {
+                render::raw(&a)
+            } else {
+                render::dependencies(&a.json()?)
             }
             Ok(Exit::Ok)
         }

@@ -172,6 +172,24 @@ pub fn events(list: &Value) {
     print(&mut tbl, &[1, 2]);
 }
 
+/// `batchd task deps`: one row per task, which way it goes first.
+pub fn dependencies(d: &Value) {
+    let mut tbl = table(Some(&["WAY", "ID", "NAME", "STATE", "SATISFIED"]));
+    for (way, key) in [("after", "After"), ("before", "Before")] {
+        for t in d.get(key).and_then(Value::as_array).into_iter().flatten() {
+            let state = match t.get("State") {
+                Some(Value::Null) => "(deleted)".to_owned(),
+                s => text(s),
+            };
+            tbl.add_row(vec![way.to_owned(), text(t.get("Id")), text(t.get("Name")), state, text(t.get("Satisfied"))]);
+        }
+    }
+    print(&mut tbl, &[1]);
+    if d.get("BeforeMore").and_then(Value::as_bool) == Some(true) {
+        eprintln!("(more tasks wait for it: only the first {} are listed)", text(d.get("BeforeMax")));
+    }
+}
+
 /// `batchd definition list`.
 pub fn definitions(list: &Value) {
     let mut tbl = table(Some(&[

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::process::{Proc, batchd_bin, serve};
 
@@ -521,4 +521,25 @@ fn watch_follows_the_event_stream_rather_than_polling() {
     let r = env.admin(&["task", "watch", &id.to_string(), "--interval", "30s"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains(&format!("task {id} Succeeded")), "{}", r.stderr);
+}
+
+#[test]
+fn task_start_after_waits_and_task_deps_shows_both_ways() {
+    let env = Env::start();
+    let first = start(&env, &["Sleep", "-p", "Seconds=0.3"]);
+    let id = first.to_string();
+    let second = start(&env, &["Noop", "--after", &id, "--after", &id]);
+    let t = wait_for_state(&env, second, "Succeeded");
+    let done = wait_for_state(&env, first, "Succeeded");
+    assert!(t["LastStarted"].as_str() >= done["LastStarted"].as_str(), "{t} {done}");
+    let r = env.admin(&["task", "deps", &second.to_string(), "--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["After"], json!([{"Id": first, "Name": "Sleep", "State": "Succeeded", "Satisfied": true}]));
+    let r = env.admin(&["task", "deps", &id]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let row = r.stdout.lines().find(|l| l.starts_with("before")).unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(row.contains(&second.to_string()) && row.contains("Noop") && row.contains("Succeeded"), "{row}");
+    let r = env.admin(&["task", "start", "Noop", "--after", "99999"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("After has an unknown value '99999'"), "{}", r.stderr);
 }
