@@ -148,6 +148,16 @@ try {
   await page.locator('[data-prop="State"]', { hasText: 'Failed' }).waitFor();
   assert.equal((await api(admin, 'GET', '/api/v1/BatchTask/' + broken)).StartCount, 2, 'run again by the server');
   await page.locator('#retry').waitFor();
+
+  step('dependencies: the After and Before lists link both ways');
+  const waiter = await api(admin, 'POST', '/api/v1/BatchTask', { Name: 'Noop', After: [broken] });
+  await page.goto(base + '/tasks/' + broken);
+  const link = page.locator(`[data-dep="before"][data-id="${waiter}"] a`);
+  await link.waitFor();
+  await link.click();
+  await page.waitForURL(new RegExp(`/tasks/${waiter}$`));
+  await page.locator(`[data-dep="after"][data-id="${broken}"]`, { hasText: 'Failed' }).waitFor();
+  await page.locator('[data-out="Result"]', { hasText: `dependency ${broken} failed` }).waitFor();
   const runningTask = await api(admin, 'POST', '/api/v1/BatchTask', { Name: 'Sleep', ParameterObject: { Seconds: '600' } });
   await page.goto(base + '/tasks/' + runningTask);
   await page.locator('[data-prop="State"]', { hasText: 'Started' }).waitFor();

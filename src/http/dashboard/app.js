@@ -734,6 +734,7 @@ function taskView(root, id) {
   const params = h('div');
   const outputs = h('div', { class: 'outputs' });
   const timeline = h('ol', { class: 'timeline' });
+  const deps = h('div', { class: 'deps' });
   root.append(
     h('p', {}, h('a', { href: '/tasks', text: '← Tasks' })),
     h('div', { class: 'heading' }, heading, actions),
@@ -743,6 +744,7 @@ function taskView(root, id) {
       h('section', {},
         h('h2', { text: 'ParameterObject' }), params,
         h('h2', { text: 'Output' }), outputs)),
+    h('section', { 'aria-labelledby': 'deps-t' }, h('h2', { id: 'deps-t', text: 'Dependencies' }), deps),
     h('section', { 'aria-labelledby': 'events-t' }, h('h2', { id: 'events-t', text: 'Timeline' }), timeline));
   let task = null;
   let gone = false;
@@ -860,16 +862,32 @@ function taskView(root, id) {
       stderr ? h('pre', { 'data-out': 'stderr', text: stderr }) : h('p', { class: 'muted', text: '–' })));
   }
 
+  // What it waits for (After) and what waits for it (Before): links, text only.
+  function renderDeps(d) {
+    const item = (x, way) => h('li', { 'data-dep': way, 'data-id': x.Id },
+      h('a', { href: '/tasks/' + x.Id, text: '#' + x.Id + (x.Name ? ' ' + x.Name : '') }), ' ',
+      x.State ? stateBadge(x.State) : h('span', { class: 'muted', text: 'deleted' }));
+    const list = (title, way, items, none) => [h('h3', { text: title }), items.length
+      ? h('ul', { class: 'dep-list' }, items.map((x) => item(x, way)))
+      : h('p', { class: 'muted', text: none })];
+    const shown = [...list('Waits for', 'after', d.After || [], 'Nothing: it runs when due.'),
+      ...list('Waited for by', 'before', d.Before || [], 'No task waits for it.')];
+    if (d.BeforeMore) shown.push(h('p', { class: 'muted', text: 'Only the first ' + d.BeforeMax + ' are listed.' }));
+    deps.replaceChildren(...shown);
+  }
+
   const view = {
     async refresh() {
       if (gone) return;
       try {
-        const [{ data: t }, { data: events }] = await Promise.all([
+        const [{ data: t }, { data: events }, { data: d }] = await Promise.all([
           api('GET', '/api/v1/BatchTask/' + id),
           api('GET', '/api/v1/BatchTask/' + id + '/Events'),
+          api('GET', '/api/v1/BatchTask/' + id + '/Dependencies'),
         ]);
         render(t);
         renderEvents(events || []);
+        renderDeps(d || {});
       } catch (e) {
         if (e.status === 404) {
           gone = true;
