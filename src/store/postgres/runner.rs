@@ -304,10 +304,8 @@ pub async fn modify_task(
     .await
     .map_err(backend)?;
     write_events(conn, &by_hand.event).await?;
-    if next.state != current.state {
-        if let Some(how) = Ended::of(next.state) {
-            cascade_end(conn, vec![(id, how)], now).await?;
-        }
+    if let Some(how) = Ended::of(next.state).filter(|_| next.state != current.state) {
+        cascade_end(conn, vec![(id, how)], now).await?;
     }
     // Read back: the answer is exactly what is stored.
     load_task(conn, id, false).await?.ok_or(StoreError::NotFound)

@@ -636,10 +636,9 @@ impl Store for SqliteStore {
                     update_whole_task(conn, &next, now, &actor, &by_hand, id)?;
                 }
                 runner::write_events(conn, &by_hand.event)?;
-                if next.state != current.state {
-                    if let Some(how) = crate::domain::dependency::Ended::of(next.state) {
-                        runner::cascade_end(conn, id, how, now)?;
-                    }
+                let ended = crate::domain::dependency::Ended::of(next.state);
+                if let Some(how) = ended.filter(|_| next.state != current.state) {
+                    runner::cascade_end(conn, id, how, now)?;
                 }
                 let released = deps::take_released();
                 // What was just written, without reading it back: the writer thread is the one
