@@ -71,6 +71,8 @@ const FIXED_SEGMENTS: &[&str] = &[
     "Heartbeat",
     "Events",
     "stream",
+    // -- dependencies --
+    "Dependencies",
     // -- nodes and health --
     "Nodes",
     // -- stats --

@@ -211,6 +211,8 @@ async fn ids_are_checked_against_rights_and_bounded(app: &TestApp) {
     assert_eq!(ids(&deps(app, annes).await["Before"]), [annes2, admins]);
     assert_eq!(bob.get(&format!("/api/v1/BatchTask/{annes}/Dependencies")).await.status(), 404);
     assert_eq!(app.get("/api/v1/BatchTask/99999999/Dependencies").await.status(), 404);
+    // Its fixed word matches in any case, as the others do.
+    assert_eq!(ann.get(&format!("/API/v1/batchtask/{annes}/dependencies/")).await.status(), 200);
     // XML bodies: `<After><int>…</int></After>`.
     let body = format!("<BatchTaskInfo><Name>ext</Name><After><int>{annes}</int></After></BatchTaskInfo>");
     let res = ann
