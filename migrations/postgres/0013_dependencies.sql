@@ -11,3 +11,8 @@ CREATE TABLE batchtask_after (
     PRIMARY KEY (task_id, after_id)
 );
 CREATE INDEX batchtask_after_before ON batchtask_after (after_id, task_id);
+
+-- The claim reads a name's ready rows in claim order from this partial index, so waiting tasks
+-- cost the claim nothing (a filter on the old index would step over every one of them).
+CREATE INDEX batchtask_claim_ready ON batchtask (name, priority DESC, batchtask_id) WHERE state = 1 AND waiting_on = 0;
+DROP INDEX batchtask_claim_priority;

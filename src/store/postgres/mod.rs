@@ -134,6 +134,9 @@ fn sqlstate_kind(code: &str) -> SqlStateKind {
         // admin_shutdown, crash_shutdown, cannot_connect_now (a restart), too_many_connections,
         // out_of_memory: all pass, so the client is told to retry.
         "57P01" | "57P02" | "57P03" | "53300" | "53200" => SqlStateKind::Unavailable,
+        // deadlock_detected, serialization_failure: the transaction was rolled back and may be
+        // tried again as it is (rare: a dependency's end and a create naming its dependents).
+        "40P01" | "40001" => SqlStateKind::Unavailable,
         // disk_full
         "53100" => SqlStateKind::Full,
         _ => SqlStateKind::Other,

@@ -423,10 +423,11 @@ pub async fn claim(
     // same read says which are paused. A pause committed after this read lets this one claim
     // finish: the pause takes effect for the claims that start after it.
     let names: Vec<String> = req.names.iter().map(|n| n.name.clone()).collect();
+    // -- deps -- `waiting_on = 0` here too: a name whose New tasks all wait is not due.
     let due: Vec<(String, bool)> = sqlx::query_as(
         "SELECT n.name, COALESCE(d.paused, false) FROM unnest($1::text[]) AS n (name) \
          LEFT JOIN batchtaskdefinition d ON d.name = n.name \
-         WHERE EXISTS (SELECT 1 FROM batchtask t WHERE t.name = n.name AND t.state = 1 \
+         WHERE EXISTS (SELECT 1 FROM batchtask t WHERE t.name = n.name AND t.state = 1 AND t.waiting_on = 0 \
          AND (t.run_after IS NULL OR t.run_after <= $2))",
     )
     .bind(&names)
@@ -447,7 +448,8 @@ pub async fn claim(
         if take == 0 {
             continue;
         }
-        // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
+        // The claim index (name, priority DESC, id) WHERE state = 1 AND waiting_on = 0: rows come
+        // out in claim order.
         let ids: Vec<(i16, i32)> = sqlx::query_as(
             // -- deps -- `waiting_on = 0`: a task waiting for its dependencies is not due.
             "SELECT priority, batchtask_id FROM batchtask WHERE name = $1 AND state = 1 AND waiting_on = 0 \

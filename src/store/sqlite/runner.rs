@@ -266,7 +266,8 @@ pub(super) fn claim(conn: &Connection, req: &ClaimRequest, now: DateTime<Utc>) -
         if take == 0 {
             continue;
         }
-        // The claim index (name, priority DESC, id) WHERE state = 1: rows come out in claim order.
+        // The claim index (name, priority DESC, id) WHERE state = 1 AND waiting_on = 0: rows come
+        // out in claim order.
         candidates.extend(
             conn.prepare_cached(
                 // -- deps -- `waiting_on = 0`: a task waiting for its dependencies is not due.
