@@ -161,6 +161,13 @@ async fn retry_and_delete(app: &TestApp) {
     // h stays Failed (it was not retried); f's success did not touch it.
     assert_eq!(app.task(h).await["State"], "Failed");
 
+    // A stopped dependency ends Failed, and so does what waits for it.
+    let p = app.create(&json!({"Name": "ext"})).await;
+    let q = app.create(&json!({"Name": "ok", "After": [p]})).await;
+    assert_eq!(crate::runner::stop(app, p).await.status(), 200);
+    assert_eq!(wait_state(app, p, "Failed").await["State"], "Failed");
+    assert_eq!(wait_state(app, q, "Failed").await["Result"], format!("dependency {p} failed"));
+
     // Deleting a dependency fails the tasks waiting for it, naming it; their retry is refused.
     let k = app.create(&json!({"Name": "ext"})).await;
     let m = app.create(&json!({"Name": "ok", "After": [k]})).await;
