@@ -121,6 +121,8 @@ pub enum Key {
     DefinitionNotFound,
     BulkTooMany,
     IdempotencyKeyReused,
+    UniqueHeld,
+    UniqueHeldRacing,
     // -- event stream --
     TooManyStreams,
 }
@@ -219,6 +221,12 @@ fn english(key: Key) -> &'static str {
         Key::BulkTooMany => "Filter: it matches more than {max} tasks; a bulk action takes at most {max}.",
         Key::IdempotencyKeyReused => {
             "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
+        }
+        Key::UniqueHeld => {
+            "BatchTask id {holder} is live with the same unique parameters; it must end before this task can run again."
+        }
+        Key::UniqueHeldRacing => {
+            "A task with the same unique parameters became live meanwhile; it must end before this task can run again."
         }
         Key::TooManyStreams => "{max} event streams are open already: try again shortly.",
     }
@@ -416,6 +424,8 @@ mod tests {
         Key::DefinitionNotFound,
         Key::BulkTooMany,
         Key::IdempotencyKeyReused,
+        Key::UniqueHeld,
+        Key::UniqueHeldRacing,
         Key::TooManyStreams,
     ];
 
