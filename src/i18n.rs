@@ -356,7 +356,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 68] = [
+    const KEYS: [Key; 70] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
