@@ -226,7 +226,7 @@ fn english(key: Key) -> &'static str {
             "BatchTask id {holder} is live with the same unique parameters; it must end before this task can run again."
         }
         Key::UniqueHeldRacing => {
-            "A task with the same unique parameters became live meanwhile; it must end before this task can run again."
+            "Another task with the same unique parameters became live meanwhile; try again once it has ended."
         }
         Key::TooManyStreams => "{max} event streams are open already: try again shortly.",
     }

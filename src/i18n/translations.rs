@@ -134,12 +134,12 @@ fn row(key: Key) -> Option<Row> {
             "BatchTask {holder} is actief met dezelfde unieke parameters; die moet eindigen voordat deze taak opnieuw kan draaien.",
         ],
         Key::UniqueHeldRacing => [
-            "En oppgave med de samme unike parameterne ble aktiv i mellomtiden; den må avsluttes før denne oppgaven kan kjøres på nytt.",
-            "En uppgift med samma unika parametrar blev aktiv under tiden; den måste avslutas innan den här uppgiften kan köras igen.",
-            "En opgave med de samme unikke parametre blev aktiv i mellemtiden; den skal afsluttes, før denne opgave kan køres igen.",
-            "Eine Aufgabe mit denselben eindeutigen Parametern wurde inzwischen aktiv; sie muss enden, bevor diese Aufgabe erneut laufen kann.",
-            "Une tâche avec les mêmes paramètres uniques est devenue active entre-temps ; elle doit se terminer avant que cette tâche puisse être relancée.",
-            "Een taak met dezelfde unieke parameters werd intussen actief; die moet eindigen voordat deze taak opnieuw kan draaien.",
+            "En annen oppgave med de samme unike parameterne ble aktiv i mellomtiden; prøv igjen når den er avsluttet.",
+            "En annan uppgift med samma unika parametrar blev aktiv under tiden; försök igen när den har avslutats.",
+            "En anden opgave med de samme unikke parametre blev aktiv i mellemtiden; prøv igen, når den er afsluttet.",
+            "Eine andere Aufgabe mit denselben eindeutigen Parametern wurde inzwischen aktiv; versuchen Sie es erneut, wenn sie beendet ist.",
+            "Une autre tâche avec les mêmes paramètres uniques est devenue active entre-temps ; réessayez lorsqu'elle sera terminée.",
+            "Een andere taak met dezelfde unieke parameters werd intussen actief; probeer het opnieuw zodra die is beëindigd.",
         ],
         Key::TaskBusy => [
             "BatchTask {id} er {state}; stopp den før du sletter den.",

@@ -359,6 +359,26 @@ unique = ["Shard"]
     assert_eq!(all.iter().map(|t| t.id as i64).collect::<Vec<_>>(), vec![id], "only the created one");
 }
 
+/// An in-process definition: the first create is claimed in its own transaction (claim-on-create)
+/// and runs; while it is Started a create answers it; once it Succeeded the key is free.
+#[tokio::test]
+async fn a_running_task_holds_its_key_until_it_ends() {
+    let defs = "[[definition]]\nname = \"nap\"\nrunner = \"sleep\"\nunique = [\"Seconds\"]\n";
+    let app = spawn_runner_with(defs, |_| {}).await;
+    let body = json!({"Name": "nap", "ParameterObject": {"Seconds": "1"}});
+    let (_, id, w) = create(&app, &body).await;
+    assert!(w.is_none());
+    crate::runner::wait_state(&app, id, "Started").await;
+    let (status, again, w) = create(&app, &body).await;
+    assert_eq!((status, again), (200, id));
+    assert!(w.unwrap().contains(&format!("task {id} of nap with the same Seconds is live")));
+    let (_, other, w) = create(&app, &json!({"Name": "nap", "ParameterObject": {"Seconds": "0"}})).await;
+    assert!(other != id && w.is_none());
+    crate::runner::wait_state(&app, id, "Succeeded").await;
+    let (_, next, w) = create(&app, &body).await;
+    assert!(next != id && w.is_none(), "a Succeeded task holds nothing");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config
 
