@@ -341,24 +341,6 @@ async fn a_retry_that_would_collide_answers_409_on_postgres() {
     retry_collides(&spawn(Some(&db.url), "node-a").await).await;
 }
 
-/// A scheduled definition with a unique list: its occurrences create nothing while the key is held.
-#[tokio::test]
-async fn a_schedule_creates_nothing_while_its_key_is_held() {
-    let defs = r#"
-[[definition]]
-name = "tick"
-runner = "external"
-start_interval = "100ms"
-parameters = { Shard = "1" }
-unique = ["Shard"]
-"#;
-    let app = spawn_runner_with(defs, |_| {}).await;
-    let (_, id, _) = create(&app, &json!({"Name": "tick", "ParameterObject": {"Shard": 1}})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let all = app.store.find_tasks(&TaskFilter { name: Some("tick".into()), ..Default::default() }).await.unwrap();
-    assert_eq!(all.iter().map(|t| t.id as i64).collect::<Vec<_>>(), vec![id], "only the created one");
-}
-
 /// An in-process definition: the first create is claimed in its own transaction (claim-on-create)
 /// and runs; while it is Started a create answers it; once it Succeeded the key is free.
 #[tokio::test]
