@@ -121,6 +121,8 @@ pub enum Key {
     DefinitionNotFound,
     BulkTooMany,
     IdempotencyKeyReused,
+    UniqueHeld,
+    UniqueHeldRacing,
     // -- event stream --
     TooManyStreams,
 }
@@ -219,6 +221,12 @@ fn english(key: Key) -> &'static str {
         Key::BulkTooMany => "Filter: it matches more than {max} tasks; a bulk action takes at most {max}.",
         Key::IdempotencyKeyReused => {
             "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
+        }
+        Key::UniqueHeld => {
+            "BatchTask id {holder} is live with the same unique parameters; it must end before this task can run again."
+        }
+        Key::UniqueHeldRacing => {
+            "Another task with the same unique parameters became live meanwhile; try again once it has ended."
         }
         Key::TooManyStreams => "{max} event streams are open already: try again shortly.",
     }
@@ -348,7 +356,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 68] = [
+    const KEYS: [Key; 70] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -416,6 +424,8 @@ mod tests {
         Key::DefinitionNotFound,
         Key::BulkTooMany,
         Key::IdempotencyKeyReused,
+        Key::UniqueHeld,
+        Key::UniqueHeldRacing,
         Key::TooManyStreams,
     ];
 

@@ -144,6 +144,10 @@ pub enum DomainError {
     /// An `Idempotency-Key` used within its window for a different create.
     #[error("the Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,
+    /// A live task holds the same unique key (`holder`; `None` when a racing write found it
+    /// and its id is not known). A create answers the holder instead; a retry is refused.
+    #[error("a live task ({holder:?}) holds the same unique key")]
+    UniqueHeld { holder: Option<i32> },
     /// An external worker asked for a definition the server runs itself.
     #[error("definition {name:?} is run by the server, not by external workers")]
     NotExternal { name: String },

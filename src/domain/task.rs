@@ -218,6 +218,9 @@ pub struct NewTask {
     pub cancellation: CancellationBehaviour,
     /// Claim order: higher first, ties oldest first (`0..=PRIORITY_MAX`).
     pub priority: u8,
+    /// Set from the definition's `unique` list ([`super::unique::key`]): while a live task has
+    /// the same key, the create answers that task instead.
+    pub unique_key: Option<String>,
 }
 
 /// The create body's optional `Priority` key (batchd's own; not a `BatchTaskInfo` property).

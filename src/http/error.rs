@@ -151,6 +151,10 @@ impl From<DomainError> for ApiError {
             }
             DomainError::BulkTooMany { max } => (S::BAD_REQUEST, Msg::new(Key::BulkTooMany).arg("max", max)),
             DomainError::IdempotencyKeyReused => (S::UNPROCESSABLE_ENTITY, Msg::new(Key::IdempotencyKeyReused)),
+            DomainError::UniqueHeld { holder: Some(holder) } => {
+                (S::CONFLICT, Msg::new(Key::UniqueHeld).arg("holder", holder))
+            }
+            DomainError::UniqueHeld { holder: None } => (S::CONFLICT, Msg::new(Key::UniqueHeldRacing)),
             DomainError::NotExternal { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
             }

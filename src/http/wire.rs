@@ -385,6 +385,8 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
         file_name: opt_text(p.text(Field::FileName)?),
         cancellation: cancellation.unwrap_or_default(),
         priority: priority.map_or(0, |v| v as u8),
+        // The service sets it from the definition.
+        unique_key: None,
     };
     let associate_id = p.int(Field::AssociateId, 0, i64::from(i32::MAX))?.map(|v| v as i32).filter(|v| *v != 0);
     task.validate()?;
