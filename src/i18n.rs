@@ -123,6 +123,8 @@ pub enum Key {
     IdempotencyKeyReused,
     TooManyIds,
     DependencyNotMet,
+    UniqueHeld,
+    UniqueHeldRacing,
     // -- event stream --
     TooManyStreams,
 }
@@ -225,6 +227,12 @@ fn english(key: Key) -> &'static str {
         }
         Key::IdempotencyKeyReused => {
             "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
+        }
+        Key::UniqueHeld => {
+            "BatchTask id {holder} is live with the same unique parameters; it must end before this task can run again."
+        }
+        Key::UniqueHeldRacing => {
+            "Another task with the same unique parameters became live meanwhile; try again once it has ended."
         }
         Key::TooManyStreams => "{max} event streams are open already: try again shortly.",
     }
@@ -354,7 +362,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 70] = [
+    const KEYS: [Key; 72] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -424,6 +432,8 @@ mod tests {
         Key::IdempotencyKeyReused,
         Key::TooManyIds,
         Key::DependencyNotMet,
+        Key::UniqueHeld,
+        Key::UniqueHeldRacing,
         Key::TooManyStreams,
     ];
 

@@ -227,6 +227,21 @@ impl TaskService {
         }
         task.validate()?;
         self.check_after(caller, &task.after).await?;
+        let def = self.definitions.get(&task.name);
+        task.unique_key = def.and_then(|d| d.unique_key(task.parameters.as_ref()));
+        let unique = def.and_then(|d| d.unique.clone());
+        let name = task.name.clone();
+        let created = self.create_keyed(caller, task, key).await;
+        // A live task of the same unique combination: the create answers it, and says so.
+        match (created, unique) {
+            (Err(StoreError::Rejected(DomainError::UniqueHeld { holder: Some(id) })), Some(u)) => {
+                Ok(Created { id, replayed: false, warning: Some(crate::domain::unique::warning(id, &name, u.names())) })
+            }
+            (other, _) => other,
+        }
+    }
+
+    async fn create_keyed(&self, caller: &Caller, task: NewTask, key: Option<String>) -> Result<Created, StoreError> {
         if let Some(key) = key {
             let keyed = KeyedCreate {
                 associate_id: caller.associate_id,
@@ -239,12 +254,12 @@ impl TaskService {
                     if let Some(r) = &self.runner {
                         r.wake();
                     }
-                    Created { id: t.id, replayed: false }
+                    Created { id: t.id, replayed: false, warning: None }
                 }
-                CreatedOnce::Replayed(id) => Created { id, replayed: true },
+                CreatedOnce::Replayed(id) => Created { id, replayed: true, warning: None },
             });
         }
-        self.create_now(task).await.map(|t| Created { id: t.id, replayed: false })
+        self.create_now(task).await.map(|t| Created { id: t.id, replayed: false, warning: None })
     }
 
     /// A create's `After` names only tasks that exist and the caller may see; the first that
@@ -609,10 +624,13 @@ impl TaskService {
 
 /// A create's answer: the task's id, and whether it is an earlier create's (an
 /// `Idempotency-Key` replay, nothing created).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     pub id: i32,
     pub replayed: bool,
+    /// The `Warning` header of a create that answered the live task holding its unique key
+    /// (nothing created).
+    pub warning: Option<String>,
 }
 
 /// What a bulk action does to each task it matches.

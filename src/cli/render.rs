@@ -199,6 +199,7 @@ pub fn definitions(list: &Value) {
         "RESTARTS",
         "CONCURRENCY",
         "PRIORITY",
+        "UNIQUE",
         "EVERY",
         "NEXT RUN",
         "PAUSED",
@@ -221,6 +222,10 @@ pub fn definitions(list: &Value) {
             text(d.get("Restarts")),
             text(d.get("Concurrency")),
             text(d.get("Priority")),
+            d.get("Unique")
+                .and_then(Value::as_array)
+                .map(|u| u.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
             secs(d.get("StartInterval")),
             date(d.get("NextRun")),
             if d.get("Paused").and_then(Value::as_bool) == Some(true) { "paused".into() } else { String::new() },
@@ -230,7 +235,7 @@ pub fn definitions(list: &Value) {
             text(d.get("Description")),
         ]);
     }
-    print(&mut tbl, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    print(&mut tbl, &[1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]);
 }
 
 #[cfg(test)]

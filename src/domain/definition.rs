@@ -42,6 +42,8 @@ pub struct Definition {
     pub catch_up: super::run::CatchUp,
     /// ParameterObject of the tasks the schedule creates.
     pub parameters: Option<Parameters>,
+    /// At most one live task per combination of these ParameterObject values.
+    pub unique: Option<super::unique::Unique>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -201,7 +203,14 @@ impl Definition {
             cron: None,
             catch_up: super::run::CatchUp::One,
             parameters: None,
+            unique: None,
         }
+    }
+
+    /// The `unique_key` of a new task of this definition with these parameters (`None` when
+    /// the definition has no `unique` list).
+    pub fn unique_key(&self, params: Option<&Parameters>) -> Option<String> {
+        self.unique.as_ref().map(|u| u.key(&self.name, params))
     }
 
     /// How long a run may take: the definition's timeout, else its runner's default.

@@ -151,6 +151,10 @@ pub enum DomainError {
     /// (`state` `None`).
     #[error("task {id} waits for task {after}, which is {state:?}")]
     DependencyNotMet { id: i64, after: i64, state: Option<BatchTaskState> },
+    /// A live task holds the same unique key (`holder`; `None` when a racing write found it
+    /// and its id is not known). A create answers the holder instead; a retry is refused.
+    #[error("a live task ({holder:?}) holds the same unique key")]
+    UniqueHeld { holder: Option<i32> },
     /// An external worker asked for a definition the server runs itself.
     #[error("definition {name:?} is run by the server, not by external workers")]
     NotExternal { name: String },

@@ -19,6 +19,7 @@ pub mod run;
 pub mod state;
 pub mod task;
 pub mod time;
+pub mod unique;
 pub mod zones;
 
 pub use associate::{Associate, Caller, Role};

@@ -221,6 +221,9 @@ pub struct NewTask {
     /// Tasks this one waits for (`After`): existing ids, sorted, each once, at most
     /// [`super::dependency::AFTER_MAX`].
     pub after: Vec<i32>,
+    /// Set from the definition's `unique` list ([`super::unique::key`]): while a live task has
+    /// the same key, the create answers that task instead.
+    pub unique_key: Option<String>,
 }
 
 /// The create body's optional `Priority` key (batchd's own; not a `BatchTaskInfo` property).

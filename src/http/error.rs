@@ -162,6 +162,10 @@ impl From<DomainError> for ApiError {
                     .arg("after", after)
                     .arg("state", state.map_or("deleted", |s| s.name())),
             ),
+            DomainError::UniqueHeld { holder: Some(holder) } => {
+                (S::CONFLICT, Msg::new(Key::UniqueHeld).arg("holder", holder))
+            }
+            DomainError::UniqueHeld { holder: None } => (S::CONFLICT, Msg::new(Key::UniqueHeldRacing)),
             DomainError::NotExternal { name } => {
                 (S::BAD_REQUEST, Msg::new(Key::NotExternal).arg("name", truncate(&name, 80)))
             }

@@ -315,7 +315,20 @@ fn agent_answer(result: Value) -> Value {
 fn idempotency_key() -> Value {
     json!({"name": "Idempotency-Key", "in": "header", "required": false,
         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
-        "description": "1-255 visible ASCII characters. The same key from the same caller within 24 h answers the first create's id (with Idempotent-Replayed: true) and creates nothing; with a different body, 422"})
+        "description": "1-255 visible ASCII characters. The same key from the same caller within 24 h answers the first create's id (with Idempotent-Replayed: true) and creates nothing; with a different body, 422. A create that answered a live unique task (Warning) does not use up the key"})
+}
+
+/// A create's answer: the task's id, or, when a live task of its definition has the same
+/// `unique` parameter values, that task's id with a `Warning` (nothing created).
+fn created(schema: Value) -> Value {
+    let mut answer = ok(schema, true);
+    answer["headers"] = json!({
+        "Warning": {"schema": {"type": "string"}, "description": "Set when the definition's unique list matched a live \
+            (New, Aquired, Started) task: the answer is that task's id and nothing was created. \
+            299 batchd \"unique: task 123 of NAME with the same Param1, Param2 is live\""},
+        "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}, "description": "Set when an \
+            Idempotency-Key repeat answered the key's first create"}});
+    answer
 }
 
 fn agent_spec(method: &str) -> Spec {
@@ -359,7 +372,7 @@ fn agent_spec(method: &str) -> Spec {
             A required one missing answers 200 with InvalidRequest."});
     let task = r("BatchTaskInfo");
     let (status, result) = match method {
-        "StartBatchJob" => (200, ok(agent_answer(integer()), true)),
+        "StartBatchJob" => (200, created(agent_answer(integer()))),
         "StopBatchJob" => (200, ok(agent_answer(json!({"type": "boolean"})), true)),
         "GetBatchTaskInfo" | "UpdateBatchTask" => {
             (200, ok(agent_answer(json!({"allOf": [task], "nullable": true})), true))
@@ -470,7 +483,7 @@ fn spec(path: &str, verb: &str) -> Spec {
         ("BatchTask", "POST") => Spec {
             params: vec![idempotency_key()],
             body: Some((true, body(r("BatchTaskCreate"), Some(task_create_form())))),
-            answers: vec![(200, ok(integer(), true))],
+            answers: vec![(200, created(integer()))],
             errors: vec![403, 404, 422],
             ..db
         },
@@ -563,6 +576,7 @@ fn spec(path: &str, verb: &str) -> Spec {
                 "CancellationBehaviour": r("BatchTaskCancellationBehaviour"),
                 "Priority": {"type": "integer", "minimum": 0, "maximum": crate::domain::task::PRIORITY_MAX, "description": "Of its tasks whose create names none"},
                 "Rate": {"type": "string", "nullable": true, "description": "At most COUNT starts per PERIOD across all nodes (100/1m)"},
+                "Unique": {"type": "array", "items": string(), "nullable": true, "description": "ParameterObject keys of which at most one combination of values is live (New, Aquired, Started) at a time; a create that matches answers the live task's id with a Warning"},
                 "Paused": {"type": "boolean", "description": "Its New tasks wait and its schedule creates nothing, on every node"},
                 "Schedule": {"type": "string", "nullable": true, "description": "What creates its tasks: an interval (5m) or a cron expression and its zone (0 3 * * * Europe/Oslo)"},
                 "NextRun": {"type": "string", "format": "date-time", "nullable": true, "description": "When the schedule next creates a task; null when none (no schedule, or paused)"},
@@ -582,6 +596,11 @@ fn spec(path: &str, verb: &str) -> Spec {
             ..db
         },
         ("BatchTask/{id}/Retry", "POST") => Spec {
+            description: Some(
+                "Failed -> New. 409 when the task is not Failed, or when another live task of its definition has \
+                 the same unique parameter values (the message names it)."
+                    .into(),
+            ),
             params: vec![task_id()],
             answers: vec![(200, ok(task(), true))],
             errors: vec![403, 404, 409],

@@ -386,6 +386,8 @@ pub fn parse_create(obj: &serde_json::Map<String, Value>) -> Result<CreateReques
         cancellation: cancellation.unwrap_or_default(),
         priority: priority.map_or(0, |v| v as u8),
         after: after_ids(&p)?,
+        // The service sets it from the definition.
+        unique_key: None,
     };
     let associate_id = p.int(Field::AssociateId, 0, i64::from(i32::MAX))?.map(|v| v as i32).filter(|v| *v != 0);
     task.validate()?;

@@ -141,6 +141,22 @@ fn row(key: Key) -> Option<Row> {
             "Idempotency-Key : cette clé a servi dans les dernières 24 heures à une autre requête ; utilisez-en une nouvelle.",
             "Idempotency-Key: deze sleutel is de afgelopen 24 uur voor een ander verzoek gebruikt; gebruik een nieuwe.",
         ],
+        Key::UniqueHeld => [
+            "BatchTask {holder} er aktiv med de samme unike parameterne; den må avsluttes før denne oppgaven kan kjøres på nytt.",
+            "BatchTask {holder} är aktiv med samma unika parametrar; den måste avslutas innan den här uppgiften kan köras igen.",
+            "BatchTask {holder} er aktiv med de samme unikke parametre; den skal afsluttes, før denne opgave kan køres igen.",
+            "BatchTask {holder} ist mit denselben eindeutigen Parametern aktiv; sie muss enden, bevor diese Aufgabe erneut laufen kann.",
+            "BatchTask {holder} est active avec les mêmes paramètres uniques ; elle doit se terminer avant que cette tâche puisse être relancée.",
+            "BatchTask {holder} is actief met dezelfde unieke parameters; die moet eindigen voordat deze taak opnieuw kan draaien.",
+        ],
+        Key::UniqueHeldRacing => [
+            "En annen oppgave med de samme unike parameterne ble aktiv i mellomtiden; prøv igjen når den er avsluttet.",
+            "En annan uppgift med samma unika parametrar blev aktiv under tiden; försök igen när den har avslutats.",
+            "En anden opgave med de samme unikke parametre blev aktiv i mellemtiden; prøv igen, når den er afsluttet.",
+            "Eine andere Aufgabe mit denselben eindeutigen Parametern wurde inzwischen aktiv; versuchen Sie es erneut, wenn sie beendet ist.",
+            "Une autre tâche avec les mêmes paramètres uniques est devenue active entre-temps ; réessayez lorsqu'elle sera terminée.",
+            "Een andere taak met dezelfde unieke parameters werd intussen actief; probeer het opnieuw zodra die is beëindigd.",
+        ],
         Key::TaskBusy => [
             "BatchTask {id} er {state}; stopp den før du sletter den.",
             "BatchTask {id} är {state}; stoppa den innan du tar bort den.",

@@ -116,12 +116,14 @@ async fn schedule_loop(runner: Runner, name: String, schedule: Schedule, catch_u
     let tick = ScheduleTick { name: name.clone(), schedule, skip_if_active: true, catch_up };
     loop {
         let def = runner.definitions().get(&name).cloned();
+        let parameters = def.as_ref().and_then(|d| d.parameters.clone());
         let new = NewTask {
             name: name.clone(),
             associate_id: 0,
             is_system: true,
             description: Some(description.clone()),
-            parameters: def.and_then(|d| d.parameters.clone()),
+            unique_key: def.as_ref().and_then(|d| d.unique_key(parameters.as_ref())),
+            parameters,
             cancellation: runner.definitions().get(&name).map(|d| d.cancellation).unwrap_or_default(),
             priority: runner.definitions().get(&name).map_or(0, |d| d.priority),
             ..NewTask::default()

@@ -217,6 +217,8 @@ pub struct DefinitionFile {
     /// Occurrences missed while no node ran: "one" task for them all (the default) or "none".
     pub catch_up: Option<String>,
     pub parameters: Option<BTreeMap<String, String>>,
+    /// At most one live task per combination of these ParameterObject values.
+    pub unique: Option<Vec<String>>,
 }
 
 impl RunnerFile {
@@ -516,6 +518,11 @@ impl DefinitionFile {
                 .with_context(|| ctx(&format!("catch_up = {c:?}: use \"one\" or \"none\"")))?;
         }
         def.parameters = self.parameters.map(|p| Parameters(p.into_iter().collect()));
+        if let Some(u) = self.unique {
+            let unique = crate::domain::unique::Unique::parse(u)
+                .map_err(|e| anyhow::anyhow!("{}", ctx(&format!("unique: {e}"))))?;
+            def.unique = Some(unique);
+        }
         Ok(def)
     }
 }

@@ -37,4 +37,5 @@ mod scheduling;
 mod schemathesis;
 mod store_contract;
 mod stream;
+mod unique;
 mod upgrade;

@@ -416,6 +416,13 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     let app = spawn_runner(&command_def("stubborn", &stubborn, "")).await;
     let id = app.create(&json!({"Name": "stubborn"})).await;
     wait_state(&app, id, "Started").await;
+    // Started is stored before the shell has run its first line: a TERM sent before the traps
+    // are set would end it at once. The marker is touched only once both traps are set.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the script never started its child");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let asked = Instant::now();
     assert_eq!(stop(&app, id).await.json::<Value>().await.unwrap(), true);
     let t = wait_state(&app, id, "Failed").await;

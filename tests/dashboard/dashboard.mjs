@@ -41,7 +41,9 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 const requests = [];
 const problems = [];
-context.on('request', (r) => requests.push(r.url()));
+// Method and path of each request, for the checks of which endpoints the page calls.
+const calls = [];
+context.on('request', (r) => { requests.push(r.url()); calls.push(r.method() + ' ' + new URL(r.url()).pathname); });
 const page = context.pages()[0] || (await context.newPage());
 page.on('pageerror', (e) => problems.push('page error: ' + e.message));
 page.on('console', (m) => {
@@ -195,7 +197,8 @@ try {
   await page.locator('.nodes tbody tr').first().waitFor();
   await page.screenshot({ path: join(shots, 'nodes.png'), fullPage: true });
 
-  step('bulk stop, then bulk delete, of selected tasks');
+  step('bulk stop, retry and delete of selected tasks');
+  const bulkFrom = calls.length;
   const waiting = [];
   for (let i = 0; i < 3; i++) waiting.push(await api(admin, 'POST', '/api/v1/BatchTask', { Name: 'LaterByWorker' }));
   await page.goto(base + '/tasks?name=LaterByWorker');
@@ -206,11 +209,21 @@ try {
   for (const id of waiting) await page.locator(`[data-task-id="${id}"][data-state="Failed"]`).waitFor();
   assert.ok((await page.locator('#status').textContent()).includes('Stopped 3'));
   for (const id of waiting) await row(id).locator('input[type="checkbox"]').check();
+  await page.click('button:has-text("Retry selected")');
+  await page.locator('#confirm[open]').waitFor();
+  await page.locator('#confirm-ok').click();
+  for (const id of waiting) await page.locator(`[data-task-id="${id}"][data-state="New"]`).waitFor();
+  assert.ok((await page.locator('#status').textContent()).includes('Retried 3'));
+  for (const id of waiting) await row(id).locator('input[type="checkbox"]').check();
   await page.click('button:has-text("Delete selected")');
   await page.locator('#confirm[open]').waitFor();
   await page.locator('#confirm-ok').click();
   for (const id of waiting) await row(id).waitFor({ state: 'detached' });
   assert.ok((await page.locator('#status').textContent()).includes('Deleted 3'));
+  // Each bulk action is one call of the Bulk endpoint, not one call per task.
+  const bulkCalls = calls.slice(bulkFrom);
+  assert.equal(bulkCalls.filter((c) => c === 'POST /api/v1/BatchTask/Bulk').length, 3, 'stop, retry and delete each made one Bulk call');
+  assert.deepEqual(bulkCalls.filter((c) => /^(POST \/api\/v1\/BatchTask\/\d+\/(Stop|Retry)|DELETE \/api\/v1\/BatchTask\/\d+)$/.test(c)), [], 'no per-task Stop, Retry or Delete');
 
   step('definitions show the server\'s counts, or – without them');
   const defs = await api(admin, 'GET', '/api/v1/Definitions');

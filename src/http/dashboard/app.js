@@ -5,7 +5,16 @@
 const PAGE_SIZE = 25;
 const POLL_MS = 1500;
 const STATS_EVERY_MS = 5000;
-const BULK_CONCURRENCY = 4;
+// The list's bulk actions: the Action of POST /api/v1/BatchTask/Bulk, and what the dialog says.
+const BULK = {
+  stop: { verb: 'Stop', past: 'Stopped', why: 'finished, CannotCancel, or gone',
+    warning: 'Running tasks are told to stop and end Failed. Tasks marked CancelWithWarning may leave their work half done; CannotCancel tasks are left alone.' },
+  retry: { verb: 'Retry', past: 'Retried', why: 'only Failed tasks are retried',
+    warning: 'Failed tasks go back to New and run again; their earlier attempts stay in the timeline.' },
+  delete: { verb: 'Delete', past: 'Deleted', why: 'running, or gone',
+    warning: 'Deleted tasks are gone for good. Running tasks cannot be deleted: stop them first.' },
+};
+const BULK_MAX = 1000;
 const STREAM_URL = '/api/v1/BatchTask/Events/stream';
 const FINISHED = ['Succeeded', 'SucceededManualCleanup', 'Failed'];
 const STATES = ['New', 'Aquired', 'Started', 'Succeeded', 'SucceededManualCleanup', 'Failed', 'Unknown'];
@@ -459,6 +468,7 @@ function tasksView(root) {
   ownerSel.addEventListener('change', apply);
 
   const bulkStop = h('button', { type: 'button', text: 'Stop selected', disabled: true, onclick: () => bulk('stop') });
+  const bulkRetry = h('button', { type: 'button', text: 'Retry selected', disabled: true, onclick: () => bulk('retry') });
   const bulkDelete = h('button', { type: 'button', class: 'danger', text: 'Delete selected', disabled: true, onclick: () => bulk('delete') });
   const selectAll = h('input', { type: 'checkbox', 'aria-label': 'Select every task on this page' });
   const tbody = h('tbody', { id: 'task-rows' });
@@ -478,14 +488,14 @@ function tasksView(root) {
     h('div', { class: 'heading' }, h('h1', { text: 'Tasks' }),
       canWrite ? h('a', { class: 'button', href: '/definitions?start=', text: 'Start a task' }) : null),
     counts, filters,
-    canWrite ? h('div', { class: 'bulk' }, bulkStop, bulkDelete, h('span', { id: 'selected-count', class: 'muted' })) : null,
+    canWrite ? h('div', { class: 'bulk' }, bulkStop, bulkRetry, bulkDelete, h('span', { id: 'selected-count', class: 'muted' })) : null,
     h('div', { class: 'scroll' }, table), empty,
     h('nav', { class: 'pager', 'aria-label': 'Pages' }, prev, pageText, next),
     charts);
 
   function updateBulk() {
     const n = app.selected.size;
-    bulkStop.disabled = bulkDelete.disabled = n === 0;
+    bulkStop.disabled = bulkRetry.disabled = bulkDelete.disabled = n === 0;
     const c = $('selected-count');
     if (c) c.textContent = n ? n + ' selected' : '';
   }
@@ -588,40 +598,31 @@ function tasksView(root) {
     pageText.textContent = 'Page ' + f.page;
   }
 
-  /// One call per task, BULK_CONCURRENCY at a time (the API has no bulk endpoint yet).
+  /// One `POST /api/v1/BatchTask/Bulk` for the selection: the server applies the caller's rights
+  /// to each task and answers how many it matched and acted on.
   async function bulk(kind) {
     const ids = [...app.selected];
     if (!ids.length) return;
-    const verb = kind === 'stop' ? 'Stop' : 'Delete';
-    const ok = await confirmDialog(verb + ' ' + ids.length + ' task' + (ids.length > 1 ? 's' : '') + '?',
-      [kind === 'stop' ? 'Running tasks are told to stop and end Failed. Tasks marked CancelWithWarning may leave their work half done; CannotCancel tasks are left alone.' : 'Deleted tasks are gone for good. Running tasks cannot be deleted: stop them first.',
-        'Tasks: ' + ids.map((i) => '#' + i).join(', ')], verb);
+    const what = BULK[kind];
+    const ok = await confirmDialog(what.verb + ' ' + ids.length + ' task' + (ids.length > 1 ? 's' : '') + '?',
+      [what.warning, 'Tasks: ' + ids.map((i) => '#' + i).join(', ')], what.verb);
     if (!ok) return;
-    const failures = [];
     let done = 0;
-    const queue = ids.slice();
-    const worker = async () => {
-      while (queue.length) {
-        const id = queue.shift();
-        try {
-          if (kind === 'stop') {
-            const { data } = await api('POST', '/api/v1/BatchTask/' + id + '/Stop');
-            if (data === false) failures.push('#' + id + ': not stopped (finished, or CannotCancel)');
-            else done += 1;
-          } else {
-            await api('DELETE', '/api/v1/BatchTask/' + id);
-            done += 1;
-          }
-          app.selected.delete(id);
-        } catch (e) {
-          if (e.status === 401) return;
-          failures.push('#' + id + ': ' + e.message);
-        }
+    // A $filter holds at most 1000 values, and a bulk action acts on at most 1000 tasks.
+    for (let i = 0; i < ids.length; i += BULK_MAX) {
+      const chunk = ids.slice(i, i + BULK_MAX);
+      try {
+        const { data } = await api('POST', '/api/v1/BatchTask/Bulk',
+          { Action: what.verb, Filter: 'batchTaskId oneOf (' + chunk.join(',') + ')', DryRun: false });
+        done += data ? data.Done : 0;
+      } catch (e) {
+        if (e.status !== 401) status(what.verb + ' failed after ' + done + ': ' + e.message, 'error');
+        return;
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(BULK_CONCURRENCY, ids.length) }, worker));
-    const past = kind === 'stop' ? 'Stopped' : 'Deleted';
-    status(past + ' ' + done + '.' + (failures.length ? ' Not done: ' + failures.join('; ') : ''), failures.length ? 'error' : 'ok');
+      for (const id of chunk) app.selected.delete(id);
+    }
+    const missed = ids.length - done;
+    status(what.past + ' ' + done + '.' + (missed > 0 ? ' Not done: ' + missed + ' (' + what.why + ').' : ''), missed > 0 ? 'error' : 'ok');
     await view.refresh();
   }
 

@@ -61,10 +61,14 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 }
 
 /// A replayed create says so (`Idempotent-Replayed: true`), as the same answer may be a new task
-/// or an old one.
+/// or an old one; so does a create that answered the live task holding its unique key
+/// (`Warning: 299 batchd "unique: …"`).
 pub(crate) fn mark_replay(res: &mut Response, created: crate::service::Created) {
     if created.replayed {
         res.headers_mut().insert("Idempotent-Replayed", HeaderValue::from_static("true"));
+    }
+    if let Some(v) = created.warning.as_deref().and_then(|w| HeaderValue::from_str(w).ok()) {
+        res.headers_mut().insert(header::WARNING, v);
     }
 }
 

@@ -44,6 +44,7 @@ fn view(d: &Definition, status: Option<&DefinitionStatus>, prefs: &Prefs, now: c
         "Concurrency": d.concurrency,
         "Priority": d.priority,
         "Rate": d.rate.map(|r| r.describe()),
+        "Unique": d.unique.as_ref().map(|u| u.names()),
         "StartInterval": seconds(d.start_interval),
         "CancellationBehaviour": d.cancellation.name(),
         "Paused": paused,

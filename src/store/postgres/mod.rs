@@ -90,6 +90,10 @@ fn backend(e: sqlx::Error) -> StoreError {
         E::Database(db) if db.is_unique_violation() && db.constraint() == Some("associate_name_key") => {
             StoreError::DuplicateName
         }
+        // A move back to a live state raced a create of the same unique key.
+        E::Database(db) if db.is_unique_violation() && db.constraint() == Some("batchtask_unique_live") => {
+            StoreError::Rejected(crate::domain::DomainError::UniqueHeld { holder: None })
+        }
         E::Database(db) => match db.code().as_deref().map(sqlstate_kind) {
             Some(SqlStateKind::Unavailable) => StoreError::Unavailable(e.to_string()),
             Some(SqlStateKind::Full) => StoreError::Full(e.to_string()),
@@ -289,34 +293,24 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
             .fetch_optional(&mut *conn)
             .await
             .map_err(backend)?;
-    // The identity column is `integer`: past 2^31-1 the insert fails instead of wrapping.
-    let id: i32 = sqlx::query_scalar(
-        "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
-         detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
-         cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
-         priority) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, $16, 1, $17) \
-         RETURNING batchtask_id",
-    )
-    .bind(definition)
-    .bind(&new.name)
-    .bind(new.associate_id)
-    .bind(&new.description)
-    .bind(&new.database_serial_number)
-    .bind(BatchTaskState::New.number())
-    .bind(new.details_table)
-    .bind(new.details_record)
-    .bind(&new.request)
-    .bind(&new.context)
-    .bind(&new.file_name)
-    .bind(new.is_system)
-    .bind(new.is_internal)
-    .bind(new.cancellation.number())
-    .bind(now)
-    .bind(new.associate_id)
-    .bind(i16::from(new.priority))
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(backend)?;
+    // A unique key already live: the insert waits for a racing holder's commit, then does nothing
+    // and the holder is read (READ COMMITTED: a fresh snapshot per statement). A holder that
+    // ended in between frees the key, so the insert is tried again.
+    let mut tries = 0;
+    let id = loop {
+        let Some(id) = insert_task_row(conn, new, definition, now).await? else {
+            let holder = match &new.unique_key {
+                Some(key) => runner::unique_holder(conn, key).await?,
+                None => None,
+            };
+            tries += 1;
+            if holder.is_some() || tries >= UNIQUE_TRIES {
+                return Err(crate::domain::DomainError::UniqueHeld { holder }.into());
+            }
+            continue;
+        };
+        break id;
+    };
     if let Some(params) = &new.parameters {
         let data = params.to_blob();
         let size = data.len() as i64;
@@ -354,6 +348,47 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
     runner::write_events(conn, run::created(id, new, now).as_slice()).await?;
     deps::insert_edges(conn, id, new, now).await?;
     Ok(id)
+}
+
+/// Tries to insert a task at most this often while its unique key's holders keep ending.
+const UNIQUE_TRIES: u32 = 5;
+
+/// The task row alone; `None` when a live task holds its unique key.
+async fn insert_task_row(
+    conn: &mut PgConnection,
+    new: &NewTask,
+    definition: Option<i32>,
+    now: DateTime<Utc>,
+) -> Result<Option<i32>, StoreError> {
+    // The identity column is `integer`: past 2^31-1 the insert fails instead of wrapping.
+    sqlx::query_scalar(
+        "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
+         detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
+         cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
+         priority, unique_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, \
+         $16, 1, $17, $18) ON CONFLICT DO NOTHING RETURNING batchtask_id",
+    )
+    .bind(definition)
+    .bind(&new.name)
+    .bind(new.associate_id)
+    .bind(&new.description)
+    .bind(&new.database_serial_number)
+    .bind(BatchTaskState::New.number())
+    .bind(new.details_table)
+    .bind(new.details_record)
+    .bind(&new.request)
+    .bind(&new.context)
+    .bind(&new.file_name)
+    .bind(new.is_system)
+    .bind(new.is_internal)
+    .bind(new.cancellation.number())
+    .bind(now)
+    .bind(new.associate_id)
+    .bind(i16::from(new.priority))
+    .bind(&new.unique_key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)
 }
 
 #[async_trait]

@@ -269,6 +269,9 @@ pub async fn modify_task(
     if current.state.is_finished() && next.state == BatchTaskState::New {
         super::deps::check_rerun(conn, id).await?;
     }
+    if crate::domain::unique::revives(current.state, next.state) {
+        check_unique_free(conn, id).await?;
+    }
     let by_hand = run::by_hand(&current, &next, actor, now);
     sqlx::query(
         "UPDATE batchtask SET state = $1, description = $2, response = $3, request = $4, result = $5, \
@@ -783,8 +786,12 @@ pub async fn schedule_tick(
     let created = if skipped {
         None
     } else {
-        let id = insert_task(conn, &new, now).await?;
-        load_task(conn, id, false).await?
+        match insert_task(conn, &new, now).await {
+            Ok(id) => load_task(conn, id, false).await?,
+            // A live task holds the unique key: this occurrence creates nothing.
+            Err(StoreError::Rejected(crate::domain::DomainError::UniqueHeld { .. })) => None,
+            Err(e) => return Err(e),
+        }
     };
     let next = at(next);
     sqlx::query("UPDATE batchtaskdefinition SET next_start = $1 WHERE name = $2")
@@ -878,8 +885,39 @@ pub async fn retry_task(
         super::deps::check_rerun(conn, id).await?;
     }
     let change = run::retry(row, actor, now)?;
+    check_unique_free(conn, id).await?;
     write(conn, std::slice::from_ref(&change)).await?;
     load_task(conn, id, false).await?.ok_or(StoreError::NotFound)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unique tasks: the index `batchtask_unique_live` decides; these name the holder.
+
+/// The live task holding unique `key`.
+pub async fn unique_holder(conn: &mut PgConnection, key: &str) -> Result<Option<i32>, StoreError> {
+    sqlx::query_scalar("SELECT batchtask_id FROM batchtask WHERE unique_key = $1 AND state IN (1, 2, 3) LIMIT 1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)
+}
+
+/// Refuses to bring task `id` back to a live state while another live task holds its key. A
+/// create racing past this check is caught by the index when the row is written (the holder
+/// is then not named).
+pub async fn check_unique_free(conn: &mut PgConnection, id: i32) -> Result<(), StoreError> {
+    let holder: Option<i32> = sqlx::query_scalar(
+        "SELECT o.batchtask_id FROM batchtask t JOIN batchtask o ON o.unique_key = t.unique_key \
+         AND o.state IN (1, 2, 3) AND o.batchtask_id <> t.batchtask_id WHERE t.batchtask_id = $1 LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    match holder {
+        Some(h) => Err(crate::domain::DomainError::UniqueHeld { holder: Some(h) }.into()),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_fro
 use crate::domain::node::NodeRow;
 use crate::domain::run::{self, RunPolicy};
 use crate::domain::task::{LINKTYPE_BATCHTASK, TABLE_BATCHTASK, TABLE_BINARYOBJECT};
-use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, NewTask, Parameters, Role, Task};
+use crate::domain::{Associate, BatchTaskState, CancellationBehaviour, DomainError, NewTask, Parameters, Role, Task};
 
 use super::access;
 use super::feed::{Feed, Notice, TasksWere};
@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_nodes.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_scheduling.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_priority.sql")),
+    (9, include_str!("../../../migrations/sqlite/0009_unique.sql")),
     (10, include_str!("../../../migrations/sqlite/0010_dependencies.sql")),
 ];
 
@@ -72,6 +73,10 @@ pub(crate) fn backend(e: rusqlite::Error) -> StoreError {
         match f.code {
             C::ConstraintViolation if msg.as_deref().is_some_and(|m| m.contains("associate.name")) => {
                 return StoreError::DuplicateName;
+            }
+            // A move back to a live state while another live task holds the unique key.
+            C::ConstraintViolation if msg.as_deref().is_some_and(|m| m.contains("batchtask.unique_key")) => {
+                return StoreError::Rejected(DomainError::UniqueHeld { holder: None });
             }
             // The volume is full (SQLite reports ENOSPC as SQLITE_FULL) or over a quota.
             C::DiskFull => return StoreError::Full(e.to_string()),
@@ -344,36 +349,44 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
         .prepare_cached("SELECT batchtaskdefinition_id FROM batchtaskdefinition WHERE name = ?")
         .and_then(|mut s| s.query_row([&new.name], |r| r.get(0)).optional())
         .map_err(backend)?;
-    conn.prepare_cached(
-        "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, description, dbtag, state, \
              detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
              cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
-             priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            definition,
-            new.name,
-            new.associate_id,
-            new.description,
-            new.database_serial_number,
-            BatchTaskState::New.number(),
-            new.details_table,
-            new.details_record,
-            new.request,
-            new.context,
-            new.file_name,
-            new.is_system,
-            new.is_internal,
-            new.cancellation.number(),
-            now_us,
-            new.associate_id,
-            now_us,
-            new.associate_id,
-            new.priority,
-        ])
-    })
-    .map_err(backend)?;
+             priority, unique_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                definition,
+                new.name,
+                new.associate_id,
+                new.description,
+                new.database_serial_number,
+                BatchTaskState::New.number(),
+                new.details_table,
+                new.details_record,
+                new.request,
+                new.context,
+                new.file_name,
+                new.is_system,
+                new.is_internal,
+                new.cancellation.number(),
+                now_us,
+                new.associate_id,
+                now_us,
+                new.associate_id,
+                new.priority,
+                new.unique_key,
+            ])
+        })
+        .map_err(backend)?;
+    if inserted == 0 {
+        // Only the live-unique index can refuse the row; the writer is alone, so its holder is there.
+        let holder = new.unique_key.as_deref().map(|k| runner::unique_holder(conn, k)).transpose()?.flatten();
+        return Err(DomainError::UniqueHeld { holder }.into());
+    }
     let id = i32::try_from(conn.last_insert_rowid())
         .map_err(|_| StoreError::Backend("task ids have run past the 32-bit range".into()))?;
     if let Some(params) = &new.parameters {
@@ -626,6 +639,9 @@ impl Store for SqliteStore {
                 let next = change(&current)?;
                 if current.state.is_finished() && next.state == BatchTaskState::New {
                     deps::check_rerun(conn, id)?;
+                }
+                if crate::domain::unique::revives(current.state, next.state) {
+                    runner::check_unique_free(conn, id)?;
                 }
                 let by_hand = run::by_hand(&current, &next, &actor, now);
                 let run_fields_same =

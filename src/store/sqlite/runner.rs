@@ -586,8 +586,12 @@ pub(super) fn schedule_tick(
     let created = if skipped {
         None
     } else {
-        let id = super::insert_task(conn, &new, now)?;
-        super::load_task(conn, id).map_err(backend)?
+        match super::insert_task(conn, &new, now) {
+            Ok(id) => super::load_task(conn, id).map_err(backend)?,
+            // A live task holds the unique key: this occurrence creates nothing.
+            Err(StoreError::Rejected(crate::domain::DomainError::UniqueHeld { .. })) => None,
+            Err(e) => return Err(e),
+        }
     };
     conn.prepare_cached("UPDATE batchtaskdefinition SET next_start = ? WHERE name = ?")
         .and_then(|mut s| s.execute(params![micros(next), tick.name]))
@@ -666,8 +670,34 @@ pub(super) fn retry_task(
         super::deps::check_rerun(conn, id)?;
     }
     let change = run::retry(row, actor, now)?;
+    check_unique_free(conn, id)?;
     write(conn, &change)?;
     super::load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unique tasks: the index `batchtask_unique_live` decides; these name the holder.
+
+/// The live task holding unique `key`.
+pub(super) fn unique_holder(conn: &Connection, key: &str) -> Result<Option<i32>, StoreError> {
+    conn.prepare_cached("SELECT batchtask_id FROM batchtask WHERE unique_key = ? AND state IN (1, 2, 3) LIMIT 1")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .map_err(backend)
+}
+
+/// Refuses to bring task `id` back to a live state while another live task holds its key.
+pub(super) fn check_unique_free(conn: &Connection, id: i32) -> Result<(), StoreError> {
+    let holder: Option<i32> = conn
+        .prepare_cached(
+            "SELECT o.batchtask_id FROM batchtask t JOIN batchtask o ON o.unique_key = t.unique_key \
+             AND o.state IN (1, 2, 3) AND o.batchtask_id <> t.batchtask_id WHERE t.batchtask_id = ? LIMIT 1",
+        )
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    match holder {
+        Some(h) => Err(crate::domain::DomainError::UniqueHeld { holder: Some(h) }.into()),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
