@@ -66,9 +66,13 @@ if [[ " $PHASES " == *" http "* ]]; then
     echo "$get"
     put=$(run "put-$engine" put.lua)
     echo "$put"
+    # The variant of before 2026-12-03 14:00: both wrk threads over all ids in step (row waits).
+    put_shared=$(run "put-shared-$engine" put.lua SHARED=1)
+    echo "$put_shared"
     stop
     summary+=("$(awk -v e="$engine" -v h="$(rps "$hello")" -v g="$(rps "$get")" -v p="$(rps "$put")" \
-      'BEGIN{printf "%-9s hello %6d/s  GET %6d/s = %.2f of hello (target >= 0.5)  PUT %6d/s = %.2f of hello (target >= 0.35)", e, h, g, g / h, p, p / h}')")
+      -v s="$(rps "$put_shared")" \
+      'BEGIN{printf "%-9s hello %6d/s  GET %6d/s = %.2f of hello (target >= 0.5)  PUT %6d/s = %.2f of hello (target >= 0.35; rows shared by threads: %d/s = %.2f)", e, h, g, g / h, p, p / h, s, s / h}')")
   done
 fi
 if [[ " $PHASES " == *" rss "* ]]; then

@@ -28,7 +28,7 @@ create_tasks() {
       -d '{"Name":"Bench","Description":"benchmark task","ParameterObject":{"k":"v"}}' \
       http://127.0.0.1:$PORT/api/v1/BatchTask >/dev/null
   done
-  export AUTH="Basic $(printf admin:bench | base64)" TASKS="$1" CONNS
+  export AUTH="Basic $(printf admin:bench | base64)" TASKS="$1" CONNS THREADS
 }
 
 cpu_ticks() { awk '{print $14 + $15}' /proc/$server/stat; }

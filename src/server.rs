@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::domain::Role;
 use crate::http::auth::Authenticator;
 use crate::http::{AppState, app};
-use crate::identity::{IdentityService, hash_password};
+use crate::identity::{IdentityService, hash_password, off_thread};
 use crate::runner::node::NodeKeeper;
 use crate::runner::{Definitions, Runner};
 use crate::service::TaskService;
@@ -41,7 +41,9 @@ pub async fn bootstrap_admin(store: &Arc<dyn Store>, config: &Config) -> anyhow:
             (p, true)
         }
     };
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password).map(|h| (h, password))).await??;
+    let hash = off_thread(move || hash_password(&password).map(|h| (h, password)))
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no thread for hashing the admin password"))??;
     match store
         .create_associate(NewAssociate { name: name.clone(), password_hash: hash.0, role: Role::Admin }, Utc::now())
         .await

@@ -36,7 +36,7 @@ use crate::domain::access::{Scope, is_read_request, is_safe_method};
 use crate::domain::lockout::{Bucket, Standing};
 use crate::domain::{Associate, Caller};
 use crate::i18n::{Key, Msg};
-use crate::identity::{Authenticated, ChangeListener, Via, hash_password, hash_secret, random_bytes, verify_password};
+use crate::identity::{Authenticated, ChangeListener, Via, hash_secret, off_thread, random_bytes, verify_password};
 use crate::store::Store;
 use crate::store::access::CredentialKind;
 use crate::store::feed::Notice;
@@ -278,8 +278,6 @@ pub struct Authenticator {
     generation: AtomicU64,
     /// Newest `credential_change` row seen.
     last_change: AtomicI64,
-    /// Verified against when the user is unknown, so both failures cost the same time.
-    dummy_hash: String,
     /// Bounds argon2 verifications running at once: each takes ~19 MiB and a core for tens of
     /// milliseconds, so a burst of logins would otherwise cost memory it never gives back.
     hashing: tokio::sync::Semaphore,
@@ -302,9 +300,14 @@ pub struct Authenticator {
     checks_by_address: RateLimiter<IpAddr>,
 }
 
+/// Verified against when the user is unknown, so both failures cost the same time: a hash with
+/// the parameters of [`crate::identity::hash_password`] (checked by a test) of a random password
+/// nobody kept. A constant, so that start-up does not spend 19 MiB and a core on making one.
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$R98g1M2kuBOfLm0j0k0jbw$kCYVb0EK3sDiWb1vOYwstiMipKi7o4T2Rwa2k5IcJPA";
+
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, ttl: Duration, access: AccessConfig) -> Authenticator {
-        let dummy_hash = hash_password("not a real password, only a timing decoy").expect("argon2 works");
         let window = access.failed_login_window;
         Authenticator {
             store,
@@ -327,7 +330,6 @@ impl Authenticator {
             generation: AtomicU64::new(0),
             password_checks: AtomicU64::new(0),
             last_change: AtomicI64::new(0),
-            dummy_hash,
         }
     }
 
@@ -471,7 +473,7 @@ impl Authenticator {
         if standing.checks_bounded() {
             self.checks_by_address.try_take(&client.addr).map_err(too_busy)?;
         }
-        let hash = found.as_ref().map_or_else(|| self.dummy_hash.clone(), |c| c.password_hash.clone());
+        let hash = found.as_ref().map_or_else(|| DECOY_HASH.to_owned(), |c| c.password_hash.clone());
         let ok = self.check_password(password.to_owned(), hash).await?;
         match found {
             Some(c) if ok && c.associate.active => {
@@ -526,7 +528,7 @@ impl Authenticator {
             }
         };
         self.password_checks.fetch_add(1, Ordering::Relaxed);
-        Ok(tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false))
+        Ok(off_thread(move || verify_password(&password, &hash)).await.unwrap_or(false))
     }
 
     /// Looks a ticket, token or session secret up by its SHA-256. Failures count against the
@@ -765,6 +767,19 @@ mod tests {
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert_eq!(cookie(&h, XSRF_COOKIE), Some("x"));
         assert_eq!(cookie(&h, "nope"), None);
+    }
+
+    #[test]
+    fn the_decoy_costs_what_a_real_check_costs() {
+        // Same algorithm, version and parameters as a hash made now: an unknown user's check
+        // takes as long as a known one's.
+        let real = crate::identity::hash_password("x").unwrap();
+        let shape = |h: &str| {
+            let parsed = argon2::PasswordHash::new(h).unwrap();
+            (parsed.algorithm.to_string(), parsed.version, parsed.params.to_string())
+        };
+        assert_eq!(shape(DECOY_HASH), shape(&real));
+        assert!(!verify_password("", DECOY_HASH));
     }
 
     #[test]

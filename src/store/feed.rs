@@ -4,7 +4,8 @@
 //! A notice is small and says only what to re-read: a definition, a node, or which tasks were
 //! created, changed or deleted (for the live event stream, `crate::http::hub`). Consumers never learn the engine: on
 //! PostgreSQL the notices come from `LISTEN batchd`, raised by triggers in the same transaction as
-//! the change (`migrations/postgres/0007_feed.sql`), so every node hears every node's changes; on
+//! the change (`migrations/postgres/0007_feed.sql`), or for edits by hand right after their commit
+//! (`postgres/notices.rs`), so every node hears every node's changes; on
 //! SQLite the store tells its own process. Polling stays as the fallback: a notice missed (a lost
 //! connection, a lagging consumer) is a [`Notice::Resync`], and the next poll catches the rest.
 

@@ -291,6 +291,51 @@ async fn a_burst_of_logins_keeps_memory_bounded() {
     assert!(rss_kb < 200 * 1024, "peak RSS {} MB", rss_kb / 1024);
 }
 
+/// `RssAnon` of a process, in KiB: its heap and stacks, not the binary's mapped pages.
+fn anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc status")
+}
+
+/// Polls for up to `within` until the process's anonymous memory is under `kib`; the last
+/// figure read.
+async fn anon_settles_under(pid: u32, kib: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = anon_kib(pid);
+        if now < kib || Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// argon2 takes 19 MiB a hash or a check. The first admin's hash at start-up, and a login's
+/// check later, give it back at once: the node does not sit on the peak for seconds (the
+/// allocator used to keep it with the idle thread that freed it, ten seconds).
+#[tokio::test]
+async fn argon2_memory_goes_back_to_the_os_at_once() {
+    const ONE_HASH_KIB: u64 = 19 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("argon.db"), &[]);
+    let pid = server.child.id();
+    // Just started: the admin was created with a hash, so the peak was there.
+    let settled = anon_settles_under(pid, ONE_HASH_KIB, Duration::from_secs(2)).await;
+    assert!(settled < ONE_HASH_KIB, "{} KiB of heap 2 s after start", settled);
+    let c = client();
+    for password in ["wrong", "pw"] {
+        let res = c.get(format!("{}/api/v1/BatchTask/All", server.base)).basic_auth("admin", Some(password)).send();
+        let status = res.await.unwrap().status().as_u16();
+        assert_eq!(status, if password == "pw" { 200 } else { 401 });
+    }
+    let after = anon_settles_under(pid, settled + ONE_HASH_KIB / 2, Duration::from_secs(2)).await;
+    assert!(after < settled + ONE_HASH_KIB / 2, "{settled} KiB before two password checks, {after} KiB 2 s after");
+}
+
 /// Runs the binary to completion (killed after 20 s) and answers its exit status and stderr.
 fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let mut cmd = Command::new(batchd_bin());

@@ -444,3 +444,66 @@ async fn a_change_through_one_node_streams_from_the_other_on_postgres() {
     let m = on_b.next().await;
     assert_eq!((m.event.as_str(), &m.data), ("deleted", &json!({"Id": id, "Name": "ext"})));
 }
+
+/// On PostgreSQL an edit's notice is sent after its commit, the ids of many edits in one notice:
+/// a burst of edits to several tasks through node A all stream from node B, each task's last
+/// Description with them, and nothing streams before its edit was answered.
+#[tokio::test]
+async fn a_burst_of_edits_through_one_node_all_stream_from_the_other_on_postgres() {
+    let Some(db) = TestPg::create("stream::a_burst_of_edits_through_one_node").await else { return };
+    let a = spawn(|_| {}, Some(&db)).await;
+    let b = spawn(|_| {}, Some(&db)).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(a.create(&json!({"Name": "ext"})).await);
+    }
+    let mut on_b = Sse::open(&b, &admin(&b), "", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // both listening
+    let edits = ids.iter().map(|&id| {
+        let a = &a;
+        async move {
+            for n in 0..4 {
+                describe(a, id, &format!("{id}-{n}")).await;
+            }
+        }
+    });
+    futures_util::future::join_all(edits).await;
+    let mut last: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ids.iter().any(|id| last.get(id) != Some(&format!("{id}-3"))) {
+        assert!(Instant::now() < deadline, "after 10 s, B streamed only {last:?}");
+        let Some(m) = on_b.next_within(Duration::from_secs(1)).await else { continue };
+        if m.event == "progress"
+            && let (Some(id), Some(text)) = (m.data["Id"].as_i64(), m.data["Changed"]["Description"].as_str())
+        {
+            last.insert(id, text.to_owned());
+        }
+    }
+}
+
+/// An edit's own notice follows its commit, but what the edit does to other tasks (a dependency
+/// failed by hand fails its dependent) notifies as any write does: B streams both.
+#[tokio::test]
+async fn a_dependent_failed_by_an_edit_on_one_node_streams_from_the_other_on_postgres() {
+    let Some(db) = TestPg::create("stream::a_dependent_failed_by_an_edit").await else { return };
+    let a = spawn(|_| {}, Some(&db)).await;
+    let b = spawn(|_| {}, Some(&db)).await;
+    let first = a.create(&json!({"Name": "ext"})).await;
+    let waiting = a.create(&json!({"Name": "ext", "After": [first]})).await;
+    let mut on_b = Sse::open(&b, &admin(&b), "", None).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // both listening
+    let res = a.put_json(&format!("/api/v1/BatchTask/{first}"), &json!({"State": "Failed"})).await;
+    assert_eq!(res.status(), 200);
+    let mut failed = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(failed.contains(&first) && failed.contains(&waiting)) {
+        assert!(Instant::now() < deadline, "after 10 s, B streamed Failed only for {failed:?}");
+        let Some(m) = on_b.next_within(Duration::from_secs(1)).await else { continue };
+        if m.event == "state"
+            && m.data["Changed"]["State"] == "Failed"
+            && let Some(id) = m.data["Id"].as_i64()
+        {
+            failed.insert(id);
+        }
+    }
+}

@@ -35,6 +35,7 @@ use super::{
 mod auth;
 mod connect;
 mod deps;
+mod notices;
 
 use super::feed::{self, Feed, Notice};
 
@@ -71,8 +72,12 @@ mod stats;
 pub struct PostgresStore {
     pool: PgPool,
     feed: Feed,
+    /// Task notices of edits by hand, sent after their commits.
+    notices: notices::Deferred,
     /// Ends the feed's listener with the store.
     _listener: ListenerGuard,
+    /// Ends the notice sender with the store.
+    _notifier: ListenerGuard,
 }
 
 struct ListenerGuard(tokio::task::JoinHandle<()>);
@@ -160,7 +165,9 @@ impl PostgresStore {
         connect::migrate(&pool).await?;
         let feed = Feed::default();
         let listener = ListenerGuard(tokio::spawn(listen(pool.clone(), feed.clone())));
-        Ok(PostgresStore { pool, feed, _listener: listener })
+        let notices = notices::Deferred::default();
+        let notifier = ListenerGuard(tokio::spawn(notices.clone().run(pool.clone())));
+        Ok(PostgresStore { pool, feed, notices, _listener: listener, _notifier: notifier })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -666,9 +673,11 @@ impl Store for PostgresStore {
         actor: Actor,
         change: TaskChange,
     ) -> Result<Task, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The task notice follows the commit (see `notices`): edits do not queue on each other.
+        let mut tx = self.pool.begin_with(notices::BEGIN_QUIET).await.map_err(backend)?;
         let task = runner::modify_task(&mut tx, id, runner::at(now), &actor, change).await?;
         tx.commit().await.map_err(backend)?;
+        self.notices.changed(id);
         Ok(task)
     }
 

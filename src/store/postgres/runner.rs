@@ -273,8 +273,10 @@ pub async fn modify_task(
         check_unique_free(conn, id).await?;
     }
     let by_hand = run::by_hand(&current, &next, actor, now);
-    sqlx::query(
-        "UPDATE batchtask SET state = $1, description = $2, response = $3, request = $4, result = $5, \
+    // The answer is read back by the UPDATE itself (`t` is the updated row): exactly what is
+    // stored, one round trip fewer.
+    let row = sqlx::query(concat!(
+        "WITH t AS (UPDATE batchtask SET state = $1, description = $2, response = $3, request = $4, result = $5, \
          startcount = $6, laststarted = $7, progresspercent = $8, progressdescription = $9, filename = $10, \
          updated = $11, updatedcount = updatedcount + 1, updated_associate_id = COALESCE($12, updated_associate_id), \
          lease_token = CASE WHEN $13 THEN NULL ELSE lease_token END, \
@@ -286,8 +288,10 @@ pub async fn modify_task(
          failures = CASE WHEN $14 THEN 0 ELSE failures END, \
          rescues = CASE WHEN $14 THEN 0 ELSE rescues END, \
          run_after = CASE WHEN $14 THEN NULL ELSE run_after END \
-         WHERE batchtask_id = $15",
-    )
+         WHERE batchtask_id = $15 RETURNING *) SELECT ",
+        task_columns!(),
+        " FROM t"
+    ))
     .bind(next.state.number())
     .bind(&next.description)
     .bind(&next.response)
@@ -303,15 +307,16 @@ pub async fn modify_task(
     .bind(by_hand.ends_lease)
     .bind(by_hand.resets_attempts)
     .bind(id)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await
     .map_err(backend)?;
+    let task = row.as_ref().map(task_from_row).transpose().map_err(backend)?.ok_or(StoreError::NotFound)?;
     write_events(conn, &by_hand.event).await?;
     if let Some(how) = Ended::of(next.state).filter(|_| next.state != current.state) {
+        sqlx::query(super::notices::NOTICES_INSIDE).execute(&mut *conn).await.map_err(backend)?;
         cascade_end(conn, vec![(id, how)], now).await?;
     }
-    // Read back: the answer is exactly what is stored.
-    load_task(conn, id, false).await?.ok_or(StoreError::NotFound)
+    Ok(task)
 }
 
 /// Deletes a task row with its blobs and links (and, when `events`, its event log).
