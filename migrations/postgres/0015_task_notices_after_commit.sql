@@ -3,6 +3,7 @@
 -- so notices inside the edits made every durable edit wait for the one before. Such an edit sets
 -- `batchd.task_notices = 'after_commit'` for its transaction, and this trigger then says nothing;
 -- every other write (the runner's claims, finishes, rescues) still notifies here as before.
+-- The query is 0014's, run by EXECUTE so that it is planned for each statement's row counts.
 
 CREATE OR REPLACE FUNCTION batchd_notify_tasks_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE ids text;
@@ -10,8 +11,8 @@ BEGIN
     IF current_setting('batchd.task_notices', true) = 'after_commit' THEN
         RETURN NULL;
     END IF;
-    FOR ids IN
-        SELECT string_agg(batchtask_id::text, ',')
+    FOR ids IN EXECUTE
+        'SELECT string_agg(batchtask_id::text, '','')
         FROM (
             SELECT n.batchtask_id, row_number() OVER () - 1 AS pos
             FROM changed_rows n JOIN before_rows o USING (batchtask_id)
@@ -25,7 +26,7 @@ BEGIN
                    o.detailstable, o.detailsrecord, o.filename, o.is_system, o.is_internal,
                    o.cancellation_behaviour, o.registered)
         ) r
-        GROUP BY pos / 700
+        GROUP BY pos / 700'
     LOOP
         PERFORM pg_notify('batchd', 'tasks:u:' || ids);
     END LOOP;

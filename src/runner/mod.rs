@@ -481,6 +481,14 @@ impl Runner {
 
     /// Drops a run from the local table and frees its slot.
     fn forget(&self, id: i32, token: &str) {
+        if self.release_slot(id, token) {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// [`Runner::forget`] without waking the claim loop (the caller wakes it once for a batch);
+    /// true when the run was this node's.
+    fn release_slot(&self, id: i32, token: &str) -> bool {
         let removed = {
             let mut running = self.inner.running.lock().expect("running");
             match running.get(&id) {
@@ -488,13 +496,12 @@ impl Runner {
                 _ => None,
             }
         };
-        if let Some(rt) = removed {
-            rt.permit.lock().expect("permit").take();
-            self.inner.wake.notify_one();
-            if self.closing() && self.inner.running.lock().expect("running").is_empty() {
-                self.inner.closed.notify_waiters();
-            }
+        let Some(rt) = removed else { return false };
+        rt.permit.lock().expect("permit").take();
+        if self.closing() && self.inner.running.lock().expect("running").is_empty() {
+            self.inner.closed.notify_waiters();
         }
+        true
     }
 
     async fn finish_loop(self, mut rx: mpsc::UnboundedReceiver<FinishJob>) {
@@ -525,6 +532,7 @@ impl Runner {
                 }
             };
             let mut requeued = false;
+            let mut freed = false;
             for (i, job) in batch.drain(..).enumerate() {
                 if let Some(crate::store::runner::FinishResult::Lost) = results.as_ref().and_then(|r| r.get(i)) {
                     tracing::info!(id = job.finish.id, "run outcome not written: the lease was lost");
@@ -532,10 +540,14 @@ impl Runner {
                 if matches!(job.finish.outcome, FinishOutcome::Failed { retry: true } | FinishOutcome::Release) {
                     requeued = true;
                 }
-                self.forget(job.finish.id, &job.finish.token);
+                freed |= self.release_slot(job.finish.id, &job.finish.token);
             }
+            // One wake-up for the whole batch, after every slot is free: woken per slot, the claim
+            // loop would claim a few tasks at a time, a transaction each.
             if requeued {
                 self.wake();
+            } else if freed {
+                self.inner.wake.notify_one();
             }
         }
     }

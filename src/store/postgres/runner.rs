@@ -59,6 +59,11 @@ fn light_columns() -> String {
     format!("{}NULL::bytea{}", &TASK_COLUMNS[..start], &TASK_COLUMNS[end..])
 }
 
+/// The runner's columns after the task's, as [`run_row_from`] reads them.
+const RUN_COLUMNS: &str = "t.lease_token, t.lease_expires, t.lease_node, t.attempts, t.run_after, t.stop_requested, \
+     t.stop_requested_by, t.failures, t.rescues";
+const RUN_COLUMN_COUNT: usize = 9;
+
 /// The statement loading rows by id list with their runner columns: `[with_params][lock]`.
 fn run_rows_sql(with_params: bool, lock: bool) -> &'static str {
     static SQL: std::sync::OnceLock<[[String; 2]; 2]> = std::sync::OnceLock::new();
@@ -66,9 +71,7 @@ fn run_rows_sql(with_params: bool, lock: bool) -> &'static str {
         [light_columns(), TASK_COLUMNS.to_owned()].map(|columns| {
             ["", " FOR UPDATE OF t"].map(|suffix| {
                 format!(
-                    "SELECT {columns}, t.lease_token, t.lease_expires, t.lease_node, t.attempts, t.run_after, \
-                     t.stop_requested, t.stop_requested_by, t.failures, t.rescues FROM batchtask t \
-                     WHERE t.batchtask_id = ANY($1) \
+                    "SELECT {columns}, {RUN_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ANY($1) \
                      ORDER BY t.batchtask_id{suffix}"
                 )
             })
@@ -117,6 +120,65 @@ async fn locked_rows(conn: &mut PgConnection, ids: impl Iterator<Item = i32>) ->
     load_run_rows(conn, &ids, false, true).await
 }
 
+/// Event columns as `unnest` parameters `$n…$n+6` in the order given; `ORDER BY n` makes the
+/// event ids follow that order.
+fn events_sql(first: usize) -> String {
+    let p = |i: usize| first + i;
+    format!(
+        "INSERT INTO batchtaskevent (batchtask_id, at, from_state, to_state, associate_id, node, reason) \
+         SELECT id, at, from_state, to_state, associate_id, node, reason FROM unnest(${}::integer[], \
+         ${}::timestamptz[], ${}::integer[], ${}::integer[], ${}::integer[], ${}::text[], ${}::text[]) \
+         WITH ORDINALITY AS e (id, at, from_state, to_state, associate_id, node, reason, n) ORDER BY n",
+        p(0),
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+        p(6)
+    )
+}
+
+fn bind_events<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &[&RunEvent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let each = || events.iter();
+    q.bind(each().map(|e| e.task_id).collect::<Vec<_>>())
+        .bind(each().map(|e| e.at).collect::<Vec<_>>())
+        .bind(each().map(|e| e.from.map(BatchTaskState::number)).collect::<Vec<_>>())
+        .bind(each().map(|e| e.to.map(BatchTaskState::number)).collect::<Vec<_>>())
+        .bind(each().map(|e| e.associate_id).collect::<Vec<_>>())
+        .bind(each().map(|e| e.node.clone()).collect::<Vec<_>>())
+        .bind(each().map(|e| e.reason.clone()).collect::<Vec<_>>())
+}
+
+/// The batch write: every column the runner may change, over `unnest` of the columns, and the
+/// events, in one statement (one round trip). `t.batchtask_id = ANY($1)` lets the planner find
+/// the rows by primary key instead of hashing the whole table.
+fn write_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH changed AS (UPDATE batchtask t SET state = v.state, result = v.result, response = v.response, \
+             startcount = v.startcount, laststarted = v.laststarted, progresspercent = v.progresspercent, \
+             progressdescription = v.progressdescription, filename = v.filename, lease_token = v.lease_token, \
+             lease_expires = v.lease_expires, lease_node = v.lease_node, attempts = v.attempts, \
+             run_after = v.run_after, stop_requested = v.stop_requested, stop_requested_by = v.stop_requested_by, \
+             updated = v.updated, updatedcount = v.updatedcount, failures = v.failures, rescues = v.rescues \
+             FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], \
+             $7::smallint[], $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::text[], $13::integer[], \
+             $14::timestamptz[], $15::timestamptz[], $16::text[], $17::timestamptz[], $18::bigint[], $19::integer[], \
+             $20::integer[]) \
+             AS v (id, state, result, response, startcount, laststarted, progresspercent, progressdescription, \
+             filename, lease_token, lease_expires, lease_node, attempts, run_after, stop_requested, \
+             stop_requested_by, updated, updatedcount, failures, rescues) \
+             WHERE t.batchtask_id = v.id AND t.batchtask_id = ANY($1) RETURNING 1) {}",
+            events_sql(21)
+        )
+    })
+}
+
 /// Writes what the rules decided, and what that does to the tasks waiting for those that ended.
 pub(super) async fn write(conn: &mut PgConnection, changes: &[Change]) -> Result<(), StoreError> {
     write_rows(conn, changes).await?;
@@ -142,54 +204,39 @@ pub(super) async fn cascade_end(
     Ok(())
 }
 
-/// Every column the runner may change, for the whole batch in one statement over `unnest` of
-/// the columns, then the events in another.
+/// The batch write: every column the runner may change, over `unnest` of the columns, and the
+/// events, in one statement (one round trip).
 async fn write_rows(conn: &mut PgConnection, changes: &[Change]) -> Result<(), StoreError> {
     if changes.is_empty() {
         return Ok(());
     }
     let rows = || changes.iter().map(|c| &c.row);
     let tasks = || changes.iter().map(|c| &c.row.task);
-    sqlx::query(
-        "UPDATE batchtask t SET state = v.state, result = v.result, response = v.response, \
-         startcount = v.startcount, laststarted = v.laststarted, progresspercent = v.progresspercent, \
-         progressdescription = v.progressdescription, filename = v.filename, lease_token = v.lease_token, \
-         lease_expires = v.lease_expires, lease_node = v.lease_node, attempts = v.attempts, \
-         run_after = v.run_after, stop_requested = v.stop_requested, stop_requested_by = v.stop_requested_by, \
-         updated = v.updated, updatedcount = v.updatedcount, failures = v.failures, rescues = v.rescues \
-         FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[], $5::integer[], $6::timestamptz[], \
-         $7::smallint[], $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::text[], $13::integer[], \
-         $14::timestamptz[], $15::timestamptz[], $16::text[], $17::timestamptz[], $18::bigint[], $19::integer[], \
-         $20::integer[]) \
-         AS v (id, state, result, response, startcount, laststarted, progresspercent, progressdescription, \
-         filename, lease_token, lease_expires, lease_node, attempts, run_after, stop_requested, \
-         stop_requested_by, updated, updatedcount, failures, rescues) WHERE t.batchtask_id = v.id",
-    )
-    .bind(tasks().map(|t| t.id).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.state.number()).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.result.clone()).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.response.clone()).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.start_count).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.last_started).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.progress_percent).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.progress_description.clone()).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.file_name.clone()).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.lease_token.clone()).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.lease_expires).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.lease_node.clone()).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.attempts).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.run_after).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.stop_requested).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.stop_requested_by.clone()).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.updated).collect::<Vec<_>>())
-    .bind(tasks().map(|t| t.version).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.failures).collect::<Vec<_>>())
-    .bind(rows().map(|r| r.rescues).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
     let events: Vec<&RunEvent> = changes.iter().flat_map(|c| &c.events).collect();
-    write_events(conn, events.into_iter()).await
+    let q = sqlx::query(AssertSqlSafe(write_sql()))
+        .bind(tasks().map(|t| t.id).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.state.number()).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.result.clone()).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.response.clone()).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.start_count).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.last_started).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.progress_percent).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.progress_description.clone()).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.file_name.clone()).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.lease_token.clone()).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.lease_expires).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.lease_node.clone()).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.attempts).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.run_after).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.stop_requested).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.stop_requested_by.clone()).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.updated).collect::<Vec<_>>())
+        .bind(tasks().map(|t| t.version).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.failures).collect::<Vec<_>>())
+        .bind(rows().map(|r| r.rescues).collect::<Vec<_>>());
+    bind_events(q, &events).execute(&mut *conn).await.map_err(backend)?;
+    run::log_events(events);
+    Ok(())
 }
 
 /// Appends events to the log in one statement, in the order given (their ids follow it).
@@ -201,23 +248,9 @@ pub async fn write_events<'a>(
     if events.is_empty() {
         return Ok(());
     }
-    let each = || events.iter();
-    sqlx::query(
-        "INSERT INTO batchtaskevent (batchtask_id, at, from_state, to_state, associate_id, node, reason) \
-         SELECT id, at, from_state, to_state, associate_id, node, reason FROM unnest($1::integer[], $2::timestamptz[], $3::integer[], $4::integer[], $5::integer[], \
-         $6::text[], $7::text[]) WITH ORDINALITY AS e (id, at, from_state, to_state, associate_id, node, reason, n) \
-         ORDER BY n",
-    )
-    .bind(each().map(|e| e.task_id).collect::<Vec<_>>())
-    .bind(each().map(|e| e.at).collect::<Vec<_>>())
-    .bind(each().map(|e| e.from.map(BatchTaskState::number)).collect::<Vec<_>>())
-    .bind(each().map(|e| e.to.map(BatchTaskState::number)).collect::<Vec<_>>())
-    .bind(each().map(|e| e.associate_id).collect::<Vec<_>>())
-    .bind(each().map(|e| e.node.clone()).collect::<Vec<_>>())
-    .bind(each().map(|e| e.reason.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?;
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| events_sql(1));
+    bind_events(sqlx::query(AssertSqlSafe(sql.as_str())), &events).execute(&mut *conn).await.map_err(backend)?;
     // Logged when written, before the caller's commit: a failed commit is rare and itself
     // logged, and carrying the events to every commit would touch each store method.
     run::log_events(events);
@@ -450,51 +483,66 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     lock_limited(conn, &wanted).await?;
+    // Each name's first rows in claim order, locked and loaded whole in one statement.
+    let mut rows: Vec<RunRow> = Vec::new();
     let mut candidates: Vec<(i16, i32)> = Vec::new();
     for name in wanted {
         let take = room(conn, name, now).await?.min(req.max);
         if take == 0 {
             continue;
         }
-        // The claim index (name, priority DESC, id) WHERE state = 1 AND waiting_on = 0: rows come
-        // out in claim order.
-        let ids: Vec<(i16, i32)> = sqlx::query_as(
-            // -- deps -- `waiting_on = 0`: a task waiting for its dependencies is not due.
-            "SELECT priority, batchtask_id FROM batchtask WHERE name = $1 AND state = 1 AND waiting_on = 0 \
-             AND (run_after IS NULL OR run_after <= $2) ORDER BY priority DESC, batchtask_id LIMIT $3 \
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(&name.name)
-        .bind(now)
-        .bind(take as i64)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?;
-        candidates.extend(ids);
+        let found = sqlx::query(AssertSqlSafe(claim_rows_sql()))
+            .bind(&name.name)
+            .bind(now)
+            .bind(take as i64)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(backend)?;
+        for r in &found {
+            candidates.push((
+                r.try_get(TASK_COLUMN_COUNT + RUN_COLUMN_COUNT).map_err(backend)?,
+                r.try_get(0).map_err(backend)?,
+            ));
+            rows.push(run_row_from(r).map_err(backend)?);
+        }
     }
     let order = run::claim_order(candidates, req.max);
     if order.is_empty() {
         return Ok(Vec::new());
     }
-    let mut claimed = claim_ids(conn, &order, req, now).await?;
+    // Candidates past `max` (several names) stay locked to COMMIT but are not claimed.
+    rows.retain(|r| order.contains(&r.task.id));
+    let mut claimed = claim_rows(conn, rows, req, now).await?;
     run::in_claim_order(&mut claimed, &order);
     record_starts(conn, &claimed, &req.names, now).await?;
     Ok(claimed)
 }
 
+/// The claim's candidates of one name (`$1`), due at `$2`, at most `$3`: the claim index (name,
+/// priority DESC, id) WHERE state = 1 AND waiting_on = 0 gives them in claim order (a task
+/// waiting for its dependencies is not due); `SKIP LOCKED` leaves rows other nodes are claiming
+/// to them. The row lock is taken before the columns are read, so they are the latest committed.
+fn claim_rows_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "SELECT {TASK_COLUMNS}, {RUN_COLUMNS}, t.priority FROM batchtask t WHERE t.name = $1 AND t.state = 1 \
+             AND t.waiting_on = 0 AND (t.run_after IS NULL OR t.run_after <= $2) ORDER BY t.priority DESC, t.batchtask_id LIMIT $3 \
+             FOR UPDATE OF t SKIP LOCKED"
+        )
+    })
+}
+
 /// Claims the given `New` rows (locked by the caller) under one lease token for the batch.
-async fn claim_ids(
+async fn claim_rows(
     conn: &mut PgConnection,
-    ids: &[i32],
+    rows: Vec<RunRow>,
     req: &ClaimRequest,
     now: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, StoreError> {
     let token = new_token();
-    let (claimed, changes): (Vec<Claimed>, Vec<Change>) = load_run_rows(conn, ids, true, false)
-        .await?
-        .into_iter()
-        .filter_map(|row| run::claim(row, req, &token, now))
-        .unzip();
+    let (claimed, changes): (Vec<Claimed>, Vec<Change>) =
+        rows.into_iter().filter_map(|row| run::claim(row, req, &token, now)).unzip();
     write(conn, &changes).await?;
     Ok(claimed)
 }
@@ -531,7 +579,8 @@ pub async fn claim_new(
     if room(conn, claim_name, now).await? == 0 {
         return Ok(None);
     }
-    let claimed = claim_ids(conn, &[id], req, now).await?;
+    let rows = load_run_rows(conn, &[id], true, false).await?;
+    let claimed = claim_rows(conn, rows, req, now).await?;
     record_starts(conn, &claimed, std::slice::from_ref(claim_name), now).await?;
     Ok(claimed.into_iter().next().map(|c| c.lease))
 }
