@@ -13,27 +13,16 @@ use crate::config::PostgresConfig;
 /// The most of an `sslrootcert` file read: a CA bundle is kilobytes, the system's ~200 KiB.
 const ROOT_CERT_BYTES: u64 = 4 << 20;
 
-/// A pooled connection idle this long is pinged before use.
-const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The pool, with its first connection made (so a bad URL, password or certificate fails here).
 pub(super) async fn pool(url: &str, cfg: &PostgresConfig) -> anyhow::Result<PgPool> {
     let options = options(url, cfg)?;
     PgPoolOptions::new()
         .max_connections(cfg.pool_size.max(1))
-        // sqlx pings every pooled connection before handing it out: a round trip more per
-        // request, a third of a GET. Only a connection idle for a while may have been cut; a
-        // busy one that breaks fails its statement, which reads retry once and writes report
-        // as 503 (nothing was committed).
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IDLE_AFTER {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
+        // sqlx pings each pooled connection before handing it out (its default, kept): a round
+        // trip more per request, but a connection PostgreSQL terminated (a restart, an admin's
+        // pg_terminate_backend) is dropped there instead of failing a read with a 503. Skipping
+        // the ping for busy connections failed `faults::terminated_postgres_connections…`: the
+        // store has no read retry, and after a terminate-all every pooled connection is dead.
         .acquire_timeout(cfg.connect_timeout)
         .idle_timeout(cfg.idle_timeout)
         .connect_with(options.clone())
