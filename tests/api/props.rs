@@ -110,8 +110,14 @@ proptest! {
         let back = time::format(instant, zone);
         let wall = &back[..19];
         if wall != text {
-            // Only a gap may move it, and only forward, by at most a day (historical zones).
             let shown = chrono::NaiveDateTime::parse_from_str(wall, "%Y-%m-%dT%H:%M:%S").unwrap();
+            // An offset with seconds (Monrovia until 1972: -0:44:30) is written in whole minutes,
+            // as the format has them: the same instant, its wall time off by under a minute.
+            let offset = chrono::Offset::fix(&chrono::TimeZone::offset_from_utc_datetime(&zone, &instant.naive_utc()));
+            if offset.local_minus_utc() % 60 != 0 && (shown - naive).num_seconds().abs() < 60 {
+                return Ok(());
+            }
+            // Only a gap may move it, and only forward, by at most a day (historical zones).
             prop_assert!(shown > naive && shown - naive <= chrono::Duration::hours(24), "{} → {}", text, back);
         }
     }
