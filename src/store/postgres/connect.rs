@@ -21,8 +21,9 @@ pub(super) async fn pool(url: &str, cfg: &PostgresConfig) -> anyhow::Result<PgPo
         // sqlx pings each pooled connection before handing it out (its default, kept): a round
         // trip more per request, but a connection PostgreSQL terminated (a restart, an admin's
         // pg_terminate_backend) is dropped there instead of failing a read with a 503. Skipping
-        // the ping for busy connections failed `faults::terminated_postgres_connections…`: the
-        // store has no read retry, and after a terminate-all every pooled connection is dead.
+        // the ping for busy connections failed `faults::terminated_postgres_connections…`: a
+        // read is tried only twice (`read_twice`), and after a terminate-all every pooled
+        // connection is dead, so the second try may draw a dead one too.
         .acquire_timeout(cfg.connect_timeout)
         .idle_timeout(cfg.idle_timeout)
         .connect_with(options.clone())

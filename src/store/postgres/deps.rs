@@ -166,18 +166,8 @@ pub async fn dependencies(
             .fetch_all(&mut *conn)
             .await
             .map_err(backend)?;
-    static AFTER_SQL: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ANY($1)"));
     let ids: Vec<i32> = edges.iter().map(|(a, _)| *a).collect();
-    let found = sqlx::query(sqlx::AssertSqlSafe(AFTER_SQL.as_str()))
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(backend)?
-        .iter()
-        .map(task_from_row)
-        .collect::<Result<Vec<Task>, _>>()
-        .map_err(backend)?;
+    let found = super::select_tasks(&mut *conn, &ids).await?;
     let after = edges
         .into_iter()
         .map(|(a, satisfied)| AfterEdge { id: a, satisfied, task: found.iter().find(|t| t.id == a).cloned() })

@@ -113,6 +113,14 @@ fn backend(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The tasks with these ids that exist, in no particular order, in one statement.
+pub(super) async fn select_tasks<'e>(conn: impl sqlx::PgExecutor<'e>, ids: &[i32]) -> Result<Vec<Task>, StoreError> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ANY($1)"));
+    let rows = sqlx::query(AssertSqlSafe(SQL.as_str())).bind(ids).fetch_all(conn).await.map_err(backend)?;
+    rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
+}
+
 /// Runs a read once more when the connection it had was gone (the database restarted or failed
 /// over since the connection was pooled): a read changes nothing, so repeating it is safe, and
 /// the pool hands out a fresh connection the second time.
@@ -423,13 +431,7 @@ impl Store for PostgresStore {
 
     async fn tasks_by_id(&self, ids: &[i32]) -> Result<Vec<Task>, StoreError> {
         debug_assert!(ids.len() <= super::MAX_TASKS_BY_ID);
-        let text = format!("SELECT {TASK_COLUMNS} FROM batchtask t WHERE t.batchtask_id = ANY($1)");
-        read_twice(|| async {
-            let rows =
-                sqlx::query(AssertSqlSafe(text.clone())).bind(ids).fetch_all(&self.pool).await.map_err(backend)?;
-            rows.iter().map(task_from_row).collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
+        read_twice(|| select_tasks(&self.pool, ids)).await
     }
 
     async fn find_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
