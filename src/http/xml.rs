@@ -9,8 +9,12 @@
 //!
 //! How an element becomes a value (first rule that applies):
 //! 1. `nil="true"` (any prefix) → `null`.
-//! 2. A list: its name is a list parameter (`AssociateIds`, `BatchTaskIds`, `After`) or starts with
-//!    `ArrayOf` → an array of its children's values, whatever the children are called.
+//! 2. A list: its name starts with `ArrayOf`, or it is a list parameter (`AssociateIds`,
+//!    `BatchTaskIds`, `After`) that is the root, a child of the root or a child of a
+//!    `BatchTaskInfo` → an array of its children's values, whatever the children are called; a
+//!    list written as bare text (`<After>12</After>`) is that one item. Deeper down (inside a
+//!    `ParameterObject`, say) those names are ordinary keys, so a parameter called `After` keeps
+//!    its value.
 //! 3. No child elements → its text (`""` when empty), except that an empty dictionary
 //!    (`ParameterObject`, `FieldProperties`) or object (`BatchTaskInfo`, `TableRight`) is `{}`.
 //! 4. Every child is a key/value pair (it has exactly the children `Key` and `Value`, as in
@@ -35,7 +39,8 @@ pub use super::body::MAX_DEPTH;
 /// Most elements in one document.
 pub const MAX_ELEMENTS: usize = 100_000;
 
-/// Parameters that are lists even with one item.
+/// Parameters that are lists even with one item, where parameters are: the root, its children and
+/// a `BatchTaskInfo`'s children.
 const LIST_NAMES: [&str; 3] = ["AssociateIds", "BatchTaskIds", "After"];
 /// Elements that are dictionaries (pairs) or objects even when empty.
 const OBJECT_NAMES: [&str; 4] = ["ParameterObject", "FieldProperties", "BatchTaskInfo", "TableRight"];
@@ -201,15 +206,32 @@ pub fn parse(bytes: &[u8]) -> Result<XmlDoc, XmlError> {
     }
     let root = root.ok_or(XmlError::Invalid { position: 0, detail: "no root element".into() })?;
     let name = root.name.clone();
-    Ok(XmlDoc { root: name, value: to_value(root, 0)? })
+    Ok(XmlDoc { root: name, value: to_value(root, 0, Lists::Here)? })
 }
 
 fn named(list: &[&str], name: &str) -> bool {
     list.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
-fn is_list(name: &str) -> bool {
-    named(&LIST_NAMES, name) || name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("ArrayOf"))
+/// Whether an element's name may make it a list parameter ([`LIST_NAMES`]): only where
+/// parameters are, so that deeper keys of the same name stay what they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lists {
+    /// The root, its children, and a `BatchTaskInfo`'s children.
+    Here,
+    Not,
+}
+
+impl Lists {
+    /// What the children of `node` (read with `self`) are.
+    fn below(self, above: usize, node: &str) -> Lists {
+        if above == 0 || node.eq_ignore_ascii_case("BatchTaskInfo") { Lists::Here } else { Lists::Not }
+    }
+}
+
+fn is_list(name: &str, lists: Lists) -> bool {
+    (lists == Lists::Here && named(&LIST_NAMES, name))
+        || name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("ArrayOf"))
 }
 
 /// A `<X><Key>k</Key><Value>v</Value></X>` element.
@@ -225,14 +247,23 @@ fn pair(node: &Node) -> Option<(&Node, &Node)> {
 /// Converts an element by the rules in the module comment; `above` is how many containers hold
 /// the value. A container past [`MAX_DEPTH`] is refused before its content is converted. The
 /// recursion is bounded by the parser's element depth.
-fn to_value(node: Node, above: usize) -> Result<Value, XmlError> {
+fn to_value(node: Node, above: usize, lists: Lists) -> Result<Value, XmlError> {
     let container = || if above < MAX_DEPTH { Ok(above + 1) } else { Err(XmlError::TooDeep) };
     if node.nil {
         return Ok(Value::Null);
     }
-    if is_list(&node.name) {
+    let inner = lists.below(above, &node.name);
+    if is_list(&node.name, lists) {
         let level = container()?;
-        return node.children.into_iter().map(|c| to_value(c, level)).collect::<Result<_, _>>().map(Value::Array);
+        if node.children.is_empty() && !node.text.trim().is_empty() {
+            return Ok(Value::Array(vec![Value::String(node.text)]));
+        }
+        return node
+            .children
+            .into_iter()
+            .map(|c| to_value(c, level, Lists::Not))
+            .collect::<Result<_, _>>()
+            .map(Value::Array);
     }
     if node.children.is_empty() {
         if named(&OBJECT_NAMES, &node.name) && node.text.trim().is_empty() {
@@ -256,7 +287,7 @@ fn to_value(node: Node, above: usize) -> Result<Value, XmlError> {
             }
             if let (Some(k), Some(v)) = (key, value) {
                 let k = if k.nil { String::new() } else { k.text };
-                map.insert(k, to_value(v, level)?);
+                map.insert(k, to_value(v, level, Lists::Not)?);
             }
         }
         return Ok(Value::Object(map));
@@ -276,12 +307,12 @@ fn to_value(node: Node, above: usize) -> Result<Value, XmlError> {
     for (child, listed) in node.children.into_iter().zip(listed) {
         let name = child.name.clone();
         if listed {
-            let value = to_value(child, level + 1)?;
+            let value = to_value(child, level + 1, inner)?;
             if let Value::Array(items) = map.entry(name).or_insert_with(|| Value::Array(Vec::new())) {
                 items.push(value);
             }
         } else {
-            map.insert(name, to_value(child, level)?);
+            map.insert(name, to_value(child, level, inner)?);
         }
     }
     Ok(Value::Object(map))
@@ -336,6 +367,29 @@ mod tests {
         assert_eq!(read("<ArrayOfint><int>4</int></ArrayOfint>"), json!(["4"]));
         assert_eq!(read("<ParameterObject/>"), json!({}));
         assert_eq!(read("<x><![CDATA[<a>]]>&#65;&#x42;</x>"), json!("<a>AB"));
+    }
+
+    #[test]
+    fn list_parameters_are_lists_only_where_parameters_are() {
+        // A one-item list written as bare text is that item, not an empty list.
+        assert_eq!(read("<BatchTaskInfo><After>12</After></BatchTaskInfo>"), json!({"After": ["12"]}));
+        assert_eq!(read("<BatchTaskInfo><After> </After></BatchTaskInfo>"), json!({"After": []}));
+        assert_eq!(
+            read("<StartBatchJob><BatchTaskInfo><After><int>3</int></After></BatchTaskInfo></StartBatchJob>"),
+            json!({"BatchTaskInfo": {"After": ["3"]}})
+        );
+        assert_eq!(
+            read("<DeleteBatchTasks><BatchTaskIds>7</BatchTaskIds></DeleteBatchTasks>"),
+            json!({"BatchTaskIds": ["7"]})
+        );
+        // Inside a ParameterObject (or any deeper object) the names are ordinary keys.
+        assert_eq!(
+            read("<BatchTaskInfo><ParameterObject><After>x</After><BatchTaskIds/></ParameterObject></BatchTaskInfo>"),
+            json!({"ParameterObject": {"After": "x", "BatchTaskIds": ""}})
+        );
+        assert_eq!(read("<r><a><After><v>1</v></After></a></r>"), json!({"a": {"After": {"v": "1"}}}));
+        // ArrayOf… is a .NET list type wherever it is.
+        assert_eq!(read("<r><a><ArrayOfint><int>1</int></ArrayOfint></a></r>"), json!({"a": {"ArrayOfint": ["1"]}}));
     }
 
     #[test]

@@ -233,6 +233,23 @@ async fn ids_are_checked_against_rights_and_bounded(app: &TestApp) {
     assert_eq!(res.status(), 200);
     let id = res.json::<i64>().await.unwrap();
     assert_eq!(deps(app, id).await["After"][0]["Id"], annes);
+    // A one-item list as bare text is that id; a parameter called After is a parameter.
+    let body = format!(
+        "<BatchTaskInfo><Name>ext</Name><After>{annes}</After><ParameterObject><After>x</After></ParameterObject></BatchTaskInfo>"
+    );
+    let res = ann
+        .request(Method::POST, "/api/v1/BatchTask")
+        .header("Content-Type", "application/xml")
+        .header("Accept", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let id = res.json::<i64>().await.unwrap();
+    assert_eq!(deps(app, id).await["After"][0]["Id"], annes);
+    let task: Value = ann.get(&format!("/api/v1/BatchTask/{id}")).await.json().await.unwrap();
+    assert_eq!(task["ParameterObject"]["After"], "x", "{task}");
 }
 
 #[tokio::test]
