@@ -48,33 +48,22 @@ pub async fn insert_edges(
     if new.after.is_empty() {
         return Ok(());
     }
-    let rows: Vec<(i32, i32, i32)> = sqlx::query_as(
-        "SELECT batchtask_id, state, after_depth FROM batchtask WHERE batchtask_id = ANY($1) \
-         ORDER BY batchtask_id FOR SHARE",
+    // Dependents are counted on the edge index, each up to the limit, in the same statement.
+    // Two creates naming one task at once may both see room for its last place: the limit may be
+    // passed by as many creates as run at once.
+    let rows: Vec<(i32, i32, i32, i64)> = sqlx::query_as(
+        "SELECT t.batchtask_id, t.state, t.after_depth, (SELECT count(*) FROM (SELECT 1 FROM batchtask_after b \
+         WHERE b.after_id = t.batchtask_id LIMIT $2) x) FROM batchtask t WHERE t.batchtask_id = ANY($1) \
+         ORDER BY t.batchtask_id FOR SHARE OF t",
     )
     .bind(&new.after)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(backend)?;
-    // Counted on the edge index, each up to the limit. Two creates naming one task at once may
-    // both see room for the last place: the limit may be passed by as many creates as run at once.
-    let counts: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT a, (SELECT count(*) FROM (SELECT 1 FROM batchtask_after b WHERE b.after_id = a LIMIT $2) x) \
-         FROM unnest($1::integer[]) AS a",
-    )
-    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
     .bind(dependency::DEPENDENTS_MAX as i64)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
     let found: Vec<Found> = rows
-        .iter()
-        .map(|&(i, s, depth)| Found {
-            id: i,
-            state: state_of(s),
-            depth,
-            dependents: counts.iter().find(|c| c.0 == i).map_or(0, |c| c.1 as usize),
-        })
+        .into_iter()
+        .map(|(id, s, depth, n)| Found { id, state: state_of(s), depth, dependents: n as usize })
         .collect();
     let start = dependency::at_create(&new.after, &found)?;
     sqlx::query(
