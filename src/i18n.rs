@@ -123,6 +123,8 @@ pub enum Key {
     IdempotencyKeyReused,
     TooManyIds,
     DependencyNotMet,
+    TooManyDependents,
+    ChainTooDeep,
     UniqueHeld,
     UniqueHeldRacing,
     // -- event stream --
@@ -225,6 +227,10 @@ fn english(key: Key) -> &'static str {
         Key::DependencyNotMet => {
             "BatchTask id {id} waits for BatchTask id {after}, which is {state}; run that one again first."
         }
+        Key::TooManyDependents => {
+            "{field}: BatchTask id {id} already has {max} tasks waiting for it, the most allowed."
+        }
+        Key::ChainTooDeep => "{field}: the chain of dependencies would be longer than {max} tasks, the most allowed.",
         Key::IdempotencyKeyReused => {
             "Idempotency-Key: this key was used within the last 24 hours for a different request; use a new key."
         }
@@ -362,7 +368,7 @@ mod tests {
     }
 
     /// Every key this catalogue knows, for the completeness checks below.
-    const KEYS: [Key; 72] = [
+    const KEYS: [Key; 74] = [
         Key::FieldRequired,
         Key::FieldWrongType,
         Key::FieldTooLong,
@@ -432,6 +438,8 @@ mod tests {
         Key::IdempotencyKeyReused,
         Key::TooManyIds,
         Key::DependencyNotMet,
+        Key::TooManyDependents,
+        Key::ChainTooDeep,
         Key::UniqueHeld,
         Key::UniqueHeldRacing,
         Key::TooManyStreams,

@@ -151,6 +151,12 @@ pub enum DomainError {
     /// (`state` `None`).
     #[error("task {id} waits for task {after}, which is {state:?}")]
     DependencyNotMet { id: i64, after: i64, state: Option<BatchTaskState> },
+    /// A create naming a task that already has the most dependents allowed.
+    #[error("{}: task {id} already has {max} dependents", field.name())]
+    TooManyDependents { field: Field, id: i64, max: usize },
+    /// A create whose chain of dependencies would be longer than allowed.
+    #[error("{}: the chain of dependencies would be longer than {max}", field.name())]
+    ChainTooDeep { field: Field, max: i32 },
     /// A live task holds the same unique key (`holder`; `None` when a racing write found it
     /// and its id is not known). A create answers the holder instead; a retry is refused.
     #[error("a live task ({holder:?}) holds the same unique key")]

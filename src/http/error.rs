@@ -162,6 +162,13 @@ impl From<DomainError> for ApiError {
                     .arg("after", after)
                     .arg("state", state.map_or("deleted", |s| s.name())),
             ),
+            DomainError::TooManyDependents { field, id, max } => (
+                S::BAD_REQUEST,
+                Msg::new(Key::TooManyDependents).arg("field", field.name()).arg("id", id).arg("max", max),
+            ),
+            DomainError::ChainTooDeep { field, max } => {
+                (S::BAD_REQUEST, Msg::new(Key::ChainTooDeep).arg("field", field.name()).arg("max", max))
+            }
             DomainError::UniqueHeld { holder: Some(holder) } => {
                 (S::CONFLICT, Msg::new(Key::UniqueHeld).arg("holder", holder))
             }

@@ -159,8 +159,10 @@ fn task_create() -> Value {
         "After".into(),
         json!({"type": "array", "nullable": true, "maxItems": crate::domain::dependency::AFTER_MAX,
             "items": {"type": "integer", "minimum": 1, "maximum": i32::MAX},
-            "description": "batchd's own: ids of tasks (the caller may see) this one waits for; it stays New \
-                until all have Succeeded, and ends Failed if one fails or is deleted. Duplicates count once"}),
+            "description": format!("batchd's own: ids of tasks (the caller may see) this one waits for; it stays New \
+                until all have Succeeded, and ends Failed if one fails or is deleted. Duplicates count once. \
+                A task may have at most {} tasks waiting for it, and a chain of dependencies is at most {} deep",
+                crate::domain::dependency::DEPENDENTS_MAX, crate::domain::dependency::DEPTH_MAX)}),
     );
     props.insert(
         "ParameterObject".into(),

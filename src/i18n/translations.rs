@@ -125,6 +125,22 @@ fn row(key: Key) -> Option<Row> {
             "{field} : au plus {max} identifiants sont autorisés, {actual} ont été fournis.",
             "{field}: maximaal {max} id's zijn toegestaan, {actual} werden opgegeven.",
         ],
+        Key::TooManyDependents => [
+            "{field}: BatchTask {id} har allerede {max} oppgaver som venter på den, det meste som er tillatt.",
+            "{field}: BatchTask {id} har redan {max} uppgifter som väntar på den, det mesta som är tillåtet.",
+            "{field}: BatchTask {id} har allerede {max} opgaver, der venter på den, det højeste tilladte.",
+            "{field}: Auf BatchTask {id} warten bereits {max} Aufgaben, mehr sind nicht erlaubt.",
+            "{field} : {max} tâches attendent déjà BatchTask {id}, le maximum autorisé.",
+            "{field}: op BatchTask {id} wachten al {max} taken, het maximum dat is toegestaan.",
+        ],
+        Key::ChainTooDeep => [
+            "{field}: kjeden av avhengigheter ville bli lengre enn {max} oppgaver, det meste som er tillatt.",
+            "{field}: kedjan av beroenden skulle bli längre än {max} uppgifter, det mesta som är tillåtet.",
+            "{field}: kæden af afhængigheder ville blive længere end {max} opgaver, det højeste tilladte.",
+            "{field}: Die Kette der Abhängigkeiten wäre länger als {max} Aufgaben, mehr sind nicht erlaubt.",
+            "{field} : la chaîne de dépendances dépasserait {max} tâches, le maximum autorisé.",
+            "{field}: de keten van afhankelijkheden zou langer worden dan {max} taken, het maximum dat is toegestaan.",
+        ],
         Key::DependencyNotMet => [
             "BatchTask {id} venter på BatchTask {after}, som er {state}; kjør den på nytt først.",
             "BatchTask {id} väntar på BatchTask {after}, som är {state}; kör den igen först.",

@@ -205,6 +205,14 @@ async fn ids_are_checked_against_rights_and_bounded(app: &TestApp) {
     let many: Vec<i64> = (1..=101).collect();
     let res = ann.send_json(Method::POST, "/api/v1/BatchTask", &json!({"Name": "ok", "After": many})).await;
     assert_error(res, 400, "ArgumentException", "After: at most 100 ids are allowed, 101 were given").await;
+    // A chain is at most 100 deep: the 101st task after the first is refused, naming the limit.
+    let mut last = ann.create(&json!({"Name": "ext"})).await;
+    for _ in 0..batchd::domain::dependency::DEPTH_MAX {
+        last = ann.create(&json!({"Name": "ext", "After": [last]})).await;
+    }
+    let res = ann.send_json(Method::POST, "/api/v1/BatchTask", &json!({"Name": "ext", "After": [last]})).await;
+    assert_error(res, 400, "ArgumentException", "After: the chain of dependencies would be longer than 100 tasks")
+        .await;
     let res = ann.agent("StartBatchJob", &json!({"BatchTaskInfo": {"Name": "ok", "After": [bobs]}})).await;
     assert_error(res, 400, "ArgumentException", "After").await;
     let res = ann.agent("StartBatchJob", &json!({"BatchTaskInfo": {"Name": "ext", "After": [annes]}})).await;

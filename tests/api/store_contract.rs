@@ -39,6 +39,12 @@ trait Probe: Send + Sync {
     async fn link_rows(&self, task_id: i32) -> i64;
     /// Makes the next task id `next`.
     async fn set_next_task_id(&self, next: i64);
+    /// Runs a statement of the engine's SQL (test set-ups the Store API cannot make).
+    async fn exec(&self, sql: &str);
+    /// A time as a literal of the engine's timestamp columns.
+    fn time_literal(&self, at: DateTime<Utc>) -> String;
+    /// A statement that adds `n` edges naming task `after` (from task ids that do not exist).
+    fn fake_dependents(&self, after: i32, n: usize) -> String;
 }
 
 struct SqliteProbe(std::path::PathBuf);
@@ -62,6 +68,21 @@ impl Probe for SqliteProbe {
         let conn = rusqlite::Connection::open(&self.0).unwrap();
         let n = conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'batchtask'", [next - 1]).unwrap();
         assert_eq!(n, 1, "batchtask has a sequence row once a task was created");
+    }
+    fn time_literal(&self, at: DateTime<Utc>) -> String {
+        at.timestamp_micros().to_string()
+    }
+    fn fake_dependents(&self, after: i32, n: usize) -> String {
+        format!(
+            "WITH RECURSIVE g(i) AS (SELECT 1000000 UNION ALL SELECT i + 1 FROM g WHERE i < {}) \
+             INSERT INTO batchtask_after (task_id, after_id, satisfied) SELECT i, {after}, 0 FROM g",
+            1_000_000 + n - 1
+        )
+    }
+    async fn exec(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(&self.0).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        conn.execute_batch(sql).unwrap();
     }
 }
 
@@ -90,6 +111,19 @@ impl Probe for PgProbe {
         .execute(&self.0)
         .await
         .unwrap();
+    }
+    fn time_literal(&self, at: DateTime<Utc>) -> String {
+        format!("'{}'::timestamptz", at.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+    fn fake_dependents(&self, after: i32, n: usize) -> String {
+        format!(
+            "INSERT INTO batchtask_after (task_id, after_id, satisfied) \
+             SELECT g, {after}, false FROM generate_series(1000000, {}) g",
+            1_000_000 + n - 1
+        )
+    }
+    async fn exec(&self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&self.0).await.unwrap();
     }
 }
 
@@ -137,6 +171,77 @@ stories! {
     cron_story: sqlite_cron_story, postgres_cron_story;
     idempotency_story: sqlite_idempotency_story, postgres_idempotency_story;
     dependencies_story: sqlite_dependencies_story, postgres_dependencies_story;
+}
+
+/// A retry reads the dependencies it waits for under a share lock: a dependency's end on another
+/// node (played here by a transaction that holds the row, marks it Failed and commits) is either
+/// seen by the retry, or sees the retried task. Without the lock the retry read the running
+/// dependency, made the task New, and the failure's transaction, not seeing it, left it New for ever.
+#[tokio::test]
+async fn postgres_a_retry_waits_for_a_dependency_ending_on_another_node() {
+    let Some(db) = TestPg::create("store_contract::postgres_a_retry_waits_for_a_dependency").await else { return };
+    let (store, probe) = pg_store(&db).await;
+    let t0 = micros_now();
+    let x = store.create_task(task("dep", 1, None), t0).await.unwrap().id;
+    let t = store.create_task(NewTask { after: vec![x], ..task("dep", 1, None) }, t0).await.unwrap().id;
+    set_state(&store, x, BatchTaskState::Failed).await;
+    assert_eq!(store.get_task(t).await.unwrap().unwrap().state, BatchTaskState::Failed);
+    store.retry_task(x, t0, Actor::default(), Box::new(|_| Ok(()))).await.unwrap();
+    set_state(&store, x, BatchTaskState::Started).await;
+    // "Another node" finishing x: its row locked, then Failed, not yet committed.
+    let mut other = probe.0.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM batchtask WHERE batchtask_id = $1 FOR UPDATE")
+        .bind(x)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE batchtask SET state = 5 WHERE batchtask_id = $1").bind(x).execute(&mut *other).await.unwrap();
+    let retry = tokio::spawn({
+        let store = store.clone();
+        async move { store.retry_task(t, micros_now(), Actor::default(), Box::new(|_| Ok(()))).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!retry.is_finished(), "the retry waits for the dependency's row");
+    other.commit().await.unwrap();
+    let r = retry.await.unwrap();
+    assert!(
+        matches!(&r, Err(StoreError::Rejected(DomainError::DependencyNotMet { after, .. })) if *after == i64::from(x)),
+        "the retry saw x Failed: {r:?}"
+    );
+    assert_eq!(store.get_task(t).await.unwrap().unwrap().state, BatchTaskState::Failed);
+}
+
+/// The schedule's tick locks its definition row without blocking the key-share lock that a
+/// create's foreign key takes on it (a task of the name being created, uncommitted, elsewhere).
+#[tokio::test]
+async fn postgres_a_schedule_tick_does_not_wait_for_a_create_of_its_name() {
+    use batchd::domain::run::{CatchUp, Schedule};
+    use batchd::store::runner::ScheduleTick;
+    let Some(db) = TestPg::create("store_contract::postgres_a_schedule_tick_does_not_wait").await else { return };
+    let (store, probe) = pg_store(&db).await;
+    let t0 = micros_now();
+    store.upsert_definition(&definition("cron", "c", 0), t0).await.unwrap();
+    // An open create of a "cron" task on another connection holds FOR KEY SHARE on the row.
+    let mut create = probe.0.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO batchtask (batchtaskdefinition_id, name, associate_id, state, registered, updated) \
+         SELECT batchtaskdefinition_id, name, 1, 1, now(), now() FROM batchtaskdefinition WHERE name = 'cron'",
+    )
+    .execute(&mut *create)
+    .await
+    .unwrap();
+    let tick = ScheduleTick {
+        name: "cron".into(),
+        schedule: Schedule::Every(std::time::Duration::from_secs(60)),
+        skip_if_active: false,
+        catch_up: CatchUp::One,
+    };
+    let ticked =
+        tokio::time::timeout(std::time::Duration::from_secs(3), store.schedule_tick(&tick, t0, task("cron", 1, None)));
+    assert!(ticked.await.is_ok(), "the tick waited for the create's key-share lock");
+    let paused = tokio::time::timeout(std::time::Duration::from_secs(3), store.set_paused("cron", true));
+    assert!(paused.await.is_ok(), "the pause waited for the create's key-share lock");
+    create.rollback().await.unwrap();
 }
 
 #[tokio::test]
@@ -1926,7 +2031,7 @@ async fn stats_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
 /// Task dependencies: a task waits (unclaimable, also by claim-on-create) until every task it
 /// names has succeeded; a failure or a deletion fails it, naming the dependency, and so on down
 /// the chain; a rerun waits for its failed dependency to run again.
-async fn dependencies_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
+async fn dependencies_story(store: Arc<dyn Store>, probe: Box<dyn Probe>) {
     use batchd::store::runner::{ClaimName, ClaimRequest, Finish, FinishOutcome};
     let t0 = micros_now();
     let req = ClaimRequest {
@@ -2024,4 +2129,92 @@ async fn dependencies_story(store: Arc<dyn Store>, _probe: Box<dyn Probe>) {
     }
     let claimed = store.claim_tasks(&req, t0).await.unwrap();
     assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [j]);
+    // A dependency moved to Failed by hand fails its waiting dependent, naming it.
+    let k = store.create_task(NewTask { name: "other".into(), ..task("dep", 1, None) }, t0).await.unwrap().id;
+    let l = store.create_task(after(&[k]), t0).await.unwrap().id;
+    set_state(&store, k, BatchTaskState::Failed).await;
+    let t = get(l).await;
+    assert_eq!((t.state, t.result), (BatchTaskState::Failed, Some(format!("dependency {k} failed"))));
+    assert!(store.claim_tasks(&req, t0).await.unwrap().is_empty(), "l is not claimed");
+
+    // Any move back to New checks the dependencies, not only a finished task's: a waiting task
+    // moved on by hand (Started, Unknown) while its dependency failed may not be made New.
+    let m = store.create_task(NewTask { name: "other".into(), ..task("dep", 1, None) }, t0).await.unwrap().id;
+    let n = store.create_task(after(&[m]), t0).await.unwrap().id;
+    let o = store.create_task(after(&[m]), t0).await.unwrap().id;
+    set_state(&store, n, BatchTaskState::Started).await;
+    set_state(&store, o, BatchTaskState::Unknown).await;
+    set_state(&store, m, BatchTaskState::Failed).await;
+    for id in [n, o] {
+        let r = store
+            .modify_task(id, t0, Actor::default(), Box::new(|t| Ok(Task { state: BatchTaskState::New, ..t.clone() })))
+            .await;
+        assert!(
+            matches!(&r, Err(StoreError::Rejected(DomainError::DependencyNotMet { after, .. })) if *after == i64::from(m)),
+            "{r:?}"
+        );
+    }
+    // A rescue of a run whose node died, that would make it New while its dependency is failed,
+    // ends it Failed naming the dependency (the maintenance loop does not fail).
+    probe
+        .exec(&format!(
+            "UPDATE batchtask SET lease_token = 'gone', lease_node = 'dead', lease_expires = {} WHERE batchtask_id = {n}",
+            probe.time_literal(t0 - Duration::seconds(60))
+        ))
+        .await;
+    let rescued = store.rescue_expired("n1", t0, 10, std::time::Duration::from_secs(30)).await.unwrap();
+    assert_eq!(rescued.iter().map(|r| (r.id, r.to)).collect::<Vec<_>>(), [(n, BatchTaskState::Failed)]);
+    let t = get(n).await;
+    assert_eq!((t.state, t.result), (BatchTaskState::Failed, Some(format!("dependency {m} failed"))));
+    let moves: Vec<_> = store.task_events(n).await.unwrap().iter().rev().take(2).map(|e| (e.from, e.to)).collect();
+    assert_eq!(
+        moves,
+        [
+            (Some(BatchTaskState::New), Some(BatchTaskState::Failed)),
+            (Some(BatchTaskState::Started), Some(BatchTaskState::New))
+        ],
+    );
+
+    // Bounds: a task with the most dependents takes no more; a chain stops at the deepest.
+    let p = store.create_task(task("dep", 1, None), t0).await.unwrap().id;
+    let max = batchd::domain::dependency::DEPENDENTS_MAX;
+    probe.exec(&probe.fake_dependents(p, max - 1)).await;
+    let last = store.create_task(after(&[p]), t0).await.unwrap().id;
+    let r = store.create_task(after(&[p]), t0).await;
+    assert!(
+        matches!(&r, Err(StoreError::Rejected(DomainError::TooManyDependents { id, max: m, .. })) if *id == i64::from(p) && *m == max),
+        "{r:?}"
+    );
+    store.delete_task(last, t0, Actor::default(), guard()).await.unwrap();
+    store.create_task(after(&[p]), t0).await.unwrap();
+    let depth_max = batchd::domain::dependency::DEPTH_MAX;
+    let q = store.create_task(task("dep", 1, None), t0).await.unwrap().id;
+    probe.exec(&format!("UPDATE batchtask SET after_depth = {} WHERE batchtask_id = {q}", depth_max - 2)).await;
+    let r1 = store.create_task(after(&[q]), t0).await.unwrap().id;
+    let r2 = store.create_task(after(&[r1, q]), t0).await.unwrap().id;
+    let r = store.create_task(after(&[r2]), t0).await;
+    assert!(
+        matches!(&r, Err(StoreError::Rejected(DomainError::ChainTooDeep { max, .. })) if *max == depth_max),
+        "the chain q → r1 → r2 → r3 is one too long: {r:?}"
+    );
+    store.create_task(after(&[r1]), t0).await.unwrap();
+
+    // The create's ON CONFLICT is for the live-unique key alone: another unique index refusing
+    // the row is an error, not taken for a unique task's collision.
+    probe.exec("CREATE UNIQUE INDEX test_unique_description ON batchtask (description)").await;
+    store.create_task(task("dep", 1, Some("once")), t0).await.unwrap();
+    let r = store.create_task(task("dep", 1, Some("once")), t0).await;
+    assert!(matches!(&r, Err(StoreError::Backend(_))), "{r:?}");
+    let keyed = NewTask { unique_key: Some("dep-k".into()), ..task("dep", 1, Some("once")) };
+    let r = store.create_task(keyed, t0).await;
+    assert!(matches!(&r, Err(StoreError::Backend(_))), "{r:?}");
+    probe.exec("DROP INDEX test_unique_description").await;
+}
+
+async fn set_state(store: &Arc<dyn Store>, id: i32, state: BatchTaskState) {
+    let t = store
+        .modify_task(id, micros_now(), Actor::default(), Box::new(move |t| Ok(Task { state, ..t.clone() })))
+        .await
+        .unwrap();
+    assert_eq!(t.state, state);
 }

@@ -496,7 +496,7 @@ async fn a_dependent_failed_by_an_edit_on_one_node_streams_from_the_other_on_pos
     tokio::time::sleep(Duration::from_millis(300)).await; // both listening
     let res = a.put_json(&format!("/api/v1/BatchTask/{first}"), &json!({"State": "Failed"})).await;
     assert_eq!(res.status(), 200);
-    let mut failed = std::collections::HashSet::new();
+    let mut failed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !(failed.contains(&first) && failed.contains(&waiting)) {
         assert!(Instant::now() < deadline, "after 10 s, B streamed Failed only for {failed:?}");
@@ -505,7 +505,9 @@ async fn a_dependent_failed_by_an_edit_on_one_node_streams_from_the_other_on_pos
             && m.data["Changed"]["State"] == "Failed"
             && let Some(id) = m.data["Id"].as_i64()
         {
-            failed.insert(id);
+            failed.push(id);
         }
     }
+    // The edited task's change is told first, then the dependent its change failed.
+    assert_eq!(failed, [first, waiting], "B streamed them in this order");
 }

@@ -113,6 +113,7 @@ async fn unique_story(store: Arc<dyn Store>) {
 
     // Succeeded frees the key.
     set_state(&store, a.id, BatchTaskState::Succeeded).await;
+    let a_succeeded = store.get_task(a.id).await.unwrap().unwrap();
     let c = store.create_task(keyed("u", Some("k1")), t0).await.unwrap();
     // Failed frees it.
     set_state(&store, c.id, BatchTaskState::Failed).await;
@@ -124,7 +125,10 @@ async fn unique_story(store: Arc<dyn Store>) {
         .modify_task(a.id, t0, Actor::default(), Box::new(|t| Ok(Task { state: BatchTaskState::New, ..t.clone() })))
         .await;
     assert_eq!(held(r), Some(d.id));
+    // Neither refusal wrote anything: the retried task is still Failed, the edited one Succeeded.
     assert_eq!(store.get_task(c.id).await.unwrap().unwrap().state, BatchTaskState::Failed, "nothing written");
+    let edited = store.get_task(a.id).await.unwrap().unwrap();
+    assert_eq!((edited.state, edited.version), (BatchTaskState::Succeeded, a_succeeded.version), "nothing written");
     // Deleted frees it; then the retry goes through, and holds the key in turn.
     store.delete_task(d.id, t0, Actor::default(), Box::new(|_| Ok(()))).await.unwrap();
     let retried = store.retry_task(c.id, t0, Actor::default(), Box::new(|_| Ok(()))).await.unwrap();

@@ -8,11 +8,24 @@
 //!   marks its edges satisfied and decrements each dependent's `waiting_on` (a decrement, so two
 //!   dependencies of one task succeeding on two nodes both count), and notifies the nodes of the
 //!   tasks it released (the feed's trigger only sees state changes).
+//! - A task made `New` again (a retry, a move by hand, a rescue, a run retried or handed back)
+//!   reads the dependencies it still waits for `FOR SHARE`, in id order, after locking itself.
+//!   Every path that ends a dependency holds its row `FOR UPDATE` from before it reads the
+//!   dependents to its commit, so the two serialise on the dependency's row: either the rerun
+//!   sees the dependency `Failed` (and is refused, or fails the task), or the end waits for the
+//!   rerun's commit and then, in a later statement under READ COMMITTED, sees the task `New`
+//!   and fails it. Lock order: a dependency's end takes the dependency, then the dependents
+//!   still `New` (ids above it); a rerun takes the task, then its dependencies. They cannot wait
+//!   on each other in a cycle: an end waits for a dependent's lock only when that dependent is
+//!   committed `New`, and a rerun only checks a task that is not `New`. The end's filter on
+//!   `state = 1` before it locks is therefore exact, and locking every dependent first (whatever
+//!   its state) would add that cycle: the end holding the dependency and waiting for the task a
+//!   rerun holds while the rerun waits for the dependency.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::domain::dependency::{self, Ended};
+use crate::domain::dependency::{self, Ended, Found};
 use crate::domain::run::Change;
 use crate::domain::{BatchTaskState, NewTask, Task};
 use crate::store::{AfterEdge, Dependencies, StoreError};
@@ -23,8 +36,9 @@ fn state_of(n: i32) -> BatchTaskState {
     BatchTaskState::from_number(n.into()).unwrap_or(BatchTaskState::Unknown)
 }
 
-/// After inserting task `id`: its edges and its count; `Failed` at once when a dependency has
-/// already failed. A named task that is gone refuses the create.
+/// After inserting task `id`: its edges, its count and its depth; `Failed` at once when a
+/// dependency has already failed. A named task that is gone, that has the most dependents
+/// already, or a chain that would grow too long refuses the create.
 pub async fn insert_edges(
     conn: &mut PgConnection,
     id: i32,
@@ -34,27 +48,37 @@ pub async fn insert_edges(
     if new.after.is_empty() {
         return Ok(());
     }
-    let found: Vec<(i32, i32)> = sqlx::query_as(
-        "SELECT batchtask_id, state FROM batchtask WHERE batchtask_id = ANY($1) ORDER BY batchtask_id FOR SHARE",
+    // Dependents are counted on the edge index, each up to the limit, in the same statement.
+    // Two creates naming one task at once may both see room for its last place: the limit may be
+    // passed by as many creates as run at once.
+    let rows: Vec<(i32, i32, i32, i64)> = sqlx::query_as(
+        "SELECT t.batchtask_id, t.state, t.after_depth, (SELECT count(*) FROM (SELECT 1 FROM batchtask_after b \
+         WHERE b.after_id = t.batchtask_id LIMIT $2) x) FROM batchtask t WHERE t.batchtask_id = ANY($1) \
+         ORDER BY t.batchtask_id FOR SHARE OF t",
     )
     .bind(&new.after)
+    .bind(dependency::DEPENDENTS_MAX as i64)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
-    let found: Vec<(i32, BatchTaskState)> = found.into_iter().map(|(i, s)| (i, state_of(s))).collect();
+    let found: Vec<Found> = rows
+        .into_iter()
+        .map(|(id, s, depth, n)| Found { id, state: state_of(s), depth, dependents: n as usize })
+        .collect();
     let start = dependency::at_create(&new.after, &found)?;
     sqlx::query(
         "INSERT INTO batchtask_after (task_id, after_id, satisfied) SELECT $1, a, s FROM unnest($2::integer[], \
          $3::boolean[]) AS v (a, s)",
     )
     .bind(id)
-    .bind(found.iter().map(|(a, _)| *a).collect::<Vec<_>>())
-    .bind(found.iter().map(|(_, s)| Ended::of(*s) == Some(Ended::Succeeded)).collect::<Vec<_>>())
+    .bind(found.iter().map(|f| f.id).collect::<Vec<_>>())
+    .bind(found.iter().map(|f| Ended::of(f.state) == Some(Ended::Succeeded)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    sqlx::query("UPDATE batchtask SET waiting_on = $1 WHERE batchtask_id = $2")
+    sqlx::query("UPDATE batchtask SET waiting_on = $1, after_depth = $2 WHERE batchtask_id = $3")
         .bind(start.waiting_on)
+        .bind(start.depth)
         .bind(id)
         .execute(&mut *conn)
         .await
@@ -103,6 +127,8 @@ pub async fn after_end(
     if failed.is_empty() {
         return Ok(Vec::new());
     }
+    // Filtered on `state = 1` before the lock: a task made New since this snapshot had to take
+    // its dependency's row FOR SHARE first, which this transaction holds (see the module doc).
     let waiting: Vec<(i32, i32)> = sqlx::query_as(
         "SELECT a.task_id, a.after_id FROM batchtask_after a JOIN batchtask t ON t.batchtask_id = a.task_id \
          WHERE a.after_id = ANY($1) AND NOT a.satisfied AND t.state = 1 ORDER BY a.task_id, a.after_id",
@@ -128,18 +154,78 @@ pub async fn after_end(
         .collect())
 }
 
-/// Refuses to make task `id` `New` again while a dependency it still waits for is failed or gone.
-pub async fn check_rerun(conn: &mut PgConnection, id: i32) -> Result<(), StoreError> {
-    let rows: Vec<(i32, Option<i32>)> = sqlx::query_as(
-        "SELECT a.after_id, t.state FROM batchtask_after a LEFT JOIN batchtask t ON t.batchtask_id = a.after_id \
-         WHERE a.task_id = $1 AND NOT a.satisfied ORDER BY a.after_id",
+/// The dependencies tasks `ids` still wait for, (task, dependency, its state; `None`: deleted),
+/// the dependencies locked `FOR SHARE` in id order (see the module doc). A task's edges are
+/// written with it and never change but for `satisfied`, which only a dependency's success sets,
+/// under the lock taken here: an edge read unsatisfied and then satisfied shows its dependency
+/// `Succeeded` once locked.
+async fn unsatisfied(
+    conn: &mut PgConnection,
+    ids: &[i32],
+) -> Result<Vec<(i32, i32, Option<BatchTaskState>)>, StoreError> {
+    let edges: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT task_id, after_id FROM batchtask_after WHERE task_id = ANY($1) AND NOT satisfied \
+         ORDER BY task_id, after_id",
     )
-    .bind(id)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
-    let unsatisfied: Vec<(i32, Option<BatchTaskState>)> = rows.into_iter().map(|(a, s)| (a, s.map(state_of))).collect();
-    Ok(dependency::may_rerun(id, &unsatisfied)?)
+    if edges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut deps: Vec<i32> = edges.iter().map(|e| e.1).collect();
+    deps.sort_unstable();
+    deps.dedup();
+    let states: Vec<(i32, i32)> = sqlx::query_as(
+        "SELECT batchtask_id, state FROM batchtask WHERE batchtask_id = ANY($1) ORDER BY batchtask_id FOR SHARE",
+    )
+    .bind(&deps)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(edges.into_iter().map(|(t, a)| (t, a, states.iter().find(|s| s.0 == a).map(|s| state_of(s.1)))).collect())
+}
+
+/// Refuses to make task `id` `New` again by hand while a dependency it still waits for is failed
+/// or gone.
+pub async fn check_rerun(conn: &mut PgConnection, id: i32) -> Result<(), StoreError> {
+    let found: Vec<(i32, Option<BatchTaskState>)> =
+        unsatisfied(conn, &[id]).await?.into_iter().map(|(_, a, s)| (a, s)).collect();
+    Ok(dependency::may_rerun(id, &found)?)
+}
+
+/// The runner's `changes` of rows that were in the states `before` (id, state): each that makes
+/// a task `New` again while a dependency it waits for is failed or gone fails the task instead,
+/// naming the dependency ([`dependency::fail_rerun`]).
+pub async fn fail_blocked_reruns(
+    conn: &mut PgConnection,
+    before: &[(i32, BatchTaskState)],
+    changes: Vec<Change>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, StoreError> {
+    let from = |id: i32| before.iter().find(|b| b.0 == id).map_or(BatchTaskState::New, |b| b.1);
+    let ids: Vec<i32> = changes
+        .iter()
+        .filter(|c| dependency::must_check(from(c.row.task.id), c.row.task.state))
+        .map(|c| c.row.task.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(changes);
+    }
+    let found = unsatisfied(conn, &ids).await?;
+    Ok(changes
+        .into_iter()
+        .map(|change| {
+            let id = change.row.task.id;
+            let mine: Vec<(i32, Option<BatchTaskState>)> =
+                found.iter().filter(|f| f.0 == id).map(|f| (f.1, f.2)).collect();
+            match dependency::blocking(&mine).filter(|_| ids.contains(&id)) {
+                Some((dep, how)) => dependency::fail_rerun(change, dep, how, now),
+                None => change,
+            }
+        })
+        .collect())
 }
 
 /// A task's edges go with it (edges naming it stay: they tell its dependents it was deleted).

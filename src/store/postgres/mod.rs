@@ -314,10 +314,12 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
     let mut tries = 0;
     let id = loop {
         let Some(id) = insert_task_row(conn, new, definition, now).await? else {
-            let holder = match &new.unique_key {
-                Some(key) => runner::unique_holder(conn, key).await?,
-                None => None,
+            // Only the live-unique index is the conflict target: any other unique violation is
+            // an error, and a task with no key never lands here.
+            let Some(key) = &new.unique_key else {
+                return Err(StoreError::Backend("a task without a unique key was not inserted".into()));
             };
+            let holder = runner::unique_holder(conn, key).await?;
             tries += 1;
             if holder.is_some() || tries >= UNIQUE_TRIES {
                 return Err(crate::domain::DomainError::UniqueHeld { holder }.into());
@@ -368,7 +370,8 @@ async fn insert_task(conn: &mut PgConnection, new: &NewTask, now: DateTime<Utc>)
 /// Tries to insert a task at most this often while its unique key's holders keep ending.
 const UNIQUE_TRIES: u32 = 5;
 
-/// The task row alone; `None` when a live task holds its unique key.
+/// The task row alone; `None` when a live task holds its unique key (the index
+/// `batchtask_unique_live` of `0012_unique.sql` is the conflict target, its predicate repeated).
 async fn insert_task_row(
     conn: &mut PgConnection,
     new: &NewTask,
@@ -381,7 +384,8 @@ async fn insert_task_row(
          detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
          cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
          priority, unique_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $15, \
-         $16, 1, $17, $18) ON CONFLICT DO NOTHING RETURNING batchtask_id",
+         $16, 1, $17, $18) ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN (1, 2, 3) \
+         DO NOTHING RETURNING batchtask_id",
     )
     .bind(definition)
     .bind(&new.name)
@@ -677,9 +681,10 @@ impl Store for PostgresStore {
     ) -> Result<Task, StoreError> {
         // The task notice follows the commit (see `notices`): edits do not queue on each other.
         let mut tx = self.pool.begin_with(notices::BEGIN_QUIET).await.map_err(backend)?;
-        let task = runner::modify_task(&mut tx, id, runner::at(now), &actor, change).await?;
+        let (task, failed) = runner::modify_task(&mut tx, id, runner::at(now), &actor, change).await?;
         tx.commit().await.map_err(backend)?;
-        self.notices.changed(id);
+        // The task first, then the dependents its change failed: a stream shows them in that order.
+        self.notices.changed_all(std::iter::once(id).chain(failed));
         Ok(task)
     }
 

@@ -24,11 +24,6 @@ use crate::store::feed::{CHANNEL, Notice, TasksWere};
 /// The statement that opens an edit whose task notice is sent after its commit.
 pub(super) const BEGIN_QUIET: &str = "BEGIN; SET LOCAL batchd.task_notices = 'after_commit'";
 
-/// Back to notices inside the transaction, for the rest of it: the writes an edit causes to other
-/// tasks (a dependency's end failing its dependents) notify as the runner's writes do, since only
-/// the edited task's id is handed to [`Deferred::changed`].
-pub(super) const NOTICES_INSIDE: &str = "SET LOCAL batchd.task_notices = 'inside'";
-
 /// Most ids waiting to be told; more are told as one `resync`.
 const MAX_PENDING: usize = 65_536;
 /// Ids a notice: PostgreSQL's payload limit is 8000 bytes (as the triggers' batches).
@@ -53,13 +48,22 @@ pub(super) struct Deferred(Arc<Inner>);
 
 impl Deferred {
     /// The task was changed by a committed transaction that raised no notice for it.
+    #[cfg(test)]
     pub(super) fn changed(&self, id: i32) {
+        self.changed_all([id]);
+    }
+
+    /// The tasks were changed by a committed transaction that raised no notice for them; they
+    /// are told in this order (an edit's task before the dependents its change failed).
+    pub(super) fn changed_all(&self, ids: impl IntoIterator<Item = i32>) {
         {
             let mut p = self.0.pending.lock().expect("task notices");
-            if p.ids.len() < MAX_PENDING {
-                p.ids.push(id);
-            } else {
-                p.resync = true;
+            for id in ids {
+                if p.ids.len() < MAX_PENDING {
+                    p.ids.push(id);
+                } else {
+                    p.resync = true;
+                }
             }
         }
         self.0.wake.notify_one();
@@ -78,8 +82,9 @@ impl Deferred {
                 if ids.is_empty() && !resync {
                     break;
                 }
-                ids.sort_unstable();
-                ids.dedup();
+                // Each id once, where it first came: the order the commits told them.
+                let mut seen = std::collections::HashSet::with_capacity(ids.len());
+                ids.retain(|id| seen.insert(*id));
                 let payloads = payloads(&ids, resync);
                 let sent = sqlx::query(
                     "SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS n (p, i) ORDER BY i",
@@ -102,7 +107,7 @@ impl Deferred {
     }
 }
 
-/// The channel payloads for these ids (sorted, distinct), or one `resync`.
+/// The channel payloads for these ids (distinct, in order), or one `resync`.
 fn payloads(ids: &[i32], resync: bool) -> Vec<String> {
     if resync {
         return vec![Notice::Resync.encode()];

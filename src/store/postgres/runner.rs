@@ -112,6 +112,11 @@ pub(super) async fn load_run_rows(
     rows.iter().map(run_row_from).collect::<Result<_, _>>().map_err(backend)
 }
 
+/// The states of `rows` before a rule changes them, for [`super::deps::fail_blocked_reruns`].
+fn states(rows: &[RunRow]) -> Vec<(i32, BatchTaskState)> {
+    rows.iter().map(|r| (r.task.id, r.task.state)).collect()
+}
+
 /// Locks and loads the rows a batch names (a missing one is simply absent).
 async fn locked_rows(conn: &mut PgConnection, ids: impl Iterator<Item = i32>) -> Result<Vec<RunRow>, StoreError> {
     let mut ids: Vec<i32> = ids.collect();
@@ -185,23 +190,27 @@ pub(super) async fn write(conn: &mut PgConnection, changes: &[Change]) -> Result
     let ended: Vec<(i32, Ended)> =
         changes.iter().filter_map(|c| Ended::of(c.row.task.state).map(|h| (c.row.task.id, h))).collect();
     match changes.first() {
-        Some(c) if !ended.is_empty() => cascade_end(conn, ended, c.row.task.updated).await,
+        Some(c) if !ended.is_empty() => cascade_end(conn, ended, c.row.task.updated).await.map(|_| ()),
         _ => Ok(()),
     }
 }
 
 /// Tasks `ended` (id, how): their dependents are released or failed, and theirs in turn.
+/// Answers the ids of the dependents it failed, in the order failed (each after the task that
+/// failed it).
 pub(super) async fn cascade_end(
     conn: &mut PgConnection,
     mut ended: Vec<(i32, Ended)>,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<i32>, StoreError> {
+    let mut all = Vec::new();
     while !ended.is_empty() {
         let failed = super::deps::after_end(conn, &ended, now).await?;
         write_rows(conn, &failed).await?;
         ended = failed.iter().map(|c| (c.row.task.id, Ended::Failed)).collect();
+        all.extend(ended.iter().map(|e| e.0));
     }
-    Ok(())
+    Ok(all)
 }
 
 /// The batch write: every column the runner may change, over `unnest` of the columns, and the
@@ -289,17 +298,19 @@ async fn policies<'a>(
 // Changes by hand (API)
 
 /// [`crate::store::Store::modify_task`]: the change, the runner columns as [`run::by_hand`] says, the event.
+/// Answers the task and the ids of the dependents the change failed, in the order failed: the
+/// transaction raises no task notice (its caller sends them after the commit, the task first).
 pub async fn modify_task(
     conn: &mut PgConnection,
     id: i32,
     now: DateTime<Utc>,
     actor: &Actor,
     change: TaskChange,
-) -> Result<Task, StoreError> {
+) -> Result<(Task, Vec<i32>), StoreError> {
     let current = load_task(conn, id, true).await?.ok_or(StoreError::NotFound)?;
     // A refusal drops the transaction, which rolls back and releases the row lock.
     let next = change(&current)?;
-    if current.state.is_finished() && next.state == BatchTaskState::New {
+    if crate::domain::dependency::must_check(current.state, next.state) {
         super::deps::check_rerun(conn, id).await?;
     }
     if crate::domain::unique::revives(current.state, next.state) {
@@ -345,11 +356,11 @@ pub async fn modify_task(
     .map_err(backend)?;
     let task = row.as_ref().map(task_from_row).transpose().map_err(backend)?.ok_or(StoreError::NotFound)?;
     write_events(conn, &by_hand.event).await?;
-    if let Some(how) = Ended::of(next.state).filter(|_| next.state != current.state) {
-        sqlx::query(super::notices::NOTICES_INSIDE).execute(&mut *conn).await.map_err(backend)?;
-        cascade_end(conn, vec![(id, how)], now).await?;
-    }
-    Ok(task)
+    let failed = match Ended::of(next.state).filter(|_| next.state != current.state) {
+        Some(how) => cascade_end(conn, vec![(id, how)], now).await?,
+        None => Vec::new(),
+    };
+    Ok((task, failed))
 }
 
 /// Deletes a task row with its blobs and links (and, when `events`, its event log).
@@ -607,7 +618,9 @@ pub async fn finish(
 ) -> Result<Vec<FinishResult>, StoreError> {
     let rows = locked_rows(conn, finishes.iter().map(|f| f.id)).await?;
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str())).await?;
+    let before = states(&rows);
     let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
+    let changes = super::deps::fail_blocked_reruns(conn, &before, changes, now).await?;
     write(conn, &changes).await?;
     Ok(answers)
 }
@@ -699,13 +712,19 @@ pub async fn rescue(
     // Locked above: loading them again needs no lock.
     let rows = load_run_rows(conn, &ids, false, false).await?;
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str())).await?;
-    let (rescued, changes): (Vec<Rescued>, Vec<Change>) = rows
+    let before = states(&rows);
+    let (mut rescued, changes): (Vec<Rescued>, Vec<Change>) = rows
         .into_iter()
         .filter_map(|row| {
             let policy = RunPolicy::of(&policies, &row.task);
             run::rescue(row, node, &policy, now, stop_grace)
         })
         .unzip();
+    // A rescue never fails for a dependency: the task it would make New ends Failed instead.
+    let changes = super::deps::fail_blocked_reruns(conn, &before, changes, now).await?;
+    for (r, c) in rescued.iter_mut().zip(&changes) {
+        r.to = c.row.task.state;
+    }
     write(conn, &changes).await?;
     Ok(rescued)
 }
@@ -718,11 +737,10 @@ pub async fn release_node(conn: &mut PgConnection, node: &str, now: DateTime<Utc
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
-    let changes: Vec<Change> = load_run_rows(conn, &ids, false, false)
-        .await?
-        .into_iter()
-        .filter_map(|row| run::release(row, node, now))
-        .collect();
+    let rows = load_run_rows(conn, &ids, false, false).await?;
+    let before = states(&rows);
+    let changes: Vec<Change> = rows.into_iter().filter_map(|row| run::release(row, node, now)).collect();
+    let changes = super::deps::fail_blocked_reruns(conn, &before, changes, now).await?;
     write(conn, &changes).await?;
     Ok(changes.iter().map(|c| c.row.task.id).collect())
 }
@@ -814,9 +832,11 @@ pub async fn schedule_tick(
     new: NewTask,
 ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
     // The definition row's lock makes the check and the move of `next_start` one step across
-    // nodes: the second node to tick sees the schedule already moved on.
+    // nodes: the second node to tick sees the schedule already moved on. NO KEY UPDATE: the tick
+    // changes no key, and the FOR KEY SHARE that a create's foreign key takes on this row (a
+    // task of the name, unique or keyed, being created on another node) need not wait for it.
     let (next_start, paused): (Option<DateTime<Utc>>, bool) =
-        sqlx::query_as("SELECT next_start, paused FROM batchtaskdefinition WHERE name = $1 FOR UPDATE")
+        sqlx::query_as("SELECT next_start, paused FROM batchtaskdefinition WHERE name = $1 FOR NO KEY UPDATE")
             .bind(&tick.name)
             .fetch_optional(&mut *conn)
             .await
@@ -875,7 +895,8 @@ pub async fn set_run_policy(conn: &mut PgConnection, name: &str, policy: &RunPol
 
 /// The trigger of `0009_scheduling.sql` tells the feed when `paused` changes.
 pub async fn set_paused(conn: &mut PgConnection, name: &str, paused: bool) -> Result<bool, StoreError> {
-    let was: bool = sqlx::query_scalar("SELECT paused FROM batchtaskdefinition WHERE name = $1 FOR UPDATE")
+    // NO KEY UPDATE, as the schedule's tick: creates of the name do not wait for a pause.
+    let was: bool = sqlx::query_scalar("SELECT paused FROM batchtaskdefinition WHERE name = $1 FOR NO KEY UPDATE")
         .bind(name)
         .fetch_optional(&mut *conn)
         .await
@@ -935,10 +956,11 @@ pub async fn retry_task(
 ) -> Result<Task, StoreError> {
     let row = load_run_rows(conn, &[id], false, true).await?.pop().ok_or(StoreError::NotFound)?;
     guard(&row.task)?;
-    if row.task.state == BatchTaskState::Failed {
+    let from = row.task.state;
+    let change = run::retry(row, actor, now)?;
+    if crate::domain::dependency::must_check(from, change.row.task.state) {
         super::deps::check_rerun(conn, id).await?;
     }
-    let change = run::retry(row, actor, now)?;
     check_unique_free(conn, id).await?;
     write(conn, std::slice::from_ref(&change)).await?;
     load_task(conn, id, false).await?.ok_or(StoreError::NotFound)

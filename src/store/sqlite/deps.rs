@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
-use crate::domain::dependency::{self, Ended};
+use crate::domain::dependency::{self, Ended, Found};
 use crate::domain::run::Change;
 use crate::domain::{BatchTaskState, NewTask, Task};
 use crate::store::{AfterEdge, Dependencies, StoreError};
@@ -13,8 +13,10 @@ use crate::store::{AfterEdge, Dependencies, StoreError};
 use super::{TASK_COLUMNS, backend, task_from_row};
 
 thread_local! {
-    /// Names of the tasks the writer thread's jobs released (their last dependency succeeded),
-    /// for the change feed once the store method has its answer.
+    /// Names of the tasks the writer thread's current job released (their last dependency
+    /// succeeded), for the change feed once the store method has its answer. A job that fails
+    /// is rolled back to its savepoint, and the writer drops what it released then
+    /// ([`drop_released`]): those releases never happened.
     static RELEASED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -23,36 +25,60 @@ pub(super) fn take_released() -> Vec<String> {
     RELEASED.with(|r| std::mem::take(&mut *r.borrow_mut()))
 }
 
-fn states_of(conn: &Connection, ids: &[i32]) -> Result<Vec<(i32, BatchTaskState)>, StoreError> {
+/// Forgets the releases of a job that was rolled back.
+pub(super) fn drop_released() {
+    RELEASED.with(|r| r.borrow_mut().clear());
+}
+
+fn note_released(names: Vec<String>) {
+    RELEASED.with(|r| r.borrow_mut().extend(names));
+}
+
+#[cfg(test)]
+pub(super) fn note_released_for_test(name: &str) {
+    note_released(vec![name.to_owned()]);
+}
+
+/// The named tasks that exist, with their depths and their dependents counted up to the limit
+/// (on the edge index).
+fn found_of(conn: &Connection, ids: &[i32]) -> Result<Vec<Found>, StoreError> {
     let list = serde_json::to_string(ids).expect("a list of integers serialises");
     conn.prepare_cached(
-        "SELECT batchtask_id, state FROM batchtask WHERE batchtask_id IN (SELECT value FROM json_each(?))",
+        "SELECT t.batchtask_id, t.state, t.after_depth, (SELECT count(*) FROM (SELECT 1 FROM batchtask_after b \
+         WHERE b.after_id = t.batchtask_id LIMIT ?2)) FROM batchtask t \
+         WHERE t.batchtask_id IN (SELECT value FROM json_each(?1))",
     )
     .and_then(|mut s| {
-        s.query_map([list], |r| {
-            Ok((r.get(0)?, BatchTaskState::from_number(r.get(1)?).unwrap_or(BatchTaskState::Unknown)))
+        s.query_map(params![list, dependency::DEPENDENTS_MAX as i64], |r| {
+            Ok(Found {
+                id: r.get(0)?,
+                state: BatchTaskState::from_number(r.get(1)?).unwrap_or(BatchTaskState::Unknown),
+                depth: r.get(2)?,
+                dependents: r.get::<_, i64>(3)? as usize,
+            })
         })?
         .collect()
     })
     .map_err(backend)
 }
 
-/// After inserting task `id`: its edges and its count; `Failed` at once when a dependency has
-/// already failed. A named task that is gone refuses the create.
+/// After inserting task `id`: its edges, its count and its depth; `Failed` at once when a
+/// dependency has already failed. A named task that is gone, that has the most dependents
+/// already, or a chain that would grow too long refuses the create.
 pub(super) fn insert_edges(conn: &Connection, id: i32, new: &NewTask, now: DateTime<Utc>) -> Result<(), StoreError> {
     if new.after.is_empty() {
         return Ok(());
     }
-    let found = states_of(conn, &new.after)?;
+    let found = found_of(conn, &new.after)?;
     let start = dependency::at_create(&new.after, &found)?;
     let mut insert = conn
         .prepare_cached("INSERT INTO batchtask_after (task_id, after_id, satisfied) VALUES (?, ?, ?)")
         .map_err(backend)?;
-    for (after, state) in &found {
-        insert.execute(params![id, after, Ended::of(*state) == Some(Ended::Succeeded)]).map_err(backend)?;
+    for f in &found {
+        insert.execute(params![id, f.id, Ended::of(f.state) == Some(Ended::Succeeded)]).map_err(backend)?;
     }
-    conn.prepare_cached("UPDATE batchtask SET waiting_on = ? WHERE batchtask_id = ?")
-        .and_then(|mut s| s.execute(params![start.waiting_on, id]))
+    conn.prepare_cached("UPDATE batchtask SET waiting_on = ?, after_depth = ? WHERE batchtask_id = ?")
+        .and_then(|mut s| s.execute(params![start.waiting_on, start.depth, id]))
         .map_err(backend)?;
     if let Some(dep) = start.failed {
         let now = crate::domain::time::truncate_micros(now);
@@ -87,7 +113,7 @@ pub(super) fn after_end(conn: &Connection, id: i32, how: Ended, now: DateTime<Ut
         conn.prepare_cached("UPDATE batchtask_after SET satisfied = 1 WHERE after_id = ? AND satisfied = 0")
             .and_then(|mut s| s.execute([id]))
             .map_err(backend)?;
-        RELEASED.with(|r| r.borrow_mut().extend(released));
+        note_released(released);
         return Ok(Vec::new());
     }
     let waiting = super::runner::ids_of(
@@ -105,19 +131,41 @@ pub(super) fn after_end(conn: &Connection, id: i32, how: Ended, now: DateTime<Ut
         .collect())
 }
 
-/// Refuses to make task `id` `New` again while a dependency it still waits for is failed or gone.
+/// Refuses to make task `id` `New` again by hand while a dependency it still waits for is failed
+/// or gone.
 pub(super) fn check_rerun(conn: &Connection, id: i32) -> Result<(), StoreError> {
-    let unsatisfied: Vec<(i32, Option<BatchTaskState>)> = conn
-        .prepare_cached(
-            "SELECT a.after_id, t.state FROM batchtask_after a LEFT JOIN batchtask t ON t.batchtask_id = a.after_id \
+    Ok(dependency::may_rerun(id, &unsatisfied(conn, id)?)?)
+}
+
+/// The runner's `change` of a row that was `from`: when it makes the task `New` again while a
+/// dependency it waits for is failed or gone, the task fails instead, naming the dependency
+/// ([`dependency::fail_rerun`]).
+pub(super) fn fail_blocked_rerun(
+    conn: &Connection,
+    from: BatchTaskState,
+    change: Change,
+    now: DateTime<Utc>,
+) -> Result<Change, StoreError> {
+    if !dependency::must_check(from, change.row.task.state) {
+        return Ok(change);
+    }
+    Ok(match dependency::blocking(&unsatisfied(conn, change.row.task.id)?) {
+        Some((dep, how)) => dependency::fail_rerun(change, dep, how, now),
+        None => change,
+    })
+}
+
+/// The dependencies task `id` still waits for, with their states (`None`: deleted).
+fn unsatisfied(conn: &Connection, id: i32) -> Result<Vec<(i32, Option<BatchTaskState>)>, StoreError> {
+    conn.prepare_cached(
+        "SELECT a.after_id, t.state FROM batchtask_after a LEFT JOIN batchtask t ON t.batchtask_id = a.after_id \
              WHERE a.task_id = ? AND a.satisfied = 0 ORDER BY a.after_id",
-        )
-        .and_then(|mut s| {
-            s.query_map([id], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.and_then(BatchTaskState::from_number))))?
-                .collect()
-        })
-        .map_err(backend)?;
-    Ok(dependency::may_rerun(id, &unsatisfied)?)
+    )
+    .and_then(|mut s| {
+        s.query_map([id], |r| Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.and_then(BatchTaskState::from_number))))?
+            .collect()
+    })
+    .map_err(backend)
 }
 
 /// A task's edges go with it (edges naming it stay: they tell its dependents it was deleted).

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../../migrations/sqlite/0008_priority.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_unique.sql")),
     (10, include_str!("../../../migrations/sqlite/0010_dependencies.sql")),
+    (11, include_str!("../../../migrations/sqlite/0011_after_depth.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
@@ -355,7 +356,7 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
              detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
              cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
              priority, unique_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN (1, 2, 3) DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -383,9 +384,13 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
         })
         .map_err(backend)?;
     if inserted == 0 {
-        // Only the live-unique index can refuse the row; the writer is alone, so its holder is there.
-        let holder = new.unique_key.as_deref().map(|k| runner::unique_holder(conn, k)).transpose()?.flatten();
-        return Err(DomainError::UniqueHeld { holder }.into());
+        // The live-unique index (`0009_unique.sql`, its predicate repeated) is the one conflict
+        // target: any other unique violation is an error, and a task with no key never lands
+        // here. The writer is alone, so the holder is there.
+        let Some(key) = new.unique_key.as_deref() else {
+            return Err(StoreError::Backend("a task without a unique key was not inserted".into()));
+        };
+        return Err(DomainError::UniqueHeld { holder: runner::unique_holder(conn, key)? }.into());
     }
     let id = i32::try_from(conn.last_insert_rowid())
         .map_err(|_| StoreError::Backend("task ids have run past the 32-bit range".into()))?;
@@ -637,7 +642,7 @@ impl Store for SqliteStore {
             .write(move |conn| {
                 let current = load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)?;
                 let next = change(&current)?;
-                if current.state.is_finished() && next.state == BatchTaskState::New {
+                if crate::domain::dependency::must_check(current.state, next.state) {
                     deps::check_rerun(conn, id)?;
                 }
                 if crate::domain::unique::revives(current.state, next.state) {

@@ -371,8 +371,12 @@ pub(super) fn finish(
     let now = crate::domain::time::truncate_micros(now);
     let rows = rows_of(conn, finishes.iter().map(|f| f.id))?;
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str()))?;
+    let before: Vec<(i32, BatchTaskState)> = rows.iter().map(|r| (r.task.id, r.task.state)).collect();
     let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
-    changes.iter().try_for_each(|c| write(conn, c))?;
+    for change in changes {
+        let from = before.iter().find(|b| b.0 == change.row.task.id).map_or(BatchTaskState::New, |b| b.1);
+        write(conn, &super::deps::fail_blocked_rerun(conn, from, change, now)?)?;
+    }
     Ok(answers)
 }
 
@@ -448,9 +452,12 @@ pub(super) fn rescue(
     let mut out = Vec::new();
     for row in rows {
         let policy = RunPolicy::of(&policies, &row.task);
+        let from = row.task.state;
         if let Some((rescued, change)) = run::rescue(row, node, &policy, now, stop_grace) {
+            // A rescue never fails for a dependency: the task it would make New ends Failed instead.
+            let change = super::deps::fail_blocked_rerun(conn, from, change, now)?;
             write(conn, &change)?;
-            out.push(rescued);
+            out.push(Rescued { to: change.row.task.state, ..rescued });
         }
     }
     Ok(out)
@@ -461,7 +468,9 @@ pub(super) fn release_node(conn: &Connection, node: &str, now: DateTime<Utc>) ->
     let ids = ids_of(conn, "SELECT batchtask_id FROM batchtask WHERE lease_node = ? AND state IN (2, 3)", [node])?;
     let mut released = Vec::with_capacity(ids.len());
     for row in load_run_rows(conn, &ids, false)? {
+        let from = row.task.state;
         if let Some(change) = run::release(row, node, now) {
+            let change = super::deps::fail_blocked_rerun(conn, from, change, now)?;
             write(conn, &change)?;
             released.push(change.row.task.id);
         }
@@ -666,10 +675,11 @@ pub(super) fn retry_task(
     let now = crate::domain::time::truncate_micros(now);
     let row = load_run_row(conn, id, false)?.ok_or(StoreError::NotFound)?;
     guard(&row.task)?;
-    if row.task.state == BatchTaskState::Failed {
+    let from = row.task.state;
+    let change = run::retry(row, actor, now)?;
+    if crate::domain::dependency::must_check(from, change.row.task.state) {
         super::deps::check_rerun(conn, id)?;
     }
-    let change = run::retry(row, actor, now)?;
     check_unique_free(conn, id)?;
     write(conn, &change)?;
     super::load_task(conn, id).map_err(backend)?.ok_or(StoreError::NotFound)

@@ -135,8 +135,12 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
     exec(conn, "SAVEPOINT job").map_err(super::backend)?;
+    // Releases are collected per job: none of an earlier job's may be told as this one's.
+    super::deps::drop_released();
     let outcome = f(conn);
     if outcome.is_err() {
+        // What the job released is rolled back with it: the feed must not announce it.
+        super::deps::drop_released();
         exec(conn, "ROLLBACK TO job").map_err(super::backend)?;
     }
     exec(conn, "RELEASE job").map_err(super::backend)?;
@@ -242,5 +246,29 @@ fn run(
         }
         // Wakes the checkpoint thread; a wake-up already pending covers this commit too.
         let _ = committed.try_send(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_rolled_back_tells_no_release() {
+        let conn = Connection::open_in_memory().unwrap();
+        exec(&conn, "BEGIN").unwrap();
+        let failed: Result<(), StoreError> = in_savepoint(&conn, |_| {
+            super::super::deps::note_released_for_test("a");
+            Err(StoreError::NotFound)
+        });
+        assert!(failed.is_err());
+        let next = in_savepoint(&conn, |_| Ok(super::super::deps::take_released())).unwrap();
+        assert!(next.is_empty(), "the rolled-back job's release leaked into the next job: {next:?}");
+        let told = in_savepoint(&conn, |_| {
+            super::super::deps::note_released_for_test("b");
+            Ok(super::super::deps::take_released())
+        })
+        .unwrap();
+        assert_eq!(told, ["b"]);
     }
 }
