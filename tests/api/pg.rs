@@ -565,7 +565,7 @@ async fn concurrent_puts_of_one_task_through_two_nodes_on_postgres() {
         let res = b.get(&path).await;
         let etag = res.headers()["etag"].to_str().unwrap().to_owned();
         let put = |i: usize, if_match: bool| {
-            let node = if i % 2 == 0 { &a } else { &b };
+            let node = if i.is_multiple_of(2) { &a } else { &b };
             let mut req = node.request(Method::PUT, &path).json(&json!({"Description": format!("put {i}")}));
             if if_match {
                 req = req.header("If-Match", &etag);

@@ -685,7 +685,7 @@ impl Store for PostgresStore {
             match runner::modify_unlocked(&mut conn, id, now, &actor, &change).await? {
                 runner::Unlocked::Done(task) => {
                     self.notices.changed(id);
-                    return Ok(task);
+                    return Ok(*task);
                 }
                 runner::Unlocked::Raced => continue,
                 runner::Unlocked::NeedsLock => break,

@@ -355,7 +355,7 @@ pub async fn modify_task(
 /// What [`modify_unlocked`] did.
 pub(super) enum Unlocked {
     /// Written and committed: the stored row.
-    Done(Task),
+    Done(Box<Task>),
     /// Another write came between the read and the write: nothing written, decide again.
     Raced,
     /// The change moves the state (a lease to end, an event, rerun and unique checks, the
@@ -416,7 +416,7 @@ pub(super) async fn modify_unlocked(
     .await
     .map_err(backend)?;
     match row {
-        Some(r) => Ok(Unlocked::Done(task_from_row(&r).map_err(backend)?)),
+        Some(r) => Ok(Unlocked::Done(Box::new(task_from_row(&r).map_err(backend)?))),
         None => Ok(Unlocked::Raced),
     }
 }
