@@ -50,8 +50,10 @@ pub enum StoreError {
 /// Most ids [`Store::tasks_by_id`] takes at once.
 pub const MAX_TASKS_BY_ID: usize = 500;
 
-/// A change to one task: gets the stored row, returns the row to store (or a refusal).
-pub type TaskChange = Box<dyn FnOnce(&Task) -> Result<Task, DomainError> + Send>;
+/// A change to one task: gets the stored row, returns the row to store (or a refusal). A pure
+/// decision, so a store may make it again on a newer row (PostgreSQL decides before it locks,
+/// and decides again when another write came first).
+pub type TaskChange = Box<dyn Fn(&Task) -> Result<Task, DomainError> + Send + Sync>;
 /// A check made on the stored row, inside the transaction, before it is deleted.
 pub type DeleteGuard = Box<dyn FnOnce(&Task) -> Result<(), DomainError> + Send>;
 

@@ -24,6 +24,15 @@ pub(super) async fn pool(url: &str, cfg: &PostgresConfig) -> anyhow::Result<PgPo
         // the ping for busy connections failed `faults::terminated_postgres_connections…`: a
         // read is tried only twice (`read_twice`), and after a terminate-all every pooled
         // connection is dead, so the second try may draw a dead one too.
+        // A batch of thousands of rows (claims, beats, finishes) grows a connection's read and
+        // write buffers to its size, and sqlx keeps them; back in the pool they shrink to 8 KiB
+        // again (nothing is reallocated when they are that size already).
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Connection::shrink_buffers(conn);
+                Ok(true)
+            })
+        })
         .acquire_timeout(cfg.connect_timeout)
         .idle_timeout(cfg.idle_timeout)
         .connect_with(options.clone())

@@ -63,6 +63,9 @@ const TASK_COLUMNS: &str = task_columns!();
 /// is busy, a quick "try again" serves the client better than a request that hangs.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const TASK_COLUMN_COUNT: usize = 24;
+/// Unlocked tries of an edit that moves no state before it takes the row lock (see
+/// `runner::modify_unlocked`): a row other writers keep changing is then edited in their queue.
+const UNLOCKED_TRIES: usize = 2;
 
 // After `task_columns!` so the runner's statements can use it.
 mod nodes;
@@ -679,9 +682,22 @@ impl Store for PostgresStore {
         actor: Actor,
         change: TaskChange,
     ) -> Result<Task, StoreError> {
+        let now = runner::at(now);
         // The task notice follows the commit (see `notices`): edits do not queue on each other.
-        let mut tx = self.pool.begin_with(notices::BEGIN_QUIET).await.map_err(backend)?;
-        let (task, failed) = runner::modify_task(&mut tx, id, runner::at(now), &actor, change).await?;
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        for _ in 0..UNLOCKED_TRIES {
+            match runner::modify_unlocked(&mut conn, id, now, &actor, &change).await? {
+                runner::Unlocked::Done(task) => {
+                    self.notices.changed_all([id]);
+                    return Ok(*task);
+                }
+                runner::Unlocked::Raced => continue,
+                runner::Unlocked::NeedsLock => break,
+            }
+        }
+        // A state move, or a row others keep writing: under the row lock, edits queue.
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, notices::BEGIN_QUIET).await.map_err(backend)?;
+        let (task, failed) = runner::modify_task(&mut tx, id, now, &actor, &change).await?;
         tx.commit().await.map_err(backend)?;
         // The task first, then the dependents its change failed: a stream shows them in that order.
         self.notices.changed_all(std::iter::once(id).chain(failed));

@@ -305,7 +305,7 @@ pub async fn modify_task(
     id: i32,
     now: DateTime<Utc>,
     actor: &Actor,
-    change: TaskChange,
+    change: &TaskChange,
 ) -> Result<(Task, Vec<i32>), StoreError> {
     let current = load_task(conn, id, true).await?.ok_or(StoreError::NotFound)?;
     // A refusal drops the transaction, which rolls back and releases the row lock.
@@ -361,6 +361,75 @@ pub async fn modify_task(
         None => Vec::new(),
     };
     Ok((task, failed))
+}
+
+/// What [`modify_unlocked`] did.
+pub(super) enum Unlocked {
+    /// Written and committed: the stored row.
+    Done(Box<Task>),
+    /// Another write came between the read and the write: nothing written, decide again.
+    Raced,
+    /// The change moves the state (a lease to end, an event, rerun and unique checks, the
+    /// dependents' cascade): nothing written, it takes the locked transaction.
+    NeedsLock,
+}
+
+/// An edit that moves no state, in two round trips and no open transaction: the row is read
+/// unlocked, the domain decides, and ONE autocommit statement writes the result only if the row
+/// still has the version the decision saw. Every write that changes a task's columns moves its
+/// version (`updatedcount`, the ETag), so an unchanged version means the decision was made on
+/// what is stored; a write in between makes the UPDATE match no row (under READ COMMITTED it
+/// waits for a concurrent writer and re-checks the version on the row that writer left). The
+/// lease columns are left alone, as the locked path leaves them when the state stays.
+///
+/// The statement also sets `batchd.task_notices = 'after_commit'` for its own (implicit)
+/// transaction, before the row is touched (an InitPlan runs first), so the trigger stays quiet
+/// and the caller sends the notice once this returns, i.e. after the commit: an autocommit
+/// statement's answer comes after its commit, which `synchronous_commit = on` makes durable.
+pub(super) async fn modify_unlocked(
+    conn: &mut PgConnection,
+    id: i32,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    change: &TaskChange,
+) -> Result<Unlocked, StoreError> {
+    let current = load_task(conn, id, false).await?.ok_or(StoreError::NotFound)?;
+    // A refusal from this read is as good as one under the lock: the row was the stored one
+    // during the request.
+    let next = change(&current)?;
+    if next.state != current.state {
+        return Ok(Unlocked::NeedsLock);
+    }
+    let row = sqlx::query(concat!(
+        "WITH t AS (UPDATE batchtask SET description = $1, response = $2, request = $3, result = $4, \
+         startcount = $5, laststarted = $6, progresspercent = $7, progressdescription = $8, filename = $9, \
+         updated = $10, updatedcount = updatedcount + 1, updated_associate_id = COALESCE($11, updated_associate_id) \
+         WHERE batchtask_id = $12 AND updatedcount = $13 AND state = $14 \
+         AND (SELECT set_config('batchd.task_notices', 'after_commit', true)) IS NOT NULL RETURNING *) SELECT ",
+        task_columns!(),
+        " FROM t"
+    ))
+    .bind(&next.description)
+    .bind(&next.response)
+    .bind(&next.request)
+    .bind(&next.result)
+    .bind(next.start_count)
+    .bind(next.last_started)
+    .bind(next.progress_percent)
+    .bind(&next.progress_description)
+    .bind(&next.file_name)
+    .bind(now)
+    .bind(actor.associate_id)
+    .bind(id)
+    .bind(current.version)
+    .bind(current.state.number())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend)?;
+    match row {
+        Some(r) => Ok(Unlocked::Done(Box::new(task_from_row(&r).map_err(backend)?))),
+        None => Ok(Unlocked::Raced),
+    }
 }
 
 /// Deletes a task row with its blobs and links (and, when `events`, its event log).
