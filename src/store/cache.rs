@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::feed::{Feed, Notice};
+use super::feed::{Feed, Notice, TasksWere};
 use super::runner::{
     Actor, Beat, BeatOutcome, ClaimRequest, Claimed, Finish, FinishResult, Lease, LeaseInfo, Rescued, ScheduleTick,
     StopResult, TaskEvent,
@@ -235,6 +235,9 @@ impl CachedStore {
             while let Some(notice) = feed.next().await {
                 let Some(cache) = weak.upgrade() else { return };
                 match notice {
+                    // A created task was not cached (absence is not): nothing to drop. An id
+                    // used again follows its deletion's notice, which did drop it.
+                    Notice::Tasks { were: TasksWere::Created, .. } => {}
                     Notice::Tasks { ids, .. } => cache.invalidate(&ids),
                     Notice::Resync => cache.clear(),
                     _ => {}
