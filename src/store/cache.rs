@@ -27,8 +27,8 @@ use super::runner::{
     StopResult, TaskEvent,
 };
 use super::{
-    AssociateCredentials, CreatedOnce, DefinitionRow, DefinitionStatus, DeleteGuard, Dependencies, ListQuery,
-    ListRow, NewAssociate, Store, StoreError, TaskChange, TaskFilter, TaskStats, access,
+    AssociateCredentials, CreatedOnce, DefinitionRow, DefinitionStatus, DeleteGuard, Dependencies, ListQuery, ListRow,
+    NewAssociate, Store, StoreError, TaskChange, TaskFilter, TaskStats, access,
 };
 use crate::domain::{Associate, BatchTaskState, NewTask, Task};
 
@@ -191,28 +191,33 @@ impl TaskCache {
 
 /// What a write may have changed, marked stale when the write returns or is dropped half-way
 /// (a dropped request future may still have committed).
-enum Stale<'a> {
-    All(&'a TaskCache),
-    Ids(&'a TaskCache, Vec<i32>),
-    Nothing,
+struct Stale<'a> {
+    cache: &'a TaskCache,
+    /// `None`: any task.
+    ids: Option<Vec<i32>>,
+    armed: bool,
 }
 
-impl Stale<'_> {
+impl<'a> Stale<'a> {
+    fn all(cache: &'a TaskCache) -> Self {
+        Stale { cache, ids: None, armed: true }
+    }
+    fn ids(cache: &'a TaskCache, ids: Vec<i32>) -> Self {
+        Stale { cache, ids: Some(ids), armed: true }
+    }
     /// The write answered that it changed nothing.
     fn none(mut self) {
-        self.dismiss();
-    }
-    fn dismiss(&mut self) {
-        *self = Stale::Nothing;
+        self.armed = false;
     }
 }
 
 impl Drop for Stale<'_> {
     fn drop(&mut self) {
-        match self {
-            Stale::All(c) => c.clear(),
-            Stale::Ids(c, ids) => c.invalidate(ids),
-            Stale::Nothing => {}
+        if self.armed {
+            match &self.ids {
+                Some(ids) => self.cache.invalidate(ids),
+                None => self.cache.clear(),
+            }
         }
     }
 }
@@ -248,7 +253,7 @@ impl CachedStore {
     }
 
     fn all(&self) -> Stale<'_> {
-        Stale::All(&self.cache)
+        Stale::all(&self.cache)
     }
 }
 
@@ -295,7 +300,13 @@ impl Store for CachedStore {
         let _stale = self.all();
         self.inner.modify_task(id, now, actor, change).await
     }
-    async fn delete_task(&self, id: i32, now: DateTime<Utc>, actor: Actor, guard: DeleteGuard) -> Result<(), StoreError> {
+    async fn delete_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        guard: DeleteGuard,
+    ) -> Result<(), StoreError> {
         let _stale = self.all();
         self.inner.delete_task(id, now, actor, guard).await
     }
@@ -395,7 +406,7 @@ impl Store for CachedStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<BeatOutcome>, StoreError> {
         // A renewal writes progress only, of the tasks it names.
-        let _stale = Stale::Ids(&self.cache, beats.iter().map(|b| b.id).collect());
+        let _stale = Stale::ids(&self.cache, beats.iter().map(|b| b.id).collect());
         self.inner.renew_leases(beats, lease, now).await
     }
     async fn finish_tasks(&self, finishes: Vec<Finish>, now: DateTime<Utc>) -> Result<Vec<FinishResult>, StoreError> {
@@ -496,7 +507,13 @@ impl Store for CachedStore {
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
         self.inner.purge_idempotency_keys(before, limit).await
     }
-    async fn retry_task(&self, id: i32, now: DateTime<Utc>, actor: Actor, guard: DeleteGuard) -> Result<Task, StoreError> {
+    async fn retry_task(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: Actor,
+        guard: DeleteGuard,
+    ) -> Result<Task, StoreError> {
         let _stale = self.all();
         self.inner.retry_task(id, now, actor, guard).await
     }
@@ -571,10 +588,7 @@ mod tests {
     #[test]
     fn a_fill_that_straddles_an_invalidation_is_not_served() {
         let now = Instant::now();
-        for invalidate in [
-            (|c: &TaskCache| c.invalidate(&[7])) as fn(&TaskCache),
-            |c: &TaskCache| c.clear(),
-        ] {
+        for invalidate in [(|c: &TaskCache| c.invalidate(&[7])) as fn(&TaskCache), |c: &TaskCache| c.clear()] {
             let cache = TaskCache::new(limits());
             // The read starts, a write lands and is marked, then the (old) row arrives.
             let ticket = cache.ticket(7, S).unwrap();
@@ -602,6 +616,19 @@ mod tests {
         assert_eq!(cache.get(1, Some(3), now), None, "the feed broke and came back");
         cache.fill(cache.ticket(1, S).unwrap(), &task(1, 1), now);
         assert_eq!(cache.get(1, S, now + Duration::from_secs(60)), None, "past max_age");
+    }
+
+    #[test]
+    fn a_write_that_changed_nothing_marks_nothing() {
+        let cache = TaskCache::new(limits());
+        let now = Instant::now();
+        cache.fill(cache.ticket(1, S).unwrap(), &task(1, 1), now);
+        Stale::all(&cache).none();
+        assert!(cache.get(1, S, now).is_some());
+        drop(Stale::ids(&cache, vec![2]));
+        assert!(cache.get(1, S, now).is_some());
+        drop(Stale::all(&cache));
+        assert_eq!(cache.get(1, S, now), None);
     }
 
     #[test]
