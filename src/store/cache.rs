@@ -142,7 +142,7 @@ impl TaskCache {
 
     /// Keeps `task` as read under `ticket` (taken before the read), unless something moved
     /// meanwhile: then the read may predate a write, and is not kept.
-    pub fn fill(&self, ticket: Ticket, task: &Task, now: Instant) {
+    pub fn fill(&self, ticket: Ticket, task: &Task, read_at: Instant) {
         let bytes = weight(task);
         if task.id != ticket.id || bytes > self.limits.bytes || self.limits.entries == 0 {
             return;
@@ -168,7 +168,7 @@ impl TaskCache {
             order.retain(|(id, serial)| map.get(id).is_some_and(|e| e.serial == *serial));
         }
         entries.bytes += bytes;
-        entries.map.insert(ticket.id, Entry { task: task.clone(), ticket, at: now, bytes, serial });
+        entries.map.insert(ticket.id, Entry { task: task.clone(), ticket, at: read_at, bytes, serial });
     }
 
     /// These tasks may have changed.
@@ -269,9 +269,11 @@ impl Store for CachedStore {
             return Ok(Some(task));
         }
         let ticket = self.cache.ticket(id, session);
+        // The row is at least as old as the read's start: the max age counts from there.
+        let read_at = Instant::now();
         let task = self.inner.get_task(id).await?;
         if let (Some(t), Some(ticket)) = (&task, ticket) {
-            self.cache.fill(ticket, t, Instant::now());
+            self.cache.fill(ticket, t, read_at);
         }
         Ok(task)
     }
