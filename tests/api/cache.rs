@@ -297,3 +297,36 @@ async fn the_stores_own_writes_mark_the_cache_on_postgres() {
     let Some(db) = TestPg::create("cache::the_stores_own_writes_mark_the_cache_on_postgres").await else { return };
     the_stores_own_writes_mark_the_cache(batchd::store::open(&db.url).await.unwrap()).await;
 }
+
+/// A heartbeat that repeats its progress moves the ETag and nothing else a trigger compared
+/// before migration 0017: another node must still hear of it.
+#[tokio::test]
+async fn a_version_only_change_reaches_another_postgres_node() {
+    let Some(db) = TestPg::create("cache::a_version_only_change_reaches_another_postgres_node").await else { return };
+    let a = node(Some(&db.url), "a").await;
+    let b = node(Some(&db.url), "b").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let worker = a.add_associate("worker1", Role::Worker).await;
+    let w = a.as_user(&worker);
+    let id = a.create(&json!({"Name": "ext"})).await;
+    let res = w.send_json(Method::POST, "/api/v1/BatchTask/Acquire", &json!({"Names": ["ext"], "Wait": 0})).await;
+    let token = ok(res).await["LeaseToken"].as_str().unwrap().to_owned();
+    let beat = || {
+        w.request(Method::POST, &format!("{}/Heartbeat", path(id)))
+            .header("X-Lease-Token", &token)
+            .json(&json!({"ProgressPercent": 10}))
+            .send()
+    };
+    ok(beat().await.unwrap()).await;
+    let etag = |res: &reqwest::Response| res.headers()["etag"].to_str().unwrap().to_owned();
+    let first = etag(&b.get(&path(id)).await);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a second apart, so it is written
+    ok(beat().await.unwrap()).await;
+    let now = etag(&a.get(&path(id)).await);
+    assert_ne!(now, first, "the repeated progress moved the ETag");
+    let start = Instant::now();
+    while etag(&b.get(&path(id)).await) != now {
+        assert!(start.elapsed() < Duration::from_secs(3), "node B still answers ETag {first}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
