@@ -234,6 +234,27 @@ pub struct HttpConfig {
     pub max_stream_subscribers: usize,
     /// How often an idle event stream sends a `: keep-alive` comment.
     pub stream_keepalive: Duration,
+    /// Tasks kept in memory for `GET /api/v1/BatchTask/{id}` (`crate::store::cache`); 0 = none.
+    pub task_cache_entries: usize,
+    /// Their size at most, in bytes.
+    pub task_cache_bytes: usize,
+    /// Longest a cached task is served: the bound on a lost change notice (another node's write).
+    pub task_cache_max_age: Duration,
+}
+
+impl HttpConfig {
+    const MAX_TASK_CACHE_ENTRIES: usize = 10_000_000;
+    const MAX_TASK_CACHE_BYTES: usize = 1 << 40;
+    const MAX_TASK_CACHE_AGE: Duration = Duration::from_secs(3600);
+
+    /// The task cache's limits, `None` when it is off.
+    pub fn task_cache(&self) -> Option<crate::store::cache::Limits> {
+        (self.task_cache_entries > 0 && self.task_cache_bytes > 0).then_some(crate::store::cache::Limits {
+            entries: self.task_cache_entries,
+            bytes: self.task_cache_bytes,
+            max_age: self.task_cache_max_age,
+        })
+    }
 }
 
 impl Default for HttpConfig {
@@ -245,6 +266,9 @@ impl Default for HttpConfig {
             max_connections: 1024,
             max_stream_subscribers: 10_000,
             stream_keepalive: Duration::from_secs(15),
+            task_cache_entries: 10_000,
+            task_cache_bytes: 64 << 20,
+            task_cache_max_age: Duration::from_secs(1),
         }
     }
 }
@@ -260,6 +284,9 @@ pub struct HttpFile {
     pub max_stream_subscribers: Option<usize>,
     #[serde(default)]
     pub stream_keepalive: Option<crate::runner::settings::DurationValue>,
+    pub task_cache_entries: Option<usize>,
+    pub task_cache_bytes: Option<usize>,
+    pub task_cache_max_age: Option<crate::runner::settings::DurationValue>,
 }
 
 impl HttpFile {
@@ -269,6 +296,7 @@ impl HttpFile {
             (&mut cfg.keep_alive_timeout, self.keep_alive_timeout, "http.keep_alive_timeout"),
             (&mut cfg.body_read_timeout, self.body_read_timeout, "http.body_read_timeout"),
             (&mut cfg.stream_keepalive, self.stream_keepalive, "http.stream_keepalive"),
+            (&mut cfg.task_cache_max_age, self.task_cache_max_age, "http.task_cache_max_age"),
         ] {
             if let Some(v) = value {
                 *slot = v.get(key)?;
@@ -282,6 +310,22 @@ impl HttpFile {
         if let Some(n) = self.max_stream_subscribers {
             cfg.max_stream_subscribers = n;
         }
+        if let Some(n) = self.task_cache_entries {
+            let max = HttpConfig::MAX_TASK_CACHE_ENTRIES;
+            anyhow::ensure!(n <= max, "http.task_cache_entries must be at most {max} (0 turns the cache off)");
+            cfg.task_cache_entries = n;
+        }
+        if let Some(n) = self.task_cache_bytes {
+            let max = HttpConfig::MAX_TASK_CACHE_BYTES;
+            anyhow::ensure!(n <= max, "http.task_cache_bytes must be at most {max} (0 turns the cache off)");
+            cfg.task_cache_bytes = n;
+        }
+        let age = cfg.task_cache_max_age;
+        anyhow::ensure!(
+            age <= HttpConfig::MAX_TASK_CACHE_AGE,
+            "http.task_cache_max_age must be at most 1h, not {}s",
+            age.as_secs()
+        );
         Ok(())
     }
 }

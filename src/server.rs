@@ -74,7 +74,10 @@ impl Server {
                  -Proto; list your proxies in [auth] trusted_proxies instead"
             );
         }
-        let store = store::open_with(&config.database, &config.postgres).await?;
+        let mut store = store::open_with(&config.database, &config.postgres).await?;
+        if let Some(limits) = config.http.task_cache() {
+            store = store::cache::CachedStore::wrap(store, limits);
+        }
         bootstrap_admin(&store, &config).await?;
         // -- runner --
         let definitions = Arc::new(Definitions::new(config.definitions.clone()));

@@ -107,18 +107,51 @@ fn decode_tasks(rest: &str) -> Option<Notice> {
 #[derive(Debug, Clone)]
 pub struct Feed {
     tx: broadcast::Sender<Notice>,
+    /// Whether notices arrive now, and since when: odd while they do, even while they may be
+    /// missed; moved on at each change, so a consumer can tell "still the same unbroken stretch".
+    session: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Notices a slow consumer may fall behind by before it is told to resync.
 const BACKLOG: usize = 1024;
 
+/// An in-process feed (SQLite: the store tells its own process): it cannot miss a notice, so it
+/// is connected from the start and stays so.
 impl Default for Feed {
     fn default() -> Self {
-        Feed { tx: broadcast::channel(BACKLOG).0 }
+        Feed { tx: broadcast::channel(BACKLOG).0, session: std::sync::Arc::new(1.into()) }
     }
 }
 
 impl Feed {
+    /// A feed fed from elsewhere (PostgreSQL's `LISTEN`): not connected until its listener says
+    /// [`Feed::connected`].
+    pub fn remote() -> Self {
+        Feed { tx: broadcast::channel(BACKLOG).0, session: std::sync::Arc::new(0.into()) }
+    }
+
+    /// The listener hears every notice from now on.
+    pub fn connected(&self) {
+        self.move_session(|s| s % 2 == 0);
+    }
+
+    /// The listener lost its connection: notices may be missed until [`Feed::connected`].
+    pub fn disconnected(&self) {
+        self.move_session(|s| s % 2 == 1);
+    }
+
+    fn move_session(&self, when: impl Fn(u64) -> bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let _ = self.session.fetch_update(SeqCst, SeqCst, |s| when(s).then_some(s.wrapping_add(1)));
+    }
+
+    /// The stretch of time during which every notice arrives, `None` while notices may be
+    /// missed. Two equal answers mean no notice was missed in between (a consumer that keeps up).
+    pub fn session(&self) -> Option<u64> {
+        let s = self.session.load(std::sync::atomic::Ordering::SeqCst);
+        (s % 2 == 1).then_some(s)
+    }
+
     pub fn send(&self, notice: Notice) {
         // No subscriber is fine: nobody needs telling.
         let _ = self.tx.send(notice);
@@ -177,6 +210,22 @@ mod tests {
         for bad in ["tasks:x:1", "tasks:c:", "tasks:c:1,,2", "tasks:u:1,a", "tasks:cu:1", "tasks:d:99999999999"] {
             assert_eq!(Notice::decode(bad), Notice::Resync, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_remote_feed_is_connected_only_between_connects_and_losses() {
+        assert!(Feed::default().session().is_some(), "in-process: never misses");
+        let feed = Feed::remote();
+        assert_eq!(feed.session(), None);
+        feed.connected();
+        let first = feed.session().expect("connected");
+        feed.connected();
+        assert_eq!(feed.session(), Some(first), "connected twice is one stretch");
+        feed.disconnected();
+        assert_eq!(feed.session(), None);
+        feed.disconnected();
+        feed.connected();
+        assert!(feed.session().is_some_and(|s| s != first), "a new stretch after a loss");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use crate::domain::{Associate, BatchTaskState, DomainError, NewTask, Role, Task}
 pub use error::BackendError;
 
 pub mod access;
+pub mod cache;
 mod error;
 pub mod feed;
 pub mod postgres;

@@ -2,6 +2,7 @@
 
 mod agents;
 mod auth;
+mod cache;
 mod cli;
 mod compat;
 mod config;

@@ -174,7 +174,7 @@ impl PostgresStore {
         let pool = connect::pool(url, cfg).await?;
         // sqlx holds an advisory lock while migrating, so nodes starting together take turns.
         connect::migrate(&pool).await?;
-        let feed = Feed::default();
+        let feed = Feed::remote();
         let listener = ListenerGuard(tokio::spawn(listen(pool.clone(), feed.clone())));
         let notices = notices::Deferred::default();
         let notifier = ListenerGuard(tokio::spawn(notices.clone().run(pool.clone())));
@@ -200,6 +200,7 @@ async fn listen(pool: PgPool, feed: Feed) {
                 Ok(()) => {
                     pause = Duration::from_millis(100);
                     // Listening again after a gap: anything may have changed.
+                    feed.connected();
                     feed.send(Notice::Resync);
                     loop {
                         match listener.try_recv().await {
@@ -216,6 +217,8 @@ async fn listen(pool: PgPool, feed: Feed) {
             },
             Err(e) => tracing::warn!(error = %e, "cannot connect the change feed"),
         }
+        // Before anything else hears of it: readers that trust the feed (the task cache) stop now.
+        feed.disconnected();
         feed.send(Notice::Resync);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
