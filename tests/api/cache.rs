@@ -276,7 +276,7 @@ async fn the_stores_own_writes_mark_the_cache(store: std::sync::Arc<dyn batchd::
         assert_eq!(store.get_task(id).await.unwrap(), Some(read.clone()), "cached");
         let want = format!("round {round}");
         let d = want.clone();
-        let change = Box::new(move |t: &Task| Ok(Task { description: Some(d), ..t.clone() }));
+        let change = Box::new(move |t: &Task| Ok(Task { description: Some(d.clone()), ..t.clone() }));
         store.modify_task(id, now(), Actor::default(), change).await.unwrap();
         let t = store.get_task(id).await.unwrap().unwrap();
         assert_eq!((t.description.as_deref(), t.version), (Some(want.as_str()), read.version + 1), "round {round}");
