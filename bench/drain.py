@@ -91,7 +91,7 @@ def one(dir, i):
     p, _ = start(db, True)
     perf = None
     if os.environ.get("PERF") == "1":
-        perf = subprocess.Popen(["perf", "record", "-g", "-o", os.path.join(dir, "perf.data"), "-p", str(p.pid)],
+        perf = subprocess.Popen(["perf", "record", *os.environ.get("PERF_ARGS", "-g").split(), "-o", os.path.join(dir, "perf.data"), "-p", str(p.pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
