@@ -58,9 +58,11 @@ pub(super) fn load_run_rows(conn: &Connection, ids: &[i32], with_params: bool) -
         })
     });
     let list = serde_json::to_string(ids).expect("a list of integers serialises");
+    let mut out = Vec::with_capacity(ids.len());
     conn.prepare_cached(&sql[usize::from(with_params)])
-        .and_then(|mut s| s.query_map([list], run_row_from)?.collect())
-        .map_err(backend)
+        .and_then(|mut s| s.query_map([list], run_row_from)?.try_for_each(|r| r.map(|r| out.push(r))))
+        .map_err(backend)?;
+    Ok(out)
 }
 
 pub(super) fn load_run_row(conn: &Connection, id: i32, with_params: bool) -> Result<Option<RunRow>, StoreError> {
@@ -361,8 +363,13 @@ fn claim_ids(
         return Ok(Vec::new());
     }
     let token = new_token();
-    let (out, changes): (Vec<Claimed>, Vec<Change>) =
-        load_run_rows(conn, ids, true)?.into_iter().filter_map(|row| run::claim(row, req, &token, now)).unzip();
+    let (mut out, mut changes) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    for row in load_run_rows(conn, ids, true)? {
+        if let Some((claimed, change)) = run::claim(row, req, &token, now) {
+            out.push(claimed);
+            changes.push(change);
+        }
+    }
     write_batch(conn, &changes)?;
     Ok(out)
 }
