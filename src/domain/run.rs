@@ -639,8 +639,10 @@ where
     A: Clone,
 {
     let mut rows: HashMap<i32, RunRow> = rows.into_iter().map(|r| (r.task.id, r)).collect();
-    let mut changes: Vec<Change> = Vec::new();
-    let mut index: HashMap<i32, usize> = HashMap::new();
+    // Sized for the batch at once: grown by doubling, a batch of 512 reallocated (and, with the
+    // allocator giving freed memory straight back, faulted in) its largest vectors several times.
+    let mut changes: Vec<Change> = Vec::with_capacity(items.len());
+    let mut index: HashMap<i32, usize> = HashMap::with_capacity(items.len());
     let mut answers = Vec::with_capacity(items.len());
     for item in items {
         let Some(row) = rows.get(&id(item)) else {

@@ -62,6 +62,20 @@ fn found_of(conn: &Connection, ids: &[i32]) -> Result<Vec<Found>, StoreError> {
     .map_err(backend)
 }
 
+/// Which of `ids` have a dependent still waiting for them (an unsatisfied edge).
+pub(super) fn waited_on(
+    conn: &Connection,
+    ids: impl Iterator<Item = i32>,
+) -> Result<std::collections::HashSet<i32>, StoreError> {
+    let list = serde_json::to_string(&ids.collect::<Vec<_>>()).expect("a list of integers serialises");
+    conn.prepare_cached(
+        "SELECT DISTINCT after_id FROM batchtask_after WHERE satisfied = 0 \
+         AND after_id IN (SELECT value FROM json_each(?))",
+    )
+    .and_then(|mut s| s.query_map([list], |r| r.get(0))?.collect())
+    .map_err(backend)
+}
+
 /// After inserting task `id`: its edges, its count and its depth; `Failed` at once when a
 /// dependency has already failed. A named task that is gone, that has the most dependents
 /// already, or a chain that would grow too long refuses the create.

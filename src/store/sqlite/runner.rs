@@ -58,9 +58,11 @@ pub(super) fn load_run_rows(conn: &Connection, ids: &[i32], with_params: bool) -
         })
     });
     let list = serde_json::to_string(ids).expect("a list of integers serialises");
+    let mut out = Vec::with_capacity(ids.len());
     conn.prepare_cached(&sql[usize::from(with_params)])
-        .and_then(|mut s| s.query_map([list], run_row_from)?.collect())
-        .map_err(backend)
+        .and_then(|mut s| s.query_map([list], run_row_from)?.try_for_each(|r| r.map(|r| out.push(r))))
+        .map_err(backend)?;
+    Ok(out)
 }
 
 pub(super) fn load_run_row(conn: &Connection, id: i32, with_params: bool) -> Result<Option<RunRow>, StoreError> {
@@ -77,6 +79,31 @@ pub(super) fn write(conn: &Connection, change: &Change) -> Result<(), StoreError
     }
 }
 
+/// Writes a batch of decisions (a claim's or a finish's): every row, then all their events in
+/// multi-row inserts, then what the ended tasks do to their dependents. Only the ended tasks that
+/// have an unsatisfied dependent (one lookup for the batch) go through the cascade: for the
+/// others it would change nothing, and it cost two statements per task.
+pub(super) fn write_batch(conn: &Connection, changes: &[Change]) -> Result<(), StoreError> {
+    for change in changes {
+        update_row(conn, change)?;
+    }
+    write_events(conn, changes.iter().flat_map(|c| &c.events))?;
+    let ended: Vec<(i32, Ended, DateTime<Utc>)> = changes
+        .iter()
+        .filter_map(|c| Ended::of(c.row.task.state).map(|how| (c.row.task.id, how, c.row.task.updated)))
+        .collect();
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let waited_on = super::deps::waited_on(conn, ended.iter().map(|(id, ..)| *id))?;
+    for (id, how, at) in ended {
+        if waited_on.contains(&id) {
+            cascade_end(conn, id, how, at)?;
+        }
+    }
+    Ok(())
+}
+
 /// Task `id` ended as `how`: its dependents are released or failed, and theirs in turn.
 pub(super) fn cascade_end(conn: &Connection, id: i32, how: Ended, now: DateTime<Utc>) -> Result<(), StoreError> {
     let mut todo = vec![(id, how)];
@@ -91,6 +118,12 @@ pub(super) fn cascade_end(conn: &Connection, id: i32, how: Ended, now: DateTime<
 
 /// Writes every column the runner may change, then the events.
 fn write_row(conn: &Connection, change: &Change) -> Result<(), StoreError> {
+    update_row(conn, change)?;
+    write_events(conn, &change.events)
+}
+
+/// Writes every column the runner may change.
+fn update_row(conn: &Connection, change: &Change) -> Result<(), StoreError> {
     let (row, t) = (&change.row, &change.row.task);
     conn.prepare_cached(
         "UPDATE batchtask SET state = ?, result = ?, response = ?, startcount = ?, laststarted = ?, \
@@ -123,7 +156,7 @@ fn write_row(conn: &Connection, change: &Change) -> Result<(), StoreError> {
         ])
     })
     .map_err(backend)?;
-    write_events(conn, &change.events)
+    Ok(())
 }
 
 thread_local! {
@@ -136,32 +169,63 @@ pub(super) fn take_written() -> Vec<RunEvent> {
     WRITTEN.with(|w| std::mem::take(&mut *w.borrow_mut()))
 }
 
-/// Appends events to the log (and keeps them for [`run::log_events`] after the commit).
+/// Events per multi-row insert: a batch's events cost a statement per this many rows (7
+/// parameters each, far under SQLite's limit) instead of one each.
+const EVENTS_PER_INSERT: usize = 32;
+
+/// The event insert of `rows` rows.
+fn events_sql(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    format!(
+        "INSERT INTO batchtaskevent (batchtask_id, at, from_state, to_state, associate_id, node, reason) VALUES {values}"
+    )
+}
+
+/// Appends events to the log in the order given (and keeps them for [`run::log_events`] after
+/// the commit): whole chunks of [`EVENTS_PER_INSERT`] in one statement each, the rest one by one.
 pub(super) fn write_events<'a>(
     conn: &Connection,
     events: impl IntoIterator<Item = &'a RunEvent>,
 ) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT INTO batchtaskevent (batchtask_id, at, from_state, to_state, associate_id, node, reason) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .map_err(backend)?;
-    let log = run::logging_events();
-    for e in events {
-        if log {
-            WRITTEN.with(|w| w.borrow_mut().push(e.clone()));
+    static SQL: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    let [one, chunk] = SQL.get_or_init(|| [events_sql(1), events_sql(EVENTS_PER_INSERT)]);
+    let events: Vec<&RunEvent> = events.into_iter().collect();
+    if run::logging_events() {
+        WRITTEN.with(|w| w.borrow_mut().extend(events.iter().map(|e| (*e).clone())));
+    }
+    let mut chunks = events.chunks_exact(EVENTS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut stmt = conn.prepare_cached(chunk).map_err(backend)?;
+        for rows in chunks.by_ref() {
+            bind_events(&mut stmt, rows)?;
+            stmt.raw_execute().map_err(backend)?;
         }
-        stmt.execute(params![
-            e.task_id,
-            micros(e.at),
-            e.from.map(BatchTaskState::number),
-            e.to.map(BatchTaskState::number),
-            e.associate_id,
-            e.node,
-            e.reason,
-        ])
-        .map_err(backend)?;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut stmt = conn.prepare_cached(one).map_err(backend)?;
+        for e in rest {
+            bind_events(&mut stmt, std::slice::from_ref(e))?;
+            stmt.raw_execute().map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+/// Binds `events` to the parameters of an insert of as many rows.
+fn bind_events(stmt: &mut rusqlite::CachedStatement<'_>, events: &[&RunEvent]) -> Result<(), StoreError> {
+    for (i, e) in events.iter().enumerate() {
+        let at = i * 7;
+        let bind = |stmt: &mut rusqlite::CachedStatement<'_>, n: usize, v: &dyn rusqlite::ToSql| {
+            stmt.raw_bind_parameter(at + n, v).map_err(backend)
+        };
+        bind(stmt, 1, &e.task_id)?;
+        bind(stmt, 2, &micros(e.at))?;
+        bind(stmt, 3, &e.from.map(BatchTaskState::number))?;
+        bind(stmt, 4, &e.to.map(BatchTaskState::number))?;
+        bind(stmt, 5, &e.associate_id)?;
+        bind(stmt, 6, &e.node)?;
+        bind(stmt, 7, &e.reason)?;
     }
     Ok(())
 }
@@ -299,13 +363,14 @@ fn claim_ids(
         return Ok(Vec::new());
     }
     let token = new_token();
-    let mut out = Vec::with_capacity(ids.len());
+    let (mut out, mut changes) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
     for row in load_run_rows(conn, ids, true)? {
         if let Some((claimed, change)) = run::claim(row, req, &token, now) {
-            write(conn, &change)?;
             out.push(claimed);
+            changes.push(change);
         }
     }
+    write_batch(conn, &changes)?;
     Ok(out)
 }
 
@@ -373,10 +438,14 @@ pub(super) fn finish(
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str()))?;
     let before: Vec<(i32, BatchTaskState)> = rows.iter().map(|r| (r.task.id, r.task.state)).collect();
     let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
-    for change in changes {
-        let from = before.iter().find(|b| b.0 == change.row.task.id).map_or(BatchTaskState::New, |b| b.1);
-        write(conn, &super::deps::fail_blocked_rerun(conn, from, change, now)?)?;
-    }
+    let changes = changes
+        .into_iter()
+        .map(|change| {
+            let from = before.iter().find(|b| b.0 == change.row.task.id).map_or(BatchTaskState::New, |b| b.1);
+            super::deps::fail_blocked_rerun(conn, from, change, now)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    write_batch(conn, &changes)?;
     Ok(answers)
 }
 
