@@ -389,7 +389,9 @@ impl TaskService {
     ) -> Result<Task, StoreError> {
         for attempt in 1..=UPDATE_ATTEMPTS {
             let not_found = || StoreError::from(DomainError::TaskNotFound { id: id.into() });
-            let snapshot = self.store.get_task(id).await?.ok_or_else(not_found)?;
+            // Read from the database, not the task cache: the preconditions are checked on it,
+            // and a cached copy a moment behind another node's write would refuse with a 412.
+            let snapshot = self.store.tasks_by_id(&[id]).await?.pop().ok_or_else(not_found)?;
             // Refusals first, so a task the caller may not touch costs no computing.
             may_update(caller, &snapshot, &pre)?;
             let version = snapshot.version;

@@ -186,6 +186,39 @@ async fn the_default_max_age_bounds_a_lost_notice_on_postgres() {
     assert!(took <= Duration::from_millis(1500), "served stale for {took:?}, past the 1 s max age");
 }
 
+/// A PATCH decides on the stored task, not on a cached copy: a copy a moment behind another
+/// node's write (here one the feed never tells) must not refuse the new ETag with a 412.
+#[tokio::test]
+async fn a_patch_checks_its_precondition_on_the_stored_task_on_postgres() {
+    let Some(db) = TestPg::create("cache::a_patch_checks_its_precondition_on_the_stored_task").await else {
+        return;
+    };
+    let b = node(Some(&db.url), "b").await;
+    let id = b.create(&json!({"Name": "ext", "Description": "old"})).await;
+    assert_eq!(get(&b, id).await.1["Description"], "old");
+    let mut conn = db.connect().await;
+    sqlx::query("SET batchd.task_notices = 'after_commit'").execute(&mut conn).await.unwrap();
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE batchtask SET description = 'new', updatedcount = updatedcount + 1 WHERE batchtask_id = $1 \
+         RETURNING updatedcount::bigint",
+    )
+    .bind(id as i32)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(get(&b, id).await.1["Description"], "old", "the cached copy is the old one (60 s max age)");
+    let res = b
+        .request(reqwest::Method::PATCH, &path(id))
+        .header("Content-Type", "application/merge-patch+json")
+        .header("If-Match", format!("\"{id}-{version}\""))
+        .body(json!({"Response": "patched"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let t = ok(res).await;
+    assert_eq!((&t["Description"], &t["Response"]), (&json!("new"), &json!("patched")));
+}
+
 #[tokio::test]
 async fn with_the_feed_down_no_stale_task_is_served_on_postgres() {
     let Some(db) = TestPg::create("cache::with_the_feed_down_no_stale_task_is_served_on_postgres").await else {

@@ -211,6 +211,44 @@ async fn postgres_a_retry_waits_for_a_dependency_ending_on_another_node() {
     assert_eq!(store.get_task(t).await.unwrap().unwrap().state, BatchTaskState::Failed);
 }
 
+/// A dependency's success neither waits for nor counts down a dependent that is not `New` (a
+/// move of that dependent to `New` may hold its row while it waits for the dependency's: a
+/// deadlock); the dependent counts what it still waits for when it enters `New`.
+#[tokio::test]
+async fn postgres_a_dependency_succeeding_does_not_wait_for_a_dependent_that_is_not_new() {
+    let Some(db) = TestPg::create("store_contract::postgres_a_dependency_succeeding_no_wait").await else { return };
+    let (store, probe) = pg_store(&db).await;
+    let t0 = micros_now();
+    let d = store.create_task(task("dep", 1, None), t0).await.unwrap().id;
+    let e = store.create_task(task("dep", 1, None), t0).await.unwrap().id;
+    let t = store.create_task(NewTask { after: vec![d, e], ..task("dep", 1, None) }, t0).await.unwrap().id;
+    set_state(&store, e, BatchTaskState::Failed).await;
+    assert_eq!(store.get_task(t).await.unwrap().unwrap().state, BatchTaskState::Failed);
+    store.retry_task(e, t0, Actor::default(), Box::new(|_| Ok(()))).await.unwrap();
+    set_state(&store, e, BatchTaskState::Succeeded).await;
+    // The failed dependent's row held elsewhere, as by a move of it to New that has not yet
+    // reached its dependencies' rows.
+    let mut other = probe.0.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM batchtask WHERE batchtask_id = $1 FOR UPDATE")
+        .bind(t)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let ended =
+        tokio::time::timeout(std::time::Duration::from_secs(3), set_state(&store, d, BatchTaskState::Succeeded)).await;
+    assert!(ended.is_ok(), "the dependency's success waited for a dependent that is not New");
+    other.rollback().await.unwrap();
+    // Back to New, it counts its edges: both satisfied, so it is ready at once.
+    store.retry_task(t, micros_now(), Actor::default(), Box::new(|_| Ok(()))).await.unwrap();
+    let waiting: i32 = sqlx::query_scalar("SELECT waiting_on FROM batchtask WHERE batchtask_id = $1")
+        .bind(t)
+        .fetch_one(&probe.0)
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0, "a task made New counts its unsatisfied edges");
+    assert_eq!(store.get_task(t).await.unwrap().unwrap().state, BatchTaskState::New);
+}
+
 /// The schedule's tick locks its definition row without blocking the key-share lock that a
 /// create's foreign key takes on it (a task of the name being created, uncommitted, elsewhere).
 #[tokio::test]

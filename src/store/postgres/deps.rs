@@ -4,23 +4,22 @@
 //! - A create reads its dependencies `FOR SHARE`: a dependency finishing at the same time (its
 //!   row is locked `FOR UPDATE` by the finish) is either seen finished, or its finish waits for
 //!   the create's commit and then, in a later statement, sees the new edges.
-//! - A dependency's end locks its waiting dependents in id order before changing them; success
-//!   marks its edges satisfied and decrements each dependent's `waiting_on` (a decrement, so two
-//!   dependencies of one task succeeding on two nodes both count), and notifies the nodes of the
-//!   tasks it released (the feed's trigger only sees state changes).
+//! - A dependency's end locks its waiting dependents that are `New`, in id order, before
+//!   changing them; success marks all its edges satisfied and decrements the `New` dependents'
+//!   `waiting_on` (a decrement, so two dependencies of one task succeeding on two nodes both
+//!   count), and notifies the nodes of the tasks it released (the feed's trigger only sees state
+//!   changes). `waiting_on` is therefore exact only for `New` tasks, which is where it is read.
 //! - A task made `New` again (a retry, a move by hand, a rescue, a run retried or handed back)
-//!   reads the dependencies it still waits for `FOR SHARE`, in id order, after locking itself.
-//!   Every path that ends a dependency holds its row `FOR UPDATE` from before it reads the
-//!   dependents to its commit, so the two serialise on the dependency's row: either the rerun
-//!   sees the dependency `Failed` (and is refused, or fails the task), or the end waits for the
-//!   rerun's commit and then, in a later statement under READ COMMITTED, sees the task `New`
-//!   and fails it. Lock order: a dependency's end takes the dependency, then the dependents
-//!   still `New` (ids above it); a rerun takes the task, then its dependencies. They cannot wait
-//!   on each other in a cycle: an end waits for a dependent's lock only when that dependent is
-//!   committed `New`, and a rerun only checks a task that is not `New`. The end's filter on
-//!   `state = 1` before it locks is therefore exact, and locking every dependent first (whatever
-//!   its state) would add that cycle: the end holding the dependency and waiting for the task a
-//!   rerun holds while the rerun waits for the dependency.
+//!   reads the dependencies it still waits for `FOR SHARE`, in id order, after locking itself,
+//!   and then counts its unsatisfied edges into `waiting_on`. Every path that ends a dependency
+//!   holds its row `FOR UPDATE` from before it reads the dependents to its commit, so the two
+//!   serialise on the dependency's row: either the rerun waits for the end's commit and then
+//!   sees the dependency ended (refused or failed if it failed; counted satisfied if it
+//!   succeeded), or the end waits for the rerun's commit and then, in a later statement under
+//!   READ COMMITTED, sees the task `New` (and fails it, or counts it down).
+//! - Lock order: an end takes the dependency, then its dependents committed `New`; a rerun takes
+//!   the task (not `New`), then its dependencies. An end never waits for a task that is not
+//!   `New`, and a rerun never holds a `New` task, so they cannot wait on each other in a cycle.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -102,9 +101,12 @@ pub async fn after_end(
 ) -> Result<Vec<Change>, StoreError> {
     let succeeded: Vec<i32> = ended.iter().filter(|(_, h)| *h == Ended::Succeeded).map(|(i, _)| *i).collect();
     if !succeeded.is_empty() {
+        // Only dependents committed `New` are locked and counted down: one in another state may
+        // be held by a rerun that waits for this dependency's row (a cycle), and a task that
+        // enters `New` counts its unsatisfied edges itself (`unsatisfied`).
         sqlx::query(
             "SELECT 1 FROM batchtask WHERE batchtask_id IN (SELECT task_id FROM batchtask_after \
-             WHERE after_id = ANY($1) AND NOT satisfied) ORDER BY batchtask_id FOR UPDATE",
+             WHERE after_id = ANY($1) AND NOT satisfied) AND state = 1 ORDER BY batchtask_id FOR UPDATE",
         )
         .bind(&succeeded)
         .execute(&mut *conn)
@@ -115,7 +117,7 @@ pub async fn after_end(
              RETURNING task_id), \
              n AS (SELECT task_id, count(*)::integer AS n FROM done GROUP BY task_id), \
              released AS (UPDATE batchtask t SET waiting_on = t.waiting_on - n.n FROM n \
-             WHERE t.batchtask_id = n.task_id RETURNING t.name, t.waiting_on, t.state) \
+             WHERE t.batchtask_id = n.task_id AND t.state = 1 RETURNING t.name, t.waiting_on, t.state) \
              SELECT pg_notify('batchd', 'new:' || name) FROM released WHERE waiting_on = 0 AND state = 1",
         )
         .bind(&succeeded)
@@ -171,17 +173,31 @@ async fn unsatisfied(
     .fetch_all(&mut *conn)
     .await
     .map_err(backend)?;
-    if edges.is_empty() {
-        return Ok(Vec::new());
-    }
     let mut deps: Vec<i32> = edges.iter().map(|e| e.1).collect();
     deps.sort_unstable();
     deps.dedup();
-    let states: Vec<(i32, i32)> = sqlx::query_as(
-        "SELECT batchtask_id, state FROM batchtask WHERE batchtask_id = ANY($1) ORDER BY batchtask_id FOR SHARE",
+    let states: Vec<(i32, i32)> = if deps.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "SELECT batchtask_id, state FROM batchtask WHERE batchtask_id = ANY($1) ORDER BY batchtask_id FOR SHARE",
+        )
+        .bind(&deps)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(backend)?
+    };
+    // A dependency's success counts down only dependents that are `New` (see `after_end`), so a
+    // task entering `New` counts what it still waits for; read after the locks above, this sees
+    // every success that committed before them, and later ones find the task `New`.
+    sqlx::query(
+        "UPDATE batchtask t SET waiting_on = c.n FROM (SELECT t2.batchtask_id AS id, \
+         (SELECT count(*)::integer FROM batchtask_after a WHERE a.task_id = t2.batchtask_id AND NOT a.satisfied) AS n \
+         FROM batchtask t2 WHERE t2.batchtask_id = ANY($1)) c \
+         WHERE t.batchtask_id = c.id AND t.waiting_on IS DISTINCT FROM c.n",
     )
-    .bind(&deps)
-    .fetch_all(&mut *conn)
+    .bind(ids)
+    .execute(&mut *conn)
     .await
     .map_err(backend)?;
     Ok(edges.into_iter().map(|(t, a)| (t, a, states.iter().find(|s| s.0 == a).map(|s| state_of(s.1)))).collect())

@@ -687,23 +687,44 @@ impl Store for PostgresStore {
     ) -> Result<Task, StoreError> {
         let now = runner::at(now);
         // The task notice follows the commit (see `notices`): edits do not queue on each other.
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        // It is armed before the first statement that may commit: a request dropped mid-write
+        // may still have committed, and then other nodes must hear of it.
+        let notice = notices::OnDrop::new(&self.notices, id);
+        let refused = |e: StoreError, notice: notices::OnDrop<'_>| {
+            // A refusal or a missing row is decided before anything is written.
+            if matches!(e, StoreError::Rejected(_) | StoreError::NotFound) {
+                notice.disarm();
+            }
+            e
+        };
+        let mut conn = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return Err(refused(backend(e), notice)),
+        };
         for _ in 0..UNLOCKED_TRIES {
-            match runner::modify_unlocked(&mut conn, id, now, &actor, &change).await? {
-                runner::Unlocked::Done(task) => {
-                    self.notices.changed_all([id]);
-                    return Ok(*task);
-                }
-                runner::Unlocked::Raced => continue,
-                runner::Unlocked::NeedsLock => break,
+            match runner::modify_unlocked(&mut conn, id, now, &actor, &change).await {
+                Ok(runner::Unlocked::Done(task)) => return Ok(*task),
+                Ok(runner::Unlocked::Raced) => continue,
+                Ok(runner::Unlocked::NeedsLock) => break,
+                Err(e) => return Err(refused(e, notice)),
             }
         }
         // A state move, or a row others keep writing: under the row lock, edits queue.
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, notices::BEGIN_QUIET).await.map_err(backend)?;
-        let (task, failed) = runner::modify_task(&mut tx, id, now, &actor, &change).await?;
-        tx.commit().await.map_err(backend)?;
+        let mut tx = match sqlx::Connection::begin_with(&mut *conn, notices::BEGIN_QUIET).await {
+            Ok(tx) => tx,
+            Err(e) => return Err(refused(backend(e), notice)),
+        };
+        let (task, failed) = match runner::modify_task(&mut tx, id, now, &actor, &change).await {
+            Ok(done) => done,
+            Err(e) => {
+                drop(tx);
+                return Err(refused(e, notice));
+            }
+        };
         // The task first, then the dependents its change failed: a stream shows them in that order.
-        self.notices.changed_all(std::iter::once(id).chain(failed));
+        let mut notice = notice;
+        notice.extend(failed);
+        tx.commit().await.map_err(backend)?;
         Ok(task)
     }
 

@@ -46,6 +46,38 @@ struct Inner {
 #[derive(Clone, Default)]
 pub(super) struct Deferred(Arc<Inner>);
 
+/// The notice of an edit that may commit: sent when dropped, so that a request abandoned while
+/// its statement or COMMIT is in flight (the server commits it anyway) still tells the other
+/// nodes and their caches. Disarmed only by an answer that proves nothing was written.
+pub(super) struct OnDrop<'a> {
+    notices: &'a Deferred,
+    ids: Vec<i32>,
+}
+
+impl<'a> OnDrop<'a> {
+    pub(super) fn new(notices: &'a Deferred, id: i32) -> OnDrop<'a> {
+        OnDrop { notices, ids: vec![id] }
+    }
+
+    /// Further tasks the edit changed, told after the first.
+    pub(super) fn extend(&mut self, ids: impl IntoIterator<Item = i32>) {
+        self.ids.extend(ids);
+    }
+
+    /// Nothing was written: no notice.
+    pub(super) fn disarm(mut self) {
+        self.ids.clear();
+    }
+}
+
+impl Drop for OnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() {
+            self.notices.changed_all(std::mem::take(&mut self.ids));
+        }
+    }
+}
+
 impl Deferred {
     /// The task was changed by a committed transaction that raised no notice for it.
     #[cfg(test)]
