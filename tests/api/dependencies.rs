@@ -229,32 +229,26 @@ async fn ids_are_checked_against_rights_and_bounded(app: &TestApp) {
     // Its fixed word matches in any case, as the others do.
     assert_eq!(ann.get(&format!("/API/v1/batchtask/{annes}/dependencies/")).await.status(), 200);
     // XML bodies: `<After><int>…</int></After>`.
-    let body = format!("<BatchTaskInfo><Name>ext</Name><After><int>{annes}</int></After></BatchTaskInfo>");
-    let res = ann
-        .request(Method::POST, "/api/v1/BatchTask")
-        .header("Content-Type", "application/xml")
-        .header("Accept", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let id = res.json::<i64>().await.unwrap();
+    let xml_create = |body: String| async {
+        let res = ann
+            .request(Method::POST, "/api/v1/BatchTask")
+            .header("Content-Type", "application/xml")
+            .header("Accept", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<i64>().await.unwrap()
+    };
+    let id =
+        xml_create(format!("<BatchTaskInfo><Name>ext</Name><After><int>{annes}</int></After></BatchTaskInfo>")).await;
     assert_eq!(deps(app, id).await["After"][0]["Id"], annes);
     // A one-item list as bare text is that id; a parameter called After is a parameter.
-    let body = format!(
+    let id = xml_create(format!(
         "<BatchTaskInfo><Name>ext</Name><After>{annes}</After><ParameterObject><After>x</After></ParameterObject></BatchTaskInfo>"
-    );
-    let res = ann
-        .request(Method::POST, "/api/v1/BatchTask")
-        .header("Content-Type", "application/xml")
-        .header("Accept", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let id = res.json::<i64>().await.unwrap();
+    ))
+    .await;
     assert_eq!(deps(app, id).await["After"][0]["Id"], annes);
     let task: Value = ann.get(&format!("/api/v1/BatchTask/{id}")).await.json().await.unwrap();
     assert_eq!(task["ParameterObject"]["After"], "x", "{task}");
