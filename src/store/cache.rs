@@ -251,6 +251,11 @@ impl CachedStore {
     /// Wraps `inner`, and follows its change feed for other nodes' writes for as long as the
     /// cache lives.
     pub fn wrap(inner: Arc<dyn Store>, limits: Limits) -> Arc<dyn Store> {
+        Self::wrap_cache(inner, limits).0
+    }
+
+    /// [`CachedStore::wrap`], with the cache itself, to look at what it holds (tests).
+    pub fn wrap_cache(inner: Arc<dyn Store>, limits: Limits) -> (Arc<dyn Store>, Arc<TaskCache>) {
         let cache = Arc::new(TaskCache::new(limits));
         // Subscribed before the first read, so that no notice falls between.
         let mut feed = inner.feed().subscribe();
@@ -268,7 +273,7 @@ impl CachedStore {
                 }
             }
         });
-        Arc::new(CachedStore { inner, cache })
+        (Arc::new(CachedStore { inner, cache: cache.clone() }), cache)
     }
 
     fn all(&self) -> Stale<'_> {
