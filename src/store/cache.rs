@@ -224,9 +224,10 @@ fn may_fail_dependents(state: BatchTaskState) -> bool {
     Ended::of(state) == Some(Ended::Failed)
 }
 
-/// The same for a runner's outcome state, which may be told before a rerun that a failed
-/// dependency blocks was turned into a failure: `New` may have been written as `Failed`.
-fn outcome_may_fail_dependents(state: BatchTaskState) -> bool {
+/// The same for a finish's answered state, which is told before a rerun that a failed
+/// dependency blocks is turned into a failure: `New` may have been written as `Failed`. (A
+/// rescue answers the state written.)
+fn finish_may_fail_dependents(state: BatchTaskState) -> bool {
     state == BatchTaskState::New || may_fail_dependents(state)
 }
 
@@ -460,7 +461,7 @@ impl Store for CachedStore {
         let ids: Vec<i32> = finishes.iter().map(|f| f.id).collect();
         let finished = self.inner.finish_tasks(finishes, now).await;
         if let Ok(results) = &finished
-            && !results.iter().any(|r| matches!(r, FinishResult::Done(s) if outcome_may_fail_dependents(*s)))
+            && !results.iter().any(|r| matches!(r, FinishResult::Done(s) if finish_may_fail_dependents(*s)))
         {
             stale.only(ids);
         }
@@ -498,7 +499,7 @@ impl Store for CachedStore {
         let stale = self.all();
         let rescued = self.inner.rescue_expired(node, now, limit, stop_grace).await;
         if let Ok(rescued) = &rescued
-            && !rescued.iter().any(|r| outcome_may_fail_dependents(r.to))
+            && !rescued.iter().any(|r| may_fail_dependents(r.to))
         {
             stale.only(rescued.iter().map(|r| r.id));
         }
