@@ -30,6 +30,7 @@ use super::{
     AssociateCredentials, CreatedOnce, DefinitionRow, DefinitionStatus, DeleteGuard, Dependencies, ListQuery, ListRow,
     NewAssociate, Store, StoreError, TaskChange, TaskFilter, TaskStats, access,
 };
+use crate::domain::dependency::Ended;
 use crate::domain::{Associate, BatchTaskState, NewTask, Task};
 
 /// How much the cache holds and how long an entry may be served.
@@ -209,6 +210,25 @@ impl<'a> Stale<'a> {
     fn none(mut self) {
         self.armed = false;
     }
+    /// The write answered that it changed only these tasks.
+    fn only(mut self, ids: impl IntoIterator<Item = i32>) {
+        self.ids = Some(ids.into_iter().collect());
+    }
+}
+
+/// Whether a task that a write left in `state` may have failed tasks waiting for it (the
+/// dependency cascade, decided inside the store's transaction; which ones it does not say back).
+/// A success only counts its dependents' `waiting_on` down, which no read of a task shows (not
+/// its fields, version or `updated`), so only a failure moves another task.
+fn may_fail_dependents(state: BatchTaskState) -> bool {
+    Ended::of(state) == Some(Ended::Failed)
+}
+
+/// The same for a finish's answered state, which is told before a rerun that a failed
+/// dependency blocks is turned into a failure: `New` may have been written as `Failed`. (A
+/// rescue answers the state written.)
+fn finish_may_fail_dependents(state: BatchTaskState) -> bool {
+    state == BatchTaskState::New || may_fail_dependents(state)
 }
 
 impl Drop for Stale<'_> {
@@ -232,6 +252,11 @@ impl CachedStore {
     /// Wraps `inner`, and follows its change feed for other nodes' writes for as long as the
     /// cache lives.
     pub fn wrap(inner: Arc<dyn Store>, limits: Limits) -> Arc<dyn Store> {
+        Self::wrap_cache(inner, limits).0
+    }
+
+    /// [`CachedStore::wrap`], with the cache itself, to look at what it holds (tests).
+    pub fn wrap_cache(inner: Arc<dyn Store>, limits: Limits) -> (Arc<dyn Store>, Arc<TaskCache>) {
         let cache = Arc::new(TaskCache::new(limits));
         // Subscribed before the first read, so that no notice falls between.
         let mut feed = inner.feed().subscribe();
@@ -249,7 +274,7 @@ impl CachedStore {
                 }
             }
         });
-        Arc::new(CachedStore { inner, cache })
+        (Arc::new(CachedStore { inner, cache: cache.clone() }), cache)
     }
 
     fn all(&self) -> Stale<'_> {
@@ -278,13 +303,22 @@ impl Store for CachedStore {
         Ok(task)
     }
 
-    // Every write below marks the whole cache stale unless it changes only the tasks it names:
-    // a task's end, stop, edit, retry or deletion may move its dependents too, which the store
-    // decides inside its transaction and does not tell back.
+    // Every write below starts by marking the whole cache stale (what a write abandoned half-way
+    // or failed may have changed), and narrows that to the tasks its answer names when the answer
+    // shows it changed no other: the only write to another task is the dependency cascade, and
+    // its visible part is failing dependents ([`may_fail_dependents`]), which the store decides
+    // inside its transaction and does not tell back. So a write that failed a task, or deleted
+    // one, still marks everything. A create changes no other task (its edges and `waiting_on`
+    // are not part of a read; a dependency already failed fails only the new task, which has no
+    // dependents yet), and its new id is not cached (absence is not): it marks its own id.
 
     async fn create_task(&self, new: NewTask, now: DateTime<Utc>) -> Result<Task, StoreError> {
-        let _stale = self.all();
-        self.inner.create_task(new, now).await
+        let stale = self.all();
+        let created = self.inner.create_task(new, now).await;
+        if let Ok(t) = &created {
+            stale.only([t.id]);
+        }
+        created
     }
     async fn tasks_by_id(&self, ids: &[i32]) -> Result<Vec<Task>, StoreError> {
         self.inner.tasks_by_id(ids).await
@@ -299,8 +333,14 @@ impl Store for CachedStore {
         actor: Actor,
         change: TaskChange,
     ) -> Result<Task, StoreError> {
-        let _stale = self.all();
-        self.inner.modify_task(id, now, actor, change).await
+        let stale = self.all();
+        let modified = self.inner.modify_task(id, now, actor, change).await;
+        if let Ok(t) = &modified
+            && !may_fail_dependents(t.state)
+        {
+            stale.only([id]);
+        }
+        modified
     }
     async fn delete_task(
         &self,
@@ -390,14 +430,19 @@ impl Store for CachedStore {
         now: DateTime<Utc>,
         claim: &ClaimRequest,
     ) -> Result<(Task, Option<Lease>), StoreError> {
-        let _stale = self.all();
-        self.inner.create_and_claim(new, now, claim).await
+        let stale = self.all();
+        let created = self.inner.create_and_claim(new, now, claim).await;
+        if let Ok((t, _)) = &created {
+            stale.only([t.id]);
+        }
+        created
     }
     async fn claim_tasks(&self, req: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>, StoreError> {
+        // A claim starts runs (never ends one): only the claimed tasks change.
         let stale = self.all();
         let claimed = self.inner.claim_tasks(req, now).await;
-        if claimed.as_ref().is_ok_and(Vec::is_empty) {
-            stale.none();
+        if let Ok(claimed) = &claimed {
+            stale.only(claimed.iter().map(|c| c.task.id));
         }
         claimed
     }
@@ -412,8 +457,15 @@ impl Store for CachedStore {
         self.inner.renew_leases(beats, lease, now).await
     }
     async fn finish_tasks(&self, finishes: Vec<Finish>, now: DateTime<Utc>) -> Result<Vec<FinishResult>, StoreError> {
-        let _stale = self.all();
-        self.inner.finish_tasks(finishes, now).await
+        let stale = self.all();
+        let ids: Vec<i32> = finishes.iter().map(|f| f.id).collect();
+        let finished = self.inner.finish_tasks(finishes, now).await;
+        if let Ok(results) = &finished
+            && !results.iter().any(|r| matches!(r, FinishResult::Done(s) if finish_may_fail_dependents(*s)))
+        {
+            stale.only(ids);
+        }
+        finished
     }
     async fn request_stop(
         &self,
@@ -423,8 +475,13 @@ impl Store for CachedStore {
         by: String,
         guard: DeleteGuard,
     ) -> Result<StopResult, StoreError> {
-        let _stale = self.all();
-        self.inner.request_stop(id, now, actor, by, guard).await
+        let stale = self.all();
+        let stopped = self.inner.request_stop(id, now, actor, by, guard).await;
+        // Stopped at once is `Failed`: that may fail its dependents.
+        if let Ok(StopResult::Requested { .. } | StopResult::Refused(_)) = &stopped {
+            stale.only([id]);
+        }
+        stopped
     }
     async fn lease_info(&self, id: i32) -> Result<Option<LeaseInfo>, StoreError> {
         self.inner.lease_info(id).await
@@ -441,12 +498,16 @@ impl Store for CachedStore {
     ) -> Result<Vec<Rescued>, StoreError> {
         let stale = self.all();
         let rescued = self.inner.rescue_expired(node, now, limit, stop_grace).await;
-        if rescued.as_ref().is_ok_and(Vec::is_empty) {
-            stale.none();
+        if let Ok(rescued) = &rescued
+            && !rescued.iter().any(|r| may_fail_dependents(r.to))
+        {
+            stale.only(rescued.iter().map(|r| r.id));
         }
         rescued
     }
     async fn release_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<i32>, StoreError> {
+        // A task handed back may end `Failed` instead (a failed dependency blocks its rerun),
+        // and the answer does not say which: any released task marks everything.
         let stale = self.all();
         let released = self.inner.release_node(node, now).await;
         if released.as_ref().is_ok_and(Vec::is_empty) {
@@ -479,10 +540,11 @@ impl Store for CachedStore {
         now: DateTime<Utc>,
         new: NewTask,
     ) -> Result<(Option<Task>, DateTime<Utc>), StoreError> {
+        // The definition's next start is no task; a created task is a create.
         let stale = self.all();
         let ticked = self.inner.schedule_tick(tick, now, new).await;
-        if ticked.as_ref().is_ok_and(|(created, _)| created.is_none()) {
-            stale.none();
+        if let Ok((created, _)) = &ticked {
+            stale.only(created.iter().map(|t| t.id));
         }
         ticked
     }
@@ -503,8 +565,14 @@ impl Store for CachedStore {
         now: DateTime<Utc>,
         key: &crate::domain::idempotency::KeyedCreate,
     ) -> Result<CreatedOnce, StoreError> {
-        let _stale = self.all();
-        self.inner.create_task_once(new, now, key).await
+        let stale = self.all();
+        let created = self.inner.create_task_once(new, now, key).await;
+        match &created {
+            Ok(CreatedOnce::Created(t)) => stale.only([t.id]),
+            Ok(CreatedOnce::Replayed(_)) => stale.none(),
+            Err(_) => {}
+        }
+        created
     }
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
         self.inner.purge_idempotency_keys(before, limit).await
@@ -516,8 +584,15 @@ impl Store for CachedStore {
         actor: Actor,
         guard: DeleteGuard,
     ) -> Result<Task, StoreError> {
-        let _stale = self.all();
-        self.inner.retry_task(id, now, actor, guard).await
+        // A retry makes the task `New` (or refuses): it ends nothing, so no dependent moves.
+        let stale = self.all();
+        let retried = self.inner.retry_task(id, now, actor, guard).await;
+        if let Ok(t) = &retried
+            && !may_fail_dependents(t.state)
+        {
+            stale.only([id]);
+        }
+        retried
     }
     async fn task_dependencies(
         &self,

@@ -363,3 +363,93 @@ async fn a_version_only_change_reaches_another_postgres_node() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A runner's claim and finishes of one task mark only that task: another task's entry stays
+/// (also one waiting for it, until it ends), while a failure that fails a dependent drops the
+/// dependent's entry. On the one-thread runtime, as above.
+async fn a_runners_writes_mark_only_what_they_changed(store: std::sync::Arc<dyn batchd::store::Store>) {
+    use batchd::domain::{BatchTaskState as S, NewTask, Task};
+    use batchd::store::runner::{ClaimName, ClaimRequest, Finish, FinishOutcome, FinishResult};
+    let limits = batchd::store::cache::Limits { entries: 100, bytes: 1 << 20, max_age: Duration::from_secs(60) };
+    let (store, cache) = batchd::store::cache::CachedStore::wrap_cache(store, limits);
+    let now = chrono::Utc::now;
+    let claim = ClaimRequest {
+        node: "n".into(),
+        lease: Duration::from_secs(60),
+        names: vec![ClaimName { name: "m".into(), concurrency: None, rate: None }],
+        max: 1,
+        start: false,
+        associate_id: None,
+    };
+    let finish = |id: i32, token: &str, outcome| Finish {
+        id,
+        token: token.to_owned(),
+        outcome,
+        result: None,
+        response: None,
+        progress: None,
+        actor: batchd::store::runner::Actor::default(),
+    };
+    let new = |name: &str, after: Vec<i32>| NewTask { name: name.into(), associate_id: 1, after, ..NewTask::default() };
+    // The stored row, past the cache.
+    let stored = async |id: i32| -> Task { store.tasks_by_id(&[id]).await.unwrap().pop().unwrap() };
+    // Many rounds: on PostgreSQL the feed's notice of the dependent sometimes lands first.
+    for (round, fail) in (0..24).map(|round| (round, round % 2 == 1)) {
+        let a = store.create_task(new("m", vec![]), now()).await.unwrap().id;
+        let other = store.create_task(new("Export", vec![]), now()).await.unwrap().id;
+        let dependent = store.create_task(new("Export", vec![a]), now()).await.unwrap().id;
+        // SQLite's feed tells of the dependent's edges written after its insert: let it drop
+        // the entry before the fill, not after.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cached_other = store.get_task(other).await.unwrap().unwrap();
+        let cached_dependent = store.get_task(dependent).await.unwrap().unwrap();
+        let unchanged = |what: &str, id: i32, cached: &Task| {
+            let entry = cache.get(id, store.feed().session(), Instant::now());
+            assert_eq!(entry.as_ref(), Some(cached), "round {round}: {what} of task {a} left task {id} cached");
+        };
+
+        let claimed = store.claim_tasks(&claim, now()).await.unwrap();
+        assert_eq!(claimed.iter().map(|c| c.task.id).collect::<Vec<_>>(), [a], "round {round}");
+        assert_eq!(store.get_task(a).await.unwrap().unwrap().state, S::Aquired, "round {round}: a claim");
+        unchanged("a claim", other, &cached_other);
+        unchanged("a claim", dependent, &cached_dependent);
+        let token = claimed[0].lease.token.clone();
+        let r = store.finish_tasks(vec![finish(a, &token, FinishOutcome::Start)], now()).await.unwrap();
+        assert_eq!(r, [FinishResult::Done(S::Started)]);
+        assert_eq!(store.get_task(a).await.unwrap().unwrap().state, S::Started, "round {round}: a start");
+        unchanged("a start", other, &cached_other);
+        unchanged("a start", dependent, &cached_dependent);
+
+        let outcome = if fail { FinishOutcome::Failed { retry: false } } else { FinishOutcome::Succeeded };
+        let end = if fail { S::Failed } else { S::Succeeded };
+        let r = store.finish_tasks(vec![finish(a, &token, outcome)], now()).await.unwrap();
+        assert_eq!(r, [FinishResult::Done(end)], "round {round}");
+        assert_eq!(store.get_task(a).await.unwrap().unwrap().state, end, "round {round}: an end");
+        if fail {
+            let t = store.get_task(dependent).await.unwrap().unwrap();
+            let want = format!("dependency {a} failed");
+            assert_eq!((t.state, t.result.as_deref()), (S::Failed, Some(want.as_str())), "round {round}: the cascade");
+            assert_eq!(t, stored(dependent).await, "round {round}");
+        } else {
+            unchanged("a success", other, &cached_other);
+            // A success only counted the dependent's wait down: nothing a read shows. (Its entry
+            // may still go: SQLite's feed tells of every row updated.)
+            assert_eq!(stored(dependent).await, cached_dependent, "round {round}: the success changed nothing visible");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_runners_writes_mark_only_what_they_changed_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("c.db").display());
+    a_runners_writes_mark_only_what_they_changed(batchd::store::open(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_runners_writes_mark_only_what_they_changed_on_postgres() {
+    let Some(db) = TestPg::create("cache::a_runners_writes_mark_only_what_they_changed_on_postgres").await else {
+        return;
+    };
+    a_runners_writes_mark_only_what_they_changed(batchd::store::open(&db.url).await.unwrap()).await;
+}
