@@ -336,24 +336,14 @@ pub async fn modify_task(
         task_columns!(),
         " FROM t"
     ))
-    .bind(next.state.number())
-    .bind(&next.description)
-    .bind(&next.response)
-    .bind(&next.request)
-    .bind(&next.result)
-    .bind(next.start_count)
-    .bind(next.last_started)
-    .bind(next.progress_percent)
-    .bind(&next.progress_description)
-    .bind(&next.file_name)
-    .bind(now)
-    .bind(actor.associate_id)
-    .bind(by_hand.ends_lease)
-    .bind(by_hand.resets_attempts)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend)?;
+    .bind(next.state.number());
+    let row = bind_edit(row, &next, now, actor)
+        .bind(by_hand.ends_lease)
+        .bind(by_hand.resets_attempts)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
     let task = row.as_ref().map(task_from_row).transpose().map_err(backend)?.ok_or(StoreError::NotFound)?;
     write_events(conn, &by_hand.event).await?;
     let failed = match Ended::of(next.state).filter(|_| next.state != current.state) {
@@ -361,6 +351,25 @@ pub async fn modify_task(
         None => Vec::new(),
     };
     Ok((task, failed))
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// The columns an edit writes, in the order both edit statements number them (description,
+/// response, request, result, startcount, laststarted, progress, its text, filename, updated,
+/// who).
+fn bind_edit<'q>(q: PgQuery<'q>, next: &'q Task, now: DateTime<Utc>, actor: &Actor) -> PgQuery<'q> {
+    q.bind(&next.description)
+        .bind(&next.response)
+        .bind(&next.request)
+        .bind(&next.result)
+        .bind(next.start_count)
+        .bind(next.last_started)
+        .bind(next.progress_percent)
+        .bind(&next.progress_description)
+        .bind(&next.file_name)
+        .bind(now)
+        .bind(actor.associate_id)
 }
 
 /// What [`modify_unlocked`] did.
@@ -408,24 +417,14 @@ pub(super) async fn modify_unlocked(
          AND (SELECT set_config('batchd.task_notices', 'after_commit', true)) IS NOT NULL RETURNING *) SELECT ",
         task_columns!(),
         " FROM t"
-    ))
-    .bind(&next.description)
-    .bind(&next.response)
-    .bind(&next.request)
-    .bind(&next.result)
-    .bind(next.start_count)
-    .bind(next.last_started)
-    .bind(next.progress_percent)
-    .bind(&next.progress_description)
-    .bind(&next.file_name)
-    .bind(now)
-    .bind(actor.associate_id)
-    .bind(id)
-    .bind(current.version)
-    .bind(current.state.number())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend)?;
+    ));
+    let row = bind_edit(row, &next, now, actor)
+        .bind(id)
+        .bind(current.version)
+        .bind(current.state.number())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend)?;
     match row {
         Some(r) => Ok(Unlocked::Done(Box::new(task_from_row(&r).map_err(backend)?))),
         None => Ok(Unlocked::Raced),
