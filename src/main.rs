@@ -53,11 +53,17 @@ fn configure_allocator() {
         // (docs/BENCHMARKS.md). The arena is mapped before `main`, so the option alone is too
         // late: the process-wide switch (what mimalloc does itself when the option is 0 at its
         // start) also stops huge pages in the regions already mapped.
-        // SAFETY: sets an integer option; prctl with PR_SET_THP_DISABLE only sets a flag of this
-        // process (an error, e.g. an old kernel, leaves THP as it was).
+        // The switch is inherited by children: the command runner turns it back on in the programs
+        // it starts, unless batchd itself was started with it set.
+        // SAFETY: sets an integer option; prctl with PR_{GET,SET}_THP_DISABLE only reads and sets
+        // a flag of this process (an error, e.g. an old kernel, leaves THP as it was).
         unsafe {
             mi_option_set(MI_OPTION_ALLOW_THP, 0);
-            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+            if libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 0
+                && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+            {
+                batchd::runner::THP_OFF_FOR_BATCHD_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }
