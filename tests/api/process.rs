@@ -344,16 +344,23 @@ async fn the_heap_takes_no_transparent_huge_pages_unless_asked() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim().to_owned())
     }
+    // Started with THP on, whatever this test process has (a runner test turns it off here).
+    fn thp_on(cmd: &mut Command) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+                Ok(())
+            });
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(&dir.path().join("thp.db"), &[]);
+    let server = serve_with(&dir.path().join("thp.db"), &[], thp_on);
     let Some(off) = thp_enabled(server.child.id()) else { return }; // a kernel before 5.0 does not say
     assert_eq!(off, "0", "THP_enabled of batchd serve");
-    // Left as inherited from this test process (which a runner test turns off, once).
-    let before = thp_enabled(std::process::id());
-    let asked = serve(&dir.path().join("thp2.db"), &[("MIMALLOC_ALLOW_THP", "1")]);
-    if before == thp_enabled(std::process::id()) {
-        assert_eq!(thp_enabled(asked.child.id()), before, "with MIMALLOC_ALLOW_THP=1");
-    }
+    let asked = serve_with(&dir.path().join("thp2.db"), &[("MIMALLOC_ALLOW_THP", "1")], thp_on);
+    assert_eq!(thp_enabled(asked.child.id()).as_deref(), Some("1"), "with MIMALLOC_ALLOW_THP=1");
 }
 
 /// Runs the binary to completion (killed after 20 s) and answers its exit status and stderr.
