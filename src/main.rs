@@ -25,7 +25,8 @@ use batchd::store;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// mimalloc's own settings (mimalloc.h, v2, the version the `mimalloc` crate builds).
+// mimalloc's own settings (mimalloc.h of v3, the version the `mimalloc` crate builds without its
+// `v2` feature; the numbers are v3's).
 unsafe extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
@@ -34,12 +35,36 @@ unsafe extern "C" {
 /// again, so a quiet node kept its start-up and burst peaks for seconds (idle RSS 45 MiB instead of
 /// 26; 104 MiB with 10,000 Sleep runs instead of 70, docs/BENCHMARKS.md).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+/// `mi_option_allow_thp`: mimalloc asks for transparent huge pages on its arena.
+const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 
-/// Gives freed memory back at once, unless `MIMALLOC_PURGE_DELAY` says otherwise.
+/// Gives freed memory back at once, unless `MIMALLOC_PURGE_DELAY` says otherwise; and keeps the
+/// heap in 4 KiB pages, unless `MIMALLOC_ALLOW_THP` says otherwise.
 fn configure_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an integer option; mimalloc reads options atomically.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // mimalloc madvises its 1 GiB arena MADV_HUGEPAGE, so where THP is `always` or `madvise`
+        // (the distributions' defaults) every 2 MiB region the heap touches becomes resident
+        // whole at its first touch, however little of it is used: an idle node on PostgreSQL
+        // held 15-16 MiB of anonymous memory for under 1 MiB of live heap, 7 MiB with this
+        // (docs/BENCHMARKS.md). The arena is mapped before `main`, so the option alone is too
+        // late: the process-wide switch (what mimalloc does itself when the option is 0 at its
+        // start) also stops huge pages in the regions already mapped.
+        // The switch is inherited by children: the command runner turns it back on in the programs
+        // it starts, unless batchd itself was started with it set.
+        // SAFETY: sets an integer option; prctl with PR_{GET,SET}_THP_DISABLE only reads and sets
+        // a flag of this process (an error, e.g. an old kernel, leaves THP as it was).
+        unsafe {
+            mi_option_set(MI_OPTION_ALLOW_THP, 0);
+            if libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 0
+                && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+            {
+                batchd::runner::THP_OFF_FOR_BATCHD_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 }
 

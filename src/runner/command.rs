@@ -143,6 +143,10 @@ pub fn environment(
     env
 }
 
+/// Set when batchd turned transparent huge pages off for its own heap at start (src/main.rs), so
+/// that the programs it runs get them back.
+pub static THP_OFF_FOR_BATCHD_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub async fn run(ctx: &mut Ctx, spec: &CommandSpec) -> RunEnd {
     let task = &ctx.task;
     let program = spec.program.as_str();
@@ -161,9 +165,14 @@ pub async fn run(ctx: &mut Ctx, spec: &CommandSpec) -> RunEnd {
     #[cfg(target_os = "linux")]
     {
         let parent = std::process::id();
+        let thp_back = THP_OFF_FOR_BATCHD_ONLY.load(std::sync::atomic::Ordering::Relaxed);
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
+                if thp_back {
+                    // Inherited across exec: the program gets the huge pages it had without batchd.
+                    libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+                }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 if libc::getppid() as u32 != parent {
                     libc::_exit(1); // the server died before the prctl took hold

@@ -17,6 +17,7 @@ pub mod settings;
 
 mod builtin;
 mod command;
+pub use command::THP_OFF_FOR_BATCHD_ONLY;
 mod exec;
 mod http_runner;
 mod maintenance;

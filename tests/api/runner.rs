@@ -181,6 +181,25 @@ echo "day=$BATCHD_PARAM_REPORT_DAY id=$BATCHD_TASK_ID attempt=$BATCHD_ATTEMPT st
     assert_eq!(t["Result"], "exit status 0");
 }
 
+/// batchd turns transparent huge pages off for itself (src/main.rs); the switch is inherited
+/// across exec, and a program it runs gets them back.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_command_gets_transparent_huge_pages_back_when_batchd_turned_them_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = sh(dir.path(), "grep THP_enabled /proc/self/status | tr -d ' \\t'\n");
+    // As main does for the server (this test process stands in for it).
+    // SAFETY: sets a flag of this process.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        return; // a kernel without the switch
+    }
+    batchd::runner::THP_OFF_FOR_BATCHD_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
+    let app = spawn_runner(&command_def("thp", &script, "")).await;
+    let id = app.create(&json!({"Name": "thp"})).await;
+    let t = wait_state(&app, id, "Succeeded").await;
+    assert_eq!(t["Response"], "THP_enabled:1");
+}
+
 #[tokio::test]
 async fn a_failing_command_ends_failed_with_its_status_and_stderr_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
