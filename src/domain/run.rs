@@ -519,6 +519,22 @@ pub enum FinishResult {
     Lost,
 }
 
+/// A finish batch's answers once its `changes` are final: a store turns a run made `New` whose
+/// failed dependency blocks it into a failure (`dependency::fail_rerun`), and the answer says
+/// the state written. Only `Done(New)` answers can differ; the lookup is built only for them.
+pub fn answer_as_written(answers: &mut [FinishResult], finishes: &[Finish], changes: &[Change]) {
+    let mut written: Option<HashMap<i32, BatchTaskState>> = None;
+    for (answer, f) in answers.iter_mut().zip(finishes) {
+        if *answer == FinishResult::Done(BatchTaskState::New) {
+            let written =
+                written.get_or_insert_with(|| changes.iter().map(|c| (c.row.task.id, c.row.task.state)).collect());
+            if let Some(&state) = written.get(&f.id) {
+                *answer = FinishResult::Done(state);
+            }
+        }
+    }
+}
+
 /// Ends (or starts, or releases) a run, if the token holds the live lease.
 pub fn finish(
     row: RunRow,
@@ -1167,6 +1183,27 @@ mod tests {
         assert_eq!(change.row.task.progress_description.as_deref(), Some("a\u{FFFD}b"));
         assert_eq!(change.row.lease_expires, row.lease_expires, "progress alone does not renew");
         assert!(renew(row, &beat("tok", false, None), Duration::from_secs(1), at(500)).1.is_none());
+    }
+
+    #[test]
+    fn a_finish_answers_the_state_written_when_a_store_fails_its_rerun() {
+        let f = finishing(FinishOutcome::Failed { retry: true });
+        let (done, change) = finish(running(), &f, &policy(1), at(10), 0.0);
+        assert_eq!(done, FinishResult::Done(S::New));
+        let mut failed = change.unwrap();
+        let mut answers = vec![done.clone()];
+        run_answer(&mut answers, &f, &failed);
+        assert_eq!(answers, [FinishResult::Done(S::New)], "written as decided");
+        failed.row.task.state = S::Failed;
+        run_answer(&mut answers, &f, &failed);
+        assert_eq!(answers, [FinishResult::Done(S::Failed)], "a store turned the rerun into a failure");
+        let mut lost = vec![FinishResult::Lost];
+        run_answer(&mut lost, &f, &failed);
+        assert_eq!(lost, [FinishResult::Lost]);
+    }
+
+    fn run_answer(answers: &mut [FinishResult], f: &Finish, change: &Change) {
+        answer_as_written(answers, std::slice::from_ref(f), std::slice::from_ref(change));
     }
 
     #[test]

@@ -224,13 +224,6 @@ fn may_fail_dependents(state: BatchTaskState) -> bool {
     Ended::of(state) == Some(Ended::Failed)
 }
 
-/// The same for a finish's answered state, which is told before a rerun that a failed
-/// dependency blocks is turned into a failure: `New` may have been written as `Failed`. (A
-/// rescue answers the state written.)
-fn finish_may_fail_dependents(state: BatchTaskState) -> bool {
-    state == BatchTaskState::New || may_fail_dependents(state)
-}
-
 impl Drop for Stale<'_> {
     fn drop(&mut self) {
         if self.armed {
@@ -461,7 +454,7 @@ impl Store for CachedStore {
         let ids: Vec<i32> = finishes.iter().map(|f| f.id).collect();
         let finished = self.inner.finish_tasks(finishes, now).await;
         if let Ok(results) = &finished
-            && !results.iter().any(|r| matches!(r, FinishResult::Done(s) if finish_may_fail_dependents(*s)))
+            && !results.iter().any(|r| matches!(r, FinishResult::Done(s) if may_fail_dependents(*s)))
         {
             stale.only(ids);
         }

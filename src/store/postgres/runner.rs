@@ -687,8 +687,9 @@ pub async fn finish(
     let rows = locked_rows(conn, finishes.iter().map(|f| f.id)).await?;
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str())).await?;
     let before = states(&rows);
-    let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
+    let (mut answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
     let changes = super::deps::fail_blocked_reruns(conn, &before, changes, now).await?;
+    run::answer_as_written(&mut answers, &finishes, &changes);
     write(conn, &changes).await?;
     Ok(answers)
 }
