@@ -103,7 +103,7 @@ pub async fn after_end(
     if !succeeded.is_empty() {
         // Only dependents committed `New` are locked and counted down: one in another state may
         // be held by a rerun that waits for this dependency's row (a cycle), and a task that
-        // enters `New` counts its unsatisfied edges itself (`unsatisfied`).
+        // enters `New` counts its unsatisfied edges itself (`recount_waiting`).
         sqlx::query(
             "SELECT 1 FROM batchtask WHERE batchtask_id IN (SELECT task_id FROM batchtask_after \
              WHERE after_id = ANY($1) AND NOT satisfied) AND state = 1 ORDER BY batchtask_id FOR UPDATE",
@@ -187,20 +187,24 @@ async fn unsatisfied(
         .await
         .map_err(backend)?
     };
-    // A dependency's success counts down only dependents that are `New` (see `after_end`), so a
-    // task entering `New` counts what it still waits for; read after the locks above, this sees
-    // every success that committed before them, and later ones find the task `New`.
+    Ok(edges.into_iter().map(|(t, a)| (t, a, states.iter().find(|s| s.0 == a).map(|s| state_of(s.1)))).collect())
+}
+
+/// Tasks `ids` enter `New`: each counts the edges it still waits for into `waiting_on`. A
+/// dependency's success counts down only dependents that are `New` (see `after_end`); read after
+/// [`unsatisfied`]'s locks, this sees every success that committed before them, and later ones
+/// find the task `New`.
+async fn recount_waiting(conn: &mut PgConnection, ids: &[i32]) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE batchtask t SET waiting_on = c.n FROM (SELECT t2.batchtask_id AS id, \
-         (SELECT count(*)::integer FROM batchtask_after a WHERE a.task_id = t2.batchtask_id AND NOT a.satisfied) AS n \
-         FROM batchtask t2 WHERE t2.batchtask_id = ANY($1)) c \
-         WHERE t.batchtask_id = c.id AND t.waiting_on IS DISTINCT FROM c.n",
+        "UPDATE batchtask t SET waiting_on = c.n FROM (SELECT v.id, (SELECT count(*)::integer FROM batchtask_after a \
+         WHERE a.task_id = v.id AND NOT a.satisfied) AS n FROM unnest($1::integer[]) AS v (id)) c \
+         WHERE t.batchtask_id = c.id AND t.waiting_on <> c.n",
     )
     .bind(ids)
     .execute(&mut *conn)
     .await
-    .map_err(backend)?;
-    Ok(edges.into_iter().map(|(t, a)| (t, a, states.iter().find(|s| s.0 == a).map(|s| state_of(s.1)))).collect())
+    .map(|_| ())
+    .map_err(backend)
 }
 
 /// Refuses to make task `id` `New` again by hand while a dependency it still waits for is failed
@@ -208,6 +212,7 @@ async fn unsatisfied(
 pub async fn check_rerun(conn: &mut PgConnection, id: i32) -> Result<(), StoreError> {
     let found: Vec<(i32, Option<BatchTaskState>)> =
         unsatisfied(conn, &[id]).await?.into_iter().map(|(_, a, s)| (a, s)).collect();
+    recount_waiting(conn, &[id]).await?;
     Ok(dependency::may_rerun(id, &found)?)
 }
 
@@ -230,13 +235,14 @@ pub async fn fail_blocked_reruns(
         return Ok(changes);
     }
     let found = unsatisfied(conn, &ids).await?;
+    recount_waiting(conn, &ids).await?;
     Ok(changes
         .into_iter()
         .map(|change| {
             let id = change.row.task.id;
             let mine: Vec<(i32, Option<BatchTaskState>)> =
                 found.iter().filter(|f| f.0 == id).map(|f| (f.1, f.2)).collect();
-            match dependency::blocking(&mine).filter(|_| ids.contains(&id)) {
+            match dependency::blocking(&mine) {
                 Some((dep, how)) => dependency::fail_rerun(change, dep, how, now),
                 None => change,
             }

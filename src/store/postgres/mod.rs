@@ -164,6 +164,34 @@ fn sqlstate_kind(code: &str) -> SqlStateKind {
 }
 
 impl PostgresStore {
+    /// [`Store::modify_task`] once its notice is armed: unlocked when the change moves no
+    /// state, else under the row lock; the dependents the change failed join the notice, after
+    /// the task, before the commit.
+    async fn edit(
+        &self,
+        id: i32,
+        now: DateTime<Utc>,
+        actor: &Actor,
+        change: &TaskChange,
+        notice: &mut notices::OnDrop<'_>,
+    ) -> Result<Task, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        for _ in 0..UNLOCKED_TRIES {
+            match runner::modify_unlocked(&mut conn, id, now, actor, change).await? {
+                runner::Unlocked::Done(task) => return Ok(*task),
+                runner::Unlocked::Raced => continue,
+                runner::Unlocked::NeedsLock => break,
+            }
+        }
+        // A state move, or a row others keep writing: under the row lock, edits queue.
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, notices::BEGIN_QUIET).await.map_err(backend)?;
+        let (task, failed) = runner::modify_task(&mut tx, id, now, actor, change).await?;
+        // The task first, then the dependents its change failed: a stream shows them in that order.
+        notice.extend(failed);
+        tx.commit().await.map_err(backend)?;
+        Ok(task)
+    }
+
     /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations.
     pub async fn open(url: &str) -> anyhow::Result<PostgresStore> {
         Self::open_with(url, &Default::default()).await
@@ -685,47 +713,16 @@ impl Store for PostgresStore {
         actor: Actor,
         change: TaskChange,
     ) -> Result<Task, StoreError> {
-        let now = runner::at(now);
         // The task notice follows the commit (see `notices`): edits do not queue on each other.
         // It is armed before the first statement that may commit: a request dropped mid-write
         // may still have committed, and then other nodes must hear of it.
-        let notice = notices::OnDrop::new(&self.notices, id);
-        let refused = |e: StoreError, notice: notices::OnDrop<'_>| {
-            // A refusal or a missing row is decided before anything is written.
-            if matches!(e, StoreError::Rejected(_) | StoreError::NotFound) {
-                notice.disarm();
-            }
-            e
-        };
-        let mut conn = match self.pool.acquire().await {
-            Ok(c) => c,
-            Err(e) => return Err(refused(backend(e), notice)),
-        };
-        for _ in 0..UNLOCKED_TRIES {
-            match runner::modify_unlocked(&mut conn, id, now, &actor, &change).await {
-                Ok(runner::Unlocked::Done(task)) => return Ok(*task),
-                Ok(runner::Unlocked::Raced) => continue,
-                Ok(runner::Unlocked::NeedsLock) => break,
-                Err(e) => return Err(refused(e, notice)),
-            }
+        let mut notice = notices::OnDrop::new(&self.notices, id);
+        let edited = self.edit(id, runner::at(now), &actor, &change, &mut notice).await;
+        // A refusal or a missing row is decided before anything is written.
+        if matches!(edited, Err(StoreError::Rejected(_) | StoreError::NotFound)) {
+            notice.disarm();
         }
-        // A state move, or a row others keep writing: under the row lock, edits queue.
-        let mut tx = match sqlx::Connection::begin_with(&mut *conn, notices::BEGIN_QUIET).await {
-            Ok(tx) => tx,
-            Err(e) => return Err(refused(backend(e), notice)),
-        };
-        let (task, failed) = match runner::modify_task(&mut tx, id, now, &actor, &change).await {
-            Ok(done) => done,
-            Err(e) => {
-                drop(tx);
-                return Err(refused(e, notice));
-            }
-        };
-        // The task first, then the dependents its change failed: a stream shows them in that order.
-        let mut notice = notice;
-        notice.extend(failed);
-        tx.commit().await.map_err(backend)?;
-        Ok(task)
+        edited
     }
 
     async fn delete_task(

@@ -42,7 +42,7 @@ struct Inner {
     wake: tokio::sync::Notify,
 }
 
-/// The sending end: [`Deferred::changed`] after a commit.
+/// The sending end: [`Deferred::changed_all`] after a commit.
 #[derive(Clone, Default)]
 pub(super) struct Deferred(Arc<Inner>);
 
@@ -79,12 +79,6 @@ impl Drop for OnDrop<'_> {
 }
 
 impl Deferred {
-    /// The task was changed by a committed transaction that raised no notice for it.
-    #[cfg(test)]
-    pub(super) fn changed(&self, id: i32) {
-        self.changed_all([id]);
-    }
-
     /// The tasks were changed by a committed transaction that raised no notice for them; they
     /// are told in this order (an edit's task before the dependents its change failed).
     pub(super) fn changed_all(&self, ids: impl IntoIterator<Item = i32>) {
@@ -172,7 +166,7 @@ mod tests {
     fn a_full_queue_turns_into_resync() {
         let d = Deferred::default();
         for id in 0..(MAX_PENDING as i32 + 5) {
-            d.changed(id);
+            d.changed_all([id]);
         }
         let p = d.0.pending.lock().unwrap();
         assert_eq!(p.ids.len(), MAX_PENDING);

@@ -71,12 +71,7 @@ pub(super) fn load_run_row(conn: &Connection, id: i32, with_params: bool) -> Res
 
 /// Writes what a rule decided, and what that does to the tasks waiting for this one.
 pub(super) fn write(conn: &Connection, change: &Change) -> Result<(), StoreError> {
-    write_row(conn, change)?;
-    let t = &change.row.task;
-    match Ended::of(t.state) {
-        Some(how) => cascade_end(conn, t.id, how, t.updated),
-        None => Ok(()),
-    }
+    write_batch(conn, std::slice::from_ref(change))
 }
 
 /// Writes a batch of decisions (a claim's or a finish's): every row, then all their events in
@@ -437,7 +432,7 @@ pub(super) fn finish(
     let rows = rows_of(conn, finishes.iter().map(|f| f.id))?;
     let policies = policies(conn, rows.iter().map(|r| r.task.name.as_str()))?;
     let before: Vec<(i32, BatchTaskState)> = rows.iter().map(|r| (r.task.id, r.task.state)).collect();
-    let (answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
+    let (mut answers, changes) = run::finish_batch(rows, &finishes, &policies, now, rand::random);
     let changes = changes
         .into_iter()
         .map(|change| {
@@ -445,6 +440,7 @@ pub(super) fn finish(
             super::deps::fail_blocked_rerun(conn, from, change, now)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    run::answer_as_written(&mut answers, &finishes, &changes);
     write_batch(conn, &changes)?;
     Ok(answers)
 }
