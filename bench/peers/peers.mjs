@@ -12,6 +12,10 @@ import { readFileSync } from "node:fs";
 import pg from "pg";
 
 const [system, url, tasksArg, samplesArg, batchdBin] = process.argv.slice(2);
+// One transport for every system: node-postgres (graphile-worker's and pg-boss's driver, and this
+// script's) connects without TLS unless told to, while batchd's driver tries TLS first (libpq's
+// `prefer`) and this server offers it. PEERS_TLS=1 measures batchd over TLS instead.
+const batchdUrl = process.env.PEERS_TLS === "1" ? url : url + (url.includes("?") ? "&" : "?") + "sslmode=disable";
 const TASKS = Number(tasksArg);
 const SAMPLES = Number(samplesArg);
 const BATCH = 1000;
@@ -119,12 +123,12 @@ async function batchd() {
   const port = 18830;
   const base = `http://127.0.0.1:${port}`;
   const auth = "Basic " + Buffer.from("admin:bench").toString("base64");
-  const settings = { max_running: 1024, claim_batch: 512 };
+  const settings = { max_running: Number(process.env.PEERS_MAX_RUNNING ?? 1024), claim_batch: Number(process.env.PEERS_CLAIM_BATCH ?? 512) };
   const start = async (runner) => {
     const fs = await import("node:fs");
     const cfg = `/tmp/batchd-peers-${process.pid}-${runner}.toml`;
     fs.writeFileSync(cfg, `[runner]\nenabled = ${runner}\nmax_running = ${settings.max_running}\nclaim_batch = ${settings.claim_batch}\n\n[retention]\nsucceeded = "never"\nfailed = "never"\n`);
-    const child = spawn(batchdBin, ["serve", "--listen", `127.0.0.1:${port}`, "--database", url], {
+    const child = spawn(batchdBin, ["serve", "--listen", `127.0.0.1:${port}`, "--database", batchdUrl], {
       env: { ...process.env, BATCHD_CONFIG: cfg, BATCHD_ADMIN_PASSWORD: "bench", BATCHD_LOG: process.env.BATCHD_BENCH_LOG ?? "warn" },
       stdio: ["ignore", "ignore", "inherit"],
     });
@@ -158,10 +162,15 @@ async function batchd() {
   }
   await off.stop();
   await db.query("ANALYZE");
+  // Done when no task is open (New, Aquired, Started), the question asked of the peers too
+  // (graphile: no job row left; pg-boss: no job not completed). Counting the finished rows
+  // instead read a growing index each poll, work the peers' observers did not have to do.
+  const open = "SELECT COUNT(*) AS n FROM batchtask WHERE state IN (1, 2, 3)";
   const finished = "SELECT COUNT(*) AS n FROM batchtask WHERE state = 4";
   const launched = performance.now();
   const on = await start(true);
-  const done = await waitUntil(async () => (await count(finished)) >= TASKS, "batchd drain");
+  const done = await waitUntil(async () => (await count(open)) === 0, "batchd drain");
+  if ((await count(finished)) !== TASKS) throw new Error("batchd drain: not every task Completed");
   const span = (await db.query("SELECT EXTRACT(EPOCH FROM MAX(updated) - MIN(laststarted)) AS s FROM batchtask WHERE state = 4")).rows[0].s;
   await up();
   const ids = [];
@@ -174,7 +183,7 @@ async function batchd() {
   await on.stop();
   return summary(done - launched, rows.map((r) => Number(r.ms)), {
     first_start_to_last_finish_per_s: Math.round(TASKS / Number(span)),
-    settings,
+    settings: { ...settings, tls: process.env.PEERS_TLS === "1" },
   });
 }
 

@@ -469,7 +469,9 @@ impl Db {
 /// them over, and each runs again to its end.
 async fn kill_9_mid_run(db: Db) {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 15);
+    // Runs of 4 s: under load, the first of the six can be a second or more ahead of the last to
+    // start, and B must still be running all of them when it is killed.
+    let config = config(dir.path(), 40);
     let mut b = serve_database(&db.url(), &[("BATCHD_CONFIG", &config)]);
     let ids = create_work(&b.base, 6).await;
     wait_for(&b.base, &ids, 6, &["Started"], Duration::from_secs(20)).await;
