@@ -123,7 +123,7 @@ async function batchd() {
   const port = 18830;
   const base = `http://127.0.0.1:${port}`;
   const auth = "Basic " + Buffer.from("admin:bench").toString("base64");
-  const settings = { max_running: Number(process.env.PEERS_MAX_RUNNING ?? 1024), claim_batch: Number(process.env.PEERS_CLAIM_BATCH ?? 512) };
+  const settings = { max_running: Number(process.env.PEERS_MAX_RUNNING ?? 2048), claim_batch: Number(process.env.PEERS_CLAIM_BATCH ?? 512) };
   const start = async (runner) => {
     const fs = await import("node:fs");
     const cfg = `/tmp/batchd-peers-${process.pid}-${runner}.toml`;

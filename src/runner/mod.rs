@@ -210,6 +210,10 @@ fn http_client(redirects: u8, ca: Option<&settings::CaFile>) -> reqwest::Client 
     http_runner::client(redirects, ca).expect("the http runner's TLS roots were checked at start-up")
 }
 
+/// How long the finish loop waits for more outcomes when other local runs may end with the first
+/// (a millisecond is the timer's grain; a finish write takes several).
+const FINISH_GATHER: Duration = Duration::from_millis(1);
+
 /// The smallest unit of progress write spacing per task.
 const PROGRESS_SPACING: Duration = Duration::from_secs(1);
 
@@ -509,6 +513,18 @@ impl Runner {
         const MAX: usize = 2048;
         let mut batch = Vec::with_capacity(64);
         while rx.recv_many(&mut batch, MAX).await > 0 {
+            // Quick runs claimed together end together, but the first outcome wakes this loop
+            // alone: written at once it would take a transaction of its own, and the rest would
+            // wait for it. While other local runs are in flight, give them a moment to join.
+            if batch.len() < MAX && self.running_count() > batch.len() {
+                tokio::time::sleep(FINISH_GATHER).await;
+                while batch.len() < MAX {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
             let finishes: Vec<Finish> = batch.iter().map(|j| j.finish.clone()).collect();
             let mut tries = 0;
             // While the database is only unreachable (a restart, a failover), keep trying for as
