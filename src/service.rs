@@ -3,6 +3,7 @@
 //! No HTTP here: inputs are domain values, outputs are domain values or typed errors.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Utc};
 
@@ -422,6 +423,9 @@ impl TaskService {
         let actor = Actor::associate(caller.associate_id, format!("updated by {}", caller.name));
         let caller = caller.clone();
         let now = now();
+        // Whether the edit moved the task to another state, told out of the store's closure.
+        let moved = Arc::new(AtomicBool::new(false));
+        let told = moved.clone();
         let task = self
             .store
             .modify_task(
@@ -433,7 +437,9 @@ impl TaskService {
                         return Err(DomainError::Contended { id: task.id.into() });
                     }
                     may_update(&caller, task, &pre)?;
-                    update.apply(task, now)
+                    let next = update.apply(task, now)?;
+                    told.store(next.state != task.state, Ordering::Relaxed);
+                    Ok(next)
                 }),
             )
             .await
@@ -443,7 +449,9 @@ impl TaskService {
             if !task.state.is_active() {
                 r.lease_revoked(task.id);
             }
-            if task.state == crate::domain::BatchTaskState::New {
+            // Only a move to New gives the claim loop work: an edit of a task that was New
+            // already leaves it as claimable as it was, and a claim per PUT cost a write job.
+            if task.state == crate::domain::BatchTaskState::New && moved.load(Ordering::Relaxed) {
                 r.wake();
             }
         }

@@ -15,7 +15,8 @@ pub const MAX_NAMES: usize = 16;
 /// The longest parameter name a `unique` list may hold (a ParameterObject key's limit).
 pub const MAX_NAME_LEN: usize = limits::PARAMETER_KEY;
 
-/// The states in which a task holds its key: the partial index's `state IN (1, 2, 3)`.
+/// The states in which a task holds its key: the partial index's `state IN (1, 2, 3)` (on SQLite
+/// `state BETWEEN 1 AND 3`).
 pub const LIVE: [BatchTaskState; 3] = [BatchTaskState::New, BatchTaskState::Aquired, BatchTaskState::Started];
 
 /// Whether a move from `from` to `to` brings a task back into the live states, where its key
@@ -117,7 +118,7 @@ mod tests {
 
     #[test]
     fn the_live_states_are_the_indexed_ones() {
-        // The partial index of both engines is `state IN (1, 2, 3)`.
+        // The partial index is `state IN (1, 2, 3)` on PostgreSQL, `state BETWEEN 1 AND 3` on SQLite.
         assert_eq!(LIVE.map(|s| s.number()), [1, 2, 3]);
         assert!(revives(BatchTaskState::Failed, BatchTaskState::New));
         assert!(!revives(BatchTaskState::Started, BatchTaskState::New), "a restart keeps its key");

@@ -212,19 +212,31 @@ pub fn properties_json(task: &Task, zone: Tz, names: &[&str]) -> serde_json::Map
 // ---------------------------------------------------------------------------------------------
 // Input
 
-/// Case-insensitive view of a JSON object's properties.
+/// Objects up to this many properties are searched in place; larger ones get a lowercased index,
+/// so that a body of many properties costs one pass however many are asked for.
+const PROPS_SCANNED: usize = 16;
+
+/// Case-insensitive view of a JSON object's properties. When two names differ only in case,
+/// the later one counts.
 pub struct Props<'a> {
-    map: HashMap<String, &'a Value>,
+    obj: &'a serde_json::Map<String, Value>,
+    index: Option<HashMap<String, &'a Value>>,
 }
 
 impl<'a> Props<'a> {
     pub fn new(obj: &'a serde_json::Map<String, Value>) -> Props<'a> {
-        Props { map: obj.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect() }
+        // A typical body (a PUT's two or three properties) needs neither the map nor a lowercased
+        // copy of every name.
+        let index = (obj.len() > PROPS_SCANNED).then(|| obj.iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect());
+        Props { obj, index }
     }
 
     /// The value of a property; `Some(Value::Null)` when it is present and null.
     pub fn get(&self, name: &str) -> Option<&'a Value> {
-        self.map.get(&name.to_ascii_lowercase()).copied()
+        match &self.index {
+            Some(index) => index.get(&name.to_ascii_lowercase()).copied(),
+            None => self.obj.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v),
+        }
     }
 
     pub fn text(&self, field: Field) -> Result<Patch<Option<String>>, DomainError> {
@@ -447,6 +459,23 @@ mod tests {
 
     fn obj(v: Value) -> serde_json::Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn props_answer_alike_searched_in_place_or_indexed() {
+        for extra in [0, PROPS_SCANNED] {
+            let mut o = obj(json!({"description": "a", "Description": "b", "State": 1}));
+            for i in 0..extra {
+                o.insert(format!("x{i}"), json!(i));
+            }
+            let p = Props::new(&o);
+            assert_eq!(p.index.is_some(), o.len() > PROPS_SCANNED);
+            // The later of two names differing in case, as a map of lowercased names keeps it.
+            let later = o.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case("DESCRIPTION")).map(|(_, v)| v);
+            assert_eq!(p.get("DESCRIPTION"), later);
+            assert_eq!(p.get("state"), Some(&json!(1)));
+            assert_eq!(p.get("Response"), None);
+        }
     }
 
     #[test]

@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../../migrations/sqlite/0009_unique.sql")),
     (10, include_str!("../../../migrations/sqlite/0010_dependencies.sql")),
     (11, include_str!("../../../migrations/sqlite/0011_after_depth.sql")),
+    (13, include_str!("../../../migrations/sqlite/0013_partial_index_ranges.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.
@@ -356,7 +357,7 @@ fn insert_task(conn: &Connection, new: &NewTask, now: DateTime<Utc>) -> Result<i
              detailstable, detailsrecord, request, context, filename, is_system, is_internal, \
              cancellation_behaviour, registered, registered_associate_id, updated, updated_associate_id, updatedcount, \
              priority, unique_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) \
-             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN (1, 2, 3) DO NOTHING",
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state BETWEEN 1 AND 3 DO NOTHING",
         )
         .and_then(|mut s| {
             s.execute(params![

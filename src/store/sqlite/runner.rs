@@ -755,7 +755,7 @@ pub(super) fn retry_task(
 
 /// The live task holding unique `key`.
 pub(super) fn unique_holder(conn: &Connection, key: &str) -> Result<Option<i32>, StoreError> {
-    conn.prepare_cached("SELECT batchtask_id FROM batchtask WHERE unique_key = ? AND state IN (1, 2, 3) LIMIT 1")
+    conn.prepare_cached("SELECT batchtask_id FROM batchtask WHERE unique_key = ? AND state BETWEEN 1 AND 3 LIMIT 1")
         .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
         .map_err(backend)
 }
@@ -765,7 +765,7 @@ pub(super) fn check_unique_free(conn: &Connection, id: i32) -> Result<(), StoreE
     let holder: Option<i32> = conn
         .prepare_cached(
             "SELECT o.batchtask_id FROM batchtask t JOIN batchtask o ON o.unique_key = t.unique_key \
-             AND o.state IN (1, 2, 3) AND o.batchtask_id <> t.batchtask_id WHERE t.batchtask_id = ? LIMIT 1",
+             AND o.state BETWEEN 1 AND 3 AND o.batchtask_id <> t.batchtask_id WHERE t.batchtask_id = ? LIMIT 1",
         )
         .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
         .map_err(backend)?;
