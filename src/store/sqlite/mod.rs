@@ -50,7 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../../migrations/sqlite/0009_unique.sql")),
     (10, include_str!("../../../migrations/sqlite/0010_dependencies.sql")),
     (11, include_str!("../../../migrations/sqlite/0011_after_depth.sql")),
-    (13, include_str!("../../../migrations/sqlite/0013_partial_index_ranges.sql")),
+    (12, include_str!("../../../migrations/sqlite/0012_partial_index_ranges.sql")),
 ];
 
 /// Columns of a task row, in the order `task_from_row` reads them.

@@ -16,7 +16,7 @@ pub(super) fn task_stats(conn: &Connection, since: DateTime<Utc>, owner: Option<
         )?
         .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    // The end states as the partial index `batchtask_finished` names them (migration 0013), word
+    // The end states as the partial index `batchtask_finished` names them (migration 0012), word
     // for word so that the planner uses it; `finished_range_is_the_end_states` keeps it honest.
     let minutes = conn
         .prepare_cached(
