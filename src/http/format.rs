@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use super::wire::{Prop, TaskView, field_properties_json};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Json,
     Xml,

@@ -92,7 +92,7 @@ pub async fn get_one(
             }
             return Ok(res);
         }
-        return Ok(task_response(&prefs, &caller, &task, None));
+        return Ok(app.answers.task(&task, rights_for(&caller, &task), prefs.zone, prefs.format));
     }
     let state =
         BatchTaskState::ALL_NAMES.into_iter().find(|s| s.name().eq_ignore_ascii_case(&key)).ok_or_else(|| {
