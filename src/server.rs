@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::domain::Role;
 use crate::http::answers::Answers;
 use crate::http::auth::Authenticator;
-use crate::http::{AppState, app};
+use crate::http::{AppState, Shared, app};
 use crate::identity::{IdentityService, hash_password, off_thread};
 use crate::runner::node::NodeKeeper;
 use crate::runner::{Definitions, Runner};
@@ -95,7 +95,15 @@ impl Server {
         // Off with the task cache: `task_cache_entries = 0` keeps no task data in memory at all.
         let answers = Arc::new(Answers::new(config.http.task_cache().map_or(0, |l| l.entries)));
         Ok(Server {
-            state: AppState { config: Arc::new(config), tasks, identity, auth, metrics: Arc::default(), hub, answers },
+            state: AppState::new(Shared {
+                config: Arc::new(config),
+                tasks,
+                identity,
+                auth,
+                metrics: Arc::default(),
+                hub,
+                answers,
+            }),
             listener,
             runner,
         })

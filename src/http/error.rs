@@ -277,6 +277,8 @@ impl IntoResponse for ApiError {
 /// The 401 challenge for requests with `X-Requested-With` (see [`Errors`]).
 pub const SCRIPT_CHALLENGE: &str = "Session realm=\"batchd\"";
 
+const X_REQUESTED_WITH: header::HeaderName = header::HeaderName::from_static("x-requested-with");
+
 /// What rendering an error needs from its request, kept while the request is handled (cheap
 /// reference-counted clones); the work of reading preferences is done only when there is an
 /// error to render. With [`Errors::finish`], writes the body of every [`ApiError`] response, and
@@ -295,12 +297,12 @@ impl Errors {
             wanted: [
                 h.get(header::ACCEPT).cloned(),
                 h.get(header::ACCEPT_LANGUAGE).cloned(),
-                h.get("so-language").cloned(),
+                h.get(super::context::SO_LANGUAGE).cloned(),
             ],
             // A page's script says so (the dashboard sends `X-Requested-With`): its 401s
             // challenge with a scheme browsers do not know, so the browser shows no password
             // dialog of its own and the page shows its login form instead.
-            scripted: h.contains_key("x-requested-with"),
+            scripted: h.contains_key(X_REQUESTED_WITH),
             uri: req.uri().clone(),
             method: req.method().clone(),
         }
@@ -336,9 +338,8 @@ impl Errors {
             None => return res,
         };
         let mut headers = axum::http::HeaderMap::new();
-        for (name, value) in [header::ACCEPT, header::ACCEPT_LANGUAGE, header::HeaderName::from_static("so-language")]
-            .into_iter()
-            .zip(wanted)
+        for (name, value) in
+            [header::ACCEPT, header::ACCEPT_LANGUAGE, super::context::SO_LANGUAGE].into_iter().zip(wanted)
         {
             if let Some(v) = value {
                 headers.insert(name, v);

@@ -42,9 +42,27 @@ use crate::service::TaskService;
 
 use auth::Authenticator;
 
-/// Everything a handler may need, shared by reference.
+/// Everything a handler may need, shared by reference: one reference count for all of it, as
+/// axum clones the state for every request (twice for a handler taking `State`), and each count
+/// is a cache line the runtime's threads pass between them.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub config: Arc<Config>,
     pub tasks: TaskService,
     pub identity: crate::identity::IdentityService,
