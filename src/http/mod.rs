@@ -134,7 +134,7 @@ pub fn normalize_path(path: &str, prefix: &str) -> String {
     let mut out = String::with_capacity(p.len());
     for seg in p.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
-        match FIXED_SEGMENTS.iter().find(|w| caseless && w.eq_ignore_ascii_case(seg)) {
+        match fixed_word(seg).filter(|_| caseless) {
             Some(w) => out.push_str(w),
             None => out.push_str(seg),
         }
@@ -153,8 +153,14 @@ fn is_normal(path: &str, prefix: &str) -> bool {
     if !prefix.is_empty() && path.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix)) {
         return false;
     }
-    !is_caseless(path)
-        || path.split('/').all(|seg| FIXED_SEGMENTS.iter().all(|w| !w.eq_ignore_ascii_case(seg) || *w == seg))
+    !is_caseless(path) || path.split('/').all(|seg| fixed_word(seg).is_none_or(|w| w == seg))
+}
+
+/// The fixed word `seg` spells in some letter case, if it is one. Run on every segment of every
+/// request: the length is compared first, which rules most words out at once.
+fn fixed_word(seg: &str) -> Option<&'static str> {
+    let b = seg.as_bytes();
+    FIXED_SEGMENTS.iter().copied().find(|w| w.len() == b.len() && w.as_bytes().eq_ignore_ascii_case(b))
 }
 
 /// Rewrites the request's path to its [`normalize_path`] form (in place; nothing when it is
