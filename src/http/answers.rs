@@ -81,16 +81,16 @@ impl Answers {
             let body = Bytes::from(format::render(format, &Payload::Task(view)));
             let etag = HeaderValue::from_str(&task.etag()).ok();
             let last_modified = HeaderValue::from_str(&crate::domain::time::http_date(task.updated)).ok();
-            if body.len() <= MAX_BODY {
-                if let Some(mut shard) = self.shard(task.id) {
-                    let answer = Answer {
-                        task: task.clone(),
-                        body: body.clone(),
-                        etag: etag.clone(),
-                        last_modified: last_modified.clone(),
-                    };
-                    shard.insert(key, answer);
-                }
+            if body.len() <= MAX_BODY
+                && let Some(mut shard) = self.shard(task.id)
+            {
+                let answer = Answer {
+                    task: task.clone(),
+                    body: body.clone(),
+                    etag: etag.clone(),
+                    last_modified: last_modified.clone(),
+                };
+                shard.insert(key, answer);
             }
             (body, etag, last_modified)
         });

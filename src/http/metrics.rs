@@ -42,8 +42,11 @@ pub struct Metrics {
     started: Instant,
     /// By route template, then (method, status): looked up by the template as the router has
     /// it, so that a request copies no string (a route's first request adds its entry).
-    requests: Mutex<HashMap<String, Vec<(&'static str, u16, Histogram)>>>,
+    requests: Mutex<ByRoute>,
 }
+
+/// Route template → (method, status, histogram).
+type ByRoute = HashMap<String, Vec<(&'static str, u16, Histogram)>>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -79,8 +82,7 @@ impl Metrics {
         let mut series: Vec<(Series, &Histogram)> = requests
             .iter()
             .flat_map(|(route, v)| {
-                v.iter()
-                    .map(|(method, status, h)| (Series { route: route.clone(), method: *method, status: *status }, h))
+                v.iter().map(|(method, status, h)| (Series { route: route.clone(), method, status: *status }, h))
             })
             .collect();
         series.sort_by(|a, b| a.0.cmp(&b.0));

@@ -317,9 +317,11 @@ impl tower::Service<Request> for Rewrite {
 #[derive(Clone)]
 pub enum App {
     Plain(Rewrite),
-    Cors(tower_http::cors::Cors<Rewrite>),
+    Cors(Box<tower_http::cors::Cors<Rewrite>>),
 }
 
+// The large variant is the common one: boxing it would cost an allocation a request.
+#[allow(clippy::large_enum_variant)]
 pub enum AppFuture {
     Plain(RouteFuture<Infallible>),
     Cors(Pin<Box<tower_http::cors::ResponseFuture<RouteFuture<Infallible>>>>),
@@ -330,7 +332,10 @@ impl App {
         use tower::Service;
         match self {
             App::Plain(r) => AppFuture::Plain(r.clone().call(req)),
-            App::Cors(c) => AppFuture::Cors(Box::pin(c.clone().call(req))),
+            App::Cors(c) => {
+                let mut cors: tower_http::cors::Cors<Rewrite> = (**c).clone();
+                AppFuture::Cors(Box::pin(cors.call(req)))
+            }
         }
     }
 }
@@ -358,7 +363,7 @@ pub fn app(state: AppState) -> App {
     let router = routes::router(state).layer(finishing);
     let rewrite = Rewrite { router, prefix };
     match cors {
-        Some(cors) => App::Cors(tower::Layer::layer(&cors, rewrite)),
+        Some(cors) => App::Cors(Box::new(tower::Layer::layer(&cors, rewrite))),
         None => App::Plain(rewrite),
     }
 }
