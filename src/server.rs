@@ -9,8 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::domain::Role;
+use crate::http::answers::Answers;
 use crate::http::auth::Authenticator;
-use crate::http::{AppState, app};
+use crate::http::{AppState, Shared, app};
 use crate::identity::{IdentityService, hash_password, off_thread};
 use crate::runner::node::NodeKeeper;
 use crate::runner::{Definitions, Runner};
@@ -91,8 +92,18 @@ impl Server {
         let identity = IdentityService::new(store.clone(), &config.access).notifying(auth.clone());
         let hub = crate::http::hub::Hub::start(store.clone(), config.http.max_stream_subscribers);
         let tasks = TaskService::new(store, config.strict_definitions, definitions).with_runner(runner.clone());
+        // Off with the task cache: `task_cache_entries = 0` keeps no task data in memory at all.
+        let answers = Arc::new(Answers::new(config.http.task_cache().map_or(0, |l| l.entries)));
         Ok(Server {
-            state: AppState { config: Arc::new(config), tasks, identity, auth, metrics: Arc::default(), hub },
+            state: AppState::new(Shared {
+                config: Arc::new(config),
+                tasks,
+                identity,
+                auth,
+                metrics: Arc::default(),
+                hub,
+                answers,
+            }),
             listener,
             runner,
         })

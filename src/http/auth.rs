@@ -611,14 +611,15 @@ impl Authenticator {
                 return Err(unauthorized(Key::AuthFailed));
             }
             let Some(kind) = kind else {
-                let (name, password) = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
-                let key = self.cache_key("basic", &[name.to_ascii_lowercase().as_bytes(), password.as_bytes()]);
+                let decoded = decode_basic(rest).ok_or_else(|| unauthorized(Key::AuthFailed))?;
+                let (name, password) = decoded.split();
+                let key = self.cache_key("basic", &[decoded.name_key().as_bytes(), password.as_bytes()]);
                 if let Some(auth) = self.cached(&key) {
                     return Ok(auth);
                 }
                 return self
                     .verify_once(key, || async {
-                        let a = self.login(&name, &password, &Client::from_headers(client, headers)).await?;
+                        let a = self.login(name, password, &Client::from_headers(client, headers)).await?;
                         let caller = Caller::new(a.id, a.name, a.role);
                         Ok((Authenticated { caller, via: Via::Basic }, self.until(None)))
                     })
@@ -707,12 +708,35 @@ pub fn parse_authorization(value: &str) -> Result<(Option<CredentialKind>, &str)
     Ok((kind, rest.trim_matches(|c: char| c.is_ascii_whitespace())))
 }
 
+/// Basic credentials decoded: `name:password` in one string (one allocation per request).
+pub struct BasicCredentials {
+    text: String,
+    colon: usize,
+}
+
+impl BasicCredentials {
+    /// The name and the password.
+    pub fn split(&self) -> (&str, &str) {
+        (&self.text[..self.colon], &self.text[self.colon + 1..])
+    }
+
+    /// The name in ASCII lower case, as the store compares names: borrowed when it is already.
+    fn name_key(&self) -> std::borrow::Cow<'_, str> {
+        let name = self.split().0;
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(name)
+        }
+    }
+}
+
 /// `base64(name:password)` → name and password.
-pub fn decode_basic(encoded: &str) -> Option<(String, String)> {
+pub fn decode_basic(encoded: &str) -> Option<BasicCredentials> {
     let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    let (name, password) = text.split_once(':')?;
-    Some((name.to_owned(), password.to_owned()))
+    let colon = text.find(':')?;
+    Some(BasicCredentials { text, colon })
 }
 
 /// The client of a login: its address as the throttles count it (see
@@ -819,8 +843,10 @@ mod tests {
 
     #[test]
     fn basic_decoding() {
-        assert_eq!(decode_basic("YTpiOmM="), Some(("a".into(), "b:c".into())));
-        assert_eq!(decode_basic("!!!"), None);
-        assert_eq!(decode_basic("YWJj"), None, "no colon");
+        assert_eq!(decode_basic("YTpiOmM=").unwrap().split(), ("a", "b:c"));
+        assert!(decode_basic("!!!").is_none());
+        assert!(decode_basic("YWJj").is_none(), "no colon");
+        let kim = decode_basic("S2ltOng=").unwrap();
+        assert_eq!((kim.split(), kim.name_key().as_ref()), (("Kim", "x"), "kim"));
     }
 }

@@ -39,6 +39,18 @@ pub fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
     })
 }
 
+/// The request's conditional headers as an extractor, read from the request's own header map
+/// (not a copy of it); an unreadable one is kept for the handler to answer where it reads them.
+pub struct Conditions(pub Result<Precondition, ApiError>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Conditions {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Conditions(precondition(&parts.headers)))
+    }
+}
+
 /// The members of a comma-separated header over all its field lines; `None` when absent. A comma
 /// inside quotes does not split (`"a,b"` is one entity-tag), and empty members do not count
 /// (RFC 9110 §5.6.1.2).

@@ -3,7 +3,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono_tz::Tz;
 
 use crate::domain::zones;
@@ -32,9 +32,14 @@ impl Prefs {
     }
 }
 
+// Named once: looking a header up by a `&str` parses the name on every request.
+pub const SO_LANGUAGE: HeaderName = HeaderName::from_static("so-language");
+const SO_TIMEZONE: HeaderName = HeaderName::from_static("so-timezone");
+const SO_CULTURE: HeaderName = HeaderName::from_static("so-culture");
+
 /// `SO-Language` wins over `Accept-Language`; `*` or `x` means "no translation" (English).
 pub fn language(headers: &HeaderMap) -> Lang {
-    language_from(headers.get("so-language"), headers.get(axum::http::header::ACCEPT_LANGUAGE))
+    language_from(headers.get(SO_LANGUAGE), headers.get(axum::http::header::ACCEPT_LANGUAGE))
 }
 
 /// [`language`] from the two header values.
@@ -87,7 +92,7 @@ impl FromRequestParts<AppState> for Prefs {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let mut prefs = Prefs::from_request(&parts.headers, parts.uri.query());
         prefs.zone = state.config.base_zone;
-        if let Some(v) = parts.headers.get("so-timezone") {
+        if let Some(v) = parts.headers.get(SO_TIMEZONE) {
             let text = v.to_str().unwrap_or("");
             let spec = zones::parse_header(text).ok_or_else(|| {
                 ApiError::bad_request(
@@ -98,7 +103,7 @@ impl FromRequestParts<AppState> for Prefs {
             })?;
             prefs.zone = spec.zone;
         }
-        if let Some(v) = parts.headers.get("so-culture") {
+        if let Some(v) = parts.headers.get(SO_CULTURE) {
             let text = v.to_str().unwrap_or("\u{FFFD}");
             if !crate::i18n::culture::is_known(text) {
                 return Err(ApiError::bad_request(

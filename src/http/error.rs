@@ -4,7 +4,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::domain::rights::Reason;
@@ -253,7 +252,7 @@ fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_owned() } else { s.chars().take(max).chain("…".chars()).collect() }
 }
 
-/// Marks a response whose body [`render_errors`] must write.
+/// Marks a response whose body [`Errors::finish`] must write.
 #[derive(Debug, Clone)]
 pub struct PendingError(pub ApiError);
 
@@ -275,73 +274,92 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The 401 challenge for requests with `X-Requested-With` (see `render_errors`).
+/// The 401 challenge for requests with `X-Requested-With` (see [`Errors`]).
 pub const SCRIPT_CHALLENGE: &str = "Session realm=\"batchd\"";
 
-/// Middleware: writes the body of every [`ApiError`] response, and turns axum's own plain-text
-/// rejections (404 route, 405 method) into the same error body.
-pub async fn render_errors(req: Request, next: Next) -> Response {
-    // Keep only what rendering an error needs (cheap reference-counted clones); the work of
-    // reading preferences is done only when there is an error to render.
-    let h = req.headers();
-    let wanted =
-        [h.get(header::ACCEPT).cloned(), h.get(header::ACCEPT_LANGUAGE).cloned(), h.get("so-language").cloned()];
-    // A page's script says so (the dashboard sends `X-Requested-With`): its 401s challenge with
-    // a scheme browsers do not know, so the browser shows no password dialog of its own and the
-    // page shows its login form instead.
-    let scripted = h.contains_key("x-requested-with");
-    let uri = req.uri().clone();
-    let method = req.method().clone();
-    let mut res = next.run(req).await;
-    let pending = res.extensions_mut().remove::<PendingError>();
-    let status = res.status();
-    if pending.is_none() && status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED {
-        // A success with a body says which language its texts are in (the agents' "request is
-        // invalid" answer is translated; other bodies carry no prose, and the header is cheap).
-        if status.is_success()
-            && res.headers().contains_key(header::CONTENT_TYPE)
-            && !res.headers().contains_key(header::CONTENT_LANGUAGE)
+const X_REQUESTED_WITH: header::HeaderName = header::HeaderName::from_static("x-requested-with");
+
+/// What rendering an error needs from its request, kept while the request is handled (cheap
+/// reference-counted clones); the work of reading preferences is done only when there is an
+/// error to render. With [`Errors::finish`], writes the body of every [`ApiError`] response, and
+/// turns axum's own plain-text rejections (404 route, 405 method) into the same error body.
+pub struct Errors {
+    wanted: [Option<HeaderValue>; 3],
+    scripted: bool,
+    uri: axum::http::Uri,
+    method: axum::http::Method,
+}
+
+impl Errors {
+    pub fn of(req: &Request) -> Errors {
+        let h = req.headers();
+        Errors {
+            wanted: [
+                h.get(header::ACCEPT).cloned(),
+                h.get(header::ACCEPT_LANGUAGE).cloned(),
+                h.get(super::context::SO_LANGUAGE).cloned(),
+            ],
+            // A page's script says so (the dashboard sends `X-Requested-With`): its 401s
+            // challenge with a scheme browsers do not know, so the browser shows no password
+            // dialog of its own and the page shows its login form instead.
+            scripted: h.contains_key(X_REQUESTED_WITH),
+            uri: req.uri().clone(),
+            method: req.method().clone(),
+        }
+    }
+
+    /// The answer to the request, its error body written.
+    pub fn finish(self, mut res: Response) -> Response {
+        let Errors { wanted, scripted, uri, method } = self;
+        let pending = res.extensions_mut().remove::<PendingError>();
+        let status = res.status();
+        if pending.is_none() && status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED {
+            // A success with a body says which language its texts are in (the agents' "request is
+            // invalid" answer is translated; other bodies carry no prose, and the header is cheap).
+            if status.is_success()
+                && res.headers().contains_key(header::CONTENT_TYPE)
+                && !res.headers().contains_key(header::CONTENT_LANGUAGE)
+            {
+                let lang = crate::http::context::language_from(wanted[2].as_ref(), wanted[1].as_ref());
+                res.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang.code()));
+            }
+            return res;
+        }
+        let path = uri.path();
+        let err = match pending {
+            Some(PendingError(e)) => e,
+            None if status == StatusCode::NOT_FOUND && res.headers().get(header::CONTENT_TYPE).is_none() => {
+                ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::NotFoundRoute).arg("path", path))
+            }
+            None if status == StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Msg::new(Key::MethodNotAllowed).arg("path", path).arg("method", method.as_str()),
+            ),
+            None => return res,
+        };
+        let mut headers = axum::http::HeaderMap::new();
+        for (name, value) in
+            [header::ACCEPT, header::ACCEPT_LANGUAGE, super::context::SO_LANGUAGE].into_iter().zip(wanted)
         {
-            let lang = crate::http::context::language_from(wanted[2].as_ref(), wanted[1].as_ref());
-            res.headers_mut().insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang.code()));
+            if let Some(v) = value {
+                headers.insert(name, v);
+            }
         }
-        return res;
-    }
-    let path = uri.path();
-    let err = match pending {
-        Some(PendingError(e)) => e,
-        None if status == StatusCode::NOT_FOUND && res.headers().get(header::CONTENT_TYPE).is_none() => {
-            ApiError::new(StatusCode::NOT_FOUND, Msg::new(Key::NotFoundRoute).arg("path", path))
+        let prefs = Prefs::from_request(&headers, uri.query());
+        if err.status.is_server_error() {
+            tracing::error!(status = %err.status, %path, "request failed");
         }
-        None if status == StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Msg::new(Key::MethodNotAllowed).arg("path", path).arg("method", method.as_str()),
-        ),
-        None => return res,
-    };
-    let mut headers = axum::http::HeaderMap::new();
-    for (name, value) in [header::ACCEPT, header::ACCEPT_LANGUAGE, header::HeaderName::from_static("so-language")]
-        .into_iter()
-        .zip(wanted)
-    {
-        if let Some(v) = value {
-            headers.insert(name, v);
+        let text = err.msg.render(prefs.lang);
+        let body = format::error_body(prefs.format, err.error_type(), &text);
+        let (mut parts, _) = res.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(header::CONTENT_TYPE, prefs.format.content_type());
+        parts.headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(prefs.lang.code()));
+        if scripted && err.status == StatusCode::UNAUTHORIZED {
+            parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(SCRIPT_CHALLENGE));
         }
+        Response::from_parts(parts, axum::body::Body::from(body))
     }
-    let prefs = Prefs::from_request(&headers, uri.query());
-    if err.status.is_server_error() {
-        tracing::error!(status = %err.status, %path, "request failed");
-    }
-    let text = err.msg.render(prefs.lang);
-    let body = format::error_body(prefs.format, err.error_type(), &text);
-    let (mut parts, _) = res.into_parts();
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, prefs.format.content_type());
-    parts.headers.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(prefs.lang.code()));
-    if scripted && err.status == StatusCode::UNAUTHORIZED {
-        parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(SCRIPT_CHALLENGE));
-    }
-    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 #[cfg(test)]

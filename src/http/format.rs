@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use super::wire::{Prop, TaskView, field_properties_json};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Json,
     Xml,
@@ -24,11 +24,11 @@ impl Format {
         let mut best_json: f32 = -1.0;
         for item in accept.split(',') {
             let mut parts = item.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = parts.next().unwrap_or("").trim();
             let q = parts
                 .find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()))
                 .unwrap_or(1.0);
-            if media == "application/xml" || media == "text/xml" {
+            if media.eq_ignore_ascii_case("application/xml") || media.eq_ignore_ascii_case("text/xml") {
                 best_xml = best_xml.max(q);
             } else {
                 best_json = best_json.max(q);

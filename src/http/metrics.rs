@@ -40,8 +40,13 @@ struct Histogram {
 /// The server's counters, shared by all requests.
 pub struct Metrics {
     started: Instant,
-    requests: Mutex<HashMap<Series, Histogram>>,
+    /// By route template, then (method, status): looked up by the template as the router has
+    /// it, so that a request copies no string (a route's first request adds its entry).
+    requests: Mutex<ByRoute>,
 }
+
+/// Route template → (method, status, histogram).
+type ByRoute = HashMap<String, Vec<(&'static str, u16, Histogram)>>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -50,9 +55,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    fn observe(&self, series: Series, seconds: f64) {
+    fn observe(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
         let mut requests = self.requests.lock().expect("metrics lock");
-        let h = requests.entry(series).or_default();
+        let by_route = match requests.get_mut(route) {
+            Some(v) => v,
+            None => requests.entry(route.to_owned()).or_default(),
+        };
+        let h = match by_route.iter().position(|(m, s, _)| *m == method && *s == status) {
+            Some(i) => &mut by_route[i].2,
+            None => {
+                by_route.push((method, status, Histogram::default()));
+                &mut by_route.last_mut().expect("just pushed").2
+            }
+        };
         if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
             h.buckets[i] += 1;
         }
@@ -64,8 +79,13 @@ impl Metrics {
     pub fn render(&self, tasks: &[(BatchTaskState, i64)]) -> String {
         let mut out = String::new();
         let requests = self.requests.lock().expect("metrics lock");
-        let mut series: Vec<(&Series, &Histogram)> = requests.iter().collect();
-        series.sort_by(|a, b| a.0.cmp(b.0));
+        let mut series: Vec<(Series, &Histogram)> = requests
+            .iter()
+            .flat_map(|(route, v)| {
+                v.iter().map(|(method, status, h)| (Series { route: route.clone(), method, status: *status }, h))
+            })
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
         out.push_str(
             "# HELP batchd_http_requests_total HTTP requests answered, by route template, method and status.\n",
         );
@@ -126,13 +146,14 @@ fn method_label(m: &Method) -> &'static str {
 /// Times one request from routing to its answer; see [`super::finish`].
 pub struct Timer {
     started: Instant,
-    route: String,
+    /// The template (a reference-counted string of the router's), `None` when no route matched.
+    route: Option<MatchedPath>,
     method: &'static str,
 }
 
 impl Timer {
     pub fn start(req: &Request) -> Timer {
-        let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+        let route = req.extensions().get::<MatchedPath>().cloned();
         Timer { started: Instant::now(), route, method: method_label(req.method()) }
     }
 
@@ -141,16 +162,17 @@ impl Timer {
     pub fn finish(self, metrics: &Metrics, res: &Response, request_id: &str) {
         let seconds = self.started.elapsed().as_secs_f64();
         let status = res.status().as_u16();
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
         tracing::info!(
             target: "batchd::request",
             method = self.method,
-            route = %self.route,
+            route,
             status,
             latency_ms = (seconds * 1e6).round() / 1e3,
             request_id,
             "request"
         );
-        metrics.observe(Series { route: self.route, method: self.method, status }, seconds);
+        metrics.observe(route, self.method, status, seconds);
     }
 }
 

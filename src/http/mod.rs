@@ -4,6 +4,7 @@
 //! the router → handlers, which extract a [`auth`] caller and [`context::Prefs`], call the
 //! [`crate::service`] layer, and answer through [`format`].
 
+pub mod answers;
 pub mod apidocs;
 pub mod auth;
 pub mod body;
@@ -24,22 +25,44 @@ pub mod serve;
 pub mod wire;
 pub mod xml;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Uri};
-use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::routing::future::RouteFuture;
 
 use crate::config::Config;
 use crate::service::TaskService;
 
 use auth::Authenticator;
 
-/// Everything a handler may need, shared by reference.
+/// Everything a handler may need, shared by reference: one reference count for all of it, as
+/// axum clones the state for every request (twice for a handler taking `State`), and each count
+/// is a cache line the runtime's threads pass between them.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub config: Arc<Config>,
     pub tasks: TaskService,
     pub identity: crate::identity::IdentityService,
@@ -47,6 +70,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The live event stream's fan-out (`GET /api/v1/BatchTask/Events/stream`).
     pub hub: hub::Hub,
+    /// Encoded answers of `GET /api/v1/BatchTask/{id}`.
+    pub answers: Arc<answers::Answers>,
 }
 
 /// Fixed path segments, in their canonical spelling. Requests may use any letter case.
@@ -109,7 +134,7 @@ pub fn normalize_path(path: &str, prefix: &str) -> String {
     let mut out = String::with_capacity(p.len());
     for seg in p.split('/').filter(|s| !s.is_empty()) {
         out.push('/');
-        match FIXED_SEGMENTS.iter().find(|w| caseless && w.eq_ignore_ascii_case(seg)) {
+        match fixed_word(seg).filter(|_| caseless) {
             Some(w) => out.push_str(w),
             None => out.push_str(seg),
         }
@@ -128,16 +153,24 @@ fn is_normal(path: &str, prefix: &str) -> bool {
     if !prefix.is_empty() && path.get(..prefix.len()).is_some_and(|h| h.eq_ignore_ascii_case(prefix)) {
         return false;
     }
-    !is_caseless(path)
-        || path.split('/').all(|seg| FIXED_SEGMENTS.iter().all(|w| !w.eq_ignore_ascii_case(seg) || *w == seg))
+    !is_caseless(path) || path.split('/').all(|seg| fixed_word(seg).is_none_or(|w| w == seg))
 }
 
-async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, next: Next) -> Response {
+/// The fixed word `seg` spells in some letter case, if it is one. Run on every segment of every
+/// request: the length is compared first, which rules most words out at once.
+fn fixed_word(seg: &str) -> Option<&'static str> {
+    let b = seg.as_bytes();
+    FIXED_SEGMENTS.iter().copied().find(|w| w.len() == b.len() && w.as_bytes().eq_ignore_ascii_case(b))
+}
+
+/// Rewrites the request's path to its [`normalize_path`] form (in place; nothing when it is
+/// normal already, the common case).
+fn rewrite_path(req: &mut Request, prefix: &str) {
     let path = req.uri().path();
-    if is_normal(path, &prefix) {
-        return next.run(req).await;
+    if is_normal(path, prefix) {
+        return;
     }
-    let normal = normalize_path(path, &prefix);
+    let normal = normalize_path(path, prefix);
     if normal != path {
         let mut parts = req.uri().clone().into_parts();
         let pq = match req.uri().query() {
@@ -151,26 +184,68 @@ async fn rewrite_path(prefix: axum::extract::State<Arc<str>>, mut req: Request, 
             }
         }
     }
-    next.run(req).await
 }
 
 /// What every routed answer passes through: the one error path, then the metrics, the log line
 /// and the `X-Request-Id` answer header. A layer of the router, so it sees the matched route
-/// template. One layer for all, not several: another axum middleware layer costs about 2,000
-/// instructions a request, 3% of a GET (bench/instructions.sh).
-async fn finish(
-    axum::extract::State(metrics): axum::extract::State<Arc<metrics::Metrics>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let timer = metrics::Timer::start(&req);
-    let id = request_id(&req);
-    let mut res = error::render_errors(req, next).await;
-    timer.finish(&metrics, &res, &id);
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(REQUEST_ID, v);
+/// template. A plain service with its own future, not an axum `from_fn` middleware, which
+/// boxes a future and clones the service it wraps on every request.
+#[derive(Clone)]
+struct FinishLayer(Arc<metrics::Metrics>);
+
+impl<S> tower::Layer<S> for FinishLayer {
+    type Service = Finish<S>;
+    fn layer(&self, inner: S) -> Finish<S> {
+        Finish { inner, metrics: self.0.clone() }
     }
-    res
+}
+
+#[derive(Clone)]
+struct Finish<S> {
+    inner: S,
+    metrics: Arc<metrics::Metrics>,
+}
+
+impl<S> tower::Service<Request> for Finish<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Finishing<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Finishing<S::Future> {
+        let timer = metrics::Timer::start(&req);
+        let id = request_id(&req);
+        let errors = error::Errors::of(&req);
+        Finishing { inner: self.inner.call(req), after: Some((timer, id, errors, self.metrics.clone())) }
+    }
+}
+
+struct Finishing<F> {
+    inner: F,
+    after: Option<(metrics::Timer, RequestId, error::Errors, Arc<metrics::Metrics>)>,
+}
+
+impl<F: Future<Output = Result<Response, Infallible>> + Unpin> Future for Finishing<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Ok(res) = ready!(Pin::new(&mut this.inner).poll(cx));
+        let (timer, id, errors, metrics) = this.after.take().expect("polled after completion");
+        let mut res = errors.finish(res);
+        timer.finish(&metrics, &res, id.as_str());
+        if let Ok(v) = HeaderValue::from_str(id.as_str()) {
+            res.headers_mut().insert(REQUEST_ID, v);
+        }
+        Poll::Ready(Ok(res))
+    }
 }
 
 const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
@@ -178,30 +253,118 @@ const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("
 /// Longest `X-Request-Id` taken from a client; longer ones are replaced, not cut.
 const REQUEST_ID_MAX: usize = 64;
 
-/// The client's `X-Request-Id` when it is a plain token (so it is safe in a log line and a
-/// header), else a new random one: 16 hex digits.
-fn request_id(req: &Request) -> String {
-    let sent = req.headers().get(REQUEST_ID).map(HeaderValue::as_bytes);
-    match sent {
-        Some(b) if !b.is_empty() && b.len() <= REQUEST_ID_MAX && b.iter().all(|c| c.is_ascii_graphic()) => {
-            String::from_utf8_lossy(b).into_owned()
-        }
-        _ => format!("{:016x}", rand::random::<u64>()),
+/// A request's id: the client's, or one made here (16 hex digits). Kept inline, as it is
+/// at most [`REQUEST_ID_MAX`] visible ASCII characters.
+struct RequestId {
+    len: u8,
+    bytes: [u8; REQUEST_ID_MAX],
+}
+
+impl RequestId {
+    fn as_str(&self) -> &str {
+        // Only visible ASCII is ever put in (see `request_id`).
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
     }
 }
 
-/// The whole application as one service: path rewriting in front of the router.
-pub fn app(state: AppState) -> Router {
+/// The client's `X-Request-Id` when it is a plain token (so it is safe in a log line and a
+/// header), else a new random one: 16 hex digits.
+fn request_id(req: &Request) -> RequestId {
+    let mut id = RequestId { len: 0, bytes: [0; REQUEST_ID_MAX] };
+    let sent = req.headers().get(REQUEST_ID).map(HeaderValue::as_bytes);
+    match sent {
+        Some(b) if !b.is_empty() && b.len() <= REQUEST_ID_MAX && b.iter().all(|c| c.is_ascii_graphic()) => {
+            id.bytes[..b.len()].copy_from_slice(b);
+            id.len = b.len() as u8;
+        }
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = rand::random::<u64>();
+            for (i, byte) in id.bytes[..16].iter_mut().enumerate() {
+                *byte = HEX[((n >> (60 - 4 * i)) & 0xf) as usize];
+            }
+            id.len = 16;
+        }
+    }
+    id
+}
+
+/// The path rewritten in front of the router: before routing, so that the canonical path is
+/// the one routed.
+#[derive(Clone)]
+pub struct Rewrite {
+    router: Router,
+    prefix: Arc<str>,
+}
+
+impl tower::Service<Request> for Rewrite {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> RouteFuture<Infallible> {
+        rewrite_path(&mut req, &self.prefix);
+        tower::Service::call(&mut self.router, req)
+    }
+}
+
+/// The whole application as one service: [`Rewrite`] and the router, CORS outermost when
+/// configured (a preflight is answered before authentication, which it cannot carry).
+#[derive(Clone)]
+pub enum App {
+    Plain(Rewrite),
+    Cors(Box<tower_http::cors::Cors<Rewrite>>),
+}
+
+// The large variant is the common one: boxing it would cost an allocation a request.
+#[allow(clippy::large_enum_variant)]
+pub enum AppFuture {
+    Plain(RouteFuture<Infallible>),
+    Cors(Pin<Box<tower_http::cors::ResponseFuture<RouteFuture<Infallible>>>>),
+}
+
+impl App {
+    pub fn call(&self, req: Request) -> AppFuture {
+        use tower::Service;
+        match self {
+            App::Plain(r) => AppFuture::Plain(r.clone().call(req)),
+            App::Cors(c) => {
+                let mut cors: tower_http::cors::Cors<Rewrite> = (**c).clone();
+                AppFuture::Cors(Box::pin(cors.call(req)))
+            }
+        }
+    }
+}
+
+impl Future for AppFuture {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let res = match self.get_mut() {
+            AppFuture::Plain(f) => ready!(Pin::new(f).poll(cx)),
+            AppFuture::Cors(f) => ready!(f.as_mut().poll(cx)),
+        };
+        Poll::Ready(match res {
+            Ok(res) => res,
+            Err(never) => match never {},
+        })
+    }
+}
+
+/// The whole application: path rewriting in front of the router, CORS outermost.
+pub fn app(state: AppState) -> App {
     let prefix: Arc<str> = Arc::from(state.config.path_prefix.trim_end_matches('/'));
     let cors = cors_layer(&state.config.access.cors_origins);
-    let finishing = middleware::from_fn_with_state(state.metrics.clone(), finish);
+    let finishing = FinishLayer(state.metrics.clone());
     let router = routes::router(state).layer(finishing);
-    // Rewriting must happen before routing, so it wraps the router rather than being a layer of it.
-    let app = Router::new().fallback_service(router).layer(middleware::from_fn_with_state(prefix, rewrite_path));
-    // CORS outermost: a preflight is answered before authentication, which it cannot carry.
+    let rewrite = Rewrite { router, prefix };
     match cors {
-        Some(cors) => app.layer(cors),
-        None => app,
+        Some(cors) => App::Cors(Box::new(tower::Layer::layer(&cors, rewrite))),
+        None => App::Plain(rewrite),
     }
 }
 

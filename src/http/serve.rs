@@ -18,9 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
@@ -29,8 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
-use tower::Service;
 
+use super::{App, AppFuture};
 use crate::config::HttpConfig;
 
 /// File descriptors kept for everything that is not a client connection (database files, task
@@ -66,7 +64,7 @@ fn open_file_limit() -> Option<u64> {
 
 /// Accepts and serves connections until `shutdown` completes; then stops accepting, lets each
 /// connection finish its request in flight, and returns when all are closed.
-pub async fn serve(listener: TcpListener, app: Router, limits: &HttpConfig, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, app: App, limits: &HttpConfig, shutdown: impl Future<Output = ()>) {
     let cap = connection_cap(limits.max_connections);
     if cap < limits.max_connections {
         tracing::warn!(
@@ -326,7 +324,7 @@ impl AsyncWrite for ConnIo {
 /// The router for one connection: gives handlers the client address, and tells the
 /// connection's I/O where each request starts and ends.
 struct ConnService {
-    app: Router,
+    app: App,
     remote: SocketAddr,
     shared: Arc<Shared>,
 }
@@ -339,14 +337,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, req: Request<Incoming>) -> ResponseFuture {
         self.shared.phase.store(BUSY, Relaxed);
         self.shared.unread_body.store(false, Relaxed);
-        let mut req = req.map(|inner| RequestBody { inner, shared: self.shared.clone(), ended: false });
+        let mut req =
+            req.map(|inner| axum::body::Body::new(RequestBody { inner, shared: self.shared.clone(), ended: false }));
         req.extensions_mut().insert(ConnectInfo(self.remote));
-        ResponseFuture { inner: self.app.clone().call(req), shared: Some(self.shared.clone()) }
+        ResponseFuture { inner: self.app.call(req), shared: Some(self.shared.clone()) }
     }
 }
 
 struct ResponseFuture {
-    inner: RouteFuture<Infallible>,
+    inner: AppFuture,
     shared: Option<Arc<Shared>>,
 }
 
@@ -355,7 +354,7 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let res = ready!(Pin::new(&mut this.inner).poll(cx))?;
+        let res = ready!(Pin::new(&mut this.inner).poll(cx));
         let shared = this.shared.take().expect("polled after completion");
         Poll::Ready(Ok(res.map(|inner| ResponseBody { inner, shared })))
     }

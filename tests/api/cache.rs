@@ -453,3 +453,100 @@ async fn a_runners_writes_mark_only_what_they_changed_on_postgres() {
     };
     a_runners_writes_mark_only_what_they_changed(batchd::store::open(&db.url).await.unwrap()).await;
 }
+
+/// One task as four kinds of reader see it (src/http/answers.rs keeps each one's encoded answer):
+/// the admin in JSON, the admin in XML, the admin in another time zone, and a worker (who may not
+/// delete another's task: other TableRight). Each as (Description, State, Created).
+async fn views(app: &TestApp, worker: &(String, String), id: i64) -> Vec<(String, String, String)> {
+    let json = |t: Value| {
+        let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+        (s("Description"), s("State"), s("Created"))
+    };
+    let admin = ok(app.get(&path(id)).await).await;
+    let oslo = ok(app.request(Method::GET, &path(id)).header("SO-TimeZone", "Europe/Oslo").send().await.unwrap()).await;
+    let own = ok(app.as_user(worker).get(&path(id)).await).await;
+    let xml = app.request(Method::GET, &path(id)).header("Accept", "application/xml").send().await.unwrap();
+    assert_eq!(xml.status(), 200);
+    let xml = xml.text().await.unwrap();
+    let leaf = |name: &str| {
+        let open = format!("<{name}>");
+        let from = xml.find(&open).map_or(xml.len(), |i| i + open.len());
+        xml[from..].split('<').next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(own["TableRight"]["Mask"], "Select, Update");
+    vec![json(admin), (leaf("Description"), leaf("State"), leaf("Created")), json(oslo), json(own)]
+}
+
+/// Every view of the task shows `description` and `state` (and the Oslo one its own zone).
+fn all_show(views: &[(String, String, String)], description: &str, state: &str, what: &str) {
+    for (i, (d, s, created)) in views.iter().enumerate() {
+        assert_eq!((d.as_str(), s.as_str()), (description, state), "{what}: view {i}");
+        assert_eq!(created.ends_with("+01:00"), i == 2, "{what}: view {i} in its zone: {created}");
+    }
+}
+
+/// A kept answer is never served for a changed task: each view is read twice (kept), then the
+/// task changes (an edit here, the runner, another node's edit), and every view shows it at once.
+async fn kept_answers_show_every_change(a: &TestApp, b: Option<&TestApp>) {
+    let owner = a.add_associate("owner1", Role::User).await;
+    let worker = a.add_associate("worker1", Role::Worker).await;
+    let id = a.as_user(&owner).create(&json!({"Name": "Export", "Description": "v0"})).await;
+    let mut description = "v0".to_owned();
+    for round in 1..=5 {
+        for _ in 0..2 {
+            all_show(&views(a, &worker, id).await, &description, "New", "kept");
+        }
+        description = format!("v{round}");
+        ok(a.put_json(&path(id), &json!({"Description": description})).await).await;
+        all_show(&views(a, &worker, id).await, &description, "New", &format!("round {round}: an edit"));
+        let Some(b) = b else { continue };
+        all_show(&views(a, &worker, id).await, &description, "New", "kept");
+        description = format!("w{round}");
+        ok(b.put_json(&path(id), &json!({"Description": description})).await).await;
+        let want = description.clone();
+        seen_within(a, id, Duration::from_secs(3), |s, t| s == 200 && t["Description"] == want.as_str()).await;
+        all_show(&views(a, &worker, id).await, &description, "New", &format!("round {round}: another node's edit"));
+    }
+    // The runner's writes: a run, started and then ended by this node's runner. The views are
+    // read one after another: once one shows the end, every view read after it must.
+    let body = json!({"Name": "Sleep", "Description": "nap", "ParameterObject": {"Seconds": "1"}});
+    let id = a.as_user(&owner).create(&body).await;
+    seen_within(a, id, Duration::from_secs(10), |_, t| t["State"] != "New").await;
+    let start = Instant::now();
+    let (mut ended, mut running) = (false, false);
+    loop {
+        let v = views(a, &worker, id).await;
+        for (i, (d, s, created)) in v.iter().enumerate() {
+            assert_eq!(d, "nap", "the runner: view {i}");
+            assert_eq!(created.ends_with("+01:00"), i == 2, "the runner: view {i} in its zone: {created}");
+            if ended {
+                assert_eq!(s, "Succeeded", "the runner: view {i}, read after the end was shown");
+            }
+            if s == "Succeeded" {
+                ended = true;
+            } else {
+                running = true;
+            }
+        }
+        if v.iter().all(|(_, s, _)| s == "Succeeded") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the run did not end: {v:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(running, "the run was read before its end");
+}
+
+#[tokio::test]
+async fn kept_answers_show_every_change_on_sqlite() {
+    kept_answers_show_every_change(&node(None, "a").await, None).await;
+}
+
+#[tokio::test]
+async fn kept_answers_show_every_change_on_postgres() {
+    let Some(db) = TestPg::create("cache::kept_answers_show_every_change_on_postgres").await else { return };
+    let a = node(Some(&db.url), "a").await;
+    let b = node(Some(&db.url), "b").await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // both listening
+    kept_answers_show_every_change(&a, Some(&b)).await;
+}

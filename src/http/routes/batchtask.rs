@@ -10,6 +10,7 @@ use crate::domain::rights::rights_for;
 use crate::domain::{BatchTaskState, Caller, DomainError, Field, time};
 use crate::http::AppState;
 use crate::http::body::{self, Body, BodyKind};
+use crate::http::conditional::Conditions;
 use crate::http::context::Prefs;
 use crate::http::error::ApiError;
 use crate::http::format::{self, Payload};
@@ -78,11 +79,11 @@ pub async fn get_one(
     State(app): State<AppState>,
     prefs: Prefs,
     Path(key): Path<String>,
-    headers: HeaderMap,
+    Conditions(pre): Conditions,
 ) -> Result<Response, ApiError> {
     if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
         let id = parse_id(&key)?;
-        let pre = precondition(&headers)?;
+        let pre = pre?;
         let task = app.tasks.get(&caller, id).await?.ok_or_else(|| ApiError::not_found(id))?;
         if pre.check_read(&task)? == Freshness::NotModified {
             // RFC 9110 §15.4.5: a 304 carries the ETag a 200 would have.
@@ -92,7 +93,7 @@ pub async fn get_one(
             }
             return Ok(res);
         }
-        return Ok(task_response(&prefs, &caller, &task, None));
+        return Ok(app.answers.task(&task, rights_for(&caller, &task), prefs.zone, prefs.format));
     }
     let state =
         BatchTaskState::ALL_NAMES.into_iter().find(|s| s.name().eq_ignore_ascii_case(&key)).ok_or_else(|| {
