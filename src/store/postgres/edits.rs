@@ -106,6 +106,17 @@ async fn run(pool: PgPool, notices: notices::Deferred, mut queue: mpsc::Receiver
         // A caller that has gone (its request dropped) is not written for: it was not answered.
         batch.retain(|j: &Job| !j.reply.is_closed());
         if !batch.is_empty() {
+            // TEMPORARY (measuring)
+            {
+                use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+                static B: AtomicU64 = AtomicU64::new(0);
+                static E: AtomicU64 = AtomicU64::new(0);
+                let b = B.fetch_add(1, Relaxed) + 1;
+                let e = E.fetch_add(batch.len() as u64, Relaxed) + batch.len() as u64;
+                if b % 2000 == 0 {
+                    tracing::warn!(batches = b, edits = e, avg = e as f64 / b as f64, "edit batches");
+                }
+            }
             write_batch(&pool, &mut conn, &notices, std::mem::take(&mut batch)).await;
         }
         batch.clear();

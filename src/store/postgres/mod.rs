@@ -191,7 +191,8 @@ impl PostgresStore {
         let notices = notices::Deferred::default();
         let notifier = ListenerGuard(tokio::spawn(notices.clone().run(pool.clone())));
         // TEMPORARY (measuring): the writer count.
-        let writers = std::env::var("BATCHD_PG_WRITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(edits::DEFAULT_WRITERS);
+        let writers =
+            std::env::var("BATCHD_PG_WRITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(edits::DEFAULT_WRITERS);
         let edits = edits::Writers::start(edits::pool_for(&pool, writers), notices.clone(), writers);
         Ok(PostgresStore { pool, feed, notices, edits, _listener: listener, _notifier: notifier })
     }
