@@ -41,8 +41,10 @@ use crate::store::{StoreError, TaskChange};
 const MAX_BATCH: usize = 256;
 /// Edits waiting per writer; past that a caller waits for room.
 const QUEUE: usize = 4 * MAX_BATCH;
-/// Writers (each with one connection of its own) by default.
-pub const DEFAULT_WRITERS: usize = 2;
+/// Writers, each with one connection of its own (outside the request pool). Two beat one and
+/// three on a loaded 2-core machine (docs/BENCHMARKS.md): one batch forms and is read while the
+/// other commits; more split the batches smaller.
+const WRITERS: usize = 2;
 
 /// One edit by hand, as [`crate::store::Store::modify_task`] was given it (`now` at storage
 /// precision).
@@ -73,9 +75,13 @@ pub(super) struct Writers {
 }
 
 impl Writers {
-    /// `count` writers, each with a connection of its own from `pool` (sized for them).
-    pub(super) fn start(pool: PgPool, notices: notices::Deferred, count: usize) -> Writers {
-        let (queues, writers) = (0..count.max(1))
+    /// The writers, on connections of their own to `pool`'s server, with its settings.
+    pub(super) fn start(pool: &PgPool, notices: notices::Deferred) -> Writers {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(WRITERS as u32)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let (queues, writers) = (0..WRITERS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 (tx, ListenerGuard(tokio::spawn(run(pool.clone(), notices.clone(), rx))))
@@ -106,17 +112,6 @@ async fn run(pool: PgPool, notices: notices::Deferred, mut queue: mpsc::Receiver
         // A caller that has gone (its request dropped) is not written for: it was not answered.
         batch.retain(|j: &Job| !j.reply.is_closed());
         if !batch.is_empty() {
-            // TEMPORARY (measuring)
-            {
-                use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-                static B: AtomicU64 = AtomicU64::new(0);
-                static E: AtomicU64 = AtomicU64::new(0);
-                let b = B.fetch_add(1, Relaxed) + 1;
-                let e = E.fetch_add(batch.len() as u64, Relaxed) + batch.len() as u64;
-                if b % 2000 == 0 {
-                    tracing::warn!(batches = b, edits = e, avg = e as f64 / b as f64, "edit batches");
-                }
-            }
             write_batch(&pool, &mut conn, &notices, std::mem::take(&mut batch)).await;
         }
         batch.clear();
@@ -251,12 +246,4 @@ fn refused(e: &sqlx::Error) -> bool {
         }
         _ => false,
     }
-}
-
-/// A pool for `count` writers, on the same server and settings as `pool`.
-pub(super) fn pool_for(pool: &PgPool, count: usize) -> PgPool {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(u32::try_from(count.max(1)).unwrap_or(u32::MAX))
-        .acquire_timeout(pool.options().get_acquire_timeout())
-        .connect_lazy_with((*pool.connect_options()).clone())
 }

@@ -2,9 +2,10 @@
 //! database.
 //!
 //! Every write is one transaction that returns only after COMMIT, with `synchronous_commit = on`
-//! forced per connection, so a 200 means "durable" here too. `modify_task` and `delete_task` read
-//! the row `FOR UPDATE`: concurrent changes to one task queue on the row lock instead of losing
-//! updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
+//! forced per connection, so a 200 means "durable" here too. `modify_task` of an edit that moves
+//! no state is group-committed (`postgres/edits.rs`, writes guarded by the row's version); state
+//! moves, raced edits and `delete_task` read the row `FOR UPDATE`: concurrent changes to one task
+//! queue on the row lock instead of losing updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
 //! so no database is needed to build); the shared contract test (`tests/api/store_contract.rs`)
 //! checks it against the SQLite store. Identity and access is in `postgres/auth.rs`,
 //! which explains its locks (last active admin, change-log order). The runner is in
@@ -44,7 +45,8 @@ use super::feed::{self, Feed, Notice};
 pub use auth::CHANGE_LOG_LOCK;
 
 /// Connections per node. Each request holds one only for its statements, so this serves many
-/// more concurrent requests; keep `nodes * pool size` under the server's `max_connections`.
+/// more concurrent requests; keep `nodes * (pool size + 3)` under the server's `max_connections`
+/// (the change feed's listener and the edit writers have connections of their own).
 pub const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// Columns of a task row, in the order `task_from_row` reads them. Same shape as SQLite's. A macro
@@ -190,10 +192,7 @@ impl PostgresStore {
         let listener = ListenerGuard(tokio::spawn(listen(pool.clone(), feed.clone())));
         let notices = notices::Deferred::default();
         let notifier = ListenerGuard(tokio::spawn(notices.clone().run(pool.clone())));
-        // TEMPORARY (measuring): the writer count.
-        let writers =
-            std::env::var("BATCHD_PG_WRITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(edits::DEFAULT_WRITERS);
-        let edits = edits::Writers::start(edits::pool_for(&pool, writers), notices.clone(), writers);
+        let edits = edits::Writers::start(&pool, notices.clone());
         Ok(PostgresStore { pool, feed, notices, edits, _listener: listener, _notifier: notifier })
     }
 
