@@ -58,7 +58,7 @@ pub(super) struct Edit {
 /// A writer's answer to an edit.
 pub(super) enum Outcome {
     /// Written and committed, refused, or failed with its batch.
-    Done(Result<Task, StoreError>),
+    Done(Result<Box<Task>, StoreError>),
     /// Not written: the caller takes the locked path.
     Locked,
 }
@@ -196,10 +196,10 @@ async fn write_batch(
     let written = written.map_err(|e| (refused(&e), backend(e)));
     for (job, decided) in batch.into_iter().zip(decided) {
         let outcome = match decided {
-            Decided::Answer(a) => Outcome::Done(a),
+            Decided::Answer(a) => Outcome::Done(a.map(Box::new)),
             Decided::Locked => Outcome::Locked,
             Decided::Written(task) => match &written {
-                Ok(ids) if ids.contains(&task.id) => Outcome::Done(Ok(task)),
+                Ok(ids) if ids.contains(&task.id) => Outcome::Done(Ok(Box::new(task))),
                 // Another write came between: decided again under the row lock.
                 Ok(_) => Outcome::Locked,
                 Err((true, _)) => Outcome::Locked,

@@ -703,7 +703,7 @@ impl Store for PostgresStore {
         let edit = std::sync::Arc::new(edits::Edit { id, now: runner::at(now), actor, change });
         // Most edits are written by the group commit, which sends their notices itself.
         if let edits::Outcome::Done(done) = self.edits.edit(edit.clone()).await {
-            return done;
+            return done.map(|t| *t);
         }
         // The task notice follows the commit (see `notices`). It is armed before the first
         // statement that may commit: a request dropped mid-write may still have committed, and
