@@ -13,7 +13,8 @@
 //! (`runner::modify_task`, under the row lock): an edit that moves the state (events, leases,
 //! rerun and unique checks, the cascade), and the edits of a row that another write changed
 //! between the batch's read and its write (the guard on version and state matched nothing). A
-//! refusal answers its own caller only. When the statement is refused as a whole (a deadlock
+//! refusal answers its own caller only (one decided on the row an earlier edit of the batch left
+//! stands only once that row is written; else it is decided again on the stored row). When the statement is refused as a whole (a deadlock
 //! with a locked batch, a value the database will not take) nothing was written, and each edit
 //! takes the locked path alone, so one bad edit fails alone; when the connection is lost the
 //! write may have committed, and every caller of the batch gets the error (a 503), as a single
@@ -121,6 +122,9 @@ async fn run(pool: PgPool, notices: notices::Deferred, mut queue: mpsc::Receiver
 /// What became of one edit while the batch was decided.
 enum Decided {
     Answer(Result<Task, StoreError>),
+    /// Refused on the row an earlier edit of the batch left: an answer only once that row is
+    /// written, else decided again on the stored row.
+    RefusedAfter(i32, StoreError),
     Locked,
     /// To be written: the row as it will be stored.
     Written(Task),
@@ -151,7 +155,8 @@ async fn write_batch(
         .iter()
         .map(|job| {
             let edit = &job.edit;
-            let Some(row) = current.get(&edit.id).map(|c| &c.0).or_else(|| base.get(&edit.id)) else {
+            let after = current.get(&edit.id).map(|c| &c.0);
+            let Some(row) = after.or_else(|| base.get(&edit.id)) else {
                 return Decided::Answer(Err(StoreError::NotFound));
             };
             // A rule that panics fails its own edit, not the writer and the rest of the batch.
@@ -160,6 +165,7 @@ async fn write_batch(
                 Err(_) => return Decided::Answer(Err(StoreError::Backend("an edit's rule panicked".into()))),
             };
             match next {
+                Err(refused) if after.is_some() => Decided::RefusedAfter(edit.id, refused.into()),
                 Err(refused) => Decided::Answer(Err(refused.into())),
                 Ok(next) if next.state != row.state => Decided::Locked,
                 Ok(next) => {
@@ -197,6 +203,10 @@ async fn write_batch(
     for (job, decided) in batch.into_iter().zip(decided) {
         let outcome = match decided {
             Decided::Answer(a) => Outcome::Done(a.map(Box::new)),
+            Decided::RefusedAfter(id, refused) => match &written {
+                Ok(ids) if ids.contains(&id) => Outcome::Done(Err(refused)),
+                _ => Outcome::Locked,
+            },
             Decided::Locked => Outcome::Locked,
             Decided::Written(task) => match &written {
                 Ok(ids) if ids.contains(&task.id) => Outcome::Done(Ok(Box::new(task))),
