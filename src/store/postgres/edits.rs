@@ -42,10 +42,11 @@ use crate::store::{StoreError, TaskChange};
 const MAX_BATCH: usize = 256;
 /// Edits waiting per writer; past that a caller waits for room.
 const QUEUE: usize = 4 * MAX_BATCH;
-/// Writers, each with one connection of its own (outside the request pool). Two beat one and
-/// three on a loaded 2-core machine (docs/BENCHMARKS.md): one batch forms and is read while the
-/// other commits; more split the batches smaller.
-const WRITERS: usize = 2;
+/// Writers, each with one connection of its own (outside the request pool). One beat two, four
+/// and eight on a 2-core machine (docs/BENCHMARKS.md): the next batch forms in the queue while
+/// one commits, and more writers split the batches smaller, which costs the database more CPU
+/// a PUT than the overlap of their commits gains.
+const WRITERS: usize = 1;
 
 /// One edit by hand, as [`crate::store::Store::modify_task`] was given it (`now` at storage
 /// precision).

@@ -45,8 +45,8 @@ use super::feed::{self, Feed, Notice};
 pub use auth::CHANGE_LOG_LOCK;
 
 /// Connections per node. Each request holds one only for its statements, so this serves many
-/// more concurrent requests; keep `nodes * (pool size + 3)` under the server's `max_connections`
-/// (the change feed's listener and the edit writers have connections of their own).
+/// more concurrent requests; keep `nodes * (pool size + 2)` under the server's `max_connections`
+/// (the change feed's listener and the edit writer have connections of their own).
 pub const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// Columns of a task row, in the order `task_from_row` reads them. Same shape as SQLite's. A macro
