@@ -288,6 +288,34 @@ async fn sqlite_store_loses_no_concurrent_update() {
     concurrent_updates_story(vec![store]).await;
 }
 
+#[tokio::test]
+async fn sqlite_store_keeps_concurrent_edits_of_many_tasks_apart() {
+    let (store, _probe, _dir) = sqlite_store().await;
+    mixed_concurrent_edits_story(vec![store]).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_concurrent_edits_of_many_tasks_apart() {
+    let Some(db) = TestPg::create("store_contract::postgres_store_keeps_concurrent_edits_of_many_tasks_apart").await
+    else {
+        return;
+    };
+    mixed_concurrent_edits_story(vec![store::open(&db.url).await.unwrap()]).await;
+}
+
+#[tokio::test]
+async fn postgres_store_keeps_concurrent_edits_of_many_tasks_apart_across_two_nodes() {
+    let Some(db) =
+        TestPg::create("store_contract::postgres_store_keeps_concurrent_edits_of_many_tasks_apart_across_two_nodes")
+            .await
+    else {
+        return;
+    };
+    let first = store::open(&db.url).await.unwrap();
+    let second = store::open(&db.url.replacen("postgres://", "postgresql://", 1)).await.unwrap();
+    mixed_concurrent_edits_story(vec![first, second]).await;
+}
+
 /// SQLite only: the writer turns off SQLite's automatic checkpoint (it would run inside a
 /// commit) and a checkpoint thread copies the WAL into the database file instead. Without it the
 /// database file would stay as small as the empty schema and the WAL would grow for ever.
@@ -1459,6 +1487,88 @@ async fn concurrent_updates_story(stores: Vec<Arc<dyn Store>>) {
         seen.sort();
         assert_eq!(seen, (0..WRITERS).collect::<Vec<_>>(), "no update lost");
         assert_eq!(stored.version, WRITERS as i64 + 1);
+    }
+}
+
+/// Edits of several tasks at once, as a PUT load makes them (PostgreSQL writes them in batches):
+/// most append their number to the Description, some are refused, one per task moves it to
+/// Started. Every refusal answers its own caller only, every other edit lands once (no lost
+/// update, one version each, the state move included), and the answer with a task's last
+/// version is exactly the stored row.
+async fn mixed_concurrent_edits_story(stores: Vec<Arc<dyn Store>>) {
+    const TASKS: usize = 6;
+    const EDITS: usize = 30;
+    let now = micros_now();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        tasks.push(stores[0].create_task(task("Counter", 7, Some("")), now).await.unwrap().id);
+    }
+    let refused = |i: usize| i % 5 == 3;
+    let mut handles = Vec::new();
+    for i in 0..EDITS {
+        for (n, &id) in tasks.iter().enumerate() {
+            let store = stores[(i + n) % stores.len()].clone();
+            handles.push(tokio::spawn(async move {
+                let answer = store
+                    .modify_task(
+                        id,
+                        Utc::now(),
+                        Actor::associate(7, "edit"),
+                        Box::new(move |t| {
+                            if refused(i) {
+                                return Err(DomainError::Contended { id: t.id.into() });
+                            }
+                            let mut next = t.clone();
+                            next.description = Some(format!("{}{i},", t.description.as_deref().unwrap_or("")));
+                            if i == 7 {
+                                next.state = BatchTaskState::Started;
+                            }
+                            Ok(next)
+                        }),
+                    )
+                    .await;
+                (id, i, answer)
+            }));
+        }
+    }
+    let mut answers = Vec::new();
+    for h in handles {
+        answers.push(h.await.unwrap());
+    }
+    for &id in &tasks {
+        let mine: Vec<_> = answers.iter().filter(|a| a.0 == id).collect();
+        let mut versions = Vec::new();
+        let mut last: Option<&Task> = None;
+        for (_, i, answer) in &mine {
+            if refused(*i) {
+                assert!(matches!(answer, Err(StoreError::Rejected(DomainError::Contended { .. }))), "{i}: {answer:?}");
+                continue;
+            }
+            let t = answer.as_ref().unwrap_or_else(|e| panic!("task {id}, edit {i}: {e:?}"));
+            assert!(t.description.as_deref().unwrap().split(',').any(|s| s == i.to_string()), "{i} in its answer");
+            versions.push(t.version);
+            if last.is_none_or(|l| l.version < t.version) {
+                last = Some(t);
+            }
+        }
+        let landed = EDITS - (0..EDITS).filter(|&i| refused(i)).count();
+        versions.sort();
+        assert_eq!(versions, (2..=(landed as i64 + 1)).collect::<Vec<_>>(), "task {id}: one version per edit");
+        for store in &stores {
+            let stored = store.get_task(id).await.unwrap().unwrap();
+            let mut seen: Vec<usize> = stored
+                .description
+                .as_deref()
+                .unwrap()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap())
+                .collect();
+            seen.sort();
+            assert_eq!(seen, (0..EDITS).filter(|&i| !refused(i)).collect::<Vec<_>>(), "task {id}: no update lost");
+            assert_eq!(stored.state, BatchTaskState::Started, "task {id}: the state move landed");
+            assert_eq!(Some(&stored), last, "task {id}: the last answer is what is stored");
+        }
     }
 }
 

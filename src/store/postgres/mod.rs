@@ -2,9 +2,10 @@
 //! database.
 //!
 //! Every write is one transaction that returns only after COMMIT, with `synchronous_commit = on`
-//! forced per connection, so a 200 means "durable" here too. `modify_task` and `delete_task` read
-//! the row `FOR UPDATE`: concurrent changes to one task queue on the row lock instead of losing
-//! updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
+//! forced per connection, so a 200 means "durable" here too. `modify_task` of an edit that moves
+//! no state is group-committed (`postgres/edits.rs`, writes guarded by the row's version); state
+//! moves, raced edits and `delete_task` read the row `FOR UPDATE`: concurrent changes to one task
+//! queue on the row lock instead of losing updates, whichever node they come from. The SQL is written at run time (no `query!` macros,
 //! so no database is needed to build); the shared contract test (`tests/api/store_contract.rs`)
 //! checks it against the SQLite store. Identity and access is in `postgres/auth.rs`,
 //! which explains its locks (last active admin, change-log order). The runner is in
@@ -35,6 +36,7 @@ use super::{
 mod auth;
 mod connect;
 mod deps;
+mod edits;
 mod notices;
 
 use super::feed::{self, Feed, Notice};
@@ -43,7 +45,8 @@ use super::feed::{self, Feed, Notice};
 pub use auth::CHANGE_LOG_LOCK;
 
 /// Connections per node. Each request holds one only for its statements, so this serves many
-/// more concurrent requests; keep `nodes * pool size` under the server's `max_connections`.
+/// more concurrent requests; keep `nodes * (pool size + 2)` under the server's `max_connections`
+/// (the change feed's listener and the edit writer have connections of their own).
 pub const DEFAULT_POOL_SIZE: u32 = 16;
 
 /// Columns of a task row, in the order `task_from_row` reads them. Same shape as SQLite's. A macro
@@ -63,9 +66,6 @@ const TASK_COLUMNS: &str = task_columns!();
 /// is busy, a quick "try again" serves the client better than a request that hangs.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const TASK_COLUMN_COUNT: usize = 24;
-/// Unlocked tries of an edit that moves no state before it takes the row lock (see
-/// `runner::modify_unlocked`): a row other writers keep changing is then edited in their queue.
-const UNLOCKED_TRIES: usize = 2;
 
 // After `task_columns!` so the runner's statements can use it.
 mod nodes;
@@ -77,6 +77,8 @@ pub struct PostgresStore {
     feed: Feed,
     /// Task notices of edits by hand, sent after their commits.
     notices: notices::Deferred,
+    /// The group commit of edits by hand that move no state.
+    edits: edits::Writers,
     /// Ends the feed's listener with the store.
     _listener: ListenerGuard,
     /// Ends the notice sender with the store.
@@ -164,28 +166,12 @@ fn sqlstate_kind(code: &str) -> SqlStateKind {
 }
 
 impl PostgresStore {
-    /// [`Store::modify_task`] once its notice is armed: unlocked when the change moves no
-    /// state, else under the row lock; the dependents the change failed join the notice, after
-    /// the task, before the commit.
-    async fn edit(
-        &self,
-        id: i32,
-        now: DateTime<Utc>,
-        actor: &Actor,
-        change: &TaskChange,
-        notice: &mut notices::OnDrop<'_>,
-    ) -> Result<Task, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        for _ in 0..UNLOCKED_TRIES {
-            match runner::modify_unlocked(&mut conn, id, now, actor, change).await? {
-                runner::Unlocked::Done(task) => return Ok(*task),
-                runner::Unlocked::Raced => continue,
-                runner::Unlocked::NeedsLock => break,
-            }
-        }
-        // A state move, or a row others keep writing: under the row lock, edits queue.
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, notices::BEGIN_QUIET).await.map_err(backend)?;
-        let (task, failed) = runner::modify_task(&mut tx, id, now, actor, change).await?;
+    /// [`Store::modify_task`] under the row lock, once its notice is armed: a state move, or an
+    /// edit the group commit could not write (see `edits`). The dependents the change failed
+    /// join the notice, after the task, before the commit.
+    async fn locked_edit(&self, edit: &edits::Edit, notice: &mut notices::OnDrop<'_>) -> Result<Task, StoreError> {
+        let mut tx = self.pool.begin_with(notices::BEGIN_QUIET).await.map_err(backend)?;
+        let (task, failed) = runner::modify_task(&mut tx, edit.id, edit.now, &edit.actor, &edit.change).await?;
         // The task first, then the dependents its change failed: a stream shows them in that order.
         notice.extend(failed);
         tx.commit().await.map_err(backend)?;
@@ -206,7 +192,8 @@ impl PostgresStore {
         let listener = ListenerGuard(tokio::spawn(listen(pool.clone(), feed.clone())));
         let notices = notices::Deferred::default();
         let notifier = ListenerGuard(tokio::spawn(notices.clone().run(pool.clone())));
-        Ok(PostgresStore { pool, feed, notices, _listener: listener, _notifier: notifier })
+        let edits = edits::Writers::start(&pool, notices.clone());
+        Ok(PostgresStore { pool, feed, notices, edits, _listener: listener, _notifier: notifier })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -713,11 +700,16 @@ impl Store for PostgresStore {
         actor: Actor,
         change: TaskChange,
     ) -> Result<Task, StoreError> {
-        // The task notice follows the commit (see `notices`): edits do not queue on each other.
-        // It is armed before the first statement that may commit: a request dropped mid-write
-        // may still have committed, and then other nodes must hear of it.
+        let edit = std::sync::Arc::new(edits::Edit { id, now: runner::at(now), actor, change });
+        // Most edits are written by the group commit, which sends their notices itself.
+        if let edits::Outcome::Done(done) = self.edits.edit(edit.clone()).await {
+            return done.map(|t| *t);
+        }
+        // The task notice follows the commit (see `notices`). It is armed before the first
+        // statement that may commit: a request dropped mid-write may still have committed, and
+        // then other nodes must hear of it.
         let mut notice = notices::OnDrop::new(&self.notices, id);
-        let edited = self.edit(id, runner::at(now), &actor, &change, &mut notice).await;
+        let edited = self.locked_edit(&edit, &mut notice).await;
         // A refusal or a missing row is decided before anything is written.
         if matches!(edited, Err(StoreError::Rejected(_) | StoreError::NotFound)) {
             notice.disarm();

@@ -59,13 +59,23 @@ impl<'a> OnDrop<'a> {
         OnDrop { notices, ids: vec![id] }
     }
 
+    /// The notice of a batch of edits of these tasks.
+    pub(super) fn all(notices: &'a Deferred, ids: Vec<i32>) -> OnDrop<'a> {
+        OnDrop { notices, ids }
+    }
+
+    /// Only these of the tasks were written.
+    pub(super) fn retain(&mut self, written: &std::collections::HashSet<i32>) {
+        self.ids.retain(|id| written.contains(id));
+    }
+
     /// Further tasks the edit changed, told after the first.
     pub(super) fn extend(&mut self, ids: impl IntoIterator<Item = i32>) {
         self.ids.extend(ids);
     }
 
     /// Nothing was written: no notice.
-    pub(super) fn disarm(mut self) {
+    pub(super) fn disarm(&mut self) {
         self.ids.clear();
     }
 }

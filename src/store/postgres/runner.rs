@@ -372,63 +372,91 @@ fn bind_edit<'q>(q: PgQuery<'q>, next: &'q Task, now: DateTime<Utc>, actor: &Act
         .bind(actor.associate_id)
 }
 
-/// What [`modify_unlocked`] did.
-pub(super) enum Unlocked {
-    /// Written and committed: the stored row.
-    Done(Box<Task>),
-    /// Another write came between the read and the write: nothing written, decide again.
-    Raced,
-    /// The change moves the state (a lease to end, an event, rerun and unique checks, the
-    /// dependents' cascade): nothing written, it takes the locked transaction.
-    NeedsLock,
+/// The row as the batch edit statement ([`write_edits`]) leaves it: `next`'s values for the
+/// columns an edit writes (those of [`bind_edit`]), the version moved on by one, `updated` at
+/// `now`; everything else as stored. A later edit of the same task in the same batch is decided
+/// on this.
+pub(super) fn as_edited(current: &Task, next: &Task, now: DateTime<Utc>) -> Task {
+    Task {
+        description: next.description.clone(),
+        response: next.response.clone(),
+        request: next.request.clone(),
+        result: next.result.clone(),
+        start_count: next.start_count,
+        last_started: next.last_started,
+        progress_percent: next.progress_percent,
+        progress_description: next.progress_description.clone(),
+        file_name: next.file_name.clone(),
+        updated: now,
+        version: current.version + 1,
+        ..current.clone()
+    }
 }
 
-/// An edit that moves no state, in two round trips and no open transaction: the row is read
-/// unlocked, the domain decides, and ONE autocommit statement writes the result only if the row
-/// still has the version the decision saw. Every write that changes a task's columns moves its
-/// version (`updatedcount`, the ETag), so an unchanged version means the decision was made on
-/// what is stored; a write in between makes the UPDATE match no row (under READ COMMITTED it
-/// waits for a concurrent writer and re-checks the version on the row that writer left). The
-/// lease columns are left alone, as the locked path leaves them when the state stays.
+/// One task's part of a batch edit: the row it was decided on (`base`), the row to store (from
+/// [`as_edited`], once per edit of the batch) and the associate who made its last edit.
+pub(super) struct Edited<'a> {
+    pub base: &'a Task,
+    pub stored: &'a Task,
+    pub who: Option<i32>,
+}
+
+/// Writes edits that move no state, of distinct tasks, in ONE autocommit statement: a row is
+/// written only if it still has the version and state its edits were decided on. Every write
+/// that changes a task's columns moves its version (`updatedcount`, the ETag), so an unchanged
+/// version means the decisions were made on what is stored; a write in between makes the row
+/// match nothing (under READ COMMITTED the statement waits for a concurrent writer and checks
+/// the row that writer left). The lease columns are left alone, as the locked path leaves them
+/// when the state stays. Answers the ids written; the others raced.
 ///
 /// The statement also sets `batchd.task_notices = 'after_commit'` for its own (implicit)
-/// transaction, before the row is touched (an InitPlan runs first), so the trigger stays quiet
-/// and the caller sends the notice once this returns, i.e. after the commit: an autocommit
+/// transaction, before any row is touched (an InitPlan runs first), so the trigger stays quiet
+/// and the caller sends the notices once this returns, i.e. after the commit: an autocommit
 /// statement's answer comes after its commit, which `synchronous_commit = on` makes durable.
-pub(super) async fn modify_unlocked(
-    conn: &mut PgConnection,
-    id: i32,
-    now: DateTime<Utc>,
-    actor: &Actor,
-    change: &TaskChange,
-) -> Result<Unlocked, StoreError> {
-    let current = load_task(conn, id, false).await?.ok_or(StoreError::NotFound)?;
-    // A refusal from this read is as good as one under the lock: the row was the stored one
-    // during the request.
-    let next = change(&current)?;
-    if next.state != current.state {
-        return Ok(Unlocked::NeedsLock);
-    }
-    let row = sqlx::query(concat!(
-        "WITH t AS (UPDATE batchtask SET description = $1, response = $2, request = $3, result = $4, \
-         startcount = $5, laststarted = $6, progresspercent = $7, progressdescription = $8, filename = $9, \
-         updated = $10, updatedcount = updatedcount + 1, updated_associate_id = COALESCE($11, updated_associate_id) \
-         WHERE batchtask_id = $12 AND updatedcount = $13 AND state = $14 \
-         AND (SELECT set_config('batchd.task_notices', 'after_commit', true)) IS NOT NULL RETURNING *) SELECT ",
-        task_columns!(),
-        " FROM t"
-    ));
-    let row = bind_edit(row, &next, now, actor)
-        .bind(id)
-        .bind(current.version)
-        .bind(current.state.number())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(backend)?;
-    match row {
-        Some(r) => Ok(Unlocked::Done(Box::new(task_from_row(&r).map_err(backend)?))),
-        None => Ok(Unlocked::Raced),
-    }
+/// The raw driver error, so that the caller can tell a refused statement (nothing written) from
+/// a lost connection (perhaps committed).
+pub(super) async fn write_edits(conn: &mut PgConnection, edits: &[Edited<'_>]) -> Result<Vec<i32>, sqlx::Error> {
+    // In id order: rows are locked in the order the join meets them, the locked batches' order.
+    let mut edits: Vec<&Edited> = edits.iter().collect();
+    edits.sort_unstable_by_key(|e| e.base.id);
+    let stored = || edits.iter().map(|e| e.stored);
+    // The columns of `bind_edit`, as arrays, then the guard.
+    sqlx::query(
+        "UPDATE batchtask t SET description = v.description, response = v.response, request = v.request, \
+         result = v.result, startcount = v.startcount, laststarted = v.laststarted, \
+         progresspercent = v.progresspercent, progressdescription = v.progressdescription, filename = v.filename, \
+         updated = v.updated, updatedcount = v.updatedcount, \
+         updated_associate_id = COALESCE(v.who, t.updated_associate_id) \
+         FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], \
+         $7::timestamptz[], $8::smallint[], $9::text[], $10::text[], $11::timestamptz[], $12::integer[], \
+         $13::bigint[], $14::integer[], $15::bigint[]) \
+         AS v (id, description, response, request, result, startcount, laststarted, progresspercent, \
+         progressdescription, filename, updated, who, version, state, updatedcount) \
+         WHERE t.batchtask_id = v.id AND t.batchtask_id = ANY($1) AND t.updatedcount = v.version \
+         AND t.state = v.state \
+         AND (SELECT set_config('batchd.task_notices', 'after_commit', true)) IS NOT NULL \
+         RETURNING t.batchtask_id",
+    )
+    .bind(edits.iter().map(|e| e.base.id).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.description.clone()).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.response.clone()).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.request.clone()).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.result.clone()).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.start_count).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.last_started).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.progress_percent).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.progress_description.clone()).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.file_name.clone()).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.updated).collect::<Vec<_>>())
+    .bind(edits.iter().map(|e| e.who).collect::<Vec<_>>())
+    .bind(edits.iter().map(|e| e.base.version).collect::<Vec<_>>())
+    .bind(edits.iter().map(|e| e.base.state.number()).collect::<Vec<_>>())
+    .bind(stored().map(|t| t.version).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get(0))
+    .collect()
 }
 
 /// Deletes a task row with its blobs and links (and, when `events`, its event log).
