@@ -48,6 +48,11 @@ const QUEUE: usize = 4 * MAX_BATCH;
 /// a PUT than the overlap of their commits gains.
 const WRITERS: usize = 1;
 
+/// Longest a writer's statement waits for a row lock another session holds.
+const WRITER_LOCK_TIMEOUT: &str = "250ms";
+/// Longest a writer's statement runs.
+const WRITER_STATEMENT_TIMEOUT: &str = "5s";
+
 /// One edit by hand, as [`crate::store::Store::modify_task`] was given it (`now` at storage
 /// precision).
 pub(super) struct Edit {
@@ -82,7 +87,13 @@ impl Writers {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(WRITERS as u32)
             .acquire_timeout(pool.options().get_acquire_timeout())
-            .connect_lazy_with((*pool.connect_options()).clone());
+            // A writer that waited on one row's lock would hold up every edit of the node: past
+            // these a statement is refused (rolled back) and its edits take the locked path alone.
+            .connect_lazy_with(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("lock_timeout", WRITER_LOCK_TIMEOUT), ("statement_timeout", WRITER_STATEMENT_TIMEOUT)]),
+            );
         let (queues, writers) = (0..WRITERS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(QUEUE);
@@ -170,7 +181,9 @@ async fn write_batch(
                 Err(refused) => Decided::Answer(Err(refused.into())),
                 Ok(next) if next.state != row.state => Decided::Locked,
                 Ok(next) => {
-                    let stored = runner::as_edited(row, &next, edit.now);
+                    // Never before the row's last change: edits queued in one order may carry their clocks
+                    // in another, and Last-Modified must not go back.
+                    let stored = runner::as_edited(row, &next, edit.now.max(row.updated));
                     let who = edit.actor.associate_id.or_else(|| current.get(&edit.id).and_then(|c| c.1));
                     current.insert(edit.id, (stored.clone(), who));
                     Decided::Written(stored)

@@ -599,8 +599,13 @@ pub(super) fn purge_finished(
     if !state.is_finished() {
         return Ok(0);
     }
+    // `state BETWEEN 4 AND 6` restates the partial index's predicate (migration 0012), so that
+    // SQLite may use `batchtask_finished`.
     let ids: Vec<i32> = conn
-        .prepare_cached("SELECT batchtask_id FROM batchtask WHERE state = ? AND updated < ? ORDER BY updated LIMIT ?")
+        .prepare_cached(
+            "SELECT batchtask_id FROM batchtask WHERE state = ? AND state BETWEEN 4 AND 6 AND updated < ? \
+             ORDER BY updated LIMIT ?",
+        )
         .and_then(|mut s| {
             s.query_map(params![state.number(), micros(before), limit as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()
