@@ -55,23 +55,5 @@ kill -INT "$pid"
 wait "$pid" || true
 trap - EXIT
 dump=$(ls "$OUT"/cg.out.*.1 | head -1)
-python3 - "$dump" "$N" "$BIN" "$CLIENTS" <<'PY'
-import re, sys
-path, n = sys.argv[1], int(sys.argv[2])
-total, calls, cfn, names = 0, {}, None, {}
-for line in open(path, errors="replace"):
-    if line.startswith("summary:") or line.startswith("totals:"):
-        total = int(line.split()[1])
-    m = re.match(r"(c?)fn=\((\d+)\)(?: (.*))?", line)
-    if m:
-        if m.group(3):
-            names[m.group(2)] = m.group(3).strip()
-        if m.group(1):
-            cfn = names.get(m.group(2))
-    elif line.startswith("calls=") and cfn:
-        calls[cfn] = calls.get(cfn, 0) + int(line.split("=")[1].split()[0])
-want = ["sqlite3_step", "sqlite3_prepare_v2", "sqlite3_prepare_v3", "sqlite3LockAndPrepare", "sqlite3_reset", "sqlite3_exec", "fdatasync", "fsync"]
-per = " ".join(f"{k}={calls.get(k, 0) / n:.2f}" for k in want if calls.get(k, 0))
-print(f"RESULT instructions_per_create={total // n} {per} clients={sys.argv[4]} n={n} binary={sys.argv[3]}")
-PY
+python3 bench/callgrind_per_request.py "$dump" "$N" "$BIN" "$CLIENTS" create
 echo "profile: $dump"

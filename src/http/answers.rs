@@ -120,30 +120,10 @@ mod tests {
     fn task(id: i32) -> Task {
         let at = chrono::Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
         Task {
-            id,
-            name: "Bench".into(),
-            associate_id: 1,
-            details_table: 0,
-            details_record: 0,
-            is_system: false,
-            is_internal: false,
-            parameters: None,
-            last_started: None,
             created: at,
-            start_count: 0,
-            database_serial_number: None,
-            context: None,
-            result: None,
-            state: BatchTaskState::New,
             description: Some("d".into()),
-            response: None,
-            request: None,
-            progress_description: None,
-            progress_percent: 0,
-            file_name: None,
-            cancellation: Default::default(),
-            version: 1,
             updated: at,
+            ..Task::fixture(id, "Bench", 1, BatchTaskState::New)
         }
     }
 

@@ -625,32 +625,8 @@ mod tests {
     }
 
     fn task(id: i32, version: i64) -> Task {
-        Task {
-            id,
-            name: "Noop".into(),
-            associate_id: 1,
-            details_table: 0,
-            details_record: 0,
-            is_system: false,
-            is_internal: false,
-            parameters: None,
-            last_started: None,
-            created: Utc::now(),
-            start_count: 0,
-            database_serial_number: None,
-            context: None,
-            result: None,
-            state: BatchTaskState::New,
-            description: None,
-            response: None,
-            request: None,
-            progress_description: None,
-            progress_percent: 0,
-            file_name: None,
-            cancellation: Default::default(),
-            version,
-            updated: Utc::now(),
-        }
+        let now = Utc::now();
+        Task { created: now, version, updated: now, ..Task::fixture(id, "Noop", 1, BatchTaskState::New) }
     }
 
     const S: Option<u64> = Some(1);
