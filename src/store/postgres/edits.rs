@@ -127,7 +127,6 @@ async fn run(pool: PgPool, notices: notices::Deferred, mut queue: mpsc::Receiver
         if !batch.is_empty() {
             write_batch(&pool, &mut conn, &notices, std::mem::take(&mut batch)).await;
         }
-        batch.clear();
     }
 }
 

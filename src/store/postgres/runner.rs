@@ -416,7 +416,9 @@ pub(super) struct Edited<'a> {
 /// The raw driver error, so that the caller can tell a refused statement (nothing written) from
 /// a lost connection (perhaps committed).
 pub(super) async fn write_edits(conn: &mut PgConnection, edits: &[Edited<'_>]) -> Result<Vec<i32>, sqlx::Error> {
-    // In id order: rows are locked in the order the join meets them, the locked batches' order.
+    // In id order, the order the locked batches take their row locks in. The planner usually
+    // meets the rows in this order but does not promise it: a deadlock with a runner batch is
+    // refused, and its edits then take the locked path (`edits`).
     let mut edits: Vec<&Edited> = edits.iter().collect();
     edits.sort_unstable_by_key(|e| e.base.id);
     let stored = || edits.iter().map(|e| e.stored);
